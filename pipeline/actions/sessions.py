@@ -1,0 +1,70 @@
+"""Pure session logic: when it starts, what it is called, its Jitsi room and its calendar invite."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timedelta
+
+import icalendar
+
+from pipeline.messages import EnrichedContent, SessionProposal, stable_id
+
+SLOT_MINUTES = 1
+DECISION_MARGIN = timedelta(minutes=5)
+
+
+def first_slot(now: datetime, lead_minutes: int) -> datetime:
+    """Lead time from now, rounded up to the next whole minute (the seed's "30 mins out")."""
+    earliest = now + timedelta(minutes=lead_minutes)
+    overshoot = (earliest.minute % SLOT_MINUTES) * 60 + earliest.second + earliest.microsecond / 1e6
+    if overshoot == 0:
+        return earliest
+    return (earliest + timedelta(seconds=SLOT_MINUTES * 60 - overshoot)).replace(microsecond=0)
+
+
+def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
+    share, article, plan = content.trigger.share, content.article, content.trigger.plan
+    starts_at = first_slot(now, plan.lead_minutes)
+    by_author = f" by {article.author}" if article.author else ""
+    return SessionProposal(
+        id=stable_id("proposal", share.id),
+        correlation_id=content.correlation_id,
+        causation_id=content.id,
+        content=content,
+        title=f"Live: {article.title}",
+        description=(
+            f"{share.sharer} shared \"{article.title}\"{by_author}. Let's talk it through, live. "
+            f"{article.summary}"
+        ).strip(),
+        starts_at=starts_at,
+        duration_minutes=plan.duration_minutes,
+        channels=list(plan.channels),
+        expires_at=max(now, starts_at - DECISION_MARGIN),
+    )
+
+
+def jitsi_room_url(base_url: str, title: str) -> str:
+    """Jitsi has no API: the room exists once someone joins, so the name itself must be unguessable."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-")[:40] or "Session"
+    return f"{base_url.rstrip('/')}/Impromptu-{slug}-{secrets.token_urlsafe(16).replace('_', 'x').replace('-', 'y')}"
+
+
+def calendar_invite(
+    *, uid: str, title: str, description: str, starts_at: datetime, ends_at: datetime, join_url: str
+) -> str:
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//Impromptu//Live learning sessions//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    event = icalendar.Event()
+    event.add("uid", f"{uid}@impromptu")
+    event.add("dtstamp", starts_at)
+    event.add("dtstart", starts_at)
+    event.add("dtend", ends_at)
+    event.add("summary", title)
+    event.add("description", f"{description}\n\nJoin: {join_url}")
+    event.add("location", join_url)
+    event.add("url", join_url)
+    calendar.add_component(event)
+    return calendar.to_ical().decode()

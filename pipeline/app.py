@@ -1,0 +1,97 @@
+"""Build and run the pipeline: `create_app(settings)` wires every stage's router onto one broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import structlog
+from faststream import FastStream
+from faststream.nats import NatsBroker
+
+from pipeline import bus
+from pipeline.actions import actions_router
+from pipeline.archive import archive_router
+from pipeline.embedded import EmbeddedNats
+from pipeline.enrich import enrich_router
+from pipeline.errors import ConfigError
+from pipeline.outreach import outreach_router
+from pipeline.settings import Settings
+from pipeline.triggers import trigger_router
+from pipeline.triggers.rules import load_rules
+
+log = structlog.get_logger("pipeline.app")
+
+
+def new_broker(url: str) -> NatsBroker:
+    # FastStream's own access log is off: our stages log structlog events with the correlation id.
+    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu")
+
+
+def create_broker(settings: Settings) -> NatsBroker:
+    if settings.nats_url is None:
+        raise ConfigError("no NATS URL: set NATS_URL, or run through `impromptu run` which embeds a server")
+    rules = load_rules(settings.rules_file)
+    broker = new_broker(settings.nats_url)
+    for router in (
+        trigger_router(settings, rules),
+        enrich_router(settings, rules),
+        actions_router(settings),
+        outreach_router(settings),
+        archive_router(settings),
+    ):
+        broker.include_router(router)
+    return broker
+
+
+def create_app(settings: Settings) -> FastStream:
+    return FastStream(create_broker(settings), logger=None)
+
+
+@contextmanager
+def nats_for(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a NATS server: NATS_URL as given, or an embedded server for this block."""
+    if settings.nats_url is not None:
+        yield settings
+        return
+    with EmbeddedNats(
+        settings.nats_store_dir, host=settings.embedded_nats_host, port=settings.embedded_nats_port
+    ) as server:
+        settings.embedded_url_file.write_text(server.url)
+        try:
+            yield settings.model_copy(update={"nats_url": server.url})
+        finally:
+            settings.embedded_url_file.unlink(missing_ok=True)
+
+
+def discover_url(settings: Settings) -> str:
+    """For commands that join a running pipeline: NATS_URL, else the embedded server `impromptu run` started."""
+    if settings.nats_url is not None:
+        return settings.nats_url
+    if settings.embedded_url_file.exists():
+        return settings.embedded_url_file.read_text().strip()
+    raise ConfigError("no NATS server to talk to: start the pipeline with `make run`, or set NATS_URL")
+
+
+@asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """A broker with no subscribers, for the CLI: publish, read KV."""
+    broker = new_broker(discover_url(settings))
+    try:
+        await broker.connect()
+    except Exception as error:
+        raise ConfigError(f"cannot connect to NATS at {discover_url(settings)}: {error}") from error
+    try:
+        await bus.ensure_stream(broker, settings)
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def serve(settings: Settings) -> None:
+    """`impromptu run`: every stage until SIGINT/SIGTERM; then the stages drain and NATS stops."""
+    with nats_for(settings) as live:
+        app = create_app(live)
+        log.info("pipeline.starting", nats_url=live.nats_url, rules=str(live.rules_file))
+        await app.run()
+        log.info("pipeline.stopped")

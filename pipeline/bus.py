@@ -1,0 +1,81 @@
+"""Bus topology: one JetStream stream over every subject, one durable pull consumer per stage."""
+
+from __future__ import annotations
+
+from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType
+from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from pipeline.messages import Message
+from pipeline.settings import Settings
+
+STREAM = "IMPROMPTU"
+
+SHARES = "impromptu.shares"
+TRIGGERS_FIRED = "impromptu.triggers.fired"
+CONTENT_ENRICHED = "impromptu.content.enriched"
+PROPOSALS_CREATED = "impromptu.proposals.created"
+DECISIONS = "impromptu.decisions"
+SESSIONS_SCHEDULED = "impromptu.sessions.scheduled"
+OUTREACH_RESULTS = "impromptu.outreach.results"
+RECORDINGS = "impromptu.recordings"
+LIBRARY_ENTRIES = "impromptu.library.entries"
+DEAD_LETTERS = "impromptu.dlq"  # + ".<stage>"
+
+ALL_SUBJECTS = "impromptu.>"
+
+
+def dead_letter_subject(stage: str) -> str:
+    return f"{DEAD_LETTERS}.{stage}"
+
+
+def jetstream(settings: Settings) -> JStream:
+    return JStream(
+        name=STREAM,
+        subjects=[ALL_SUBJECTS],
+        storage=StorageType.FILE,
+        duplicate_window=settings.duplicate_window_seconds,
+        declare=True,
+    )
+
+
+def stage_consumer(settings: Settings, durable: str) -> dict[str, object]:
+    """Subscriber arguments for one stage's durable pull consumer.
+
+    JetStream's own max_deliver stays unlimited on purpose: when it gives up it drops the message silently.
+    Our delivery middleware counts deliveries and moves a message to the dead-letter subject instead.
+    """
+    return {
+        "stream": jetstream(settings),
+        "durable": durable,
+        "pull_sub": PullSub(batch_size=10, timeout=1.0),
+        "config": ConsumerConfig(
+            durable_name=durable,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            ack_wait=settings.ack_wait_seconds,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=-1,
+        ),
+    }
+
+
+def msg_headers(message: Message) -> dict[str, str]:
+    return {"Nats-Msg-Id": message.id}
+
+
+async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
+    """Publish into the stream with the message's id as Nats-Msg-Id (a re-publish is dropped)."""
+    return await broker.publish(
+        message, subject, headers=msg_headers(message), correlation_id=message.correlation_id, stream=STREAM
+    )
+
+
+async def ensure_stream(broker: NatsBroker, settings: Settings) -> None:
+    """Create the stream if no stage has yet, so a share published before `impromptu run` is kept."""
+    js = broker.config.connection_state.stream
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        declared = jetstream(settings)
+        await js.add_stream(config=declared.config)

@@ -1,0 +1,222 @@
+"""The `impromptu` command: run the pipeline, the demo, and the facilitator's and operator's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from pipeline import bus
+from pipeline.errors import ImpromptuError
+from pipeline.logs import configure_logging
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+proposals = typer.Typer(no_args_is_help=True, help="What facilitators do: list, show, approve, reject.")
+library = typer.Typer(no_args_is_help=True, help="The learning library: list and search recordings.")
+rules_cli = typer.Typer(no_args_is_help=True, help="Trigger rules files.")
+schemas_cli = typer.Typer(no_args_is_help=True, help="JSON Schema of every message.")
+cli.add_typer(proposals, name="proposals")
+cli.add_typer(library, name="library")
+cli.add_typer(rules_cli, name="rules")
+cli.add_typer(schemas_cli, name="schemas")
+
+
+def _settings(quiet: bool = False) -> Settings:
+    settings = Settings()
+    configure_logging(json=settings.log_json, level="WARNING" if quiet else settings.log_level)
+    return settings
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@cli.command()
+def run() -> None:
+    """Run every stage; embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
+    from pipeline.app import serve
+
+    _run(serve(_settings()))
+
+
+@cli.command()
+def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the stages' logs too.")] = False) -> None:
+    """The seed story end to end, in seconds, on an embedded NATS server."""
+    from pipeline.demo import run_demo
+
+    _run(run_demo(_settings(quiet=not verbose)))
+
+
+@cli.command()
+def share(
+    url: str,
+    by: Annotated[str, typer.Option("--by", help="Who shared it, e.g. @britz.")],
+    text: Annotated[str, typer.Option(help="The post's text.")] = "",
+    share_id: Annotated[str | None, typer.Option("--id", help="Stable id; defaults to the URL + sharer.")] = None,
+) -> None:
+    """Put a share on the bus by hand (same path as every source)."""
+    from pipeline.app import connected
+    from pipeline.messages import Share, stable_id
+
+    async def publish() -> None:
+        message = Share.from_source(
+            source="cli", native_id=share_id or stable_id("s", url, by), sharer=by, text=text, url=url
+        )
+        async with connected(_settings(quiet=True)) as broker:
+            ack = await bus.publish(broker, bus.SHARES, message)
+        print(f"{message.id} {'already on the bus' if ack.duplicate else 'published'} (seq {ack.seq})")
+
+    _run(publish())
+
+
+@proposals.command("list")
+def proposals_list() -> None:
+    """Proposals, newest first."""
+    from pipeline.actions.approval import list_records
+    from pipeline.app import connected
+
+    async def show() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            records = await list_records(broker)
+        if not records:
+            print("no proposals")
+        for record in records:
+            p = record.proposal
+            sharer = p.content.trigger.share.sharer
+            print(f"{p.id}  {record.state:<9} {p.starts_at:%Y-%m-%d %H:%M} UTC  {sharer:<12} {p.title}")
+
+    _run(show())
+
+
+@proposals.command("show")
+def proposals_show(proposal_id: str) -> None:
+    """One proposal as JSON."""
+    from pipeline.actions.approval import get_record
+    from pipeline.app import connected
+
+    async def show() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            print((await get_record(broker, proposal_id)).model_dump_json(indent=2))
+
+    _run(show())
+
+
+def _decide(proposal_id: str, decision: str, by: str, reason: str) -> None:
+    from pipeline.actions.approval import decide
+    from pipeline.app import connected
+
+    async def act() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            await decide(broker, proposal_id, decision, by=by, reason=reason)  # type: ignore[arg-type]
+        print(f"{proposal_id} {decision} by {by}")
+
+    _run(act())
+
+
+@proposals.command("approve")
+def proposals_approve(
+    proposal_id: str, by: Annotated[str, typer.Option("--by", help="Facilitator's name or e-mail.")]
+) -> None:
+    """Approve: the session is created and announced."""
+    _decide(proposal_id, "approved", by, "")
+
+
+@proposals.command("reject")
+def proposals_reject(
+    proposal_id: str,
+    by: Annotated[str, typer.Option("--by", help="Facilitator's name or e-mail.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+) -> None:
+    """Reject: nothing is created at the provider, nothing is announced."""
+    _decide(proposal_id, "rejected", by, reason)
+
+
+@cli.command()
+def record(
+    session_id: str,
+    media: Annotated[str, typer.Option(help="URL or path of the recording.")],
+    minutes: Annotated[int, typer.Option(help="Length of the recording.")] = 60,
+) -> None:
+    """Hand a session's recording to the archive stage."""
+    from pipeline import stores
+    from pipeline.app import connected
+    from pipeline.messages import Recording, ScheduledSession
+
+    async def publish() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            kv = await stores.bucket(broker, stores.SESSIONS)
+            try:
+                entry = await kv.get(session_id)
+            except Exception as error:
+                raise ImpromptuError(f"no scheduled session {session_id!r}") from error
+            session = ScheduledSession.model_validate_json(entry.value or b"")
+            message = Recording(
+                id=f"recording:{session.id}",
+                correlation_id=session.correlation_id,
+                causation_id=session.id,
+                session=session,
+                media_url=media,
+                duration_minutes=minutes,
+            )
+            await bus.publish(broker, bus.RECORDINGS, message)
+        print(f"{message.id} published")
+
+    _run(publish())
+
+
+@library.command("list")
+def library_list() -> None:
+    """Every kept recording, newest first."""
+    from pipeline.archive.library import entries
+
+    for entry in entries(_settings(quiet=True).library_dir):
+        print(f"{entry.id}  {entry.recorded_at:%Y-%m-%d}  {entry.tagline}  [{', '.join(entry.tags)}]")
+
+
+@library.command("search")
+def library_search(query: str) -> None:
+    """Entries matching every word of QUERY (tagline, description, tags, provenance)."""
+    from pipeline.archive.library import search
+
+    for entry in search(_settings(quiet=True).library_dir, query):
+        print(f"{entry.id}  {entry.tagline}\n    {entry.media_url}\n    {entry.description[:160]}")
+
+
+@rules_cli.command("check")
+def rules_check(file: Path) -> None:
+    """Validate a rules file: exit 0 with a summary, or exit 1 with FILE:LINE:COLUMN: field: message."""
+    from pipeline.triggers.rules import load_rules
+
+    rules = load_rules(file)
+    print(
+        f"{file}: ok: {len(rules.trusted_people)} trusted people, {len(rules.topics)} topics, "
+        f"{len(rules.rules)} rules"
+    )
+
+
+@schemas_cli.command("export")
+def schemas_export(
+    folder: Annotated[Path, typer.Option(help="Where to write the schema files.")] = Path("schemas"),
+) -> None:
+    """Write the JSON Schema of every bus message (and the rules file) into FOLDER."""
+    from pipeline.schema_export import write_schemas
+
+    for path in write_schemas(folder):
+        print(path)
+
+
+def main() -> None:
+    try:
+        cli()
+    except ImpromptuError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,194 @@
+"""`impromptu demo`: the seed story, end to end, on a real (embedded) NATS JetStream server.
+
+@britz shares a Josh Bersin article (served from a local fixture page) -> trigger -> enrich -> a proposal
+30 minutes out -> a facilitator approves it through the same function `impromptu proposals approve` uses ->
+announcements for X, LinkedIn and Facebook in the outbox -> a sample recording kept in the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nats.aio.msg import Msg
+
+from pipeline import bus
+from pipeline.actions.approval import decide
+from pipeline.app import connected, create_broker, nats_for
+from pipeline.embedded import free_port
+from pipeline.messages import (
+    EnrichedContent,
+    LibraryEntry,
+    OutreachResult,
+    Recording,
+    ScheduledSession,
+    SessionProposal,
+    Share,
+    TriggerFired,
+)
+from pipeline.settings import Settings
+
+ASSETS = Path(__file__).parent / "demo_assets"
+ARTICLE_PATH = "/pulse/why-elearning-isnt-working-leadership-soft-skills-josh-bersin"
+FACILITATOR = "facilitator@impromptu.example"
+
+
+@contextmanager
+def article_server(html: bytes, path: str = ARTICLE_PATH) -> Iterator[str]:
+    """A local stand-in for the LinkedIn article page, on a free loopback port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != path:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def seed_share(url: str) -> Share:
+    return Share.from_source(
+        source="x",
+        native_id="seed-britz-bersin",
+        sharer="@britz",
+        text="Josh Bersin with data on why eLearning isn't working for leadership and soft skills training",
+        url=url,
+    )
+
+
+def sample_recording(session: ScheduledSession, folder: Path) -> Recording:
+    folder.mkdir(parents=True, exist_ok=True)
+    media = folder / f"{session.id}.txt"
+    media.write_text(f"(sample recording of {session.proposal.title}, {session.join_url})\n")
+    return Recording(
+        id=f"recording:{session.id}",
+        correlation_id=session.correlation_id,
+        causation_id=session.id,
+        session=session,
+        media_url=str(media),
+        duration_minutes=session.proposal.duration_minutes,
+    )
+
+
+class Watcher:
+    """Collects what flows on the bus (a plain core subscription: it takes nothing from the stages)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[bytes]] = {}
+        self.arrived = asyncio.Event()
+
+    async def on_message(self, msg: Msg) -> None:
+        self.seen.setdefault(msg.subject, []).append(msg.data)
+        self.arrived.set()
+
+    async def wait_for(self, subject: str, count: int = 1, timeout: float = 20.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen.get(subject, [])) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                dead = {s: len(v) for s, v in self.seen.items() if s.startswith(bus.DEAD_LETTERS)}
+                raise TimeoutError(f"nothing on {subject} after {timeout}s (dead letters: {dead or 'none'})")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+        return self.seen[subject][:count]
+
+
+async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> None:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="impromptu-demo-") as scratch:
+        html = (ASSETS / "bersin-article.html").read_bytes()
+        with article_server(html) as article_url:
+            demo_settings = settings.model_copy(
+                update={
+                    "data_dir": Path(scratch),
+                    # the fixture page is on loopback: allow exactly that, nothing else
+                    "fetch_allow": [*settings.fetch_allow, "127.0.0.1/32"],
+                    "embedded_nats_port": free_port(),
+                }
+            )
+            with nats_for(demo_settings) as live:
+                say(f"[bus     ] NATS JetStream at {live.nats_url} (file store in a temp folder)")
+                await _story(live, article_url, say)
+    say(f"[done    ] the seed story ran end to end in {time.monotonic() - started:.1f}s")
+
+
+async def _story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
+    pipeline = create_broker(settings)
+    await pipeline.start()
+    try:
+        async with connected(settings) as client:
+            watcher = Watcher()
+            await client.config.connection_state.connection.subscribe(bus.ALL_SUBJECTS, cb=watcher.on_message)
+
+            share = seed_share(article_url)
+            await bus.publish(client, bus.SHARES, share)
+            raw = await watcher.wait_for(bus.TRIGGERS_FIRED)
+            fired = TriggerFired.model_validate_json(raw[0])
+            say(
+                f"[trigger ] {share.sharer} shared {share.url} -> rule {fired.rule!r} fired "
+                f"(score {fired.score:.2f}, topics: {', '.join(fired.topics)})"
+            )
+
+            content = EnrichedContent.model_validate_json((await watcher.wait_for(bus.CONTENT_ENRICHED))[0])
+            article = content.article
+            say(
+                f"[enrich  ] \"{article.title}\" by {article.author} on {article.site_name} "
+                f"({article.word_count} words; topics: {', '.join(content.topics)})"
+            )
+
+            proposal = SessionProposal.model_validate_json((await watcher.wait_for(bus.PROPOSALS_CREATED))[0])
+            lead = round((proposal.starts_at - proposal.created_at).total_seconds() / 60)
+            say(
+                f"[propose ] {proposal.id}: \"{proposal.title}\" at {proposal.starts_at:%H:%M} UTC "
+                f"(in {lead} min), awaiting a facilitator until {proposal.expires_at:%H:%M} UTC"
+            )
+
+            await decide(client, proposal.id, "approved", by=FACILITATOR)
+            say(f"[approve ] impromptu proposals approve {proposal.id} --by {FACILITATOR}")
+
+            session = ScheduledSession.model_validate_json((await watcher.wait_for(bus.SESSIONS_SCHEDULED))[0])
+            say(f"[schedule] {session.id}: join {session.join_url} (calendar invite attached)")
+
+            results = await watcher.wait_for(bus.OUTREACH_RESULTS, count=len(proposal.channels))
+            for result in sorted((OutreachResult.model_validate_json(r) for r in results), key=lambda r: r.channel):
+                first_line = result.text.splitlines()[0] if result.text else result.reason
+                say(f"[outreach] {result.channel:<8} {result.status}: {first_line}")
+
+            await bus.publish(client, bus.RECORDINGS, sample_recording(session, Path(settings.data_dir) / "recordings"))
+            entry = LibraryEntry.model_validate_json((await watcher.wait_for(bus.LIBRARY_ENTRIES))[0])
+            say(f"[archive ] {entry.id}: {entry.tagline} [tags: {', '.join(entry.tags)}]")
+
+            journey = sum(
+                1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r
+            )
+            say(f"[trace   ] correlation id {share.correlation_id} carried by {journey} messages")
+    finally:
+        await pipeline.stop()
+
+
+def main(settings: Settings) -> None:
+    asyncio.run(run_demo(settings))

@@ -1,0 +1,52 @@
+"""Enrich stage: consumes TriggerFired on `impromptu.triggers.fired`, emits EnrichedContent on
+`impromptu.content.enriched`. Fetch refusals are permanent (dead letter); timeouts and 5xx are retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from pipeline import bus
+from pipeline.enrich.extract import extract_article
+from pipeline.enrich.fetch import FetchPolicy, fetch_page
+from pipeline.messages import Article, EnrichedContent, TriggerFired
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter, emit
+from pipeline.triggers.rules import Rules, matching_topics
+
+log = structlog.get_logger("pipeline.enrich")
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        allow=tuple(settings.fetch_allow),
+        timeout_seconds=settings.fetch_timeout_seconds,
+        max_bytes=settings.fetch_max_bytes,
+    )
+
+
+def enriched(trigger: TriggerFired, article: Article, rules: Rules) -> EnrichedContent:
+    return EnrichedContent(
+        id=f"enriched:{trigger.share.id}",
+        correlation_id=trigger.correlation_id,
+        causation_id=trigger.id,
+        trigger=trigger,
+        article=article,
+        topics=matching_topics(rules.topics, f"{article.title} {article.description or ''} {article.summary}"),
+    )
+
+
+def enrich_router(settings: Settings, rules: Rules) -> StageRouter:
+    router = StageRouter("enrich", settings)
+    output = router.output(bus.CONTENT_ENRICHED, EnrichedContent, "The shared page, fetched and understood.")
+    policy = fetch_policy(settings)
+
+    @router.consume(bus.TRIGGERS_FIRED)
+    async def handle_trigger(trigger: TriggerFired) -> None:
+        page = await fetch_page(trigger.share.url, policy)
+        article = await asyncio.to_thread(extract_article, page.html, url=page.url, final_url=page.final_url)
+        await emit(output, enriched(trigger, article, rules))
+        log.info("content.enriched", title=article.title, author=article.author, words=article.word_count)
+
+    return router

@@ -1,0 +1,218 @@
+"""Every message on the bus, in one place.
+
+Each message carries its own `id` (also its Nats-Msg-Id, so a re-publish is dropped by JetStream), the
+`correlation_id` of the share it descends from, and `causation_id`, the id of the message that caused it.
+Upstream facts are embedded rather than looked up, so each stage works from its input alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """A short id derived from content identity: the same inputs always give the same id."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+    return f"{prefix}-{digest}"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Identity of this message; used as its Nats-Msg-Id.")
+    correlation_id: str = Field(description="Same for every message descending from one share.")
+    causation_id: str | None = Field(description="Id of the message that caused this one.")
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Share(Message):
+    """Someone in the network shared a link."""
+
+    source: Literal["x", "rss", "mastodon", "webhook", "cli", "replay"]
+    sharer: str = Field(description="Handle of who shared it, e.g. @britz.", examples=["@britz"])
+    text: str = Field(default="", description="The post's own text.")
+    url: HttpUrlStr = Field(description="The linked article (never a short link).")
+    shared_at: datetime = Field(default_factory=utc_now)
+
+    @classmethod
+    def from_source(cls, *, source: str, native_id: str, **fields: object) -> Share:
+        share_id = f"{source}:{native_id}"
+        return cls(
+            id=share_id,
+            correlation_id=stable_id("c", share_id),
+            causation_id=None,
+            source=source,  # type: ignore[arg-type]
+            **fields,  # type: ignore[arg-type]
+        )
+
+
+class SessionPlan(BaseModel):
+    """What a rule asks for when it fires."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_minutes: int = Field(default=30, ge=0, description="How far out the session starts (the seed: 30).")
+    duration_minutes: int = Field(default=60, gt=0)
+    channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
+
+
+class TriggerFired(Message):
+    """A share passed a trigger rule."""
+
+    share: Share
+    rule: str = Field(description="Name of the rule that fired.")
+    score: float = Field(ge=0, le=1)
+    topics: list[str] = Field(default_factory=list, description="Topics the share text matched.")
+    reasons: list[str] = Field(default_factory=list, description="Why it fired, for humans.")
+    plan: SessionPlan = SessionPlan()
+
+
+class Article(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrlStr = Field(description="The URL that was shared.")
+    final_url: HttpUrlStr = Field(description="Where redirects ended.")
+    title: str
+    author: str | None = None
+    site_name: str | None = None
+    published: str | None = Field(default=None, description="Publication date as the page states it.")
+    description: str | None = None
+    summary: str = Field(description="A few key sentences of the text.")
+    language: str | None = None
+    word_count: int = Field(ge=0)
+    reading_minutes: int = Field(ge=0)
+
+
+class EnrichedContent(Message):
+    """The shared page was fetched and understood."""
+
+    trigger: TriggerFired
+    article: Article
+    topics: list[str] = Field(default_factory=list, description="Rule topics the article itself matches.")
+
+
+class SessionProposal(Message):
+    """A live session waiting for a facilitator's yes."""
+
+    content: EnrichedContent
+    title: str
+    description: str
+    starts_at: datetime
+    duration_minutes: int = Field(gt=0)
+    provider: Literal["jitsi"] = "jitsi"
+    channels: list[str]
+    expires_at: datetime = Field(description="No decision by then: the proposal lapses.")
+
+
+class FacilitatorDecision(Message):
+    """A facilitator approved or rejected a proposal."""
+
+    proposal: SessionProposal
+    decision: Literal["approved", "rejected"]
+    decided_by: str
+    reason: str = ""
+
+
+class ScheduledSession(Message):
+    """An approved session with its real join link and calendar invite."""
+
+    proposal: SessionProposal
+    approved_by: str
+    join_url: HttpUrlStr
+    starts_at: datetime
+    ends_at: datetime
+    ics: str = Field(description="iCalendar invite (text/calendar).")
+
+
+class OutreachResult(Message):
+    """One channel's announcement of a session, and what happened to it."""
+
+    session_id: str
+    channel: str
+    kind: Literal["scheduled"] = "scheduled"
+    status: Literal["posted", "already_posted", "failed"]
+    text: str = Field(description="What was (or would have been) posted.")
+    location: str | None = Field(default=None, description="Where the post can be seen.")
+    reason: str | None = None
+
+
+class Recording(Message):
+    """A held session's recording, ready to keep."""
+
+    session: ScheduledSession
+    media_url: str = Field(description="URL or path of the recording.")
+    duration_minutes: int = Field(ge=0)
+    recorded_at: datetime = Field(default_factory=utc_now)
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shared_by: str
+    share_url: str
+    share_text: str
+    article_url: str
+    article_author: str | None
+    rule: str
+    session_id: str
+
+
+class LibraryEntry(Message):
+    """A recording kept in the learning library, described for later search."""
+
+    tagline: str
+    description: str
+    tags: list[str]
+    media_url: str
+    recorded_at: datetime
+    duration_minutes: int
+    provenance: Provenance
+
+
+class DeadLetter(BaseModel):
+    """A message a stage gave up on, with the reason; replayable by putting `data` back on `subject`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str
+    subject: str = Field(description="Where the original message was published.")
+    data: str = Field(description="The original body, as text (undecodable bytes escaped).")
+    headers: dict[str, str] = Field(default_factory=dict)
+    reason: str = Field(description="Why the stage gave up, for the operator.")
+    error_type: str
+    permanent: bool = Field(description="True when retrying could not help; false when retries ran out.")
+    deliveries: int
+    stream_sequence: int | None = None
+    correlation_id: str | None = None
+    failed_at: datetime = Field(default_factory=utc_now)
+
+
+BUS_MESSAGES: tuple[type[BaseModel], ...] = (
+    Share,
+    TriggerFired,
+    EnrichedContent,
+    SessionProposal,
+    FacilitatorDecision,
+    ScheduledSession,
+    OutreachResult,
+    Recording,
+    LibraryEntry,
+    DeadLetter,
+)

@@ -1,0 +1,64 @@
+"""Settings from the environment (prefix IMPROMPTU_, plus the conventional NATS_URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.delivery import DeliveryPolicy
+
+DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", extra="ignore")
+
+    nats_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_URL", "IMPROMPTU_NATS_URL"),
+        description="External NATS server(s); when unset, an embedded nats-server is started.",
+    )
+    data_dir: Path = Field(default=Path("data"), description="NATS store, outbox and library live here.")
+    embedded_nats_host: str = "127.0.0.1"
+    embedded_nats_port: int = 4222
+
+    duplicate_window_seconds: float = Field(
+        default=24 * 3600,
+        description="How long JetStream remembers Nats-Msg-Id values to drop re-published duplicates.",
+    )
+    delivery: DeliveryPolicy = DeliveryPolicy()
+    ack_wait_seconds: float = 30.0
+
+    rules_file: Path = DEFAULT_RULES
+
+    fetch_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs that may be fetched although private (local test servers only).",
+    )
+    fetch_timeout_seconds: float = 10.0
+    fetch_max_bytes: int = 5 * 1024 * 1024
+
+    outreach_channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
+    jitsi_base_url: str = "https://meet.jit.si"
+
+    log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a terminal.")
+    log_level: str = "INFO"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def library_dir(self) -> Path:
+        return self.data_dir / "library"
+
+    @property
+    def embedded_url_file(self) -> Path:
+        """Where `impromptu run` writes the embedded server's URL so other commands can find it."""
+        return self.data_dir / "nats.url"

@@ -1,0 +1,54 @@
+"""What every stage router shares: its delivery middleware, its dead-letter publisher, its consumers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import NatsRouter, PubAck
+from faststream.nats.publisher.usecase import LogicPublisher
+
+from pipeline import bus
+from pipeline.delivery import stage_middleware
+from pipeline.messages import DeadLetter, Message
+from pipeline.settings import Settings
+
+
+async def emit(publisher: LogicPublisher, message: Message) -> PubAck:
+    """Publish with the message's own id as Nats-Msg-Id, so a retried publish is a no-op."""
+    return await publisher.publish(
+        message, headers=bus.msg_headers(message), correlation_id=message.correlation_id
+    )
+
+
+class StageRouter(NatsRouter):
+    """A NatsRouter whose subscribers are durable pull consumers with Impromptu's delivery semantics."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        super().__init__(
+            middlewares=(stage_middleware(name, settings.delivery, self._publish_dead_letter),)
+        )
+        self.stage_name = name
+        self.settings = settings
+        self._dead_letters = self.publisher(
+            bus.dead_letter_subject(name),
+            stream=bus.STREAM,
+            schema=DeadLetter,
+            title=f"{bus.dead_letter_subject(name)}:publish",
+            description=f"Messages the {name} stage gave up on, with the reason.",
+        )
+
+    def output(self, subject: str, schema: type[Message], description: str = "") -> LogicPublisher:
+        return self.publisher(subject, stream=bus.STREAM, schema=schema, description=description)
+
+    def consume(self, subject: str, durable: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+        consumer = bus.stage_consumer(self.settings, durable or self.stage_name)
+        # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
+        return self.subscriber(subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
+
+    async def _publish_dead_letter(self, dead_letter: DeadLetter) -> None:
+        msg_id = f"dlq:{self.stage_name}:{dead_letter.stream_sequence or dead_letter.failed_at.isoformat()}"
+        await self._dead_letters.publish(
+            dead_letter, headers={"Nats-Msg-Id": msg_id}, correlation_id=dead_letter.correlation_id
+        )

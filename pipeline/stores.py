@@ -1,0 +1,30 @@
+"""NATS KV buckets holding state that must survive restarts and be shared by every worker."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from faststream.nats import NatsBroker, StorageType
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+PROPOSALS = "impromptu-proposals"  # proposal id -> ProposalRecord
+SESSIONS = "impromptu-sessions"  # session id -> ScheduledSession
+OUTREACH = "impromptu-outreach"  # <session>.<channel>.<kind> -> PostRecord
+
+
+async def bucket(broker: NatsBroker, name: str) -> KeyValue:
+    return await broker.key_value(name, storage=StorageType.FILE, history=16)
+
+
+async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:
+    """Store `value` unless the key exists; return what is stored, so a redelivered message reuses it."""
+    try:
+        await kv.create(key, value.model_dump_json().encode())
+        return value
+    except KeyWrongLastSequenceError:
+        entry = await kv.get(key)
+        return type(value).model_validate_json(entry.value or b"")
