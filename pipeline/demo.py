@@ -132,11 +132,11 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> No
             )
             with nats_for(demo_settings) as live:
                 say(f"[bus     ] NATS JetStream at {live.nats_url} (file store in a temp folder)")
-                await _story(live, article_url, say)
+                await run_story(live, article_url, say)
     say(f"[done    ] the seed story ran end to end in {time.monotonic() - started:.1f}s")
 
 
-async def _story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
+async def run_story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
     pipeline = create_broker(settings)
     await pipeline.start()
     try:

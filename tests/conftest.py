@@ -1,0 +1,48 @@
+"""Fixtures shared by every test folder: a real nats-server (JetStream, file storage) on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from faststream.nats import NatsBroker
+
+from pipeline.app import connected, create_broker
+from pipeline.delivery import DeliveryPolicy
+from pipeline.embedded import EmbeddedNats, free_port
+from pipeline.settings import Settings
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(tmp_path / "nats", port=free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(nats_server: EmbeddedNats, tmp_path: Path) -> Settings:
+    return Settings(
+        nats_url=nats_server.url,
+        data_dir=tmp_path / "data",
+        fetch_allow=["127.0.0.1/32"],
+        fetch_timeout_seconds=5,
+        delivery=DeliveryPolicy(max_deliveries=3, backoff_base_seconds=0.05, backoff_max_seconds=0.2),
+        ack_wait_seconds=5,
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """A broker with no subscribers, as the CLI uses: publish, read KV."""
+    async with connected(settings) as broker:
+        yield broker
+
+
+@pytest.fixture
+async def pipeline(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """Every stage, running against the real server."""
+    broker = create_broker(settings)
+    await broker.start()
+    yield broker
+    await broker.stop()

@@ -1,0 +1,65 @@
+"""Reading the stream back, to assert on what really went over the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from faststream.nats import NatsBroker
+from nats.js.api import ConsumerInfo
+from pydantic import BaseModel
+
+from pipeline import bus
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def jetstream(broker: NatsBroker):  # type: ignore[no-untyped-def]
+    return broker.config.connection_state.stream
+
+
+async def subject_counts(broker: NatsBroker) -> dict[str, int]:
+    info = await jetstream(broker).stream_info(bus.STREAM, subjects_filter=">")
+    return dict(info.state.subjects or {})
+
+
+async def messages_on(broker: NatsBroker, subject: str) -> list[bytes]:
+    """Every message stored on `subject`, oldest first, read by an ephemeral consumer (no stage is disturbed)."""
+    count = (await subject_counts(broker)).get(subject, 0)
+    if count == 0:
+        return []
+    sub = await jetstream(broker).subscribe(subject, ordered_consumer=True)
+    try:
+        return [(await sub.next_msg(timeout=5)).data for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def models_on(broker: NatsBroker, subject: str, model: type[M]) -> list[M]:
+    return [model.model_validate_json(data) for data in await messages_on(broker, subject)]
+
+
+async def wait_until(check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_count(broker: NatsBroker, subject: str, count: int, timeout: float = 15.0) -> None:
+    async def enough() -> bool:
+        return (await subject_counts(broker)).get(subject, 0) >= count
+
+    await wait_until(enough, timeout, f"{count} message(s) on {subject}")
+
+
+async def consumer(broker: NatsBroker, durable: str) -> ConsumerInfo:
+    return await jetstream(broker).consumer_info(bus.STREAM, durable)

@@ -1,0 +1,190 @@
+"""At-least-once with idempotent effects, retries and dead letters, on a real nats-server.
+
+FastStream's in-memory broker cannot test any of this: its ack, nak and term do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from faststream.nats import NatsBroker
+
+from pipeline import bus
+from pipeline.actions.approval import list_records
+from pipeline.app import new_broker
+from pipeline.demo import ASSETS, article_server, seed_share
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.messages import DeadLetter, Share, TriggerFired
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter
+from tests.integration.bus_helpers import (
+    consumer,
+    messages_on,
+    models_on,
+    subject_counts,
+    wait_for_count,
+    wait_until,
+)
+
+pytestmark = pytest.mark.nats
+
+PROBE = "impromptu.probe"
+Handler = Callable[[Share], Awaitable[None]]
+
+
+@pytest.fixture
+async def probe(settings: Settings) -> AsyncIterator[Callable[[Handler], Awaitable[NatsBroker]]]:
+    """Run one handler as a stage ("probe") with the production delivery semantics."""
+    brokers: list[NatsBroker] = []
+
+    async def start(handler: Handler) -> NatsBroker:
+        router = StageRouter("probe", settings)
+        router.consume(PROBE)(handler)
+        broker = new_broker(settings.nats_url or "")
+        broker.include_router(router)
+        await broker.start()
+        brokers.append(broker)
+        return broker
+
+    yield start
+    for broker in brokers:
+        await broker.stop()
+
+
+def share(n: int) -> Share:
+    return Share.from_source(source="cli", native_id=str(n), sharer="@britz", url=f"https://example.com/{n}")
+
+
+async def test_transient_failures_are_retried_then_processed_once(probe, client: NatsBroker) -> None:
+    calls: list[str] = []
+    done: list[str] = []
+
+    async def flaky(message: Share) -> None:
+        calls.append(message.id)
+        if len(calls) <= 2:
+            raise RetryableError("peer is down")
+        done.append(message.id)
+
+    await probe(flaky)
+    await bus.publish(client, PROBE, share(1))
+    await wait_until(lambda: done, what="the third delivery to succeed")
+    await asyncio.sleep(0.3)  # room for a wrong extra delivery to show up
+
+    assert calls == ["cli:1"] * 3
+    assert done == ["cli:1"]
+    info = await consumer(client, "probe")
+    assert info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0
+    assert bus.dead_letter_subject("probe") not in await subject_counts(client)
+
+
+async def test_failing_message_goes_to_dead_letters_and_the_stage_keeps_going(
+    probe, client: NatsBroker, settings: Settings
+) -> None:
+    done: list[str] = []
+
+    async def fails_on_first(message: Share) -> None:
+        if message.id == "cli:1":
+            raise RetryableError("the article server answered 503")
+        done.append(message.id)
+
+    await probe(fails_on_first)
+    await bus.publish(client, PROBE, share(1))
+    await bus.publish(client, PROBE, share(2))
+    await wait_for_count(client, bus.dead_letter_subject("probe"), 1)
+    await wait_until(lambda: done, what="the good message")
+
+    (dead,) = await models_on(client, bus.dead_letter_subject("probe"), DeadLetter)
+    assert dead.reason == "the article server answered 503"
+    assert dead.deliveries == settings.delivery.max_deliveries
+    assert dead.permanent is False and dead.stage == "probe" and dead.subject == PROBE
+    replayable = Share.model_validate_json(dead.data)  # the original body, ready to replay
+    assert (replayable.id, replayable.url) == ("cli:1", "https://example.com/1")
+    assert dead.correlation_id == share(1).correlation_id
+    assert done == ["cli:2"]
+    info = await consumer(client, "probe")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_permanent_error_is_dead_lettered_without_retrying(probe, client: NatsBroker) -> None:
+    calls: list[str] = []
+
+    async def refuses(message: Share) -> None:
+        calls.append(message.id)
+        raise PermanentError("blocked_address: 10.0.0.1 is not public")
+
+    await probe(refuses)
+    await bus.publish(client, PROBE, share(1))
+    await wait_for_count(client, bus.dead_letter_subject("probe"), 1)
+    await asyncio.sleep(0.3)
+
+    (dead,) = await models_on(client, bus.dead_letter_subject("probe"), DeadLetter)
+    assert calls == ["cli:1"]
+    assert dead.permanent is True and dead.deliveries == 1
+    assert dead.reason.startswith("blocked_address")
+
+
+async def test_malformed_messages_on_a_stage_subject_are_dead_lettered_with_the_reason(
+    pipeline: NatsBroker, client: NatsBroker
+) -> None:
+    js = client.config.connection_state.stream
+    await js.publish(bus.SHARES, b'{"id": "x:1", "sharer": "@britz"}', headers={"Nats-Msg-Id": "bad-1"})
+    await js.publish(bus.SHARES, b"\xff\xfe not json at all", headers={"Nats-Msg-Id": "bad-2"})
+    good = seed_share("https://www.linkedin.com/pulse/leadership-training")
+    await bus.publish(client, bus.SHARES, good)
+
+    await wait_for_count(client, bus.dead_letter_subject("trigger"), 2)
+    await wait_for_count(client, bus.TRIGGERS_FIRED, 1)
+
+    first, second = await models_on(client, bus.dead_letter_subject("trigger"), DeadLetter)
+    assert first.permanent and first.deliveries == 1
+    assert "invalid" in first.reason and "url" in first.reason and "correlation_id" in first.reason
+    assert first.data == '{"id": "x:1", "sharer": "@britz"}'
+    assert second.permanent and "\\xff" in second.data
+    (fired,) = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    assert fired.share == good
+
+
+async def test_a_republished_share_creates_nothing_new(pipeline: NatsBroker, client: NatsBroker) -> None:
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        original = seed_share(url)
+        first = await bus.publish(client, bus.SHARES, original)
+        again = await bus.publish(client, bus.SHARES, original)  # a source re-polled the same tweet
+        assert not first.duplicate and again.duplicate
+
+        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+        # Past JetStream's duplicate window the same share arrives as a new message: the stages'
+        # own ids and idempotent effects must still create nothing new.
+        js = client.config.connection_state.stream
+        await js.publish(bus.SHARES, original.model_dump_json().encode(), headers={"Nats-Msg-Id": "late-copy"})
+        await wait_for_count(client, bus.SHARES, 2)
+        await wait_until(lambda: _settled(client, "trigger"), what="the trigger stage to settle")
+        (enriched,) = await messages_on(client, bus.CONTENT_ENRICHED)
+        await js.publish(bus.CONTENT_ENRICHED, enriched, headers={"Nats-Msg-Id": "late-enriched-copy"})
+        await wait_for_count(client, bus.CONTENT_ENRICHED, 2)
+        await wait_until(lambda: _settled(client, "actions-propose"), what="the actions stage to settle")
+
+    counts = await subject_counts(client)
+    assert counts[bus.SHARES] == 2
+    assert counts[bus.TRIGGERS_FIRED] == 1  # same TriggerFired id: JetStream dropped the copy
+    assert counts[bus.PROPOSALS_CREATED] == 1
+    assert len(await list_records(client)) == 1
+
+
+async def _settled(client: NatsBroker, durable: str) -> bool:
+    info = await consumer(client, durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_the_dead_letter_keeps_headers_for_replay(probe, client: NatsBroker) -> None:
+    async def refuses(message: Share) -> None:
+        raise PermanentError("nope")
+
+    await probe(refuses)
+    await bus.publish(client, PROBE, share(7))
+    await wait_for_count(client, bus.dead_letter_subject("probe"), 1)
+    (raw,) = await messages_on(client, bus.dead_letter_subject("probe"))
+    dead = DeadLetter.model_validate_json(raw)
+    assert dead.headers["Nats-Msg-Id"] == "cli:7"
+    assert dead.stream_sequence is not None

@@ -1,0 +1,74 @@
+"""The seed story end to end against a real nats-server, checked against what the bus and the disk hold."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from faststream.nats import NatsBroker
+
+from pipeline import bus
+from pipeline.actions.approval import list_records
+from pipeline.archive.library import entries, search
+from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.messages import LibraryEntry, OutreachResult, ScheduledSession, SessionProposal
+from pipeline.settings import Settings
+from tests.integration.bus_helpers import messages_on, models_on, subject_counts
+
+pytestmark = pytest.mark.nats
+
+
+async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker) -> None:
+    lines: list[str] = []
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        await run_story(settings, url, lines.append)
+
+    steps = [line.split("]")[0].strip("[ ") for line in lines]
+    assert steps == ["trigger", "enrich", "propose", "approve", "schedule", "outreach", "outreach", "outreach",
+                     "archive", "trace"]
+    assert "@britz" in lines[0] and "fired" in lines[0]
+    assert "Josh Bersin" in lines[1]
+
+    counts = await subject_counts(client)
+    for subject in (bus.SHARES, bus.TRIGGERS_FIRED, bus.CONTENT_ENRICHED, bus.PROPOSALS_CREATED, bus.DECISIONS,
+                    bus.SESSIONS_SCHEDULED, bus.RECORDINGS, bus.LIBRARY_ENTRIES):
+        assert counts.get(subject) == 1, (subject, counts)
+    assert counts.get(bus.OUTREACH_RESULTS) == 3
+    assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts), counts
+
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    lead = proposal.starts_at - proposal.created_at
+    assert timedelta(minutes=30) <= lead <= timedelta(minutes=31)
+    assert proposal.content.article.author == "Josh Bersin"
+    (record,) = await list_records(client)
+    assert record.state == "approved" and record.decided_by
+
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    assert session.join_url.startswith("https://meet.jit.si/Impromptu-")
+    assert "BEGIN:VEVENT" in session.ics and session.join_url in session.ics.replace("\r\n ", "")
+
+    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    assert sorted(r.channel for r in results) == ["facebook", "linkedin", "x"]
+    for result in results:
+        assert result.status == "posted"
+        assert result.location is not None
+        assert Path(result.location).read_text().strip() == result.text
+        assert session.join_url in result.text
+
+    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+    assert "Why eLearning Isn't Working" in entry.tagline
+    assert {"leadership", "josh-bersin"} <= set(entry.tags)
+    assert entry.provenance.shared_by == "@britz"
+    assert entry.provenance.article_author == "Josh Bersin"
+    assert Path(entry.media_url).is_file() and Path(entry.media_url).is_relative_to(settings.library_dir)
+    assert [e.id for e in entries(settings.library_dir)] == [entry.id]
+    assert [e.id for e in search(settings.library_dir, "bersin leadership")] == [entry.id]
+
+    # One correlation id follows the share through every stage.
+    journey = [data for subject in counts for data in await messages_on(client, subject)]
+    correlation_ids = {SessionProposal.model_validate_json(d).correlation_id for d in
+                       await messages_on(client, bus.PROPOSALS_CREATED)}
+    assert len(correlation_ids) == 1
+    (correlation_id,) = correlation_ids
+    assert all(f'"correlation_id":"{correlation_id}"'.encode() in data for data in journey)

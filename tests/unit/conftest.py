@@ -1,0 +1,89 @@
+"""Shared builders for unit tests: a share carried all the way to a ScheduledSession, by hand, no bus."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline.actions import schedule
+from pipeline.actions.sessions import propose
+from pipeline.messages import (
+    Article,
+    EnrichedContent,
+    FacilitatorDecision,
+    ScheduledSession,
+    SessionPlan,
+    Share,
+    TriggerFired,
+    stable_id,
+)
+
+NOW = datetime(2025, 3, 4, 10, 15, 30, tzinfo=UTC)
+ARTICLE_URL = "https://www.linkedin.com/pulse/why-elearning-isnt-working"
+JITSI = "https://meet.jit.si"
+
+
+def make_content(
+    *,
+    title: str = "Why eLearning Isn't Working for Leadership and Soft Skills",
+    author: str | None = "Josh Bersin",
+    summary: str = "Companies spend billions on leadership development.",
+    site_name: str | None = "LinkedIn",
+    topics: tuple[str, ...] = ("leadership", "learning"),
+    native_id: str = "1",
+) -> EnrichedContent:
+    share = Share.from_source(
+        source="x", native_id=native_id, sharer="@britz", text="Worth a read on leadership", url=ARTICLE_URL
+    )
+    trigger = TriggerFired(
+        id=stable_id("trigger", share.id),
+        correlation_id=share.correlation_id,
+        causation_id=share.id,
+        share=share,
+        rule="trusted-share-on-leadership-or-learning",
+        score=0.9,
+        topics=list(topics),
+        plan=SessionPlan(lead_minutes=30, duration_minutes=60),
+    )
+    article = Article(
+        url=ARTICLE_URL,
+        final_url=ARTICLE_URL,
+        title=title,
+        author=author,
+        site_name=site_name,
+        summary=summary,
+        word_count=300,
+        reading_minutes=1,
+    )
+    return EnrichedContent(
+        id=stable_id("content", share.id),
+        correlation_id=share.correlation_id,
+        causation_id=trigger.id,
+        trigger=trigger,
+        article=article,
+    )
+
+
+def make_session(now: datetime = NOW, **content: object) -> ScheduledSession:
+    proposal = propose(make_content(**content), now)  # type: ignore[arg-type]
+    decision = FacilitatorDecision(
+        id=stable_id("decision", proposal.id),
+        correlation_id=proposal.correlation_id,
+        causation_id=proposal.id,
+        proposal=proposal,
+        decision="approved",
+        decided_by="facilitator@example.com",
+    )
+    return schedule(decision, JITSI)
+
+
+@pytest.fixture
+def build_content() -> Callable[..., EnrichedContent]:
+    return make_content
+
+
+@pytest.fixture
+def build_session() -> Callable[..., ScheduledSession]:
+    return make_session
