@@ -1,0 +1,129 @@
+"""`impromptu run` as a user starts it: embedded NATS, the facilitator's CLI against it, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.demo import ASSETS, article_server
+from pipeline.embedded import EmbeddedNats, free_port
+
+pytestmark = pytest.mark.nats
+
+IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    env.update(
+        IMPROMPTU_DATA_DIR=str(data_dir),
+        IMPROMPTU_EMBEDDED_NATS_PORT=str(free_port()),
+        IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]',
+        IMPROMPTU_LOG_JSON="true",
+        **extra,
+    )
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([IMPROMPTU, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _wait(check, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _log_events(log_file: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
+    env = _env(tmp_path / "data")
+    log_file = tmp_path / "run.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process, env, log_file
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_run_serves_the_facilitator_cli_and_stops_cleanly_on_ctrl_c(running) -> None:  # type: ignore[no-untyped-def]
+    process, env, log_file = running
+    data_dir = Path(env["IMPROMPTU_DATA_DIR"])
+    _wait(lambda: (data_dir / "nats.url").exists(), what="the embedded NATS server")
+
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        out = _cli(env, "share", url, "--by", "@britz", "--text", "Bersin on leadership training", "--id", "t1")
+        assert out.startswith("cli:t1 published")
+        listing = _wait(lambda: _cli(env, "proposals", "list").strip().removeprefix("no proposals"), what="a proposal")
+    proposal_id, state = listing.split()[:2]
+    assert state == "proposed"
+
+    assert _cli(env, "proposals", "approve", proposal_id, "--by", "ana").strip() == f"{proposal_id} approved by ana"
+    posts = _wait(lambda: sorted((data_dir / "outbox").rglob("*.txt")) if len(list((data_dir / "outbox").rglob("*.txt"))) == 3 else None, what="three posts")
+    assert [p.parent.name for p in posts] == ["facebook", "linkedin", "x"]
+    assert "approved" in _cli(env, "proposals", "list")
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0
+    events = _log_events(log_file)
+    (started,) = [e for e in events if e["event"] == "nats.embedded_started"]
+    assert not _alive(int(started["pid"]))  # type: ignore[arg-type]
+    assert [e["event"] for e in events][-2:] == ["pipeline.stopped", "nats.embedded_stopped"]
+    assert not (data_dir / "nats.url").exists()
+    # Every line of this share's journey carries its correlation id.
+    journey = [e for e in events if e.get("stage")]
+    assert journey and {e["correlation_id"] for e in journey} == {journey[0]["correlation_id"]}
+
+
+def test_run_uses_nats_url_and_starts_no_server(tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "external", port=free_port()) as external:
+        env = _env(tmp_path / "data", NATS_URL=external.url)
+        log_file = tmp_path / "run.log"
+        with log_file.open("wb") as log:
+            process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: any(e["event"] == "pipeline.starting" for e in _log_events(log_file)), what="start")
+            assert _cli(env, "proposals", "list").strip() == "no proposals"
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=20) == 0
+        events = [e["event"] for e in _log_events(log_file)]
+        assert "nats.embedded_started" not in events
+        assert not (tmp_path / "data" / "nats").exists()
+
+
+def test_cli_without_a_server_says_what_to_do(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [IMPROMPTU, "proposals", "list"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "make run" in done.stderr and "NATS_URL" in done.stderr
+    assert "Traceback" not in done.stderr
