@@ -13,7 +13,7 @@ DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", env_nested_delimiter="__", extra="ignore")
 
     nats_url: str | None = Field(
         default=None,

@@ -13,16 +13,16 @@ from pipeline.errors import ConfigError
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """The deepest YAML node along a pydantic error location (keys of unknown fields point at the key)."""
+def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...], *, at_key: bool) -> yaml.Node | None:
+    """The deepest YAML node along a pydantic error location; `at_key` points at the key, not its value."""
     node = root
-    for part in loc:
+    for depth, part in enumerate(loc, start=1):
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
             if match is None:
                 return node
             key, value = match
-            node = key if part == loc[-1] else value
+            node = key if at_key and depth == len(loc) else value
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
         else:
@@ -34,7 +34,7 @@ def format_validation_error(path: Path, error: ValidationError, root: yaml.Node 
     lines = []
     for issue in error.errors(include_url=False):
         loc = tuple(part for part in issue["loc"] if not (isinstance(part, str) and "[" in part))
-        node = _node_at(root, loc)
+        node = _node_at(root, loc, at_key=issue["type"] == "extra_forbidden")
         line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
         field = ".".join(str(part) for part in loc) or "<file>"
         lines.append(f"{path}:{line}:{column}: {field}: {issue['msg']}")
