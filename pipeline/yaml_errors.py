@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -11,9 +12,12 @@ from pydantic import BaseModel, ValidationError
 from pipeline.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+Location = tuple[int | str, ...]
+# A check across fields (e.g. a rule naming an unknown topic): (location, message) for each problem.
+CrossCheck = Callable[[ModelT], Iterable[tuple[Location, str]]]
 
 
-def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...], *, at_key: bool) -> yaml.Node | None:
+def _node_at(root: yaml.Node | None, loc: Location, *, at_key: bool) -> yaml.Node | None:
     """The deepest YAML node along a pydantic error location; `at_key` points at the key, not its value."""
     node = root
     for depth, part in enumerate(loc, start=1):
@@ -30,18 +34,28 @@ def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...], *, at_key: bool
     return node
 
 
+def _line(path: Path, root: yaml.Node | None, loc: Location, message: str, *, at_key: bool = False) -> str:
+    node = _node_at(root, loc, at_key=at_key)
+    line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
+    field = ".".join(str(part) for part in loc) or "<file>"
+    return f"{path}:{line}:{column}: {field}: {message}"
+
+
 def format_validation_error(path: Path, error: ValidationError, root: yaml.Node | None) -> list[str]:
-    lines = []
-    for issue in error.errors(include_url=False):
-        loc = tuple(part for part in issue["loc"] if not (isinstance(part, str) and "[" in part))
-        node = _node_at(root, loc, at_key=issue["type"] == "extra_forbidden")
-        line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
-        field = ".".join(str(part) for part in loc) or "<file>"
-        lines.append(f"{path}:{line}:{column}: {field}: {issue['msg']}")
-    return lines
+    return [
+        _line(
+            path,
+            root,
+            # drop pydantic's internal steps such as 'function-after[...]'
+            tuple(part for part in issue["loc"] if not (isinstance(part, str) and "[" in part)),
+            issue["msg"],
+            at_key=issue["type"] == "extra_forbidden",
+        )
+        for issue in error.errors(include_url=False)
+    ]
 
 
-def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
+def load_yaml_model(path: Path, model: type[ModelT], checks: Iterable[CrossCheck[ModelT]] = ()) -> ModelT:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -54,6 +68,10 @@ def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
         raise ConfigError(f"{path}:{where}: <yaml>: {error.problem}") from error
     try:
-        return model.model_validate(data if data is not None else {})
+        loaded = model.model_validate(data if data is not None else {})
     except ValidationError as error:
         raise ConfigError("\n".join(format_validation_error(path, error, root))) from error
+    problems = [_line(path, root, loc, message) for check in checks for loc, message in check(loaded)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return loaded

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import icalendar
 
-from pipeline.messages import EnrichedContent, SessionProposal, stable_id
+from pipeline.messages import EnrichedContent, SessionProposal, stable_id, utc_now
 
 SLOT_MINUTES = 1
 DECISION_MARGIN = timedelta(minutes=5)
@@ -46,7 +46,7 @@ def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
 
 def jitsi_room_url(base_url: str, title: str) -> str:
     """Jitsi has no API: the room exists once someone joins, so the name itself must be unguessable."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-")[:40] or "Session"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title)[:40].strip("-") or "Session"
     return f"{base_url.rstrip('/')}/Impromptu-{slug}-{secrets.token_urlsafe(16).replace('_', 'x').replace('-', 'y')}"
 
 
@@ -59,7 +59,7 @@ def calendar_invite(
     calendar.add("method", "PUBLISH")
     event = icalendar.Event()
     event.add("uid", f"{uid}@impromptu")
-    event.add("dtstamp", starts_at)
+    event.add("dtstamp", utc_now())
     event.add("dtstart", starts_at)
     event.add("dtend", ends_at)
     event.add("summary", title)

@@ -42,11 +42,12 @@ def weighted_length(channel: str, text: str) -> int:
 
 
 def shorten(text: str, limit: int) -> str:
-    """Cut at a word boundary and add an ellipsis; never mid-word."""
+    """Cut at a word boundary and add an ellipsis; never mid-word (a first word too long is dropped whole)."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:.-–— ")
-    return f"{cut}…"
+    head = text[:limit]  # one char more than is kept: tells whether the cut falls on a boundary
+    cut = head[:-1] if head[-1] == " " else head.rsplit(" ", 1)[0] if " " in head else ""
+    return f"{cut.rstrip(',;:.-–— ')}…"
 
 
 def template_variables(session: ScheduledSession) -> dict[str, object]:
@@ -81,6 +82,8 @@ def render(env: SandboxedEnvironment, channel: str, kind: str, session: Schedule
         raise TemplateRefused(f"template_variable: {name}: {error.message}") from error
     except jinja2.exceptions.SecurityError as error:
         raise TemplateRefused(f"template_unsafe: {name}: {error}") from error
+    except Exception as error:  # any other failure inside a template is the template's fault: retrying won't help
+        raise TemplateRefused(f"template_error: {name}: {type(error).__name__}: {error}") from error
     limit = LIMITS.get(channel)
     if limit is not None and (length := weighted_length(channel, text)) > limit:
         raise TemplateRefused(f"too_long: {name} renders {length} characters, {channel} allows {limit}")

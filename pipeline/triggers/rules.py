@@ -7,10 +7,11 @@ a topic of some rule; the score is the sharer's trust.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.messages import SessionPlan, Share
 from pipeline.yaml_errors import load_yaml_model
@@ -38,13 +39,13 @@ class Rules(Strict):
     topics: dict[str, list[str]] = Field(default_factory=dict, description="Topic name -> keywords.")
     rules: list[Rule] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _rules_name_known_topics(self) -> Rules:
-        for rule in self.rules:
-            unknown = [topic for topic in rule.topics_any if topic not in self.topics]
-            if unknown:
-                raise ValueError(f"rule {rule.name!r} names unknown topic(s): {', '.join(unknown)}")
-        return self
+
+def unknown_topics(rules: Rules) -> Iterator[tuple[tuple[int | str, ...], str]]:
+    for i, rule in enumerate(rules.rules):
+        for j, topic in enumerate(rule.topics_any):
+            if topic not in rules.topics:
+                known = ", ".join(rules.topics) or "none defined"
+                yield ("rules", i, "topics_any", j), f"rule {rule.name!r} names unknown topic {topic!r} (known: {known})"
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Verdict:
 
 
 def load_rules(path: Path) -> Rules:
-    return load_yaml_model(path, Rules)
+    return load_yaml_model(path, Rules, checks=(unknown_topics,))
 
 
 def normalise_handle(handle: str) -> str:

@@ -125,12 +125,6 @@ def test_shorten_never_cuts_mid_word() -> None:
         assert not kept.endswith((" ", ",", ".", "-")), (text, limit, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: shorten() cuts mid-word when the first limit-1 characters hold no space "
-    "(rsplit finds nothing to split on), despite its 'never mid-word' contract",
-    raises=AssertionError,
-)
 def test_shorten_single_long_word_is_not_cut_mid_word() -> None:
     text = "Supercalifragilisticexpialidocious leadership"
     kept = shorten(text, 10).removesuffix("…")
@@ -182,13 +176,6 @@ def test_x_limit_is_weighted_not_raw(tmp_path: Path, session: ScheduledSession) 
     assert weighted_length("x", text) == 280  # ...but counts as 23
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: render() only maps TemplateNotFound/TemplateSyntaxError/UndefinedError/SecurityError; "
-    "other template runtime errors (ZeroDivisionError, OverflowError from the sandbox's range cap, TypeError) "
-    "escape as non-permanent errors, so a broken template is retried instead of dead-lettered",
-    raises=(ZeroDivisionError, OverflowError, TypeError),
-)
 @pytest.mark.parametrize("source", ["{{ 1 / 0 }}", "{{ range(10**7) | length }}", "{{ join_url + 1 }}"])
 def test_template_runtime_error_is_refused(tmp_path: Path, session: ScheduledSession, source: str) -> None:
-    refusal(custom(tmp_path, source), session)
+    assert refusal(custom(tmp_path, source), session).startswith("template_error: x/scheduled.j2: ")
