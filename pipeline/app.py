@@ -44,8 +44,32 @@ def create_broker(settings: Settings) -> NatsBroker:
     return broker
 
 
+async def prepare_bus(broker: NatsBroker, settings: Settings) -> None:
+    """Connect and declare the stream before any stage subscribes (their consumers live in it)."""
+    await broker.connect()
+    await bus.ensure_stream(broker, settings)
+
+
+async def start_stages(broker: NatsBroker, settings: Settings) -> None:
+    await prepare_bus(broker, settings)
+    await broker.start()
+
+
 def create_app(settings: Settings) -> FastStream:
-    return FastStream(create_broker(settings), logger=None)
+    broker = create_broker(settings)
+
+    async def declare_stream() -> None:  # FastStream runs startup hooks before it starts the broker
+        await prepare_bus(broker, settings)
+
+    async def announce_ready() -> None:
+        consumers = sorted(
+            f"{sub.config.durable_name} <- {sub.config.filter_subject}"
+            for sub in broker.subscribers
+            if sub.config.durable_name
+        )
+        log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
+
+    return FastStream(broker, logger=None, on_startup=[declare_stream], after_startup=[announce_ready])
 
 
 @contextmanager

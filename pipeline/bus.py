@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType
-from nats.js.errors import NotFoundError
+from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -30,13 +30,17 @@ def dead_letter_subject(stage: str) -> str:
     return f"{DEAD_LETTERS}.{stage}"
 
 
-def jetstream(settings: Settings) -> JStream:
-    return JStream(
+# Subscribers and publishers name the stream but never declare it: FastStream would declare it with only the
+# subjects its routers happen to use. `ensure_stream` declares it whole, before any stage starts.
+STREAM_REF = JStream(STREAM, declare=False)
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(
         name=STREAM,
         subjects=[ALL_SUBJECTS],
         storage=StorageType.FILE,
         duplicate_window=settings.duplicate_window_seconds,
-        declare=True,
     )
 
 
@@ -47,7 +51,7 @@ def stage_consumer(settings: Settings, durable: str) -> dict[str, object]:
     Our delivery middleware counts deliveries and moves a message to the dead-letter subject instead.
     """
     return {
-        "stream": jetstream(settings),
+        "stream": STREAM_REF,
         "durable": durable,
         "pull_sub": PullSub(batch_size=10, timeout=1.0),
         "config": ConsumerConfig(
@@ -72,10 +76,9 @@ async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
 
 
 async def ensure_stream(broker: NatsBroker, settings: Settings) -> None:
-    """Create the stream if no stage has yet, so a share published before `impromptu run` is kept."""
+    """Create the stream, or bring an existing one to our configuration (adding the same config is a no-op)."""
     js = broker.config.connection_state.stream
     try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        declared = jetstream(settings)
-        await js.add_stream(config=declared.config)
+        await js.add_stream(config=stream_config(settings))
+    except BadRequestError:  # exists with another configuration
+        await js.update_stream(config=stream_config(settings))

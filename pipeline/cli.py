@@ -17,7 +17,7 @@ from pipeline.settings import Settings
 
 T = TypeVar("T")
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 proposals = typer.Typer(no_args_is_help=True, help="What facilitators do: list, show, approve, reject.")
 library = typer.Typer(no_args_is_help=True, help="The learning library: list and search recordings.")
 rules_cli = typer.Typer(no_args_is_help=True, help="Trigger rules files.")

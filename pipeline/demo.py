@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 
 from pipeline import bus
 from pipeline.actions.approval import decide
-from pipeline.app import connected, create_broker, nats_for
+from pipeline.app import connected, create_broker, nats_for, start_stages
 from pipeline.embedded import free_port
 from pipeline.messages import (
     EnrichedContent,
@@ -138,7 +138,7 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> No
 
 async def run_story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
     pipeline = create_broker(settings)
-    await pipeline.start()
+    await start_stages(pipeline, settings)
     try:
         async with connected(settings) as client:
             watcher = Watcher()

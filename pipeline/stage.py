@@ -33,14 +33,14 @@ class StageRouter(NatsRouter):
         self.settings = settings
         self._dead_letters = self.publisher(
             bus.dead_letter_subject(name),
-            stream=bus.STREAM,
+            stream=bus.STREAM_REF,
             schema=DeadLetter,
             title=f"{bus.dead_letter_subject(name)}:publish",
             description=f"Messages the {name} stage gave up on, with the reason.",
         )
 
     def output(self, subject: str, schema: type[Message], description: str = "") -> LogicPublisher:
-        return self.publisher(subject, stream=bus.STREAM, schema=schema, description=description)
+        return self.publisher(subject, stream=bus.STREAM_REF, schema=schema, description=description)
 
     def consume(self, subject: str, durable: str | None = None) -> Callable[[Callable[..., Any]], Any]:
         consumer = bus.stage_consumer(self.settings, durable or self.stage_name)

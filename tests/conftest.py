@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from faststream.nats import NatsBroker
 
-from pipeline.app import connected, create_broker
+from pipeline.app import connected, create_broker, start_stages
 from pipeline.delivery import DeliveryPolicy
 from pipeline.embedded import EmbeddedNats, free_port
 from pipeline.settings import Settings
@@ -43,6 +43,6 @@ async def client(settings: Settings) -> AsyncIterator[NatsBroker]:
 async def pipeline(settings: Settings) -> AsyncIterator[NatsBroker]:
     """Every stage, running against the real server."""
     broker = create_broker(settings)
-    await broker.start()
+    await start_stages(broker, settings)
     yield broker
     await broker.stop()

@@ -6,6 +6,7 @@ FastStream's in-memory broker cannot test any of this: its ack, nak and term do 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -13,7 +14,7 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.approval import list_records
-from pipeline.app import new_broker
+from pipeline.app import new_broker, start_stages
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import DeadLetter, Share, TriggerFired
@@ -44,7 +45,7 @@ async def probe(settings: Settings) -> AsyncIterator[Callable[[Handler], Awaitab
         router.consume(PROBE)(handler)
         broker = new_broker(settings.nats_url or "")
         broker.include_router(router)
-        await broker.start()
+        await start_stages(broker, settings)
         brokers.append(broker)
         return broker
 
@@ -188,3 +189,78 @@ async def test_the_dead_letter_keeps_headers_for_replay(probe, client: NatsBroke
     dead = DeadLetter.model_validate_json(raw)
     assert dead.headers["Nats-Msg-Id"] == "cli:7"
     assert dead.stream_sequence is not None
+
+
+async def test_workers_sharing_a_durable_consumer_split_the_work(probe, client: NatsBroker) -> None:
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+
+    def worker(name: str) -> Handler:
+        async def handle(message: Share) -> None:
+            await asyncio.sleep(0.01)
+            handled[name].append(message.id)
+
+        return handle
+
+    await probe(worker("a"))
+    await probe(worker("b"))
+    for n in range(60):
+        await bus.publish(client, PROBE, share(n))
+    await wait_until(lambda: len(handled["a"]) + len(handled["b"]) >= 60, what="all 60 messages")
+    await asyncio.sleep(0.3)
+
+    everything = handled["a"] + handled["b"]
+    assert sorted(everything) == sorted(f"cli:{n}" for n in range(60))  # each exactly once
+    assert handled["a"] and handled["b"]  # both workers took a share of the work
+
+
+HANGING_WORKER = """
+import asyncio, sys
+from pipeline.app import new_broker, start_stages
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter
+from pipeline.messages import Share
+
+async def main() -> None:
+    settings = Settings(nats_url=sys.argv[1], ack_wait_seconds=1.0)
+    router = StageRouter("probe", settings)
+
+    @router.consume("impromptu.probe")
+    async def hangs(message: Share) -> None:
+        print("received", message.id, flush=True)
+        await asyncio.Event().wait()
+
+    broker = new_broker(settings.nats_url)
+    broker.include_router(router)
+    await start_stages(broker, settings)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_message_held_by_a_killed_worker_is_redelivered_to_another(
+    probe, client: NatsBroker, settings: Settings
+) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HANGING_WORKER, settings.nats_url or "", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await bus.publish(client, PROBE, share(1))
+        line = await asyncio.wait_for(worker.stdout.readline(), 20)  # type: ignore[union-attr]
+        assert line.decode().split() == ["received", "cli:1"]
+    finally:
+        worker.kill()  # SIGKILL mid-message: no ack, no goodbye
+        await worker.wait()
+
+    handled: list[str] = []
+
+    async def works(message: Share) -> None:
+        handled.append(message.id)
+
+    settings.ack_wait_seconds = 1.0
+    await probe(works)
+    await wait_until(lambda: handled, timeout=10, what="redelivery after ack_wait")
+    await asyncio.sleep(0.3)
+    assert handled == ["cli:1"]
+    info = await consumer(client, "probe")
+    assert info.num_ack_pending == 0 and info.num_pending == 0

@@ -1,0 +1,42 @@
+"""The bus topology a running pipeline leaves on the server: one file-backed stream, one durable per stage."""
+
+from __future__ import annotations
+
+import pytest
+from faststream.nats import NatsBroker
+from nats.js.api import AckPolicy, StorageType
+
+from pipeline import bus
+from pipeline.settings import Settings
+from tests.integration.bus_helpers import jetstream
+
+pytestmark = pytest.mark.nats
+
+DURABLES = {
+    "trigger": bus.SHARES,
+    "enrich": bus.TRIGGERS_FIRED,
+    "actions-propose": bus.CONTENT_ENRICHED,
+    "actions-schedule": bus.DECISIONS,
+    "outreach": bus.SESSIONS_SCHEDULED,
+    "archive": bus.RECORDINGS,
+}
+
+
+async def test_one_file_stream_over_every_subject(pipeline: NatsBroker, settings: Settings) -> None:
+    config = (await jetstream(pipeline).stream_info(bus.STREAM)).config
+    assert config.subjects == ["impromptu.>"]
+    assert config.storage == StorageType.FILE
+    assert config.duplicate_window == settings.duplicate_window_seconds
+
+
+async def test_each_stage_has_a_durable_pull_consumer_with_explicit_acks(
+    pipeline: NatsBroker, settings: Settings
+) -> None:
+    for durable, subject in DURABLES.items():
+        config = (await jetstream(pipeline).consumer_info(bus.STREAM, durable)).config
+        assert config.filter_subject == subject, durable
+        assert config.ack_policy == AckPolicy.EXPLICIT, durable
+        assert config.deliver_subject is None, durable  # pull, so workers can share it
+        assert config.ack_wait == settings.ack_wait_seconds, durable
+        # JetStream must never give up silently; our middleware dead-letters instead.
+        assert config.max_deliver in (None, -1), durable
