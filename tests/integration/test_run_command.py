@@ -127,3 +127,15 @@ def test_cli_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "make run" in done.stderr and "NATS_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_demo_command_tells_the_seed_story_and_exits_0(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [IMPROMPTU, "demo"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    steps = [line.split("]")[0].strip("[ ") for line in done.stdout.splitlines()]
+    assert steps == ["bus", "trigger", "enrich", "propose", "approve", "schedule",
+                     "outreach", "outreach", "outreach", "archive", "trace", "done"]
+    assert "@britz" in done.stdout and "Josh Bersin" in done.stdout and "https://meet.jit.si/" in done.stdout
+    assert not (tmp_path / "data").exists()  # the demo keeps its store in a temp folder
