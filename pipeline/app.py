@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> FastStream:
 
     async def announce_ready() -> None:
         consumers = sorted(
-            f"{sub.config.durable_name} <- {sub.config.filter_subject}"
+            f"{sub.config.durable_name} <- {sub.subject.broker_address}"
             for sub in broker.subscribers
             if sub.config.durable_name
         )
