@@ -157,10 +157,9 @@ def record(
             except Exception as error:
                 raise ImpromptuError(f"no scheduled session {session_id!r}") from error
             session = ScheduledSession.model_validate_json(entry.value or b"")
-            message = Recording(
+            message = Recording.caused_by(
+                session,
                 id=f"recording:{session.id}",
-                correlation_id=session.correlation_id,
-                causation_id=session.id,
                 session=session,
                 media_url=media,
                 duration_minutes=minutes,

@@ -81,10 +81,9 @@ def sample_recording(session: ScheduledSession, folder: Path) -> Recording:
     folder.mkdir(parents=True, exist_ok=True)
     media = folder / f"{session.id}.txt"
     media.write_text(f"(sample recording of {session.proposal.title}, {session.join_url})\n")
-    return Recording(
+    return Recording.caused_by(
+        session,
         id=f"recording:{session.id}",
-        correlation_id=session.correlation_id,
-        causation_id=session.id,
         session=session,
         media_url=str(media),
         duration_minutes=session.proposal.duration_minutes,

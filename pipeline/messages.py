@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -40,6 +40,11 @@ class Message(BaseModel):
     correlation_id: str = Field(description="Same for every message descending from one share.")
     causation_id: str | None = Field(description="Id of the message that caused this one.")
     created_at: datetime = Field(default_factory=utc_now)
+
+    @classmethod
+    def caused_by(cls, cause: Message, *, id: str, **fields: Any) -> Self:
+        """A message descending from `cause`: same correlation id, `cause` as its causation."""
+        return cls(id=id, correlation_id=cause.correlation_id, causation_id=cause.id, **fields)
 
 
 class Share(Message):

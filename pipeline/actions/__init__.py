@@ -35,10 +35,9 @@ def schedule(decision: FacilitatorDecision, jitsi_base_url: str) -> ScheduledSes
     session_id = stable_id("session", proposal.id)
     join_url = jitsi_room_url(jitsi_base_url, proposal.title)
     ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
-    return ScheduledSession(
+    return ScheduledSession.caused_by(
+        decision,
         id=session_id,
-        correlation_id=decision.correlation_id,
-        causation_id=decision.id,
         proposal=proposal,
         approved_by=decision.decided_by,
         join_url=join_url,

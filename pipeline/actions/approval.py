@@ -93,10 +93,9 @@ async def decide(
         raise DecisionRefused(f"proposal {proposal_id} is already {record.state} by {record.decided_by}")
     # Same decision by the same person again (e.g. after a crash before publishing): publish again;
     # JetStream drops the copy if the first publish did land.
-    message = FacilitatorDecision(
+    message = FacilitatorDecision.caused_by(
+        record.proposal,
         id=f"decision:{proposal_id}",
-        correlation_id=record.proposal.correlation_id,
-        causation_id=proposal_id,
         created_at=record.decided_at or now,
         proposal=record.proposal,
         decision=decision,

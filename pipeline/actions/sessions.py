@@ -27,10 +27,9 @@ def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
     share, article, plan = content.trigger.share, content.article, content.trigger.plan
     starts_at = first_slot(now, plan.lead_minutes)
     by_author = f" by {article.author}" if article.author else ""
-    return SessionProposal(
+    return SessionProposal.caused_by(
+        content,
         id=stable_id("proposal", share.id),
-        correlation_id=content.correlation_id,
-        causation_id=content.id,
         content=content,
         title=f"Live: {article.title}",
         description=(

@@ -26,10 +26,9 @@ def describe(recording: Recording) -> LibraryEntry:
         | ({_tag(article.author)} if article.author else set())
         | ({_tag(article.site_name)} if article.site_name else set())
     )
-    return LibraryEntry(
+    return LibraryEntry.caused_by(
+        recording,
         id=stable_id("entry", recording.id),
-        correlation_id=recording.correlation_id,
-        causation_id=recording.id,
         tagline=f"A live conversation on \"{article.title}\"{by_author}",
         description=(
             f"Recorded {recording.recorded_at:%Y-%m-%d}, {recording.duration_minutes} min. "

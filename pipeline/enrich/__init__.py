@@ -27,10 +27,9 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 def enriched(trigger: TriggerFired, article: Article, rules: Rules) -> EnrichedContent:
-    return EnrichedContent(
+    return EnrichedContent.caused_by(
+        trigger,
         id=f"enriched:{trigger.share.id}",
-        correlation_id=trigger.correlation_id,
-        causation_id=trigger.id,
         trigger=trigger,
         article=article,
         topics=matching_topics(rules.topics, f"{article.title} {article.description or ''} {article.summary}"),

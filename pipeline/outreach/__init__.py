@@ -77,20 +77,18 @@ def outreach_router(settings: Settings) -> StageRouter:
             try:
                 text = render(templates, name, KIND, session)
                 status, location = await announce(kv, OutboxChannel(settings.outbox_dir, name), session, text)
-                result = OutreachResult(
+                result = OutreachResult.caused_by(
+                    session,
                     id=f"outreach:{session.id}:{name}:{KIND}",
-                    correlation_id=session.correlation_id,
-                    causation_id=session.id,
                     status=status,  # type: ignore[arg-type]
                     text=text,
                     location=location,
                     **result_fields,
                 )
             except PermanentError as error:  # this channel cannot post; the others still do
-                result = OutreachResult(
+                result = OutreachResult.caused_by(
+                    session,
                     id=f"outreach:{session.id}:{name}:{KIND}:failed",
-                    correlation_id=session.correlation_id,
-                    causation_id=session.id,
                     status="failed",
                     text="",
                     reason=describe_error(error),

@@ -18,10 +18,9 @@ def fire(share: Share, rules: Rules) -> TriggerFired | None:
     if not verdict.fired or verdict.rule is None:
         log.info("share.ignored", sharer=share.sharer, url=share.url, reasons=verdict.reasons)
         return None
-    return TriggerFired(
+    return TriggerFired.caused_by(
+        share,
         id=f"fired:{share.id}",
-        correlation_id=share.correlation_id,
-        causation_id=share.id,
         share=share,
         rule=verdict.rule.name,
         score=verdict.score,

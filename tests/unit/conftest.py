@@ -37,10 +37,9 @@ def make_content(
     share = Share.from_source(
         source="x", native_id=native_id, sharer="@britz", text="Worth a read on leadership", url=ARTICLE_URL
     )
-    trigger = TriggerFired(
+    trigger = TriggerFired.caused_by(
+        share,
         id=stable_id("trigger", share.id),
-        correlation_id=share.correlation_id,
-        causation_id=share.id,
         share=share,
         rule="trusted-share-on-leadership-or-learning",
         score=0.9,
@@ -57,10 +56,9 @@ def make_content(
         word_count=300,
         reading_minutes=1,
     )
-    return EnrichedContent(
+    return EnrichedContent.caused_by(
+        trigger,
         id=stable_id("content", share.id),
-        correlation_id=share.correlation_id,
-        causation_id=trigger.id,
         trigger=trigger,
         article=article,
     )
@@ -68,10 +66,9 @@ def make_content(
 
 def make_session(now: datetime = NOW, **content: object) -> ScheduledSession:
     proposal = propose(make_content(**content), now)  # type: ignore[arg-type]
-    decision = FacilitatorDecision(
+    decision = FacilitatorDecision.caused_by(
+        proposal,
         id=stable_id("decision", proposal.id),
-        correlation_id=proposal.correlation_id,
-        causation_id=proposal.id,
         proposal=proposal,
         decision="approved",
         decided_by="facilitator@example.com",

@@ -16,10 +16,9 @@ RECORDED = datetime(2025, 3, 4, 11, 50, tzinfo=UTC)
 
 
 def recording(session: ScheduledSession, media_url: str = "https://recordings.example.com/r1.mp4") -> Recording:
-    return Recording(
+    return Recording.caused_by(
+        session,
         id=stable_id("recording", session.id),
-        correlation_id=session.correlation_id,
-        causation_id=session.id,
         session=session,
         media_url=media_url,
         duration_minutes=57,
