@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
 
 from pipeline.messages import Message
 from pipeline.settings import Settings

@@ -195,8 +195,7 @@ def rules_check(file: Path) -> None:
 
     rules = load_rules(file)
     print(
-        f"{file}: ok: {len(rules.trusted_people)} trusted people, {len(rules.topics)} topics, "
-        f"{len(rules.rules)} rules"
+        f"{file}: ok: {len(rules.trusted_people)} trusted people, {len(rules.topics)} topics, {len(rules.rules)} rules"
     )
 
 

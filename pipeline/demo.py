@@ -155,14 +155,14 @@ async def run_story(settings: Settings, article_url: str, say: Callable[[str], N
             content = EnrichedContent.model_validate_json((await watcher.wait_for(bus.CONTENT_ENRICHED))[0])
             article = content.article
             say(
-                f"[enrich  ] \"{article.title}\" by {article.author} on {article.site_name} "
+                f'[enrich  ] "{article.title}" by {article.author} on {article.site_name} '
                 f"({article.word_count} words; topics: {', '.join(content.topics)})"
             )
 
             proposal = SessionProposal.model_validate_json((await watcher.wait_for(bus.PROPOSALS_CREATED))[0])
             lead = round((proposal.starts_at - proposal.created_at).total_seconds() / 60)
             say(
-                f"[propose ] {proposal.id}: \"{proposal.title}\" at {proposal.starts_at:%H:%M} UTC "
+                f'[propose ] {proposal.id}: "{proposal.title}" at {proposal.starts_at:%H:%M} UTC '
                 f"(in {lead} min), awaiting a facilitator until {proposal.expires_at:%H:%M} UTC"
             )
 
@@ -181,9 +181,7 @@ async def run_story(settings: Settings, article_url: str, say: Callable[[str], N
             entry = LibraryEntry.model_validate_json((await watcher.wait_for(bus.LIBRARY_ENTRIES))[0])
             say(f"[archive ] {entry.id}: {entry.tagline} [tags: {', '.join(entry.tags)}]")
 
-            journey = sum(
-                1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r
-            )
+            journey = sum(1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r)
             say(f"[trace   ] correlation id {share.correlation_id} carried by {journey} messages")
     finally:
         await pipeline.stop()

@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024
 
-    outreach_channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
     jitsi_base_url: str = "https://meet.jit.si"
 
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a terminal.")

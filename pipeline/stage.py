@@ -17,18 +17,14 @@ from pipeline.settings import Settings
 
 async def emit(publisher: LogicPublisher, message: Message) -> PubAck:
     """Publish with the message's own id as Nats-Msg-Id, so a retried publish is a no-op."""
-    return await publisher.publish(
-        message, headers=bus.msg_headers(message), correlation_id=message.correlation_id
-    )
+    return await publisher.publish(message, headers=bus.msg_headers(message), correlation_id=message.correlation_id)
 
 
 class StageRouter(NatsRouter):
     """A NatsRouter whose subscribers are durable pull consumers with Impromptu's delivery semantics."""
 
     def __init__(self, name: str, settings: Settings) -> None:
-        super().__init__(
-            middlewares=(stage_middleware(name, settings.delivery, self._publish_dead_letter),)
-        )
+        super().__init__(middlewares=(stage_middleware(name, settings.delivery, self._publish_dead_letter),))
         self.stage_name = name
         self.settings = settings
         self._dead_letters = self.publisher(

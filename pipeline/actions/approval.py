@@ -86,9 +86,7 @@ async def decide(
             await kv.update(proposal_id, record.model_dump_json().encode(), last=revision)
         except KeyWrongLastSequenceError:
             winner = await get_record(broker, proposal_id)
-            raise DecisionRefused(
-                f"proposal {proposal_id} was just {winner.state} by {winner.decided_by}"
-            ) from None
+            raise DecisionRefused(f"proposal {proposal_id} was just {winner.state} by {winner.decided_by}") from None
     elif record.state != decision or record.decided_by != by:
         raise DecisionRefused(f"proposal {proposal_id} is already {record.state} by {record.decided_by}")
     # Same decision by the same person again (e.g. after a crash before publishing): publish again;

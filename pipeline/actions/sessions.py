@@ -33,8 +33,7 @@ def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
         content=content,
         title=f"Live: {article.title}",
         description=(
-            f"{share.sharer} shared \"{article.title}\"{by_author}. Let's talk it through, live. "
-            f"{article.summary}"
+            f'{share.sharer} shared "{article.title}"{by_author}. Let\'s talk it through, live. {article.summary}'
         ).strip(),
         starts_at=starts_at,
         duration_minutes=plan.duration_minutes,

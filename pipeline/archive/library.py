@@ -29,7 +29,7 @@ def describe(recording: Recording) -> LibraryEntry:
     return LibraryEntry.caused_by(
         recording,
         id=stable_id("entry", recording.id),
-        tagline=f"A live conversation on \"{article.title}\"{by_author}",
+        tagline=f'A live conversation on "{article.title}"{by_author}',
         description=(
             f"Recorded {recording.recorded_at:%Y-%m-%d}, {recording.duration_minutes} min. "
             f"{share.sharer} shared the article; {session.approved_by} approved the session. {article.summary}"

@@ -47,9 +47,7 @@ async def _claim(kv: KeyValue, key: str) -> tuple[PostRecord | None, int]:
         return PostRecord.model_validate_json(entry.value or b""), entry.revision or 0
 
 
-async def announce(
-    kv: KeyValue, channel: OutboxChannel, session: ScheduledSession, text: str
-) -> tuple[str, str]:
+async def announce(kv: KeyValue, channel: OutboxChannel, session: ScheduledSession, text: str) -> tuple[str, str]:
     """Post once; returns (status, location)."""
     key = f"{session.id}.{channel.channel}.{KIND}"
     existing, revision = await _claim(kv, key)

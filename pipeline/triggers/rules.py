@@ -45,7 +45,8 @@ def unknown_topics(rules: Rules) -> Iterator[tuple[tuple[int | str, ...], str]]:
         for j, topic in enumerate(rule.topics_any):
             if topic not in rules.topics:
                 known = ", ".join(rules.topics) or "none defined"
-                yield ("rules", i, "topics_any", j), f"rule {rule.name!r} names unknown topic {topic!r} (known: {known})"
+                message = f"rule {rule.name!r} names unknown topic {topic!r} (known: {known})"
+                yield ("rules", i, "topics_any", j), message
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,7 @@ def normalise_handle(handle: str) -> str:
 
 def find_sharer(rules: Rules, handle: str) -> TrustedPerson | None:
     wanted = normalise_handle(handle)
-    return next(
-        (p for p in rules.trusted_people if wanted in {normalise_handle(h) for h in p.handles}), None
-    )
+    return next((p for p in rules.trusted_people if wanted in {normalise_handle(h) for h in p.handles}), None)
 
 
 def matching_topics(vocabulary: dict[str, list[str]], text: str) -> list[str]:

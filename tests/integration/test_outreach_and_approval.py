@@ -87,7 +87,9 @@ async def test_a_redelivered_session_is_announced_once_per_channel(
     assert posts == [f"{ch}/{session.id}.scheduled.txt" for ch in ("facebook", "linkedin", "x")]
     results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
     assert sorted((r.channel, r.status) for r in results) == [
-        ("facebook", "posted"), ("linkedin", "posted"), ("x", "posted")
+        ("facebook", "posted"),
+        ("linkedin", "posted"),
+        ("x", "posted"),
     ]
 
 

@@ -87,7 +87,12 @@ def test_run_serves_the_facilitator_cli_and_stops_cleanly_on_ctrl_c(running) -> 
     assert state == "proposed"
 
     assert _cli(env, "proposals", "approve", proposal_id, "--by", "ana").strip() == f"{proposal_id} approved by ana"
-    posts = _wait(lambda: sorted((data_dir / "outbox").rglob("*.txt")) if len(list((data_dir / "outbox").rglob("*.txt"))) == 3 else None, what="three posts")
+
+    def three_posts() -> list[Path] | None:
+        posts = sorted((data_dir / "outbox").rglob("*.txt"))
+        return posts if len(posts) == 3 else None
+
+    posts = _wait(three_posts, what="three posts")
     assert [p.parent.name for p in posts] == ["facebook", "linkedin", "x"]
     assert "approved" in _cli(env, "proposals", "list")
 
@@ -130,12 +135,22 @@ def test_cli_without_a_server_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_demo_command_tells_the_seed_story_and_exits_0(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [IMPROMPTU, "demo"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([IMPROMPTU, "demo"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     steps = [line.split("]")[0].strip("[ ") for line in done.stdout.splitlines()]
-    assert steps == ["bus", "trigger", "enrich", "propose", "approve", "schedule",
-                     "outreach", "outreach", "outreach", "archive", "trace", "done"]
+    assert steps == [
+        "bus",
+        "trigger",
+        "enrich",
+        "propose",
+        "approve",
+        "schedule",
+        "outreach",
+        "outreach",
+        "outreach",
+        "archive",
+        "trace",
+        "done",
+    ]
     assert "@britz" in done.stdout and "Josh Bersin" in done.stdout and "https://meet.jit.si/" in done.stdout
     assert not (tmp_path / "data").exists()  # the demo keeps its store in a temp folder

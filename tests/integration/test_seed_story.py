@@ -25,14 +25,32 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
         await run_story(settings, url, lines.append)
 
     steps = [line.split("]")[0].strip("[ ") for line in lines]
-    assert steps == ["trigger", "enrich", "propose", "approve", "schedule", "outreach", "outreach", "outreach",
-                     "archive", "trace"]
+    assert steps == [
+        "trigger",
+        "enrich",
+        "propose",
+        "approve",
+        "schedule",
+        "outreach",
+        "outreach",
+        "outreach",
+        "archive",
+        "trace",
+    ]
     assert "@britz" in lines[0] and "fired" in lines[0]
     assert "Josh Bersin" in lines[1]
 
     counts = await subject_counts(client)
-    for subject in (bus.SHARES, bus.TRIGGERS_FIRED, bus.CONTENT_ENRICHED, bus.PROPOSALS_CREATED, bus.DECISIONS,
-                    bus.SESSIONS_SCHEDULED, bus.RECORDINGS, bus.LIBRARY_ENTRIES):
+    for subject in (
+        bus.SHARES,
+        bus.TRIGGERS_FIRED,
+        bus.CONTENT_ENRICHED,
+        bus.PROPOSALS_CREATED,
+        bus.DECISIONS,
+        bus.SESSIONS_SCHEDULED,
+        bus.RECORDINGS,
+        bus.LIBRARY_ENTRIES,
+    ):
         assert counts.get(subject) == 1, (subject, counts)
     assert counts.get(bus.OUTREACH_RESULTS) == 3
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts), counts
@@ -67,8 +85,9 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
 
     # One correlation id follows the share through every stage.
     journey = [data for subject in counts for data in await messages_on(client, subject)]
-    correlation_ids = {SessionProposal.model_validate_json(d).correlation_id for d in
-                       await messages_on(client, bus.PROPOSALS_CREATED)}
+    correlation_ids = {
+        SessionProposal.model_validate_json(d).correlation_id for d in await messages_on(client, bus.PROPOSALS_CREATED)
+    }
     assert len(correlation_ids) == 1
     (correlation_id,) = correlation_ids
     assert all(f'"correlation_id":"{correlation_id}"'.encode() in data for data in journey)

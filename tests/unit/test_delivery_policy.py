@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.delivery import DeliveryPolicy, describe_error, is_permanent
-from pipeline.errors import PermanentError, RetryableError
 from pipeline.enrich.fetch import FetchFailed, FetchRefused
+from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Share
 
 

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from pipeline.errors import PermanentError, RetryableError
 from pipeline.enrich.fetch import FetchFailed, FetchPolicy, FetchRefused, check_url, fetch_page, is_public
+from pipeline.errors import PermanentError, RetryableError
 
 PAGE = b"<html><head><title>Hi</title></head><body><p>Hello from the test server.</p></body></html>"
 BOMB = gzip.compress(b"\0" * (10 * 1024 * 1024))
@@ -24,7 +24,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
 
-    def send(self, status: int, body: bytes = b"", content_type: str = "text/html; charset=utf-8", **headers: str) -> None:
+    def send(
+        self, status: int, body: bytes = b"", content_type: str = "text/html; charset=utf-8", **headers: str
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

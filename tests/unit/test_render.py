@@ -120,7 +120,7 @@ def test_shorten_never_cuts_mid_word() -> None:
         assert result.endswith("…")
         kept = result[:-1]
         assert text.startswith(kept), (text, limit, result)
-        rest = text[len(kept):]
+        rest = text[len(kept) :]
         assert rest[0] in " ,;:.-–—", (text, limit, result)  # the cut is at a word's end
         assert not kept.endswith((" ", ",", ".", "-")), (text, limit, result)
 

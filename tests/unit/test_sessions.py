@@ -39,7 +39,8 @@ def test_first_slot_examples(now: datetime, lead: int, expected: datetime) -> No
 def test_first_slot_is_the_next_whole_minute_after_the_lead() -> None:
     rng = random.Random(3)
     for _ in range(2000):
-        now = at(rng.randrange(24), rng.randrange(60), rng.randrange(60), rng.choice([0, 1, 999_999, rng.randrange(10**6)]))
+        micro = rng.choice([0, 1, 999_999, rng.randrange(10**6)])
+        now = at(rng.randrange(24), rng.randrange(60), rng.randrange(60), micro)
         lead = rng.randrange(0, 120)
         slot = first_slot(now, lead)
         earliest = now + timedelta(minutes=lead)
@@ -107,7 +108,9 @@ def test_calendar_invite_parses_back() -> None:
     starts, ends = at(10, 46), at(11, 46)
     join = "https://meet.jit.si/Impromptu-Live-abcdefghijklmnopqrstuv"
     title = "Live: Leadership, soft skills; and more"
-    ics = calendar_invite(uid="session-1", title=title, description="Talk.", starts_at=starts, ends_at=ends, join_url=join)
+    ics = calendar_invite(
+        uid="session-1", title=title, description="Talk.", starts_at=starts, ends_at=ends, join_url=join
+    )
     calendar = icalendar.Calendar.from_ical(ics)
     (event,) = calendar.walk("VEVENT")
     assert event.decoded("dtstart") == starts
@@ -122,8 +125,12 @@ def test_calendar_invite_parses_back() -> None:
 def test_scheduled_session_invite_matches_session(build_content: BuildContent) -> None:
     proposal = propose(build_content(), at(10, 15))
     decision = FacilitatorDecision(
-        id="d-1", correlation_id=proposal.correlation_id, causation_id=proposal.id,
-        proposal=proposal, decision="approved", decided_by="fac",
+        id="d-1",
+        correlation_id=proposal.correlation_id,
+        causation_id=proposal.id,
+        proposal=proposal,
+        decision="approved",
+        decided_by="fac",
     )
     session: ScheduledSession = schedule(decision, "https://meet.jit.si")
     (event,) = icalendar.Calendar.from_ical(session.ics).walk("VEVENT")
