@@ -29,8 +29,8 @@ demo: install
 	$(BIN)/impromptu demo
 
 test: install-dev
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/pytest
 
 schemas: install

@@ -19,19 +19,25 @@ def broker() -> NatsBroker:
     return broker
 
 
+@pytest.fixture
+def fired(broker: NatsBroker) -> list[TriggerFired]:
+    """What the trigger stage emits, collected by a subscriber on its output subject."""
+    collected: list[TriggerFired] = []
+
+    @broker.subscriber(bus.TRIGGERS_FIRED, stream=bus.STREAM)
+    async def collect(message: TriggerFired) -> None:
+        collected.append(message)
+
+    return collected
+
+
 def _share(sharer: str, text: str) -> Share:
     return Share.from_source(
         source="x", native_id=f"{sharer}-{len(text)}", sharer=sharer, text=text, url="https://example.com/a"
     )
 
 
-async def test_trusted_sharer_on_topic_fires(broker: NatsBroker) -> None:
-    fired: list[TriggerFired] = []
-
-    @broker.subscriber(bus.TRIGGERS_FIRED, stream=bus.STREAM)
-    async def collect(message: TriggerFired) -> None:
-        fired.append(message)
-
+async def test_trusted_sharer_on_topic_fires(broker: NatsBroker, fired: list[TriggerFired]) -> None:
     async with TestNatsBroker(broker) as test_broker:
         share = _share("@Britz", "Great read on leadership training")
         await test_broker.publish(share, bus.SHARES)
@@ -43,13 +49,7 @@ async def test_trusted_sharer_on_topic_fires(broker: NatsBroker) -> None:
     assert trigger.plan.lead_minutes == 30
 
 
-async def test_unknown_sharer_does_not_fire(broker: NatsBroker) -> None:
-    fired: list[TriggerFired] = []
-
-    @broker.subscriber(bus.TRIGGERS_FIRED, stream=bus.STREAM)
-    async def collect(message: TriggerFired) -> None:
-        fired.append(message)
-
+async def test_unknown_sharer_or_off_topic_does_not_fire(broker: NatsBroker, fired: list[TriggerFired]) -> None:
     async with TestNatsBroker(broker) as test_broker:
         await test_broker.publish(_share("@stranger", "Great read on leadership training"), bus.SHARES)
         await test_broker.publish(_share("@britz", "What I had for lunch"), bus.SHARES)

@@ -15,6 +15,20 @@ from pipeline import bus
 
 M = TypeVar("M", bound=BaseModel)
 
+# What `run_story` reports, one line per step, in order.
+STORY_STEPS = [
+    "trigger",
+    "enrich",
+    "propose",
+    "approve",
+    "schedule",
+    "outreach",
+    "outreach",
+    "outreach",
+    "archive",
+    "trace",
+]
+
 
 def jetstream(broker: NatsBroker):  # type: ignore[no-untyped-def]
     return broker.config.connection_state.stream

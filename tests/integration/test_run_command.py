@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.demo import ASSETS, article_server
 from pipeline.embedded import EmbeddedNats, free_port
+from tests.integration.bus_helpers import STORY_STEPS
 
 pytestmark = pytest.mark.nats
 
@@ -138,19 +139,6 @@ def test_demo_command_tells_the_seed_story_and_exits_0(tmp_path: Path) -> None:
     done = subprocess.run([IMPROMPTU, "demo"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     steps = [line.split("]")[0].strip("[ ") for line in done.stdout.splitlines()]
-    assert steps == [
-        "bus",
-        "trigger",
-        "enrich",
-        "propose",
-        "approve",
-        "schedule",
-        "outreach",
-        "outreach",
-        "outreach",
-        "archive",
-        "trace",
-        "done",
-    ]
+    assert steps == ["bus", *STORY_STEPS, "done"]
     assert "@britz" in done.stdout and "Josh Bersin" in done.stdout and "https://meet.jit.si/" in done.stdout
     assert not (tmp_path / "data").exists()  # the demo keeps its store in a temp folder

@@ -14,7 +14,7 @@ from pipeline.archive.library import entries, search
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.messages import LibraryEntry, OutreachResult, ScheduledSession, SessionProposal
 from pipeline.settings import Settings
-from tests.integration.bus_helpers import messages_on, models_on, subject_counts
+from tests.integration.bus_helpers import STORY_STEPS, messages_on, models_on, subject_counts
 
 pytestmark = pytest.mark.nats
 
@@ -25,18 +25,7 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
         await run_story(settings, url, lines.append)
 
     steps = [line.split("]")[0].strip("[ ") for line in lines]
-    assert steps == [
-        "trigger",
-        "enrich",
-        "propose",
-        "approve",
-        "schedule",
-        "outreach",
-        "outreach",
-        "outreach",
-        "archive",
-        "trace",
-    ]
+    assert steps == STORY_STEPS
     assert "@britz" in lines[0] and "fired" in lines[0]
     assert "Josh Bersin" in lines[1]
 
