@@ -8,6 +8,8 @@ channel before anything is posted again.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import structlog
 from faststream.nats.annotations import NatsBroker
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -30,7 +32,7 @@ KIND = "scheduled"
 class PostRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    state: str  # "sending" | "posted"
+    state: Literal["sending", "posted"]
     location: str | None = None
 
 
