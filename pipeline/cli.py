@@ -145,6 +145,8 @@ def record(
     minutes: Annotated[int, typer.Option(help="Length of the recording.")] = 60,
 ) -> None:
     """Hand a session's recording to the archive stage."""
+    from nats.js.errors import KeyNotFoundError
+
     from pipeline import stores
     from pipeline.app import connected
     from pipeline.messages import Recording, ScheduledSession
@@ -154,7 +156,7 @@ def record(
             kv = await stores.bucket(broker, stores.SESSIONS)
             try:
                 entry = await kv.get(session_id)
-            except Exception as error:
+            except KeyNotFoundError as error:
                 raise ImpromptuError(f"no scheduled session {session_id!r}") from error
             session = ScheduledSession.model_validate_json(entry.value or b"")
             message = Recording.caused_by(

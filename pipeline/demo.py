@@ -40,6 +40,20 @@ FACILITATOR = "facilitator@impromptu.example"
 
 
 @contextmanager
+def loopback_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on a free 127.0.0.1 port for the block; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
 def article_server(html: bytes, path: str = ARTICLE_PATH) -> Iterator[str]:
     """A local stand-in for the LinkedIn article page, on a free loopback port."""
 
@@ -57,14 +71,8 @@ def article_server(html: bytes, path: str = ARTICLE_PATH) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http_server(Handler) as base_url:
+        yield f"{base_url}{path}"
 
 
 def seed_share(url: str) -> Share:

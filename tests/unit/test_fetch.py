@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
+from pipeline.demo import loopback_http_server
 from pipeline.enrich.fetch import FetchFailed, FetchPolicy, FetchRefused, check_url, fetch_page, is_public
 from pipeline.errors import PermanentError, RetryableError
 
@@ -73,15 +73,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with loopback_http_server(Handler) as url:
+        yield url
 
 
 async def refused(url: str, policy: FetchPolicy = LOCAL) -> FetchRefused:
