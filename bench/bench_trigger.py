@@ -27,7 +27,7 @@ from pipeline.embedded import EmbeddedNats, free_port
 from pipeline.logs import configure_logging
 from pipeline.messages import Share
 from pipeline.settings import DEFAULT_RULES, Settings
-from pipeline.triggers import trigger_router
+from pipeline.triggers.stage import trigger_router
 from pipeline.triggers.rules import load_rules
 
 RAW_SUBJECT = "impromptu.bench.raw"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -17,8 +18,8 @@ from pipeline.enrich import enrich_router
 from pipeline.errors import ConfigError
 from pipeline.outreach import outreach_router
 from pipeline.settings import Settings
-from pipeline.triggers import trigger_router
-from pipeline.triggers.rules import load_rules
+from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.stage import trigger_router
 
 log = structlog.get_logger("pipeline.app")
 
@@ -28,14 +29,14 @@ def new_broker(url: str) -> NatsBroker:
     return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu")
 
 
-def create_broker(settings: Settings) -> NatsBroker:
+def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBroker:
     if settings.nats_url is None:
         raise ConfigError("no NATS URL: set NATS_URL, or run through `impromptu run` which embeds a server")
-    rules = load_rules(settings.rules_file)
+    live = live or LiveRules.load(settings.rules_file)
     broker = new_broker(settings.nats_url)
     for router in (
-        trigger_router(settings, rules),
-        enrich_router(settings, rules),
+        trigger_router(settings, live),
+        enrich_router(settings, live),
         actions_router(settings),
         outreach_router(settings),
         archive_router(settings),
@@ -56,7 +57,9 @@ async def start_stages(broker: NatsBroker, settings: Settings) -> None:
 
 
 def create_app(settings: Settings) -> FastStream:
-    broker = create_broker(settings)
+    live = LiveRules.load(settings.rules_file)
+    broker = create_broker(settings, live)
+    background: list[asyncio.Task[None]] = []
 
     async def declare_stream() -> None:  # FastStream runs startup hooks before it starts the broker
         await prepare_bus(broker, settings)
@@ -68,8 +71,20 @@ def create_app(settings: Settings) -> FastStream:
             if sub.config.durable_name
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
+        background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
 
-    return FastStream(broker, logger=None, on_startup=[declare_stream], after_startup=[announce_ready])
+    async def stop_background() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    return FastStream(
+        broker,
+        logger=None,
+        on_startup=[declare_stream],
+        after_startup=[announce_ready],
+        on_shutdown=[stop_background],
+    )
 
 
 @contextmanager

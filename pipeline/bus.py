@@ -14,6 +14,7 @@ STREAM = "IMPROMPTU"
 
 SHARES = "impromptu.shares"
 TRIGGERS_FIRED = "impromptu.triggers.fired"
+TRIGGERS_JOINED = "impromptu.triggers.joined"
 CONTENT_ENRICHED = "impromptu.content.enriched"
 PROPOSALS_CREATED = "impromptu.proposals.created"
 DECISIONS = "impromptu.decisions"

@@ -47,14 +47,27 @@ class Message(BaseModel):
         return cls(id=id, correlation_id=cause.correlation_id, causation_id=cause.id, **fields)
 
 
+Network = Literal["x", "mastodon", "linkedin", "rss"]
+
+
 class Share(Message):
     """Someone in the network shared a link."""
 
     source: Literal["x", "rss", "mastodon", "webhook", "cli", "replay"]
-    sharer: str = Field(description="Handle of who shared it, e.g. @britz.", examples=["@britz"])
+    sharer: str = Field(
+        description="Who shared it: an X handle (@britz), a Mastodon account (@britz@mastodon.social), a LinkedIn "
+        "name or an RSS feed URL.",
+        examples=["@britz"],
+    )
+    network: Network | None = Field(
+        default=None, description="The network `sharer` is a handle on; unset: match the handle on any network."
+    )
     text: str = Field(default="", description="The post's own text.")
-    url: HttpUrlStr = Field(description="The linked article (never a short link).")
+    url: HttpUrlStr = Field(description="The linked article, expanded (never a t.co or other short link).")
     shared_at: datetime = Field(default_factory=utc_now)
+    is_reply: bool = Field(default=False, description="The post answers another post.")
+    is_repost: bool = Field(default=False, description="A retweet / boost of someone else's post.")
+    language: str | None = Field(default=None, description="Language of the post as the network reports it (en).")
 
     @classmethod
     def from_source(cls, *, source: str, native_id: str, **fields: object) -> Share:
@@ -76,17 +89,55 @@ class SessionPlan(BaseModel):
     lead_minutes: int = Field(default=30, ge=0, description="How far out the session starts (the seed: 30).")
     duration_minutes: int = Field(default=60, gt=0)
     channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
+    facilitators: list[str] = Field(default_factory=list, description="Who is asked to approve (names).")
+
+
+class Sharer(BaseModel):
+    """One trusted person who shared the link."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The person, as the rules file names them.")
+    handle: str
+    trust: float = Field(ge=0, le=1, description="Their trust on this share's topics (0 when not trusted on them).")
+    share_id: str
+    shared_at: datetime
+
+
+class ScoreTerms(BaseModel):
+    """The terms of a trigger score, each 0..1, and the weighted total."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sharers: float = Field(ge=0, le=1, description="Combined trust of the distinct trusted sharers: 1 - prod(1 - t).")
+    author: float = Field(ge=0, le=1, description="Respect for the article's author (by name or domain).")
+    topic: float = Field(ge=0, le=1, description="1 when the share matches one of the rule's topics.")
+    crowd: float = Field(ge=0, le=1, description="1 - 1/n for n distinct trusted sharers of the same link.")
+    total: float = Field(ge=0, le=1, description="Weighted mean of the terms.")
 
 
 class TriggerFired(Message):
     """A share passed a trigger rule."""
 
-    share: Share
+    share: Share = Field(description="The share that made the rule fire.")
+    canonical_url: str = Field(description="The article's URL without tracking parameters or fragment.")
+    shared_by: list[Sharer] = Field(default_factory=list, description="Every trusted sharer so far, first first.")
     rule: str = Field(description="Name of the rule that fired.")
     score: float = Field(ge=0, le=1)
+    terms: ScoreTerms | None = None
+    author: str | None = Field(default=None, description="The respected author the share points to, if any.")
     topics: list[str] = Field(default_factory=list, description="Topics the share text matched.")
     reasons: list[str] = Field(default_factory=list, description="Why it fired, for humans.")
     plan: SessionPlan = SessionPlan()
+
+
+class SharerJoined(Message):
+    """Another trusted person shared a link that already fired: "also shared by", not a second session."""
+
+    trigger_id: str = Field(description="The TriggerFired this share joins.")
+    canonical_url: str
+    sharer: Sharer
+    share: Share
 
 
 class Article(BaseModel):
@@ -212,6 +263,7 @@ class DeadLetter(BaseModel):
 BUS_MESSAGES: tuple[type[BaseModel], ...] = (
     Share,
     TriggerFired,
+    SharerJoined,
     EnrichedContent,
     SessionProposal,
     FacilitatorDecision,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.delivery import DeliveryPolicy
@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 30.0
 
     rules_file: Path = DEFAULT_RULES
+    rules_reload_seconds: float = Field(default=1.0, description="How often the rules file is checked for edits.")
+
+    http_host: str = Field(default="127.0.0.1", description="Where the pipeline's HTTP server listens.")
+    http_port: int = Field(default=8000, description="Port of the HTTP server (webhook; 0: any free port).")
+
+    sources_enabled: bool = Field(default=True, description="Poll X, Mastodon and feeds from `impromptu run`.")
+    x_bearer_token: SecretStr | None = Field(default=None, description="X API v2 app token; unset: X is off.")
+    x_list_id: str | None = Field(default=None, description="Read this X list instead of each person's timeline.")
+    x_poll_seconds: float = 60.0
+    mastodon_poll_seconds: float = 120.0
+    rss_poll_seconds: float = 300.0
+    source_timeout_seconds: float = 15.0
+    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for POST /shares; unset: the webhook refuses every share."
+    )
 
     fetch_allow: list[str] = Field(
         default_factory=list,

@@ -14,10 +14,14 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 PROPOSALS = "impromptu-proposals"  # proposal id -> ProposalRecord
 SESSIONS = "impromptu-sessions"  # session id -> ScheduledSession
 OUTREACH = "impromptu-outreach"  # <session>.<channel>.<kind> -> PostRecord
+TRIGGERS = "impromptu-triggers"  # link.<id> -> LinkEpisode, budget -> BudgetRecord (30 days)
+SOURCES = "impromptu-sources"  # source checkpoints: X since_id, feed ETags, Mastodon ids
+
+TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0}  # other buckets keep their keys
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:
-    return await broker.key_value(name, storage=StorageType.FILE, history=16)
+    return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name))
 
 
 async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:

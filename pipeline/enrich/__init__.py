@@ -13,7 +13,7 @@ from pipeline.enrich.fetch import FetchPolicy, fetch_page
 from pipeline.messages import Article, EnrichedContent, TriggerFired
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
-from pipeline.triggers.rules import Rules, matching_topics
+from pipeline.triggers.reload import LiveRules
 
 log = structlog.get_logger("pipeline.enrich")
 
@@ -26,17 +26,17 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     )
 
 
-def enriched(trigger: TriggerFired, article: Article, rules: Rules) -> EnrichedContent:
+def enriched(trigger: TriggerFired, article: Article, live: LiveRules) -> EnrichedContent:
     return EnrichedContent.caused_by(
         trigger,
         id=f"enriched:{trigger.share.id}",
         trigger=trigger,
         article=article,
-        topics=matching_topics(rules.topics, f"{article.title} {article.description or ''} {article.summary}"),
+        topics=live.known.topics_in(f"{article.title} {article.description or ''} {article.summary}"),
     )
 
 
-def enrich_router(settings: Settings, rules: Rules) -> StageRouter:
+def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
     router = StageRouter("enrich", settings)
     output = router.output(bus.CONTENT_ENRICHED, EnrichedContent, "The shared page, fetched and understood.")
     policy = fetch_policy(settings)
@@ -45,7 +45,7 @@ def enrich_router(settings: Settings, rules: Rules) -> StageRouter:
     async def handle_trigger(trigger: TriggerFired) -> None:
         page = await fetch_page(trigger.share.url, policy)
         article = await asyncio.to_thread(extract_article, page.html, url=page.url, final_url=page.final_url)
-        await emit(output, enriched(trigger, article, rules))
+        await emit(output, enriched(trigger, article, live))
         log.info("content.enriched", title=article.title, author=article.author, words=article.word_count)
 
     return router

@@ -1,99 +1,231 @@
-"""Trigger rules: who we trust, what we care about, and what to create when both meet.
+"""The rules file: who we trust (and on what), whose work we respect, what we care about, and what to create.
 
-Pure functions, no bus code. A share fires when its sharer is in the trusted network and its text matches
-a topic of some rule; the score is the sharer's trust.
+Models only, plus loading with FILE:LINE:COLUMN errors and the cross-field checks pydantic cannot do alone.
+Every field has a default where one makes sense, so a ten-line file works.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.messages import SessionPlan, Share
-from pipeline.yaml_errors import load_yaml_model
+from pipeline.messages import SessionPlan
+from pipeline.yaml_errors import Location, load_yaml_model
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+OneOrMany = Annotated[list[str], BeforeValidator(_one_or_many)]
+Weight = Annotated[float, Field(ge=0, le=1)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TrustedPerson(Strict):
-    name: str
-    handles: list[str] = Field(min_length=1, description="Handles on any network, e.g. @britz.")
-    trust: float = Field(default=0.8, ge=0, le=1)
+class Person(Strict):
+    """Someone in the trusted network, with their handles on every network we read."""
+
+    name: str = Field(min_length=1)
+    x: OneOrMany = Field(default_factory=list, description="X handles, with or without @.", examples=[["@britz"]])
+    mastodon: OneOrMany = Field(
+        default_factory=list, description="Mastodon accounts as user@instance.", examples=[["britz@mastodon.social"]]
+    )
+    linkedin: OneOrMany = Field(default_factory=list, description="LinkedIn public profile names.")
+    rss: OneOrMany = Field(default_factory=list, description="URLs of feeds this person publishes or curates.")
+    trust: Weight = Field(default=0.8, description="How much their share counts, 0..1.")
+    trusted_on: list[str] = Field(
+        default_factory=list, description="Topics they are trusted on; empty: every topic. Elsewhere trust is 0."
+    )
+
+    @field_validator("mastodon")
+    @classmethod
+    def _full_accounts(cls, accounts: list[str]) -> list[str]:
+        for account in accounts:
+            if account.strip().lstrip("@").count("@") != 1:
+                raise ValueError(f"{account!r} is not user@instance (e.g. britz@mastodon.social)")
+        return accounts
+
+    @field_validator("rss")
+    @classmethod
+    def _feed_urls(cls, feeds: list[str]) -> list[str]:
+        for feed in feeds:
+            if not feed.startswith(("http://", "https://")):
+                raise ValueError(f"{feed!r} is not an http(s) feed URL")
+        return feeds
+
+    @model_validator(mode="after")
+    def _has_a_handle(self) -> Person:
+        if not (self.x or self.mastodon or self.linkedin or self.rss):
+            raise ValueError(f"{self.name!r} has no handle: give at least one of x, mastodon, linkedin, rss")
+        return self
+
+
+class Author(Strict):
+    """Someone whose work we respect: matched by name (in the post or on the page) or by the link's domain."""
+
+    name: str = Field(min_length=1)
+    domains: OneOrMany = Field(default_factory=list, description="Sites that are theirs, e.g. joshbersin.com.")
+    respect: Weight = 0.8
+
+
+class Topic(Strict):
+    keywords: OneOrMany = Field(min_length=1, description="Words or phrases; matched case-insensitively, whole words.")
+
+
+def _topic_shorthand(value: Any) -> Any:
+    # `leadership: [leadership, soft skills]` is short for `leadership: {keywords: [...]}`
+    return {"keywords": value} if isinstance(value, list | str) else value
+
+
+class Facilitator(Strict):
+    name: str = Field(min_length=1)
+    email: str | None = None
+
+
+class QuietHours(Strict):
+    """No session is created between `start` and `end` (local time of the file's `timezone`); may wrap midnight."""
+
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+class Scoring(Strict):
+    """Weights of the score's terms; the score is their weighted mean, 0..1."""
+
+    sharers: float = Field(default=0.6, ge=0)
+    author: float = Field(default=0.2, ge=0)
+    topic: float = Field(default=0.1, ge=0)
+    crowd: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Scoring:
+        if self.sharers + self.author + self.topic + self.crowd <= 0:
+            raise ValueError("at least one weight must be above 0")
+        return self
+
+
+class Conditions(Strict):
+    """Everything must hold for a rule to fire. Unset conditions do not restrict."""
+
+    min_score: Weight = 0.5
+    topics_any: list[str] = Field(default_factory=list, description="At least one of these topics matches.")
+    topics_all: list[str] = Field(default_factory=list, description="Every one of these topics matches.")
+    keywords: list[str] = Field(default_factory=list, description="At least one of these words is in the post.")
+    domains_allow: list[str] = Field(default_factory=list, description="Only links to these sites (and subdomains).")
+    domains_deny: list[str] = Field(default_factory=list, description="Never links to these sites (and subdomains).")
+    languages: list[str] = Field(default_factory=list, description="Post languages, e.g. [en, de]; unknown passes.")
+    exclude_replies: bool = True
+    exclude_reposts: bool = False
+    require_trusted_sharer: bool = Field(default=True, description="Someone in the trusted network shared it.")
 
 
 class Rule(Strict):
-    name: str
-    topics_any: list[str] = Field(min_length=1, description="Fires when the share matches any of these.")
-    min_score: float = Field(default=0.5, ge=0, le=1)
-    session: SessionPlan = SessionPlan()
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    when: Conditions = Conditions()
+    cooldown_minutes: int = Field(default=0, ge=0, description="After firing, this rule rests this long.")
+    max_per_day: int | None = Field(default=None, ge=1, description="Sessions this rule may create per day.")
+    session: SessionPlan | None = Field(default=None, description="What to create; default: the file's `session`.")
 
 
 class Rules(Strict):
-    trusted_people: list[TrustedPerson] = Field(default_factory=list)
-    topics: dict[str, list[str]] = Field(default_factory=dict, description="Topic name -> keywords.")
+    """A trigger rules file."""
+
+    timezone: str = Field(default="UTC", description="IANA time zone for quiet hours and daily caps.")
+    people: list[Person] = Field(default_factory=list, description="The trusted network.")
+    authors: list[Author] = Field(default_factory=list, description="Respected authors.")
+    topics: dict[str, Annotated[Topic, BeforeValidator(_topic_shorthand)]] = Field(
+        default_factory=dict, description="Topic name -> keywords (a list is enough)."
+    )
+    facilitators: list[Facilitator] = Field(default_factory=list)
+    scoring: Scoring = Scoring()
+    session: SessionPlan = Field(default=SessionPlan(), description="Default of every rule's `session`.")
+    merge_window_minutes: int = Field(
+        default=24 * 60, ge=0, description="A later trusted share of the same link within this joins the first."
+    )
+    max_share_age_minutes: int = Field(
+        default=24 * 60, gt=0, description="Older shares (backfills) are recorded but never fire."
+    )
+    topic_cooldown_minutes: int = Field(default=0, ge=0, description="After a topic fired, it rests this long.")
+    quiet_hours: QuietHours | None = None
+    max_sessions_per_day: int | None = Field(default=None, ge=1)
     rules: list[Rule] = Field(default_factory=list)
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = sorted(z for z in available_timezones() if z.lower().endswith(zone.lower().split("/")[-1]))[:3]
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (e.g. Europe/London, America/New_York)"
+            raise ValueError(f"unknown time zone {zone!r}{hint}") from None
+        return zone
 
-def unknown_topics(rules: Rules) -> Iterator[tuple[tuple[int | str, ...], str]]:
-    for i, rule in enumerate(rules.rules):
-        for j, topic in enumerate(rule.topics_any):
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def plan(self, rule: Rule) -> SessionPlan:
+        return rule.session or self.session
+
+
+def cross_checks(rules: Rules) -> Iterator[tuple[Location, str]]:
+    """What pydantic cannot see field by field: names that must refer to something defined elsewhere."""
+    known = ", ".join(rules.topics) or "none defined"
+
+    def topic_problems(names: list[str], where: Location, owner: str) -> Iterator[tuple[Location, str]]:
+        for j, topic in enumerate(names):
             if topic not in rules.topics:
-                known = ", ".join(rules.topics) or "none defined"
-                message = f"rule {rule.name!r} names unknown topic {topic!r} (known: {known})"
-                yield ("rules", i, "topics_any", j), message
+                yield (*where, j), f"{owner} names unknown topic {topic!r} (known: {known})"
+
+    for i, person in enumerate(rules.people):
+        yield from topic_problems(person.trusted_on, ("people", i, "trusted_on"), f"{person.name!r}")
+    facilitators = {f.name for f in rules.facilitators}
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules.rules):
+        if rule.name in seen:
+            yield ("rules", i, "name"), f"rule name {rule.name!r} is already used by rules[{seen[rule.name]}]"
+        seen.setdefault(rule.name, i)
+        yield from topic_problems(rule.when.topics_any, ("rules", i, "when", "topics_any"), f"rule {rule.name!r}")
+        yield from topic_problems(rule.when.topics_all, ("rules", i, "when", "topics_all"), f"rule {rule.name!r}")
+        plan_where: Location = ("rules", i, "session") if rule.session else ("session",)
+        for j, name in enumerate(rules.plan(rule).facilitators):
+            if name not in facilitators:
+                listed = ", ".join(sorted(facilitators)) or "none defined"
+                message = f"rule {rule.name!r} names unknown facilitator {name!r} (known: {listed})"
+                yield (*plan_where, "facilitators", j), message
+    handles: dict[tuple[str, str], str] = {}
+    for i, person in enumerate(rules.people):
+        for network in ("x", "mastodon", "linkedin", "rss"):
+            for j, handle in enumerate(getattr(person, network)):
+                key = (network, normalise_handle(network, handle))
+                if key in handles and handles[key] != person.name:
+                    yield (
+                        ("people", i, network, j),
+                        f"{handle!r} is already {handles[key]!r}'s {network} handle",
+                    )
+                handles.setdefault(key, person.name)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    fired: bool
-    rule: Rule | None = None
-    score: float = 0.0
-    topics: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-
-
-def load_rules(path: Path) -> Rules:
-    return load_yaml_model(path, Rules, checks=(unknown_topics,))
-
-
-def normalise_handle(handle: str) -> str:
+def normalise_handle(network: str, handle: str) -> str:
+    """One spelling per handle: X and LinkedIn without @, Mastodon as user@instance, feeds as given."""
+    if network == "rss":
+        return handle.strip()
     return handle.strip().lower().lstrip("@")
 
 
-def find_sharer(rules: Rules, handle: str) -> TrustedPerson | None:
-    wanted = normalise_handle(handle)
-    return next((p for p in rules.trusted_people if wanted in {normalise_handle(h) for h in p.handles}), None)
-
-
-def matching_topics(vocabulary: dict[str, list[str]], text: str) -> list[str]:
-    lowered = text.lower()
-    return [
-        topic
-        for topic, keywords in vocabulary.items()
-        if any(re.search(rf"(?<!\w){re.escape(k.lower())}(?!\w)", lowered) for k in keywords)
-    ]
-
-
-def evaluate(rules: Rules, share: Share) -> Verdict:
-    person = find_sharer(rules, share.sharer)
-    if person is None:
-        return Verdict(False, reasons=[f"{share.sharer} is not in the trusted network"])
-    topics = matching_topics(rules.topics, f"{share.text} {share.url}")
-    reasons = [f"{share.sharer} is trusted ({person.name}, {person.trust:.2f})"]
-    for rule in rules.rules:
-        hits = [t for t in rule.topics_any if t in topics]
-        if not hits:
-            reasons.append(f"rule {rule.name}: no topic of {rule.topics_any} in the share")
-            continue
-        if person.trust < rule.min_score:
-            reasons.append(f"rule {rule.name}: score {person.trust:.2f} below {rule.min_score:.2f}")
-            continue
-        reasons.append(f"rule {rule.name}: topics {', '.join(hits)}")
-        return Verdict(True, rule, person.trust, hits, reasons)
-    return Verdict(False, score=person.trust, topics=topics, reasons=reasons)
+def load_rules(path: Path) -> Rules:
+    return load_yaml_model(path, Rules, checks=(cross_checks,))

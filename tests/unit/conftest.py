@@ -41,6 +41,7 @@ def make_content(
         share,
         id=stable_id("trigger", share.id),
         share=share,
+        canonical_url=ARTICLE_URL,
         rule="trusted-share-on-leadership-or-learning",
         score=0.9,
         topics=list(topics),

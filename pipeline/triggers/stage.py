@@ -1,0 +1,180 @@
+"""Trigger stage: consumes Share on `impromptu.shares`; emits TriggerFired on `impromptu.triggers.fired`, or
+SharerJoined on `impromptu.triggers.joined` when the link already fired within the merge window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from faststream.nats.annotations import NatsBroker
+
+from pipeline import bus, stores
+from pipeline.errors import RetryableError
+from pipeline.messages import Message, Share, Sharer, SharerJoined, TriggerFired, utc_now
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter, emit
+from pipeline.triggers.canonical import canonical_url, link_key
+from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.scoring import Known, Verdict, evaluate
+from pipeline.triggers.state import (
+    BUDGET_KEY,
+    Firing,
+    LinkEpisode,
+    TriggerState,
+    budget_memory,
+    local_day,
+    next_episode,
+    with_share,
+)
+
+log = structlog.get_logger("pipeline.triggers")
+
+CAS_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "fired" | "joined" | "ignored"
+    reason: str
+    message: Message | None = None
+
+
+def trigger_of(known: Known, verdict: Verdict, episode: LinkEpisode, trigger_id: str) -> TriggerFired:
+    winner = verdict.winner
+    assert winner is not None
+    share = verdict.facts.share
+    return TriggerFired.caused_by(
+        share,
+        id=trigger_id,
+        share=share,
+        canonical_url=episode.canonical_url,
+        shared_by=verdict.facts.sharers,
+        rule=winner.rule.name,
+        score=winner.terms.total,
+        terms=winner.terms,
+        author=verdict.facts.author.name if verdict.facts.author else None,
+        topics=winner.topics,
+        reasons=[f"{c.condition}: {c.detail}" for c in winner.checks],
+        plan=known.rules.plan(winner.rule),
+    )
+
+
+def joined(trigger: TriggerFired, share: Share, earlier: list[Share], known: Known) -> Outcome:
+    """A trusted share of a link that already fired: "also shared by", once per person."""
+    person = known.person(share)
+    if person is None:
+        return Outcome("ignored", f"{share.sharer} is not in the trusted network (the link already fired)")
+    if any(known.person(s) == person for s in earlier):
+        return Outcome("ignored", f"{person.name} already shared this link")
+    sharer = Sharer(
+        name=person.name, handle=share.sharer, trust=person.trust, share_id=share.id, shared_at=share.shared_at
+    )
+    message = SharerJoined.caused_by(
+        share,
+        id=f"joined:{trigger.id}:{share.id}",
+        trigger_id=trigger.id,
+        canonical_url=trigger.canonical_url,
+        sharer=sharer,
+        share=share,
+    )
+    return Outcome("joined", f"also shared by {person.name}", message)
+
+
+class TriggerJudge:
+    """Decides one share against the live rules and the shared state; safe to call again for a redelivery."""
+
+    def __init__(self, live: LiveRules, state: TriggerState, clock: Callable[[], datetime] = utc_now) -> None:
+        self.live = live
+        self.state = state
+        self.clock = clock
+
+    async def decide(self, share: Share) -> Outcome:
+        known = self.live.known
+        if known.person(share) is None and all(r.when.require_trusted_sharer for r in known.rules.rules):
+            return Outcome("ignored", f"{share.sharer} is not in the trusted network")  # no state to touch
+        canonical = canonical_url(share.url)
+        key = link_key(canonical)
+        window = timedelta(minutes=known.rules.merge_window_minutes)
+        for _ in range(CAS_ATTEMPTS):
+            now = self.clock()
+            stored, revision = await self.state.episode(key)
+            episode = next_episode(stored, canonical, now, window)
+            if stored is not None and episode.episode != stored.episode and stored.has(share):
+                episode = stored  # a redelivery of a share from the previous episode stays in it
+            updated = with_share(episode, share)
+            changed = updated is not episode or episode is not stored
+            if episode.trigger is not None:
+                if changed and not await self.state.write(key, updated, revision):
+                    continue
+                if episode.trigger.share.id == share.id:
+                    return Outcome("fired", "re-published after redelivery", episode.trigger)
+                return joined(episode.trigger, share, [s for s in updated.shares if s.id != share.id], known)
+            earlier = [s for s in updated.shares if s.id != share.id]
+            verdict = evaluate(known, share, now=now, earlier=earlier)
+            if verdict.winner is None:
+                if changed and not await self.state.write(key, updated, revision):
+                    continue
+                return Outcome("ignored", verdict.summary)
+            outcome = await self._fire(known, share, earlier, updated, key, revision, now)
+            if outcome is not None:
+                return outcome
+        raise RetryableError(f"link {canonical} changed {CAS_ATTEMPTS} times while deciding; will retry")
+
+    async def _fire(
+        self,
+        known: Known,
+        share: Share,
+        earlier: list[Share],
+        episode: LinkEpisode,
+        key: str,
+        revision: int | None,
+        now: datetime,
+    ) -> Outcome | None:
+        """Re-judge with cooldowns and caps, reserve the budget, then mark the episode; None: lost a race, retry."""
+        trigger_id = episode.trigger_id(key)
+        budget, budget_revision = await self.state.budget()
+        verdict = evaluate(
+            known, share, now=now, earlier=earlier, budget=budget.snapshot(known.rules, now, excluding=trigger_id)
+        )
+        winner = verdict.winner
+        if winner is None:
+            if not await self.state.write(key, episode, revision):
+                return None
+            return Outcome("ignored", verdict.summary)
+        firing = Firing(rule=winner.rule.name, topics=winner.topics, at=now, day=local_day(known.rules, now))
+        if trigger_id not in budget.firings:
+            reserved = budget.reserve(trigger_id, firing, budget_memory(known.rules))
+            if not await self.state.write(BUDGET_KEY, reserved, budget_revision):
+                return None
+        trigger = trigger_of(known, verdict, episode, trigger_id)
+        if not await self.state.write(key, episode.model_copy(update={"trigger": trigger}), revision):
+            return None  # another worker wrote the link meanwhile; our reservation is keyed by the same id
+        return Outcome("fired", verdict.summary, trigger)
+
+
+def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
+    router = StageRouter("trigger", settings)
+    fired = router.output(bus.TRIGGERS_FIRED, TriggerFired, "A share passed a trigger rule.")
+    also = router.output(bus.TRIGGERS_JOINED, SharerJoined, "Another trusted sharer of a link that already fired.")
+    judges: dict[int, TriggerJudge] = {}
+
+    async def judge_for(broker: NatsBroker) -> TriggerJudge:
+        if id(broker) not in judges:
+            judges[id(broker)] = TriggerJudge(live, TriggerState(await stores.bucket(broker, stores.TRIGGERS)))
+        return judges[id(broker)]
+
+    @router.consume(bus.SHARES)
+    async def handle_share(share: Share, broker: NatsBroker) -> None:
+        outcome = await (await judge_for(broker)).decide(share)
+        if isinstance(outcome.message, TriggerFired):
+            await emit(fired, outcome.message)
+            log.info("trigger.fired", sharer=share.sharer, url=share.url, summary=outcome.reason)
+        elif isinstance(outcome.message, SharerJoined):
+            await emit(also, outcome.message)
+            log.info("trigger.joined", sharer=share.sharer, trigger_id=outcome.message.trigger_id)
+        else:
+            log.info("share.ignored", sharer=share.sharer, url=share.url, reason=outcome.reason)
+
+    return router
