@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -17,6 +18,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 def _http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        host = urlsplit(value).hostname
+    except ValueError as error:
+        raise ValueError(f"is not a valid URL: {error}") from None
+    if not host or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("is not a valid URL (no host, or spaces or control characters in it)")
     return value
 
 

@@ -34,10 +34,16 @@ def _node_at(root: yaml.Node | None, loc: Location, *, at_key: bool) -> yaml.Nod
     return node
 
 
+def _field_part(part: int | str) -> str:
+    text = str(part)
+    # a key with spaces, dots or control characters is quoted, so one error stays one readable line
+    return text if text and all(c.isalnum() or c in "_-" for c in text) else repr(text)
+
+
 def _line(path: Path, root: yaml.Node | None, loc: Location, message: str, *, at_key: bool = False) -> str:
     node = _node_at(root, loc, at_key=at_key)
     line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
-    field = ".".join(str(part) for part in loc) or "<file>"
+    field = ".".join(_field_part(part) for part in loc) or "<file>"
     return f"{path}:{line}:{column}: {field}: {message}"
 
 
@@ -60,6 +66,9 @@ def load_yaml_model(path: Path, model: type[ModelT], checks: Iterable[CrossCheck
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}:1:1: <file>: cannot read: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}:1: <file>: not UTF-8 text (byte {error.start})") from error
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -67,6 +76,11 @@ def load_yaml_model(path: Path, model: type[ModelT], checks: Iterable[CrossCheck
         mark = error.problem_mark
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
         raise ConfigError(f"{path}:{where}: <yaml>: {error.problem}") from error
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, e.g. a control character
+        line = text[: error.position].count("\n") + 1
+        raise ConfigError(f"{path}:{line}:1: <yaml>: {error.reason} {error.character!r} is not allowed") from error
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"{path}:1:1: <yaml>: {error}") from error
     try:
         loaded = model.model_validate(data if data is not None else {})
     except ValidationError as error:

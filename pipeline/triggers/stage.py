@@ -66,6 +66,8 @@ def joined(trigger: TriggerFired, share: Share, earlier: list[Share], known: Kno
     person = known.person(share)
     if person is None:
         return Outcome("ignored", f"{share.sharer} is not in the trusted network (the link already fired)")
+    if any(s.share_id == share.id or s.name == person.name for s in trigger.shared_by):
+        return Outcome("ignored", f"{person.name} is already among the trigger's sharers")
     if any(known.person(s) == person for s in earlier):
         return Outcome("ignored", f"{person.name} already shared this link")
     sharer = Sharer(
