@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 30.0
 
     rules_file: Path = DEFAULT_RULES
+    trigger_concurrency: int = Field(
+        default=16, ge=1, description="Shares one trigger worker judges at once (state writes are compare-and-set)."
+    )
     rules_reload_seconds: float = Field(default=1.0, description="How often the rules file is checked for edits.")
 
     http_host: str = Field(default="127.0.0.1", description="Where the pipeline's HTTP server listens.")

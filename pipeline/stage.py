@@ -38,8 +38,14 @@ class StageRouter(NatsRouter):
     def output(self, subject: str, schema: type[Message], description: str = "") -> LogicPublisher:
         return self.publisher(subject, stream=bus.STREAM_REF, schema=schema, description=description)
 
-    def consume(self, subject: str, durable: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    def consume(
+        self, subject: str, durable: str | None = None, concurrency: int = 1
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """Subscribe as a durable pull consumer; `concurrency` > 1 handles that many messages at once (only for
+        handlers whose effects are safe in any order, e.g. guarded by compare-and-set)."""
         consumer = bus.stage_consumer(self.settings, durable or self.stage_name)
+        if concurrency > 1:
+            consumer["max_workers"] = concurrency
         # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
         return self.subscriber(subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
 

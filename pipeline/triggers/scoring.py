@@ -40,7 +40,10 @@ class Known:
     rules_without_topics: list[int]
     author_names: re.Pattern[str] | None
     authors_by_name: dict[str, Author]
+    authors_by_domain: dict[str, Author]
     rule_keywords: dict[str, re.Pattern[str] | None] = field(default_factory=dict)
+    only_trusted: bool = True  # every rule requires a trusted sharer: strangers' shares need no state at all
+    uses_budget: bool = False  # some cooldown or daily cap: firing must read and reserve the shared budget
 
     @classmethod
     def of(cls, rules: Rules) -> Known:
@@ -71,7 +74,14 @@ class Known:
             rules_without_topics=without,
             author_names=phrase_pattern(a.name for a in rules.authors),
             authors_by_name={a.name.strip().lower(): a for a in rules.authors},
+            authors_by_domain={d.lower().removeprefix("www."): a for a in rules.authors for d in a.domains},
             rule_keywords={r.name: phrase_pattern(r.when.keywords) for r in rules.rules},
+            only_trusted=all(r.when.require_trusted_sharer for r in rules.rules),
+            uses_budget=bool(
+                rules.topic_cooldown_minutes
+                or rules.max_sessions_per_day
+                or any(r.cooldown_minutes or r.max_per_day for r in rules.rules)
+            ),
         )
 
     def person(self, share: Share) -> Person | None:
@@ -203,8 +213,10 @@ def facts_of(known: Known, share: Share, earlier: Sequence[Share], now: datetime
 
 
 def respected_author(known: Known, url: str, text: str) -> Author | None:
-    host = host_of(url)
-    matches = [a for a in known.rules.authors if a.domains and on_domain(host, a.domains)]
+    labels = host_of(url).split(".")
+    # the host and each parent domain: blog.joshbersin.com is on joshbersin.com
+    suffixes = (".".join(labels[i:]) for i in range(len(labels)))
+    matches = [a for suffix in suffixes if (a := known.authors_by_domain.get(suffix)) is not None]
     if known.author_names is not None:
         matches += [known.authors_by_name[name] for name in known.author_names.findall(text.lower())]
     return max(matches, key=lambda a: a.respect, default=None)

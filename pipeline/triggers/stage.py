@@ -94,7 +94,7 @@ class TriggerJudge:
 
     async def decide(self, share: Share) -> Outcome:
         known = self.live.known
-        if known.person(share) is None and all(r.when.require_trusted_sharer for r in known.rules.rules):
+        if known.only_trusted and known.person(share) is None:
             return Outcome("ignored", f"{share.sharer} is not in the trusted network")  # no state to touch
         canonical = canonical_url(share.url)
         key = link_key(canonical)
@@ -119,7 +119,7 @@ class TriggerJudge:
                 if changed and not await self.state.write(key, updated, revision):
                     continue
                 return Outcome("ignored", verdict.summary)
-            outcome = await self._fire(known, share, earlier, updated, key, revision, now)
+            outcome = await self._fire(known, verdict, earlier, updated, key, revision, now)
             if outcome is not None:
                 return outcome
         raise RetryableError(f"link {canonical} changed {CAS_ATTEMPTS} times while deciding; will retry")
@@ -127,7 +127,7 @@ class TriggerJudge:
     async def _fire(
         self,
         known: Known,
-        share: Share,
+        verdict: Verdict,
         earlier: list[Share],
         episode: LinkEpisode,
         key: str,
@@ -136,20 +136,20 @@ class TriggerJudge:
     ) -> Outcome | None:
         """Re-judge with cooldowns and caps, reserve the budget, then mark the episode; None: lost a race, retry."""
         trigger_id = episode.trigger_id(key)
-        budget, budget_revision = await self.state.budget()
-        verdict = evaluate(
-            known, share, now=now, earlier=earlier, budget=budget.snapshot(known.rules, now, excluding=trigger_id)
-        )
-        winner = verdict.winner
-        if winner is None:
-            if not await self.state.write(key, episode, revision):
-                return None
-            return Outcome("ignored", verdict.summary)
-        firing = Firing(rule=winner.rule.name, topics=winner.topics, at=now, day=local_day(known.rules, now))
-        if trigger_id not in budget.firings:
-            reserved = budget.reserve(trigger_id, firing, budget_memory(known.rules))
-            if not await self.state.write(BUDGET_KEY, reserved, budget_revision):
-                return None
+        if known.uses_budget:
+            budget, budget_revision = await self.state.budget()
+            snapshot = budget.snapshot(known.rules, now, excluding=trigger_id)
+            verdict = evaluate(known, verdict.facts.share, now=now, earlier=earlier, budget=snapshot)
+            winner = verdict.winner
+            if winner is None:
+                if not await self.state.write(key, episode, revision):
+                    return None
+                return Outcome("ignored", verdict.summary)
+            firing = Firing(rule=winner.rule.name, topics=winner.topics, at=now, day=local_day(known.rules, now))
+            if trigger_id not in budget.firings:
+                reserved = budget.reserve(trigger_id, firing, budget_memory(known.rules))
+                if not await self.state.write(BUDGET_KEY, reserved, budget_revision):
+                    return None
         trigger = trigger_of(known, verdict, episode, trigger_id)
         if not await self.state.write(key, episode.model_copy(update={"trigger": trigger}), revision):
             return None  # another worker wrote the link meanwhile; our reservation is keyed by the same id
@@ -167,7 +167,7 @@ def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
             judges[id(broker)] = TriggerJudge(live, TriggerState(await stores.bucket(broker, stores.TRIGGERS)))
         return judges[id(broker)]
 
-    @router.consume(bus.SHARES)
+    @router.consume(bus.SHARES, concurrency=settings.trigger_concurrency)
     async def handle_share(share: Share, broker: NatsBroker) -> None:
         outcome = await (await judge_for(broker)).decide(share)
         if isinstance(outcome.message, TriggerFired):
