@@ -175,9 +175,8 @@ async def main(count: int, runs: int, concurrency: int) -> None:
         rules_file.write_text(yaml.safe_dump(rules_document()), encoding="utf-8")
         loading = time.perf_counter()
         live = LiveRules.load(rules_file)
-        print(
-            f"rules: {PEOPLE:,} people, {TOPICS} topics, {RULES:,} rules, loaded in {time.perf_counter() - loading:.2f} s"
-        )
+        loaded = time.perf_counter() - loading
+        print(f"rules: {PEOPLE:,} people, {TOPICS} topics, {RULES:,} rules, loaded in {loaded:.2f} s")
         settings = Settings(
             nats_url=server.url, data_dir=Path(store) / "data", rules_file=rules_file, trigger_concurrency=concurrency
         )

@@ -19,7 +19,9 @@ from pipeline.errors import ConfigError
 from pipeline.outreach import outreach_router
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.sources import SourceRunner
 from pipeline.triggers.stage import trigger_router
+from pipeline.web import create_web_app, serve_http
 
 log = structlog.get_logger("pipeline.app")
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastStream:
     live = LiveRules.load(settings.rules_file)
     broker = create_broker(settings, live)
     background: list[asyncio.Task[None]] = []
+    sources = SourceRunner(settings, broker, live)
 
     async def declare_stream() -> None:  # FastStream runs startup hooks before it starts the broker
         await prepare_bus(broker, settings)
@@ -72,8 +75,11 @@ def create_app(settings: Settings) -> FastStream:
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
+        if settings.sources_enabled:
+            await sources.start()
 
     async def stop_background() -> None:
+        await sources.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -128,9 +134,26 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
 
 
 async def serve(settings: Settings) -> None:
-    """`impromptu run`: every stage until SIGINT/SIGTERM; then the stages drain and NATS stops."""
+    """`impromptu run`: every stage and the HTTP server until SIGINT/SIGTERM; then they drain and NATS stops."""
     with nats_for(settings) as live:
         app = create_app(live)
+        http_ready = asyncio.Event()
+        http = asyncio.create_task(serve_http(live, create_web_app(live, app.broker), http_ready), name="http")
+
+        async def stop_http() -> None:  # a shutdown hook: in-flight POSTs still publish before the broker stops
+            http.cancel()
+            await asyncio.gather(http, return_exceptions=True)
+
+        app.on_shutdown(stop_http)
         log.info("pipeline.starting", nats_url=live.nats_url, rules=str(live.rules_file))
-        await app.run()
+        try:
+            # A taken HTTP port fails here, before any stage starts.
+            listening = asyncio.create_task(http_ready.wait())
+            await asyncio.wait([http, listening], return_when=asyncio.FIRST_COMPLETED)
+            listening.cancel()
+            if http.done():
+                http.result()
+            await app.run()
+        finally:
+            await stop_http()
         log.info("pipeline.stopped")

@@ -76,6 +76,31 @@ def share(
     _run(publish())
 
 
+@cli.command()
+def replay(file: Path) -> None:
+    """Put every share in FILE.jsonl on the bus (one a line: a bus Share or a webhook body; # comments).
+
+    Shares already on the bus are not published twice. Exit 1 with FILE:LINE: field: message for each invalid line.
+    """
+    from pipeline.app import connected
+    from pipeline.triggers.replay import ReplayCount, progress_bar, publish_shares, read_replay_file
+
+    parsed = read_replay_file(file)
+    for error in parsed.errors:
+        print(error, file=sys.stderr)
+
+    async def publish() -> ReplayCount:
+        async with connected(_settings(quiet=True)) as broker:
+            with progress_bar(len(parsed.shares), f"replaying {file.name}") as advance:
+                return await publish_shares(broker, parsed.shares, advance)
+
+    count = _run(publish()) if parsed.shares else ReplayCount()
+    invalid = len({error.line for error in parsed.errors})
+    print(f"{file}: {count.new} published, {count.duplicates} already on the bus, {invalid} invalid line(s)")
+    if parsed.errors:
+        raise typer.Exit(1)
+
+
 @proposals.command("list")
 def proposals_list() -> None:
     """Proposals, newest first."""
@@ -192,13 +217,40 @@ def library_search(query: str) -> None:
 
 @rules_cli.command("check")
 def rules_check(file: Path) -> None:
-    """Validate a rules file: exit 0 with a summary, or exit 1 with FILE:LINE:COLUMN: field: message."""
+    """Validate a rules file: exit 0 with a summary, or exit 1 with every error as FILE:LINE:COLUMN: field: message."""
     from pipeline.triggers.rules import load_rules
 
     rules = load_rules(file)
     print(
-        f"{file}: ok: {len(rules.trusted_people)} trusted people, {len(rules.topics)} topics, {len(rules.rules)} rules"
+        f"{file}: ok: {len(rules.people)} people, {len(rules.authors)} authors, {len(rules.topics)} topics, "
+        f"{len(rules.rules)} rules, {len(rules.facilitators)} facilitators"
     )
+
+
+@rules_cli.command("explain")
+def rules_explain(
+    file: Path,
+    share_file: Annotated[Path | None, typer.Option("--share", help="A share as JSON (bus or webhook shape).")] = None,
+    url: Annotated[str | None, typer.Option(help="The shared link (instead of --share).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who shared it (with --url).")] = None,
+    text: Annotated[str, typer.Option(help="The post's text (with --url).")] = "",
+    network: Annotated[str | None, typer.Option(help="x, mastodon, linkedin or rss (with --url).")] = None,
+) -> None:
+    """Would this share fire? The score, each of its terms, and each rule's first failed condition."""
+    from pipeline.messages import utc_now
+    from pipeline.triggers.explain import explain
+    from pipeline.triggers.replay import share_from_cli, share_from_file
+    from pipeline.triggers.rules import load_rules
+    from pipeline.triggers.scoring import Known
+
+    known = Known.of(load_rules(file))
+    if share_file is not None:
+        share = share_from_file(share_file)
+    elif url is not None and by is not None:
+        share = share_from_cli(url=url, by=by, text=text, network=network)
+    else:
+        raise ImpromptuError("give --share SHARE.json, or --url URL --by HANDLE")
+    print(explain(known, share, utc_now())[1])
 
 
 @schemas_cli.command("export")

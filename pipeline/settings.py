@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     x_list_id: str | None = Field(default=None, description="Read this X list instead of each person's timeline.")
     x_poll_seconds: float = 60.0
     mastodon_poll_seconds: float = 120.0
+    mastodon_base_urls: dict[str, str] = Field(
+        default_factory=dict, description="Instance -> base URL, for a proxy or a local test server."
+    )
     rss_poll_seconds: float = 300.0
     source_timeout_seconds: float = 15.0
     source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")

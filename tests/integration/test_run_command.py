@@ -28,6 +28,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         IMPROMPTU_DATA_DIR=str(data_dir),
         IMPROMPTU_EMBEDDED_NATS_PORT=str(free_port()),
         IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]',
+        IMPROMPTU_HTTP_PORT="0",  # any free port: the default 8000 may be taken on a test machine
         IMPROMPTU_LOG_JSON="true",
         **extra,
     )

@@ -174,5 +174,6 @@ async def test_the_stage_on_the_bus_emits_one_trigger_and_one_join(
             joined = await models_on(client, bus.TRIGGERS_JOINED, SharerJoined)
     finally:
         await broker.stop()
-    assert len(fired) == 1 and [s.name for s in fired[0].shared_by] == ["Low One", "Low Two"]
+    # the stage judges shares concurrently: either of the first two may be the one that lifted the link
+    assert len(fired) == 1 and {s.name for s in fired[0].shared_by} == {"Low One", "Low Two"}
     assert len(joined) == 1 and joined[0].trigger_id == fired[0].id

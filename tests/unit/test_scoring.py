@@ -102,7 +102,7 @@ def test_a_second_trusted_sharer_lifts_the_link_over_the_threshold() -> None:
     assert winner is not None
     assert [s.name for s in verdict.facts.sharers] == ["Low One", "Low Two"]
     assert winner.terms.sharers == 0.75 and winner.terms.crowd == 0.5  # 1-(0.5*0.5), 1-1/2
-    assert winner.terms.total == pytest.approx((0.6 * 0.75 + 0.1 * 1 + 0.1 * 0.5))
+    assert winner.terms.total == pytest.approx(0.6 * 0.75 + 0.1 * 1 + 0.1 * 0.5)
 
 
 def test_the_same_person_twice_counts_once() -> None:

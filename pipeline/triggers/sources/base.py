@@ -74,6 +74,7 @@ class MemoryCheckpoints:
 
 class Source(Protocol):
     name: str
+    poll_seconds: float
 
     async def poll(self) -> float:
         """Emit every new share once; return seconds until the next poll. May raise RateLimited/SourceUnavailable."""
