@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -115,7 +116,9 @@ def proposals_list() -> None:
         for record in records:
             p = record.proposal
             sharer = p.content.trigger.share.sharer
-            print(f"{p.id}  {record.state:<9} {p.starts_at:%Y-%m-%d %H:%M} UTC  {sharer:<12} {p.title}")
+            more = len(p.content.trigger.shared_by) - 1 + len(record.also_shared_by)
+            sharers = f"{sharer} +{more}" if more > 0 else sharer
+            print(f"{p.id}  {record.state:<9} {p.starts_at:%Y-%m-%d %H:%M} UTC  {sharers:<14} {p.title}")
 
     _run(show())
 
@@ -235,6 +238,9 @@ def rules_explain(
     by: Annotated[str | None, typer.Option("--by", help="Who shared it (with --url).")] = None,
     text: Annotated[str, typer.Option(help="The post's text (with --url).")] = "",
     network: Annotated[str | None, typer.Option(help="x, mastodon, linkedin or rss (with --url).")] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Judge as if it were this time (quiet hours, share age); default now.")
+    ] = None,
 ) -> None:
     """Would this share fire? The score, each of its terms, and each rule's first failed condition."""
     from pipeline.messages import utc_now
@@ -244,13 +250,14 @@ def rules_explain(
     from pipeline.triggers.scoring import Known
 
     known = Known.of(load_rules(file))
+    now = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else utc_now()
     if share_file is not None:
         share = share_from_file(share_file)
     elif url is not None and by is not None:
-        share = share_from_cli(url=url, by=by, text=text, network=network)
+        share = share_from_cli(url=url, by=by, text=text, network=network).model_copy(update={"shared_at": now})
     else:
         raise ImpromptuError("give --share SHARE.json, or --url URL --by HANDLE")
-    print(explain(known, share, utc_now())[1])
+    print(explain(known, share, now)[1])
 
 
 @schemas_cli.command("export")

@@ -2,6 +2,7 @@
 
 - consumes EnrichedContent on `impromptu.content.enriched`, stores a SessionProposal for a facilitator and
   emits it on `impromptu.proposals.created`;
+- consumes SharerJoined on `impromptu.triggers.joined` and adds the sharer to the proposal ("also shared by");
 - consumes FacilitatorDecision on `impromptu.decisions`; an approval creates the session (Jitsi room,
   calendar invite) and emits ScheduledSession on `impromptu.sessions.scheduled`. A rejection creates nothing.
 """
@@ -14,13 +15,14 @@ import structlog
 from faststream.nats.annotations import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import save_new
+from pipeline.actions.approval import add_sharer, save_new
 from pipeline.actions.sessions import calendar_invite, jitsi_room_url, propose
 from pipeline.messages import (
     EnrichedContent,
     FacilitatorDecision,
     ScheduledSession,
     SessionProposal,
+    SharerJoined,
     stable_id,
     utc_now,
 )
@@ -64,6 +66,12 @@ def actions_router(settings: Settings) -> StageRouter:
         proposal = await save_new(broker, propose(content, utc_now()))
         await emit(proposals, proposal)
         log.info("proposal.created", proposal_id=proposal.id, starts_at=proposal.starts_at.isoformat())
+
+    @router.consume(bus.TRIGGERS_JOINED, durable="actions-joined")
+    async def note_sharer(joined: SharerJoined, broker: NatsBroker) -> None:
+        record = await add_sharer(broker, joined)
+        names = [s.name for s in record.also_shared_by]
+        log.info("proposal.also_shared_by", proposal_id=record.proposal.id, sharers=names)
 
     @router.consume(bus.DECISIONS, durable="actions-schedule")
     async def schedule_session(decision: FacilitatorDecision, broker: NatsBroker) -> None:

@@ -11,11 +11,12 @@ from typing import Literal
 
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import bus, stores
-from pipeline.errors import ImpromptuError
-from pipeline.messages import FacilitatorDecision, SessionProposal, utc_now
+from pipeline.actions.sessions import proposal_id_for
+from pipeline.errors import ImpromptuError, RetryableError
+from pipeline.messages import FacilitatorDecision, SessionProposal, Sharer, SharerJoined, utc_now
 
 ProposalState = Literal["proposed", "approved", "rejected", "expired"]
 
@@ -28,6 +29,7 @@ class ProposalRecord(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     reason: str = ""
+    also_shared_by: list[Sharer] = Field(default_factory=list, description="Trusted sharers who joined later.")
 
 
 class DecisionRefused(ImpromptuError):
@@ -108,3 +110,25 @@ async def decide(
         stream=bus.STREAM,
     )
     return message
+
+
+async def add_sharer(broker: NatsBroker, joined: SharerJoined) -> ProposalRecord:
+    """Record "also shared by" on the trigger's proposal, once per person, whatever state it is in."""
+    proposal_id = proposal_id_for(joined.trigger_id)
+    kv = await stores.bucket(broker, stores.PROPOSALS)
+    for _ in range(10):
+        try:
+            record, revision = await _entry(broker, proposal_id)
+        except DecisionRefused:
+            raise RetryableError(
+                f"no proposal for {joined.trigger_id} yet (its article is still being fetched)"
+            ) from None
+        if any(s.name == joined.sharer.name for s in record.also_shared_by):
+            return record
+        updated = record.model_copy(update={"also_shared_by": [*record.also_shared_by, joined.sharer]})
+        try:
+            await kv.update(proposal_id, updated.model_dump_json().encode(), last=revision)
+            return updated
+        except KeyWrongLastSequenceError:
+            continue  # a facilitator decided meanwhile: add to the new revision
+    raise RetryableError(f"proposal {proposal_id} kept changing; will retry")

@@ -23,13 +23,18 @@ def first_slot(now: datetime, lead_minutes: int) -> datetime:
     return (earliest + timedelta(seconds=SLOT_MINUTES * 60 - overshoot)).replace(microsecond=0)
 
 
+def proposal_id_for(trigger_id: str) -> str:
+    """One proposal per trigger; a later sharer of the same link (SharerJoined) finds it by the trigger's id."""
+    return stable_id("proposal", trigger_id)
+
+
 def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
     share, article, plan = content.trigger.share, content.article, content.trigger.plan
     starts_at = first_slot(now, plan.lead_minutes)
     by_author = f" by {article.author}" if article.author else ""
     return SessionProposal.caused_by(
         content,
-        id=stable_id("proposal", share.id),
+        id=proposal_id_for(content.trigger.id),
         content=content,
         title=f"Live: {article.title}",
         description=(

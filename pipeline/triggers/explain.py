@@ -39,8 +39,12 @@ def render(known: Known, verdict: Verdict) -> str:
             f"topic {t.topic:.2f}x{weights.topic:g} + crowd {t.crowd:.2f}x{weights.crowd:g} -> {t.total:.2f}"
         )
         failed = result.failed
-        status = "fires" if failed is None else f"first failed condition {failed.condition}: {failed.detail}"
-        mark = "+" if failed is None else "-"
+        if failed is not None:
+            mark, status = "-", f"first failed condition {failed.condition}: {failed.detail}"
+        elif result is winner:
+            mark, status = "+", "fires"
+        else:
+            mark, status = "=", f"would pass too, but {winner.rule.name if winner else '?'} comes first"
         lines.append(f"  {mark} {result.rule.name}: {status}")
         lines.append(f"      score {terms}")
     lines.append("note:    cooldowns and daily caps depend on the running pipeline's state; not checked here")

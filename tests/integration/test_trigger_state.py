@@ -21,7 +21,7 @@ from pipeline.triggers.canonical import canonical_url, link_key
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import TriggerJudge
 from pipeline.triggers.state import TriggerState
-from tests.integration.bus_helpers import models_on, wait_for_count
+from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -177,3 +177,36 @@ async def test_the_stage_on_the_bus_emits_one_trigger_and_one_join(
     # the stage judges shares concurrently: either of the first two may be the one that lifted the link
     assert len(fired) == 1 and {s.name for s in fired[0].shared_by} == {"Low One", "Low Two"}
     assert len(joined) == 1 and joined[0].trigger_id == fired[0].id
+
+
+async def test_a_later_sharer_shows_on_the_proposal_not_as_a_second_session(
+    settings: Settings, write_rules: Callable[..., Path]
+) -> None:
+    from pipeline.actions.approval import list_records
+    from pipeline.app import create_broker, start_stages
+    from pipeline.demo import ASSETS, article_server
+
+    live = settings.model_copy(update={"rules_file": write_rules()})
+    broker = create_broker(live)
+    await start_stages(broker, live)
+    try:
+        with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+            async with connected(live) as client:
+                now = utc_now()
+                await bus.publish(client, bus.SHARES, share("@britz", "1", url=url, at=now))
+                await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+                await bus.publish(client, bus.SHARES, share("low", "2", url=f"{url}?utm_source=mastodon", at=now))
+                await wait_until(lambda: _has_joiner(client), what="the joiner on the proposal")
+                (record,) = await list_records(client)
+                counts = await subject_counts(client)
+    finally:
+        await broker.stop()
+    assert [s.name for s in record.also_shared_by] == ["Low One"]
+    assert counts.get(bus.TRIGGERS_FIRED) == 1 and counts.get(bus.PROPOSALS_CREATED) == 1
+    assert counts.get(bus.TRIGGERS_JOINED) == 1
+
+
+async def _has_joiner(client: NatsBroker) -> bool:
+    from pipeline.actions.approval import list_records
+
+    return any(r.also_shared_by for r in await list_records(client))
