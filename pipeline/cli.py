@@ -221,12 +221,18 @@ def library_search(query: str) -> None:
 @rules_cli.command("check")
 def rules_check(file: Path) -> None:
     """Validate a rules file: exit 0 with a summary, or exit 1 with every error as FILE:LINE:COLUMN: field: message."""
+    from pipeline.errors import ConfigError
     from pipeline.triggers.rules import load_rules
 
-    rules = load_rules(file)
+    try:
+        rules = load_rules(file)
+    except ConfigError as error:  # one FILE:LINE:COLUMN line per error, nothing else: editors and grep parse it
+        print(error, file=sys.stderr)
+        raise typer.Exit(1) from None
+    idle = "" if rules.rules else " (no rules: nothing will fire)"
     print(
         f"{file}: ok: {len(rules.people)} people, {len(rules.authors)} authors, {len(rules.topics)} topics, "
-        f"{len(rules.rules)} rules, {len(rules.facilitators)} facilitators"
+        f"{len(rules.rules)} rules, {len(rules.facilitators)} facilitators{idle}"
     )
 
 

@@ -48,17 +48,24 @@ def _line(path: Path, root: yaml.Node | None, loc: Location, message: str, *, at
 
 
 def format_validation_error(path: Path, error: ValidationError, root: yaml.Node | None) -> list[str]:
-    return [
+    lines = [
         _line(
             path,
             root,
             # drop pydantic's internal steps such as 'function-after[...]'
             tuple(part for part in issue["loc"] if not (isinstance(part, str) and "[" in part)),
-            issue["msg"],
+            issue["msg"].removeprefix("Value error, "),
             at_key=issue["type"] == "extra_forbidden",
         )
         for issue in error.errors(include_url=False)
     ]
+    return sorted(lines, key=lambda line: _position(path, line))
+
+
+def _position(path: Path, line: str) -> tuple[int, int]:
+    """(line, column) of a formatted error, so errors read top to bottom like the file."""
+    line_number, column, _ = line.removeprefix(f"{path}:").split(":", 2)
+    return int(line_number), int(column)
 
 
 # libyaml when PyYAML has it: a rules file of 10,000 people loads in a fraction of the pure-Python time

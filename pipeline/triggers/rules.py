@@ -6,6 +6,7 @@ Every field has a default where one makes sense, so a ten-line file works.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from datetime import time
 from pathlib import Path
@@ -169,7 +170,7 @@ class Rules(Strict):
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            close = sorted(z for z in available_timezones() if z.lower().endswith(zone.lower().split("/")[-1]))[:3]
+            close = difflib.get_close_matches(zone, sorted(available_timezones()), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else " (e.g. Europe/London, America/New_York)"
             raise ValueError(f"unknown time zone {zone!r}{hint}") from None
         return zone

@@ -113,3 +113,33 @@ def test_empty_file_is_empty_rules(tmp_path: Path) -> None:
 def test_error_location_when_a_key_repeats_the_last_part(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, "topics:\n  leadership: [a]\n  topics: 5\n")
     assert message.startswith(f"{path}:3:11: topics.topics: ")
+
+
+def test_errors_read_top_to_bottom_and_suggest_a_time_zone(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, VALID_HEAD + "    trust: 1.5\ntimezone: Europe/Londn\n")
+    assert message.splitlines() == [
+        f"{path}:4:12: people.0.trust: Input should be less than or equal to 1",
+        f"{path}:5:11: timezone: unknown time zone 'Europe/Londn' (did you mean Europe/London, Europe/Lisbon, "
+        "Europe/Vienna?)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("people:\n  - {name: A, x: a}\n  - {name: B, x: '@A'}\n", "people.1.x.0: '@A' is already 'A''s x handle"),
+        ("people:\n  - {name: A}\n", "people.0: 'A' has no handle"),
+        ("people:\n  - {name: A, mastodon: britz}\n", "people.0.mastodon: 'britz' is not user@instance"),
+        ("people:\n  - {name: A, x: a, trusted_on: [nope]}\n", "people.0.trusted_on.0: 'A' names unknown topic"),
+        ("rules:\n  - {name: r}\n  - {name: r}\n", "rules.1.name: rule name 'r' is already used by rules[0]"),
+        (
+            "facilitators: [{name: Ana}]\nrules:\n  - {name: r, session: {facilitators: [Bob]}}\n",
+            "unknown facilitator 'Bob'",
+        ),
+        ("quiet_hours: {start: '25:00', end: '07:00'}\n", "quiet_hours.start: "),
+        ("scoring: {sharers: 0, author: 0, topic: 0, crowd: 0}\n", "scoring: at least one weight must be above 0"),
+    ],
+)
+def test_cross_field_and_value_errors_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path, message = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:") and expected in message, message
