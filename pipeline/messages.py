@@ -97,6 +97,12 @@ class SessionPlan(BaseModel):
     duration_minutes: int = Field(default=60, gt=0)
     channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
     facilitators: list[str] = Field(default_factory=list, description="Who is asked to approve (names).")
+    without_article: bool = Field(
+        default=False, description="When the page cannot be fetched or read, propose from the post's text alone."
+    )
+    article_must_match: bool = Field(
+        default=False, description="Veto: propose only when the article itself matches one of the rule's topics."
+    )
 
 
 class Sharer(BaseModel):
@@ -153,14 +159,24 @@ class Article(BaseModel):
     url: HttpUrlStr = Field(description="The URL that was shared.")
     final_url: HttpUrlStr = Field(description="Where redirects ended.")
     title: str
-    author: str | None = None
+    author: str | None = Field(default=None, description="The first author, as the page names them.")
+    authors: list[str] = Field(default_factory=list, description="Every author the page names.")
     site_name: str | None = None
-    published: str | None = Field(default=None, description="Publication date as the page states it.")
+    published: str | None = Field(default=None, description="Publication date (YYYY-MM-DD) as the page states it.")
     description: str | None = None
-    summary: str = Field(description="A few key sentences of the text.")
+    summary: str = Field(description="3-5 key sentences of the text (or the page's description when it has none).")
+    key_phrases: list[str] = Field(default_factory=list, description="The text's key phrases, most relevant first.")
+    categories: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     language: str | None = None
+    image: str | None = Field(default=None, description="The page's preview image (og:image), if any.")
     word_count: int = Field(ge=0)
     reading_minutes: int = Field(ge=0)
+    from_metadata: bool = Field(
+        default=False,
+        description="True when the page had too little readable text (e.g. a login wall) and title, description "
+        "and summary come from its OpenGraph / Twitter-card metadata.",
+    )
 
 
 class EnrichedContent(Message):
@@ -169,6 +185,20 @@ class EnrichedContent(Message):
     trigger: TriggerFired
     article: Article
     topics: list[str] = Field(default_factory=list, description="Rule topics the article itself matches.")
+    topic_scores: dict[str, float] = Field(
+        default_factory=dict, description="Topic -> how strongly the article matches it, 0..1."
+    )
+    respected_author: str | None = Field(default=None, description="A respected author (rules file) who wrote it.")
+
+
+class EnrichmentFailed(Message):
+    """The shared page could not be fetched or read; the rule decides whether the post's text alone will do."""
+
+    trigger: TriggerFired
+    url: str
+    reason: str = Field(description="Short code: blocked_address, too_large, timeout, not_html, http_404, ...")
+    detail: str = Field(description="What happened, for the operator.")
+    retryable: bool = Field(description="False when trying again cannot help (refused); true when retries ran out.")
 
 
 class SessionProposal(Message):
@@ -272,6 +302,7 @@ BUS_MESSAGES: tuple[type[BaseModel], ...] = (
     TriggerFired,
     SharerJoined,
     EnrichedContent,
+    EnrichmentFailed,
     SessionProposal,
     FacilitatorDecision,
     ScheduledSession,
