@@ -167,6 +167,47 @@ def proposals_reject(
 
 
 @cli.command()
+def enrich(
+    url: Annotated[str | None, typer.Argument(help="The page to fetch (safely) and read.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Read this saved page instead of fetching.")] = None,
+    page_url: Annotated[str | None, typer.Option("--url", help="The saved page's URL (with --html).")] = None,
+) -> None:
+    """What the enrich stage makes of a page, as JSON: the article, its main text, topics and author matched
+    against the rules file. Exit 1 with the reason when the page is refused or unreadable."""
+    import json
+
+    from pipeline.enrich import TOPIC_TEXT_LIMIT, fetch_policy, topic_scores
+    from pipeline.enrich.extract import extract
+    from pipeline.enrich.fetch import fetch_page
+    from pipeline.triggers.rules import load_rules
+    from pipeline.triggers.scoring import Known, respected_author
+
+    settings = _settings(quiet=True)
+    if html is not None:
+        where = page_url or f"https://saved-page.invalid/{html.name}"  # .invalid: reserved, never a real site
+        try:
+            page_html, final_url = html.read_text(encoding="utf-8", errors="replace"), where
+        except OSError as error:
+            raise ImpromptuError(f"{html}: cannot read: {error.strerror}") from error
+    elif url is not None:
+        page = _run(fetch_page(url, fetch_policy(settings)))
+        page_html, final_url, where = page.html, page.final_url, url
+    else:
+        raise ImpromptuError("give a URL, or --html FILE [--url URL]")
+    extraction = extract(page_html, url=where, final_url=final_url)
+    known = Known.of(load_rules(settings.rules_file))
+    author = respected_author(known, final_url, " ".join(extraction.article.authors))
+    result = {
+        "article": extraction.article.model_dump(mode="json"),
+        "topics": topic_scores(known, extraction.article, extraction.text[:TOPIC_TEXT_LIMIT]),
+        "respected_author": author.name if author else None,
+        "rules_file": str(settings.rules_file),
+        "text": extraction.text,
+    }
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+@cli.command()
 def record(
     session_id: str,
     media: Annotated[str, typer.Option(help="URL or path of the recording.")],
@@ -257,6 +298,8 @@ def rules_explain(
 
     known = Known.of(load_rules(file))
     now = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else utc_now()
+    if not 1971 <= now.year <= 9000:  # time zones cannot be applied at the ends of the calendar
+        raise ImpromptuError(f"--at {now.isoformat()}: give a time between the years 1971 and 9000")
     if share_file is not None:
         share = share_from_file(share_file)
     elif url is not None and by is not None:

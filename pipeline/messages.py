@@ -189,6 +189,9 @@ class EnrichedContent(Message):
         default_factory=dict, description="Topic -> how strongly the article matches it, 0..1."
     )
     respected_author: str | None = Field(default=None, description="A respected author (rules file) who wrote it.")
+    unread_reason: str | None = Field(
+        default=None, description="Set when the page could not be read: the article is then built from the post."
+    )
 
 
 class EnrichmentFailed(Message):

@@ -17,7 +17,9 @@ OUTREACH = "impromptu-outreach"  # <session>.<channel>.<kind> -> PostRecord
 TRIGGERS = "impromptu-triggers"  # link.<id> -> LinkEpisode, budget -> BudgetRecord (30 days)
 SOURCES = "impromptu-sources"  # source checkpoints: X since_id, feed ETags, Mastodon ids
 
-TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0}  # other buckets keep their keys
+PAGES = "impromptu-pages"  # link.<id> -> PageRecord: the enrich stage's cache (6 hours)
+
+TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0}  # other buckets keep their keys
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import icalendar
 
-from pipeline.messages import EnrichedContent, SessionProposal, stable_id, utc_now
+from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, SessionProposal, stable_id, utc_now
 
 SLOT_MINUTES = 1
 DECISION_MARGIN = timedelta(minutes=5)
@@ -21,6 +21,40 @@ def first_slot(now: datetime, lead_minutes: int) -> datetime:
     if overshoot == 0:
         return earliest
     return (earliest + timedelta(seconds=SLOT_MINUTES * 60 - overshoot)).replace(microsecond=0)
+
+
+def content_from_post(failure: EnrichmentFailed) -> EnrichedContent:
+    """When the page cannot be read and the rule allows it: the post's own text stands in for the article."""
+    share = failure.trigger.share
+    text = " ".join(share.text.split()) or failure.trigger.canonical_url
+    title = text if len(text) <= 90 else text[:90].rsplit(" ", 1)[0] + "…"
+    article = Article(
+        url=share.url,
+        final_url=share.url,
+        title=title,
+        summary=text,
+        word_count=0,
+        reading_minutes=0,
+    )
+    return EnrichedContent.caused_by(
+        failure,
+        id=f"enriched:{failure.trigger.id}",
+        trigger=failure.trigger,
+        article=article,
+        topics=list(failure.trigger.topics),
+        unread_reason=failure.reason,
+    )
+
+
+def vetoed(content: EnrichedContent) -> str | None:
+    """Why a rule with `article_must_match` refuses this article, or None when it may be proposed."""
+    trigger = content.trigger
+    if not trigger.plan.article_must_match or content.unread_reason is not None:
+        return None
+    if any(topic in content.topics for topic in trigger.topics):
+        return None
+    found = ", ".join(content.topics) or "no topic"
+    return f"the article matches {found}, none of the share's topics {', '.join(trigger.topics) or '(none)'}"
 
 
 def proposal_id_for(trigger_id: str) -> str:

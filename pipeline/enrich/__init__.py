@@ -1,21 +1,32 @@
-"""Enrich stage: consumes TriggerFired on `impromptu.triggers.fired`, emits EnrichedContent on
-`impromptu.content.enriched`. Fetch refusals are permanent (dead letter); timeouts and 5xx are retried."""
+"""Enrich stage: consumes TriggerFired on `impromptu.triggers.fired`; emits EnrichedContent on
+`impromptu.content.enriched`, or EnrichmentFailed on `impromptu.content.failed` when the page is refused,
+unreadable, or still failing on the last delivery. A failure is a message for the rules to weigh, never a
+silent drop: the actions stage proposes from the post's text alone when the rule says `without_article`."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
 
 import structlog
+from faststream.nats.annotations import NatsBroker, NatsMessage
 
-from pipeline import bus
-from pipeline.enrich.extract import extract_article
+from pipeline import bus, stores
+from pipeline.enrich.cache import PageRecord, cached, remember
+from pipeline.enrich.extract import extract
 from pipeline.enrich.fetch import FetchPolicy, fetch_page
-from pipeline.messages import Article, EnrichedContent, TriggerFired
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
+from pipeline.triggers.canonical import link_key
 from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.scoring import Known, respected_author
 
 log = structlog.get_logger("pipeline.enrich")
+
+TOPIC_TEXT_LIMIT = 50_000  # characters of main text kept for topic matching (and in the cache)
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -26,26 +37,92 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     )
 
 
-def enriched(trigger: TriggerFired, article: Article, live: LiveRules) -> EnrichedContent:
+def topic_scores(known: Known, article: Article, text: str) -> dict[str, float]:
+    """How strongly the article is about each topic: 1 - e^(-mentions/3), mentions in title, summary, key phrases
+    and text; one mention scores 0.28, three 0.63, six 0.86."""
+    parts = [article.title, article.description or "", " ".join(article.key_phrases), text]
+    return {t: round(1 - math.exp(-n / 3), 2) for t, n in known.topic_mentions(" ".join(parts)).items()}
+
+
+def enriched(trigger: TriggerFired, record: PageRecord, known: Known) -> EnrichedContent:
+    assert record.article is not None
+    article = record.article
+    scores = topic_scores(known, article, record.topic_text)
+    author = respected_author(known, article.final_url, " ".join([*article.authors, article.author or ""]))
     return EnrichedContent.caused_by(
         trigger,
-        id=f"enriched:{trigger.share.id}",
+        id=f"enriched:{trigger.id}",
         trigger=trigger,
         article=article,
-        topics=live.known.topics_in(f"{article.title} {article.description or ''} {article.summary}"),
+        topics=list(scores),
+        topic_scores=scores,
+        respected_author=author.name if author else None,
     )
+
+
+def failed(trigger: TriggerFired, reason: str, detail: str, *, retryable: bool) -> EnrichmentFailed:
+    return EnrichmentFailed.caused_by(
+        trigger,
+        id=f"enrich-failed:{trigger.id}",
+        trigger=trigger,
+        url=trigger.share.url,
+        reason=reason,
+        detail=detail,
+        retryable=retryable,
+    )
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Fetch and extract one page, through the cache."""
+
+    policy: FetchPolicy
+
+    async def read(self, url: str, canonical_url: str) -> PageRecord:
+        page = await fetch_page(url, self.policy)
+        extraction = await asyncio.to_thread(extract, page.html, url=url, final_url=page.final_url)
+        return PageRecord.read(canonical_url, extraction.article, extraction.text[:TOPIC_TEXT_LIMIT])
+
+
+def reason_of(error: Exception) -> str:
+    return getattr(error, "reason", None) or str(error).split(":", 1)[0] or type(error).__name__
 
 
 def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
     router = StageRouter("enrich", settings)
     output = router.output(bus.CONTENT_ENRICHED, EnrichedContent, "The shared page, fetched and understood.")
-    policy = fetch_policy(settings)
+    failures = router.output(bus.CONTENT_FAILED, EnrichmentFailed, "The shared page could not be fetched or read.")
+    reader = Reader(fetch_policy(settings))
 
     @router.consume(bus.TRIGGERS_FIRED)
-    async def handle_trigger(trigger: TriggerFired) -> None:
-        page = await fetch_page(trigger.share.url, policy)
-        article = await asyncio.to_thread(extract_article, page.html, url=page.url, final_url=page.final_url)
-        await emit(output, enriched(trigger, article, live))
+    async def handle_trigger(trigger: TriggerFired, broker: NatsBroker, message: NatsMessage) -> None:
+        kv = await stores.bucket(broker, stores.PAGES)
+        key = link_key(trigger.canonical_url)
+        record = await cached(kv, key)
+        if record is None:
+            try:
+                record = await reader.read(trigger.share.url, trigger.canonical_url)
+            except PermanentError as error:  # refused or unreadable: retrying cannot help
+                record = PageRecord.refusal(trigger.canonical_url, reason_of(error), str(error))
+            except RetryableError as error:
+                if delivery_count(message) < settings.delivery.max_deliveries:
+                    raise  # nak with backoff: the stage retries
+                await emit(failures, failed(trigger, reason_of(error), str(error), retryable=True))
+                log.warning("content.failed", url=trigger.share.url, reason=reason_of(error), retries="exhausted")
+                return
+            await remember(kv, key, record)
+        if record.refused is not None:
+            await emit(failures, failed(trigger, record.refused, record.detail, retryable=False))
+            log.warning("content.failed", url=trigger.share.url, reason=record.refused, detail=record.detail)
+            return
+        content = enriched(trigger, record, live.known)
+        await emit(output, content)
+        article = content.article
         log.info("content.enriched", title=article.title, author=article.author, words=article.word_count)
 
     return router
+
+
+def delivery_count(message: NatsMessage) -> int:
+    metadata = message.raw_message.metadata
+    return metadata.num_delivered if metadata else 1

@@ -99,6 +99,15 @@ class Known:
         found = {t for hit in self.keywords.findall(text.lower()) for t in self.topics_of_keyword[hit]}
         return [t for t in self.rules.topics if t in found]  # in vocabulary order, for stable output
 
+    def topic_mentions(self, text: str) -> dict[str, int]:
+        """Topic -> how many times its keywords occur in `text` (for scoring an article's match)."""
+        counts: dict[str, int] = {}
+        if self.keywords is not None:
+            for hit in self.keywords.findall(text.lower()):
+                for topic in self.topics_of_keyword[hit]:
+                    counts[topic] = counts.get(topic, 0) + 1
+        return {t: counts[t] for t in self.rules.topics if t in counts}
+
     def candidate_rules(self, topics: Iterable[str]) -> list[int]:
         indices = set(self.rules_without_topics)
         for topic in topics:

@@ -77,3 +77,13 @@ async def wait_for_count(broker: NatsBroker, subject: str, count: int, timeout: 
 
 async def consumer(broker: NatsBroker, durable: str) -> ConsumerInfo:
     return await jetstream(broker).consumer_info(bus.STREAM, durable)
+
+
+async def wait_drained(broker: NatsBroker, durable: str, timeout: float = 15.0) -> None:
+    """Until the stage's consumer has nothing pending and nothing unacknowledged: it has handled all it got."""
+
+    async def drained() -> bool:
+        info = await consumer(broker, durable)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(drained, timeout, f"consumer {durable} drained")

@@ -98,7 +98,7 @@ shares = st.builds(
 
 
 @settings(max_examples=300, deadline=None)
-@given(shares, st.datetimes(timezones=st.just(UTC)))
+@given(shares, st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9000, 1, 1), timezones=st.just(UTC)))
 def test_explain_never_crashes(share: Share, now: datetime) -> None:
     verdict, text = explain(known, share, now)
     assert text.startswith("would fire" if verdict.winner else "would not fire")
