@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from faststream.nats import NatsBroker
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -21,6 +22,13 @@ hypothesis_settings.register_profile(
     "impromptu", derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 hypothesis_settings.load_profile("impromptu")
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """Commands under test configure structlog globally (level, output); no test may inherit another's."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
