@@ -32,7 +32,7 @@ from pipeline import bus, stores
 from pipeline.app import new_broker, start_stages
 from pipeline.demo import loopback_http_server
 from pipeline.embedded import EmbeddedNats, free_port
-from pipeline.enrich import enrich_router
+from pipeline.enrich import enrich_router, warm_up
 from pipeline.enrich.extract import extract
 from pipeline.errors import PermanentError
 from pipeline.logs import configure_logging
@@ -160,8 +160,7 @@ async def worker(url: str, store: Path) -> None:
     broker = new_broker(url)
     broker.include_router(enrich_router(settings, LiveRules.load(settings.rules_file)))
     await start_stages(broker, settings)
-    body = next(iter(PAGE_BODIES.values())).decode("utf-8", errors="replace")
-    await asyncio.to_thread(extract, body, url="https://warm.invalid/", final_url="https://warm.invalid/")
+    await warm_up()  # as `impromptu run` does at start
     print("ready", flush=True)  # a long-running worker is warm: its first page does not load yake's model
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

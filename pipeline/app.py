@@ -14,7 +14,7 @@ from pipeline import bus
 from pipeline.actions import actions_router
 from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
-from pipeline.enrich import enrich_router
+from pipeline.enrich import enrich_router, warm_up
 from pipeline.errors import ConfigError
 from pipeline.outreach import outreach_router
 from pipeline.settings import Settings
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastStream:
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
+        background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
         if settings.sources_enabled:
             await sources.start()
 

@@ -93,6 +93,14 @@ class Reader:
         return PageRecord.read(canonical_url, extraction.article, extraction.text[:TOPIC_TEXT_LIMIT])
 
 
+async def warm_up() -> None:
+    """Load the extraction's models (yake, py3langid: about 0.5 s) before the first shared page waits for them."""
+    page = "<html><head><title>Warm-up</title></head><body><p>" + "Learning in public, live and together. " * 20
+    await asyncio.get_running_loop().run_in_executor(
+        EXTRACTOR, partial(extract, page, url="https://warm-up.invalid/", final_url="https://warm-up.invalid/")
+    )
+
+
 def reason_of(error: Exception) -> str:
     return getattr(error, "reason", None) or str(error).split(":", 1)[0] or type(error).__name__
 
