@@ -99,9 +99,12 @@ class TriggerJudge:
         canonical = canonical_url(share.url)
         key = link_key(canonical)
         window = timedelta(minutes=known.rules.merge_window_minutes)
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             now = self.clock()
-            stored, revision = await self.state.episode(key)
+            # Most links are new: first assume so and let the create-if-absent write tell us otherwise, which
+            # saves a read per share; any later attempt reads what is stored.
+            optimistic = attempt == 0
+            stored, revision = (None, None) if optimistic else await self.state.episode(key)
             episode = next_episode(stored, canonical, now, window)
             if stored is not None and episode.episode != stored.episode and stored.has(share):
                 episode = stored  # a redelivery of a share from the previous episode stays in it
@@ -119,6 +122,8 @@ class TriggerJudge:
                 if changed and not await self.state.write(key, updated, revision):
                     continue
                 return Outcome("ignored", verdict.summary)
+            if optimistic and known.uses_budget:
+                continue  # reserving a cooldown or cap needs the real episode number: read first
             outcome = await self._fire(known, verdict, earlier, updated, key, revision, now)
             if outcome is not None:
                 return outcome
