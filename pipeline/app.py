@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -26,16 +27,25 @@ from pipeline.web import create_web_app, serve_http
 log = structlog.get_logger("pipeline.app")
 
 
-def new_broker(url: str) -> NatsBroker:
+def new_broker(url: str, settings: Settings | None = None) -> NatsBroker:
+    """A broker for `url`; with `settings`, also their NATS credentials file and TLS (an external cluster)."""
+    security: dict[str, object] = {}
+    if settings is not None and settings.nats_credentials is not None:
+        security["user_credentials"] = str(settings.nats_credentials)
+    if settings is not None and (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
+        context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+        if settings.nats_tls_cert_file:
+            context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+        security["tls"] = context
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu")
+    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu", **security)  # type: ignore[arg-type]
 
 
 def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBroker:
     if settings.nats_url is None:
         raise ConfigError("no NATS URL: set NATS_URL, or run through `impromptu run` which embeds a server")
     live = live or LiveRules.load(settings.rules_file)
-    broker = new_broker(settings.nats_url)
+    broker = new_broker(settings.nats_url, settings)
     for router in (
         trigger_router(settings, live),
         enrich_router(settings, live),
@@ -122,7 +132,7 @@ def discover_url(settings: Settings) -> str:
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
     """A broker with no subscribers, for the CLI: publish, read KV."""
-    broker = new_broker(discover_url(settings))
+    broker = new_broker(discover_url(settings), settings)
     try:
         await broker.connect()
     except Exception as error:

@@ -43,6 +43,7 @@ def stream_config(settings: Settings) -> StreamConfig:
         subjects=[ALL_SUBJECTS],
         storage=StorageType.FILE,
         duplicate_window=settings.duplicate_window_seconds,
+        num_replicas=settings.stream_replicas,
     )
 
 

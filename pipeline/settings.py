@@ -20,6 +20,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("NATS_URL", "IMPROMPTU_NATS_URL"),
         description="External NATS server(s); when unset, an embedded nats-server is started.",
     )
+    nats_credentials: Path | None = Field(
+        default=None, description="A NATS .creds file (JWT + NKey) for an external server or cluster."
+    )
+    nats_tls_ca_file: Path | None = Field(default=None, description="CA bundle to verify the NATS server's TLS.")
+    nats_tls_cert_file: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
+    nats_tls_key_file: Path | None = Field(default=None, description="Client key for mutual TLS.")
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of the stream and KV buckets (3 on a 3-node cluster)."
+    )
     data_dir: Path = Field(default=Path("data"), description="NATS store, outbox and library live here.")
     embedded_nats_host: str = "127.0.0.1"
     embedded_nats_port: int = 4222
