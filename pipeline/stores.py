@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from faststream.nats import NatsBroker, StorageType
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -23,7 +23,12 @@ TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0}  # other
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:
-    return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name))
+    """Bind to the bucket if it exists, whatever its replicas (on a cluster, ops create them with
+    `nats kv add --replicas 3`); else create it: file storage, 16 revisions, the bucket's TTL."""
+    try:
+        return await broker.key_value(name, declare=False)
+    except BucketNotFoundError:
+        return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name))
 
 
 async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:

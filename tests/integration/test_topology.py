@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import nats
 import pytest
 from faststream.nats import NatsBroker
-from nats.js.api import AckPolicy, StorageType
+from nats.js.api import AckPolicy, KeyValueConfig, StorageType
 
-from pipeline import bus
+from pipeline import bus, stores
+from pipeline.app import connected
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import jetstream
 
@@ -40,3 +42,14 @@ async def test_each_stage_has_a_durable_pull_consumer_with_explicit_acks(
         assert config.ack_wait == settings.ack_wait_seconds, durable
         # JetStream must never give up silently; our middleware dead-letters instead.
         assert config.max_deliver in (None, -1), durable
+
+
+async def test_a_bucket_created_by_ops_is_used_as_it_is(settings: Settings) -> None:
+    """On a cluster, ops create the KV buckets with replicas; the pipeline binds to them instead of failing."""
+    nc = await nats.connect(settings.nats_url or "")
+    config = KeyValueConfig(bucket=stores.PROPOSALS, storage=StorageType.FILE, history=5, description="made by ops")
+    await nc.jetstream().create_key_value(config)
+    await nc.close()
+    async with connected(settings) as broker:
+        kv = await stores.bucket(broker, stores.PROPOSALS)
+        assert (await kv.status()).history == 5
