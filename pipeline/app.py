@@ -17,6 +17,7 @@ from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, warm_up
 from pipeline.errors import ConfigError
+from pipeline.ops.metrics import PipelineMetrics
 from pipeline.outreach import outreach_router
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
@@ -54,6 +55,7 @@ def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBrok
         archive_router(settings),
     ):
         broker.include_router(router)
+    PipelineMetrics().install(broker)  # one registry per pipeline; served at GET /metrics
     return broker
 
 

@@ -1,14 +1,23 @@
-"""JSON Schema files generated from the message models and the rules model (`impromptu schemas export`)."""
+"""Schema files generated from the code (`impromptu schemas export`): the JSON Schema of each message model and of
+the rules model, and the AsyncAPI document of every subject the stages consume and emit."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from pipeline.messages import BUS_MESSAGES
+from pipeline.settings import DEFAULT_RULES, Settings
 from pipeline.triggers.rules import Rules
+
+ASYNCAPI_FILE = "asyncapi.json"
+# The committed document names a placeholder server, so it does not depend on where it was generated.
+REFERENCE_NATS_URL = "nats://localhost:4222"
 
 
 def schema_documents() -> dict[str, dict[str, object]]:
@@ -17,14 +26,39 @@ def schema_documents() -> dict[str, dict[str, object]]:
     return {f"{name}.schema.json": model.model_json_schema() for name, model in models}
 
 
-def render(document: dict[str, object]) -> str:
+def asyncapi_document(broker: NatsBroker) -> dict[str, Any]:
+    """AsyncAPI 3.0 of `broker`'s subscribers and publishers (FastStream builds it; JSON, no timestamps)."""
+    spec = AsyncAPI(
+        broker,
+        title="Impromptu",
+        version="0.1.0",
+        description="A trusted colleague's share becomes a live learning session: every subject and message.",
+        schema_version="3.0.0",
+    ).to_specification()
+    document: dict[str, Any] = json.loads(spec.to_json())
+    return document
+
+
+def reference_asyncapi() -> dict[str, Any]:
+    """The document of a pipeline built from the default settings and rules, never connected."""
+    from pipeline.app import create_broker  # here: pipeline.app imports the web app, which imports this module
+
+    settings = Settings(nats_url=REFERENCE_NATS_URL, rules_file=DEFAULT_RULES)
+    return asyncapi_document(create_broker(settings))
+
+
+def all_documents() -> dict[str, dict[str, Any]]:
+    return {**schema_documents(), ASYNCAPI_FILE: reference_asyncapi()}
+
+
+def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def write_schemas(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in schema_documents().items():
+    for name, document in all_documents().items():
         path = folder / name
         path.write_text(render(document), encoding="utf-8")
         written.append(path)

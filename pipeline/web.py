@@ -1,7 +1,8 @@
 """The pipeline's HTTP server: one FastAPI app composed of each feature's router, served by uvicorn.
 
-`create_web_app` only includes routers; each feature (the share webhook now; approval pages, metrics later) keeps
-its routes beside its own code. `serve_http` runs the app inside the pipeline's event loop, next to the stages.
+`create_web_app` only includes routers; each feature (the share webhook; approval pages later) keeps its routes beside
+its own code. The operator's routes live here: /metrics (Prometheus), /healthz, /readyz and /docs/asyncapi.
+`serve_http` runs the app inside the pipeline's event loop, next to the stages.
 """
 
 from __future__ import annotations
@@ -13,23 +14,78 @@ from collections.abc import Iterator
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 
+from pipeline import bus
 from pipeline.errors import ConfigError
+from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
+from pipeline.schema_export import asyncapi_document
 from pipeline.settings import Settings
 from pipeline.triggers.webhook import webhook_router
 
 log = structlog.get_logger("pipeline.web")
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
+READINESS_TIMEOUT_SECONDS = 2.0
 
 
 def create_web_app(settings: Settings, broker: NatsBroker) -> FastAPI:
     """The HTTP app; `broker` is the pipeline's own, connected by whoever runs the stages."""
-    app = FastAPI(title="Impromptu", summary="Shares in; later approvals and metrics.", version="0.1.0")
+    app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
     app.include_router(webhook_router(settings, broker))
+    app.include_router(ops_router(broker))
     return app
+
+
+async def missing_for_readiness(broker: NatsBroker) -> list[str]:
+    """What keeps the pipeline from handling messages: NATS, a stopped stage, or a durable consumer not bound."""
+    if not await broker.ping(timeout=READINESS_TIMEOUT_SECONDS):
+        return ["nats: not connected"]
+    js = broker.config.connection_state.stream
+    missing = []
+    for subscriber in broker.subscribers:
+        durable = subscriber.config.durable_name
+        if not durable:
+            continue
+        if not subscriber.running:
+            missing.append(f"consumer {durable}: stage not running")
+            continue
+        try:
+            await js.consumer_info(bus.STREAM, durable, timeout=READINESS_TIMEOUT_SECONDS)
+        except Exception as error:  # not found, timeout, no JetStream: all mean "not bound"
+            missing.append(f"consumer {durable}: {type(error).__name__} {error}".strip())
+    return sorted(missing)
+
+
+def ops_router(broker: NatsBroker) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+    metrics = metrics_of(broker) or PipelineMetrics()  # a broker without metrics serves an empty registry
+    asyncapi: dict[str, object] = {}  # built on first request: the broker's routers are all included by then
+
+    @router.get("/metrics", summary="Prometheus metrics of this pipeline process.")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    @router.get("/healthz", summary="The process is up.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Connected to NATS and every stage's durable consumer bound (else 503).")
+    async def readyz() -> JSONResponse:
+        missing = await missing_for_readiness(broker)
+        if missing:
+            return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
+        return JSONResponse({"status": "ready", "missing": []})
+
+    @router.get("/docs/asyncapi", summary="AsyncAPI 3.0 document of every subject and message.")
+    async def asyncapi_json() -> dict[str, object]:
+        if not asyncapi:
+            asyncapi.update(asyncapi_document(broker))
+        return asyncapi
+
+    return router
 
 
 class _SignalFreeServer(uvicorn.Server):

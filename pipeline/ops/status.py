@@ -1,0 +1,268 @@
+"""`impromptu status`: each stage's backlog, liveness and dead letters, and the health rules that judge them.
+
+Gathering (`gather_status`, `stage_status`) only reads consumer and stream info; it never creates, binds to or
+acknowledges on a stage's durable consumer. Judging (`health_problems`) is a plain function of what was gathered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from pipeline import bus
+from pipeline.messages import utc_now
+
+DEFAULT_MAX_AGE_SECONDS = 300.0
+
+# How often a consumer without an outstanding pull request is looked at again before it is called idle: a worker
+# re-issues its pull (FastStream: a 1 s fetch) right after the previous one ends or its batch is handled.
+LIVENESS_SAMPLES = 3
+LIVENESS_SAMPLE_INTERVAL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class StageConsumer:
+    durable: str
+    stage: str  # the router's name: its dead letters go to impromptu.dlq.<stage>
+    subject: str
+
+
+STAGE_CONSUMERS: tuple[StageConsumer, ...] = (
+    StageConsumer("trigger", "trigger", bus.SHARES),
+    StageConsumer("enrich", "enrich", bus.TRIGGERS_FIRED),
+    StageConsumer("actions-propose", "actions", bus.CONTENT_ENRICHED),
+    StageConsumer("actions-unread", "actions", bus.CONTENT_FAILED),
+    StageConsumer("actions-joined", "actions", bus.TRIGGERS_JOINED),
+    StageConsumer("actions-schedule", "actions", bus.DECISIONS),
+    StageConsumer("outreach", "outreach", bus.SESSIONS_SCHEDULED),
+    StageConsumer("archive", "archive", bus.RECORDINGS),
+)
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    durable: str
+    stage: str
+    subject: str
+    exists: bool
+    pending: int = 0  # in the stream, not yet delivered to any worker
+    ack_pending: int = 0  # delivered, not yet acknowledged
+    redelivered: int = 0
+    waiting_pulls: int = 0
+    oldest_unacked_age: float = 0.0  # seconds since the oldest message not yet acknowledged was stored; 0: none
+    last_active: datetime | None = None
+    live: bool = False
+    dead_letters: int = 0  # on impromptu.dlq.<stage>, shared by every consumer of that stage
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    consumers: int
+    max_msgs: int  # -1: unlimited
+    max_bytes: int  # -1: unlimited
+    max_age: float  # seconds; 0: unlimited
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    taken_at: datetime
+    stream: StreamStatus
+    stages: list[StageStatus]
+    dead_letters: dict[str, int] = field(default_factory=dict)  # stage -> dead letters on impromptu.dlq.<stage>
+
+
+def is_live(info: ConsumerInfo, now: datetime) -> bool:
+    """A stage's pull consumer has a live worker when a pull request is waiting (`num_waiting > 0`: a worker is
+    asking for messages), or when it holds unacknowledged messages delivered within the ack wait (a worker busy
+    handling a batch has no pull outstanding)."""
+    if (info.num_waiting or 0) > 0:
+        return True
+    last_delivery = info.delivered.last_active if info.delivered else None
+    ack_wait = info.config.ack_wait or 30.0
+    return (
+        (info.num_ack_pending or 0) > 0
+        and last_delivery is not None
+        and (now - last_delivery).total_seconds() <= ack_wait
+    )
+
+
+def last_activity(info: ConsumerInfo) -> datetime | None:
+    times = [seq.last_active for seq in (info.delivered, info.ack_floor) if seq and seq.last_active]
+    return max(times) if times else None
+
+
+async def oldest_unacked_age(js: JetStreamContext, info: ConsumerInfo, subject: str, now: datetime) -> float:
+    """Age of the first message after the ack floor on the consumer's subject: everything before it is acknowledged."""
+    if (info.num_pending or 0) + (info.num_ack_pending or 0) == 0:
+        return 0.0
+    floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    try:
+        message = await js.get_msg(bus.STREAM, seq=floor + 1, subject=subject, next=True)
+    except NotFoundError:  # purged or aged out meanwhile
+        return 0.0
+    return max(0.0, (now - message.time).total_seconds()) if message.time else 0.0
+
+
+async def _consumer_info(js: JetStreamContext, durable: str) -> ConsumerInfo | None:
+    try:
+        return await js.consumer_info(bus.STREAM, durable)
+    except NotFoundError:
+        return None
+
+
+async def _sampled_info(js: JetStreamContext, durable: str) -> tuple[ConsumerInfo | None, bool]:
+    """The consumer's info and whether it is live, looking a few times before calling it idle."""
+    info = None
+    for sample in range(LIVENESS_SAMPLES):
+        if sample:
+            await asyncio.sleep(LIVENESS_SAMPLE_INTERVAL_SECONDS)
+        info = await _consumer_info(js, durable)
+        if info is None:
+            return None, False
+        if is_live(info, utc_now()):
+            return info, True
+    return info, False
+
+
+async def one_stage(js: JetStreamContext, consumer: StageConsumer, dead_letters: int) -> StageStatus:
+    info, live = await _sampled_info(js, consumer.durable)
+    if info is None:
+        return StageStatus(consumer.durable, consumer.stage, consumer.subject, exists=False, dead_letters=dead_letters)
+    now = utc_now()
+    return StageStatus(
+        durable=consumer.durable,
+        stage=consumer.stage,
+        subject=consumer.subject,
+        exists=True,
+        pending=info.num_pending or 0,
+        ack_pending=info.num_ack_pending or 0,
+        redelivered=info.num_redelivered or 0,
+        waiting_pulls=info.num_waiting or 0,
+        oldest_unacked_age=await oldest_unacked_age(js, info, consumer.subject, now),
+        last_active=last_activity(info),
+        live=live,
+        dead_letters=dead_letters,
+    )
+
+
+async def stage_status(
+    js: JetStreamContext,
+    dead_letters: dict[str, int] | None = None,
+    consumers: tuple[StageConsumer, ...] = STAGE_CONSUMERS,
+) -> list[StageStatus]:
+    dead_letters = dead_letters or {}
+    return list(await asyncio.gather(*(one_stage(js, c, dead_letters.get(c.stage, 0)) for c in consumers)))
+
+
+async def gather_status(js: JetStreamContext) -> StatusReport:
+    info = await js.stream_info(bus.STREAM, subjects_filter=bus.dead_letter_subject(">"))
+    prefix = bus.dead_letter_subject("")
+    dead_letters = {subject.removeprefix(prefix): count for subject, count in (info.state.subjects or {}).items()}
+    config = info.config
+    stream = StreamStatus(
+        messages=info.state.messages,
+        bytes=info.state.bytes,
+        first_seq=info.state.first_seq,
+        last_seq=info.state.last_seq,
+        consumers=info.state.consumer_count,
+        max_msgs=config.max_msgs if config.max_msgs is not None else -1,
+        max_bytes=config.max_bytes if config.max_bytes is not None else -1,
+        max_age=config.max_age or 0.0,
+    )
+    return StatusReport(utc_now(), stream, await stage_status(js, dead_letters), dead_letters)
+
+
+def _near_limit(used: int, limit: int) -> bool:
+    return limit > 0 and used >= 0.9 * limit
+
+
+def health_problems(report: StatusReport, max_age: float = DEFAULT_MAX_AGE_SECONDS) -> list[str]:
+    """Why the pipeline is unhealthy, one sentence each; empty when healthy."""
+    problems: list[str] = []
+    for stage in report.stages:
+        if not stage.exists:
+            problems.append(f"{stage.durable}: no durable consumer on {bus.STREAM} (has the pipeline ever run?)")
+            continue
+        if not stage.live:
+            problems.append(f"{stage.durable}: no live worker (no pull request waiting, nothing being handled)")
+        if stage.oldest_unacked_age > max_age:
+            problems.append(
+                f"{stage.durable}: backlog of {stage.pending + stage.ack_pending} message(s), the oldest "
+                f"{format_age(stage.oldest_unacked_age)} old (over --max-age {format_age(max_age)})"
+            )
+    for stage_name, count in sorted(report.dead_letters.items()):
+        if count:
+            problems.append(f"{stage_name}: {count} dead letter(s) waiting on {bus.dead_letter_subject(stage_name)}")
+    stream = report.stream
+    if _near_limit(stream.messages, stream.max_msgs) or _near_limit(stream.bytes, stream.max_bytes):
+        problems.append(f"stream {bus.STREAM} is at 90% or more of its limits: new messages may push old ones out")
+    return problems
+
+
+def format_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def format_bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _limit(value: float, render: Any = str) -> str:
+    return "unlimited" if value <= 0 else render(value)
+
+
+def render(report: StatusReport, problems: list[str]) -> Group:
+    """The status as a rich renderable: one row per durable consumer, the stream, then the verdict and why."""
+    table = Table(title=f"Impromptu at {report.taken_at:%H:%M:%S} UTC", title_justify="left")
+    for column in ("consumer", "subject", "pending", "acks", "redelivered", "oldest", "last active", "worker", "dlq"):
+        table.add_column(column, justify="right" if column in {"pending", "acks", "redelivered", "dlq"} else "left")
+    for stage in report.stages:
+        if not stage.exists:
+            table.add_row(stage.durable, stage.subject, "-", "-", "-", "-", "-", Text("missing", "red"), "-")
+            continue
+        idle = (report.taken_at - stage.last_active).total_seconds() if stage.last_active else None
+        table.add_row(
+            stage.durable,
+            stage.subject,
+            str(stage.pending),
+            str(stage.ack_pending),
+            str(stage.redelivered),
+            format_age(stage.oldest_unacked_age) if stage.pending + stage.ack_pending else "-",
+            f"{format_age(idle)} ago" if idle is not None else "never",
+            Text("live", "green") if stage.live else Text("none", "red"),
+            Text(str(stage.dead_letters), "red" if stage.dead_letters else ""),
+        )
+    s = report.stream
+    stream_line = Text(
+        f"stream {bus.STREAM}: {s.messages} messages, {format_bytes(s.bytes)} (seq {s.first_seq}..{s.last_seq}), "
+        f"{s.consumers} consumers; limits: {_limit(s.max_msgs)} messages, {_limit(s.max_bytes, format_bytes)}, "
+        f"max age {_limit(s.max_age, format_age)}"
+    )
+    verdict = Text("healthy", "bold green") if not problems else Text("UNHEALTHY", "bold red")
+    reasons = [Text(f"  - {problem}", "red") for problem in problems]
+    return Group(table, stream_line, verdict, *reasons)
+
+
+def report_json(report: StatusReport, problems: list[str]) -> dict[str, Any]:
+    return {"healthy": not problems, "problems": problems, **asdict(report)}

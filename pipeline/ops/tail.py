@@ -1,0 +1,270 @@
+"""`impromptu tail`: what flows over the bus, one readable line per message.
+
+It reads through an ordered, ephemeral consumer (no acks, in memory, removed when it goes), so the stages' durable
+consumers never see it: tailing steals nothing and moves no ack floor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel, ValidationError
+from rich.text import Text
+
+from pipeline import bus
+from pipeline.errors import ImpromptuError
+from pipeline.messages import (
+    DeadLetter,
+    EnrichedContent,
+    EnrichmentFailed,
+    FacilitatorDecision,
+    LibraryEntry,
+    OutreachResult,
+    Recording,
+    ScheduledSession,
+    SessionProposal,
+    Share,
+    SharerJoined,
+    TriggerFired,
+)
+
+MESSAGE_TYPES: dict[str, type[BaseModel]] = {
+    bus.SHARES: Share,
+    bus.TRIGGERS_FIRED: TriggerFired,
+    bus.TRIGGERS_JOINED: SharerJoined,
+    bus.CONTENT_ENRICHED: EnrichedContent,
+    bus.CONTENT_FAILED: EnrichmentFailed,
+    bus.PROPOSALS_CREATED: SessionProposal,
+    bus.DECISIONS: FacilitatorDecision,
+    bus.SESSIONS_SCHEDULED: ScheduledSession,
+    bus.OUTREACH_RESULTS: OutreachResult,
+    bus.RECORDINGS: Recording,
+    bus.LIBRARY_ENTRIES: LibraryEntry,
+}
+
+# What each stage consumes and emits: `tail --stage S` shows these subjects and S's dead letters.
+STAGE_SUBJECTS: dict[str, tuple[str, ...]] = {
+    "trigger": (bus.SHARES, bus.TRIGGERS_FIRED, bus.TRIGGERS_JOINED),
+    "enrich": (bus.TRIGGERS_FIRED, bus.CONTENT_ENRICHED, bus.CONTENT_FAILED),
+    "actions": (
+        bus.CONTENT_ENRICHED,
+        bus.CONTENT_FAILED,
+        bus.TRIGGERS_JOINED,
+        bus.PROPOSALS_CREATED,
+        bus.DECISIONS,
+        bus.SESSIONS_SCHEDULED,
+    ),
+    "outreach": (bus.SESSIONS_SCHEDULED, bus.OUTREACH_RESULTS),
+    "archive": (bus.RECORDINGS, bus.LIBRARY_ENTRIES),
+}
+
+SUMMARY_LIMIT = 200
+
+
+def message_type(subject: str) -> type[BaseModel] | None:
+    if subject.startswith(bus.dead_letter_subject("")):
+        return DeadLetter
+    return MESSAGE_TYPES.get(subject)
+
+
+def short_url(url: str, limit: int = 40) -> str:
+    """host/path without the scheme or www., cut to `limit` characters with an ellipsis."""
+    try:
+        parts = urlsplit(url)
+        text = f"{(parts.hostname or '').removeprefix('www.')}{parts.path}".rstrip("/") or url
+    except ValueError:
+        text = url
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip(text: str, limit: int = 60) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def _share(m: Share) -> str:
+    said = f': "{clip(m.text, 50)}"' if m.text else ""
+    return f"{m.sharer} shared {short_url(m.url)} via {m.source}{said}"
+
+
+def _fired(m: TriggerFired) -> str:
+    return f"{m.share.sharer} shared {short_url(m.canonical_url)} -> fired rule {m.rule} ({m.score:.2f})"
+
+
+def _joined(m: SharerJoined) -> str:
+    return f"{m.sharer.handle} also shared {short_url(m.canonical_url)} (joins {m.trigger_id})"
+
+
+def _enriched(m: EnrichedContent) -> str:
+    by = f" by {m.article.author}" if m.article.author else ""
+    topics = f"; topics: {', '.join(m.topics)}" if m.topics else ""
+    unread = f"; from the post: {m.unread_reason}" if m.unread_reason else ""
+    return f'"{clip(m.article.title)}"{by} ({m.article.word_count} words{topics}{unread})'
+
+
+def _failed(m: EnrichmentFailed) -> str:
+    retry = "retries ran out" if m.retryable else "refused"
+    return f"could not read {short_url(m.url)}: {m.reason} ({retry})"
+
+
+def _proposal(m: SessionProposal) -> str:
+    return f'{m.id}: "{clip(m.title)}" at {m.starts_at:%H:%M} UTC, awaiting a facilitator until {m.expires_at:%H:%M}'
+
+
+def _decision(m: FacilitatorDecision) -> str:
+    reason = f": {clip(m.reason)}" if m.reason else ""
+    return f"{m.proposal.id} {m.decision} by {m.decided_by}{reason}"
+
+
+def _scheduled(m: ScheduledSession) -> str:
+    return f'{m.id}: "{clip(m.proposal.title)}" {m.starts_at:%H:%M}-{m.ends_at:%H:%M} UTC, join {m.join_url}'
+
+
+def _outreach(m: OutreachResult) -> str:
+    why = f" ({m.reason})" if m.reason else ""
+    return f"{m.channel} {m.status}{why}: {clip(m.text)}"
+
+
+def _recording(m: Recording) -> str:
+    return f"recording of {m.session.id}: {m.duration_minutes} min at {clip(m.media_url)}"
+
+
+def _library(m: LibraryEntry) -> str:
+    return f"{m.id}: {clip(m.tagline)} [{', '.join(m.tags)}]"
+
+
+def _dead_letter(m: DeadLetter) -> str:
+    kind = "permanent" if m.permanent else f"after {m.deliveries} deliveries"
+    return f"{m.stage} gave up on {m.subject} #{m.stream_sequence or '?'} ({kind}): {clip(m.reason, 80)}"
+
+
+SUMMARIES: dict[type[BaseModel], Callable[[Any], str]] = {
+    Share: _share,
+    TriggerFired: _fired,
+    SharerJoined: _joined,
+    EnrichedContent: _enriched,
+    EnrichmentFailed: _failed,
+    SessionProposal: _proposal,
+    FacilitatorDecision: _decision,
+    ScheduledSession: _scheduled,
+    OutreachResult: _outreach,
+    Recording: _recording,
+    LibraryEntry: _library,
+    DeadLetter: _dead_letter,
+}
+
+
+def _fallback(data: bytes, why: str) -> str:
+    """For bodies we cannot read as the subject's message type: say so, and show what identifies it."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return f"{why}: {len(data)} byte(s) that are not JSON"
+    if isinstance(body, dict):
+        keys = ", ".join(list(body)[:6])
+        ident = f"{body['id']} " if isinstance(body.get("id"), str) else ""
+        return f"{why}: {ident}{{{keys}}}"
+    return f"{why}: JSON {type(body).__name__}"
+
+
+def summarize(subject: str, data: bytes) -> str:
+    """One line saying what a message on `subject` is about; never raises."""
+    model = message_type(subject)
+    if model is None:
+        return clip(_fallback(data, "unknown subject"), SUMMARY_LIMIT)
+    try:
+        message = model.model_validate_json(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        return clip(_fallback(data, f"not a valid {model.__name__} ({where}: {first['msg']})"), SUMMARY_LIMIT)
+    return clip(SUMMARIES[model](message), SUMMARY_LIMIT)
+
+
+def correlation_of(msg: Msg) -> str:
+    """The correlation id from the body (every message carries one), else FastStream's header."""
+    try:
+        body = json.loads(msg.data)
+    except ValueError:
+        body = None
+    value = body.get("correlation_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else (msg.headers or {}).get("correlation_id", "")
+
+
+@dataclass(frozen=True)
+class TailLine:
+    time: datetime  # when the stream stored it
+    seq: int
+    subject: str
+    correlation_id: str
+    type: str
+    summary: str
+
+    def as_json(self) -> str:
+        return json.dumps({**asdict(self), "time": self.time.isoformat()}, ensure_ascii=False)
+
+    def as_text(self) -> Text:
+        label = self.subject.removeprefix("impromptu.")
+        style = "red" if self.type == "DeadLetter" else "cyan"
+        return Text.assemble(
+            (f"{self.time:%H:%M:%S} ", "dim"),
+            (f"{label:<18} ", style),
+            (f"{self.correlation_id or '-':<20} ", "magenta"),
+            self.summary,
+        )
+
+
+def tail_line(msg: Msg) -> TailLine:
+    model = message_type(msg.subject)
+    return TailLine(
+        time=msg.metadata.timestamp,
+        seq=msg.metadata.sequence.stream,
+        subject=msg.subject,
+        correlation_id=correlation_of(msg),
+        type=model.__name__ if model else "unknown",
+        summary=summarize(msg.subject, msg.data),
+    )
+
+
+def parse_since(text: str) -> timedelta:
+    """`90s`, `10m`, `2h`, `1d` -> a duration."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not match:
+        raise ImpromptuError(f"--since {text!r}: give a duration like 90s, 10m, 2h or 1d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: float(match.group(1))})
+
+
+def shows(subject: str, stage: str | None) -> bool:
+    if stage is None:
+        return True
+    return subject in STAGE_SUBJECTS[stage] or subject == bus.dead_letter_subject(stage)
+
+
+async def tail(
+    js: JetStreamContext, subject: str = bus.ALL_SUBJECTS, since: datetime | None = None, stage: str | None = None
+) -> AsyncGenerator[TailLine, None]:
+    """Messages on `subject` (a NATS pattern) from `since` (default: from now on), forever."""
+    if stage is not None and stage not in STAGE_SUBJECTS:
+        raise ImpromptuError(f"--stage {stage!r}: one of {', '.join(STAGE_SUBJECTS)}")
+    if since is None:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    else:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=None)
+            if shows(msg.subject, stage):
+                yield tail_line(msg)
+    finally:
+        await sub.unsubscribe()

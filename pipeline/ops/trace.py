@@ -1,0 +1,241 @@
+"""`impromptu trace ID`: one share's journey over the bus, in stream order, and where it stopped and why.
+
+The ID may be a share id, a correlation id, any message's id (proposal, session, ...) or the article's URL (as
+shared or canonical). It is resolved to a correlation id by scanning the stream, then the journey is read back.
+
+Cost: resolving is a full scan of the stream (every message is read once; only those containing the ID as text
+are parsed), and reading the journey is a second scan from the journey's first message on. That is fine for
+thousands of messages; beyond that an index (correlation id per id/URL in KV, written by the stages) would be
+needed. The stream is read with ordered ephemeral consumers: the stages' durable consumers are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from pipeline import bus
+from pipeline.errors import ImpromptuError
+from pipeline.triggers.canonical import canonical_url
+
+READ_TIMEOUT_SECONDS = 5.0
+
+# Top-level fields that identify a message or its article; nested copies (a proposal embeds its share) are not
+# looked at, so an ID names the messages it belongs to rather than everything that mentions it.
+ID_FIELDS = ("id", "correlation_id")
+URL_FIELDS = ("url", "canonical_url")
+
+
+async def read_stream(js: JetStreamContext, subject: str = bus.ALL_SUBJECTS, start_seq: int = 1) -> AsyncIterator[Msg]:
+    """Every message on `subject` from `start_seq` to the end of the stream as it is now, oldest first."""
+    info = await js.stream_info(bus.STREAM, subjects_filter=subject)
+    if start_seq > info.state.last_seq or not info.state.subjects:
+        return
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+    sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=READ_TIMEOUT_SECONDS)
+            yield msg
+            if msg.metadata.num_pending == 0:  # messages published while we read are read too
+                return
+    finally:
+        await sub.unsubscribe()
+
+
+def parse_body(data: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def is_url(ident: str) -> bool:
+    return ident.startswith(("http://", "https://"))
+
+
+def search_keys(ident: str) -> set[str]:
+    """What to look for: the ID itself and, for a URL, its canonical form too."""
+    return {ident, canonical_url(ident)} if is_url(ident) else {ident}
+
+
+def identifiers(body: dict[str, Any]) -> set[str]:
+    """The ids and URLs a message can be found by (URLs also in canonical form)."""
+    found = {str(body[name]) for name in ID_FIELDS if body.get(name)}
+    for name in URL_FIELDS:
+        value = body.get(name)
+        if isinstance(value, str) and is_url(value):
+            found |= {value, canonical_url(value)}
+    return found
+
+
+@dataclass
+class Resolution:
+    """Correlation ids whose messages match an ID (first match first), and where each journey starts."""
+
+    correlation_ids: list[str] = field(default_factory=list)
+    first_seq: dict[str, int] = field(default_factory=dict)
+    scanned: int = 0
+
+
+async def resolve(js: JetStreamContext, ident: str) -> Resolution:
+    keys = search_keys(ident)
+    needles = [key.encode() for key in keys]
+    found = Resolution()
+    async for msg in read_stream(js):
+        found.scanned += 1
+        seq = msg.metadata.sequence.stream
+        header_correlation = (msg.headers or {}).get("correlation_id")
+        if header_correlation:
+            found.first_seq.setdefault(header_correlation, seq)
+        if not any(needle in msg.data for needle in needles):  # cheap: most messages are never parsed
+            continue
+        body = parse_body(msg.data)
+        if body is None or not (keys & identifiers(body)):
+            continue
+        correlation_id = body.get("correlation_id") or header_correlation
+        if isinstance(correlation_id, str) and correlation_id not in found.correlation_ids:
+            found.correlation_ids.append(correlation_id)
+            found.first_seq.setdefault(correlation_id, seq)
+    return found
+
+
+@dataclass(frozen=True)
+class Step:
+    seq: int
+    subject: str
+    stored_at: datetime
+    body: dict[str, Any]
+    since_previous: timedelta | None
+
+
+@dataclass(frozen=True)
+class Journey:
+    ident: str
+    correlation_id: str
+    steps: list[Step]
+    other_correlation_ids: list[str]
+    scanned: int
+
+    @property
+    def subjects(self) -> list[str]:
+        return [step.subject for step in self.steps]
+
+
+async def find_journey(js: JetStreamContext, ident: str) -> Journey:
+    """Every message of the journey `ident` belongs to, in stream order. Raises ImpromptuError when none does."""
+    resolution = await resolve(js, ident)
+    if not resolution.correlation_ids:
+        raise ImpromptuError(f"nothing on the bus matches {ident!r} (read {resolution.scanned} messages)")
+    correlation_id, *others = resolution.correlation_ids
+    needle = correlation_id.encode()
+    steps: list[Step] = []
+    async for msg in read_stream(js, start_seq=resolution.first_seq.get(correlation_id, 1)):
+        if needle not in msg.data and (msg.headers or {}).get("correlation_id") != correlation_id:
+            continue
+        body = parse_body(msg.data) or {}
+        if body.get("correlation_id", (msg.headers or {}).get("correlation_id")) != correlation_id:
+            continue
+        stored_at = msg.metadata.timestamp
+        since = stored_at - steps[-1].stored_at if steps else None
+        steps.append(Step(msg.metadata.sequence.stream, msg.subject, stored_at, body, since))
+    return Journey(ident, correlation_id, steps, others, resolution.scanned)
+
+
+def _get(body: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)  # type: ignore[assignment]
+    return body
+
+
+def describe(step: Step) -> str:
+    """One line on what a message says, by subject."""
+    body, subject = step.body, step.subject
+    if subject.startswith(f"{bus.DEAD_LETTERS}."):
+        return f"dead letter from {body.get('stage')}: {body.get('reason')} (after {body.get('deliveries')} deliveries)"
+    descriptions = {
+        bus.SHARES: lambda: f"{body.get('sharer')} shared {body.get('url')}",
+        bus.TRIGGERS_FIRED: lambda: f"rule {body.get('rule')!r} fired (score {body.get('score', 0):.2f})",
+        bus.TRIGGERS_JOINED: lambda: f"{_get(body, 'sharer', 'name')} joined trigger {body.get('trigger_id')}",
+        bus.CONTENT_ENRICHED: lambda: f'read "{_get(body, "article", "title")}"',
+        bus.CONTENT_FAILED: lambda: f"page not read: {body.get('reason')}: {body.get('detail')}",
+        bus.PROPOSALS_CREATED: lambda: f'proposal {body.get("id")}: "{body.get("title")}" at {body.get("starts_at")}',
+        bus.DECISIONS: lambda: f"{body.get('decision')} by {body.get('decided_by')}",
+        bus.SESSIONS_SCHEDULED: lambda: f"session {body.get('id')}: {body.get('join_url')}",
+        bus.OUTREACH_RESULTS: lambda: f"{body.get('channel')}: {body.get('status')}",
+        bus.RECORDINGS: lambda: f"recording {body.get('media_url')}",
+        bus.LIBRARY_ENTRIES: lambda: f"library entry {body.get('id')}: {body.get('tagline')}",
+    }
+    return descriptions[subject]() if subject in descriptions else str(body.get("id", ""))
+
+
+def where_it_stopped(journey: Journey) -> str:
+    """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what)."""
+    last = journey.steps[-1]
+    body = last.body
+    if last.subject.startswith(f"{bus.DEAD_LETTERS}."):
+        return (
+            f"stopped: the {body.get('stage')} stage gave up: {body.get('reason')} "
+            f"(see `impromptu dlq show {last.seq}`)"
+        )
+    if last.subject == bus.CONTENT_FAILED:
+        if _get(body, "trigger", "plan", "without_article"):
+            return "waiting for the actions stage to propose from the post's text (the page could not be read)"
+        return f"stopped: the page could not be read ({body.get('reason')}) and the rule needs the article"
+    if last.subject == bus.DECISIONS and body.get("decision") == "rejected":
+        reason = f": {body['reason']}" if body.get("reason") else ""
+        return f"stopped: rejected by {body.get('decided_by')}{reason}"
+    if last.subject == bus.CONTENT_ENRICHED and _get(body, "trigger", "plan", "article_must_match"):
+        return "no proposal: waiting for the actions stage, or the rule vetoed the article (its topics did not match)"
+    endings = {
+        bus.SHARES: "no trigger: no rule fired for this share, or the trigger stage has not handled it yet",
+        bus.TRIGGERS_JOINED: f"joined an earlier trigger ({body.get('trigger_id')}): 'also shared by' on its proposal",
+        bus.TRIGGERS_FIRED: "waiting for the enrich stage to read the page",
+        bus.CONTENT_ENRICHED: "waiting for the actions stage to propose a session",
+        bus.PROPOSALS_CREATED: f"waiting for a facilitator: `impromptu proposals approve {body.get('id')} --by NAME`",
+        bus.DECISIONS: "approved: waiting for the actions stage to schedule the session",
+        bus.SESSIONS_SCHEDULED: "scheduled: waiting for outreach to announce it",
+        bus.OUTREACH_RESULTS: "announced: waiting for the recording (`impromptu record SESSION_ID`)",
+        bus.RECORDINGS: "recorded: waiting for the archive stage",
+        bus.LIBRARY_ENTRIES: f"complete: kept in the library as {body.get('id')}",
+    }
+    return endings.get(last.subject, f"last message on {last.subject}")
+
+
+def format_gap(gap: timedelta | None) -> str:
+    if gap is None:
+        return "-"
+    seconds = gap.total_seconds()
+    if seconds < 60:
+        return f"+{seconds:.3f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"+{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"+{hours}h{minutes:02d}m"
+
+
+def render(journey: Journey) -> str:
+    steps = journey.steps
+    total = format_gap(steps[-1].stored_at - steps[0].stored_at).lstrip("+")
+    lines = [f"journey {journey.correlation_id}: {len(steps)} messages over {total}"]
+    width = max(len(step.subject) for step in steps)
+    for step in steps:
+        stamp = f"{step.stored_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]  # milliseconds
+        gap = format_gap(step.since_previous)
+        lines.append(f"  {step.seq:>6}  {stamp}  {gap:>9}  {step.subject:<{width}}  {describe(step)}")
+    lines.append(where_it_stopped(journey))
+    if journey.other_correlation_ids:
+        lines.append(f"also matching {journey.ident!r}: {', '.join(journey.other_correlation_ids)}")
+    lines.append(f"(scanned {journey.scanned} messages of the stream to resolve {journey.ident!r})")
+    return "\n".join(lines)

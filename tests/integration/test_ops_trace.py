@@ -1,0 +1,123 @@
+"""`impromptu trace ID` against a real nats-server: the seed story read back by share id, proposal id and URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from faststream.nats import NatsBroker
+
+from pipeline import bus
+from pipeline.demo import ASSETS, article_server, run_story, seed_share
+from pipeline.errors import ImpromptuError
+from pipeline.messages import SessionProposal
+from pipeline.ops.trace import Journey, Step, find_journey, render, where_it_stopped
+from pipeline.settings import Settings
+from tests.integration.bus_helpers import jetstream, models_on
+
+pytestmark = pytest.mark.nats
+
+IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
+
+STORY_SUBJECTS = [
+    bus.SHARES,
+    bus.TRIGGERS_FIRED,
+    bus.CONTENT_ENRICHED,
+    bus.PROPOSALS_CREATED,
+    bus.DECISIONS,
+    bus.SESSIONS_SCHEDULED,
+    *[bus.OUTREACH_RESULTS] * 3,
+    bus.RECORDINGS,
+    bus.LIBRARY_ENTRIES,
+]
+
+
+def impromptu(*args: str, nats_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")}
+    env.update(NATS_URL=nats_url, IMPROMPTU_DATA_DIR=str(data_dir), IMPROMPTU_LOG_JSON="true")
+    return subprocess.run([IMPROMPTU, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_trace_reconstructs_the_seed_story_by_share_id_proposal_id_and_url(
+    settings: Settings, client: NatsBroker
+) -> None:
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        await run_story(settings, url, lambda line: None)
+    share = seed_share(url)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    js = jetstream(client)
+
+    by_share = await find_journey(js, share.id)
+    assert by_share.correlation_id == share.correlation_id
+    assert by_share.subjects == STORY_SUBJECTS
+    seqs = [step.seq for step in by_share.steps]
+    assert seqs == sorted(seqs)
+    assert by_share.steps[0].since_previous is None
+    assert all(step.since_previous is not None and step.since_previous >= timedelta(0) for step in by_share.steps[1:])
+    assert where_it_stopped(by_share).startswith("complete: kept in the library")
+    assert by_share.scanned >= len(STORY_SUBJECTS)
+
+    for ident in (proposal.id, share.correlation_id, url, f"{url}?utm_source=twitter#comments"):
+        again = await find_journey(js, ident)
+        assert (again.correlation_id, again.subjects) == (share.correlation_id, STORY_SUBJECTS), ident
+
+    text = render(by_share)
+    lines = text.splitlines()
+    assert lines[0].startswith(f"journey {share.correlation_id}: 11 messages over ")
+    body = lines[1 : 1 + len(STORY_SUBJECTS)]
+    assert [line.split()[4] for line in body] == STORY_SUBJECTS  # seq, date, time, +gap, subject, what
+    assert body[0].split()[3] == "-"
+    assert all(line.split()[3].startswith("+") for line in body[1:])
+    assert "@britz shared" in body[0] and proposal.id in body[3] and "approved by" in body[4]
+    assert lines[1 + len(STORY_SUBJECTS)].startswith("complete:")
+
+    cli = impromptu("trace", proposal.id, nats_url=settings.nats_url or "", data_dir=settings.data_dir)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines()[0] == lines[0]
+    assert "complete: kept in the library" in cli.stdout
+
+
+async def test_an_unknown_id_is_an_error_and_the_cli_exits_1(settings: Settings, client: NatsBroker) -> None:
+    await bus.publish(client, bus.RECORDINGS.replace("recordings", "probe"), seed_share("https://example.com/a"))
+    with pytest.raises(ImpromptuError, match="nothing on the bus matches 'nope'"):
+        await find_journey(jetstream(client), "nope")
+    cli = impromptu("trace", "nope", nats_url=settings.nats_url or "", data_dir=settings.data_dir)
+    assert cli.returncode == 1
+    assert "error: nothing on the bus matches 'nope'" in cli.stderr
+
+
+async def test_a_share_that_stopped_says_where_and_why(pipeline: NatsBroker, client: NatsBroker) -> None:
+    """A share no rule fires for ends at the share; a second, unrelated share is not part of its journey."""
+    lonely = seed_share("https://example.com/nobody-cares").model_copy(
+        update={"id": "x:lonely", "correlation_id": "c-lonely", "sharer": "@stranger", "text": "hello"}
+    )
+    other = seed_share("https://example.com/other")
+    await bus.publish(client, bus.SHARES, lonely)
+    await bus.publish(client, bus.SHARES, other)
+
+    journey = await find_journey(jetstream(client), "https://example.com/nobody-cares")
+    assert journey.subjects == [bus.SHARES]
+    assert where_it_stopped(journey).startswith("no trigger")
+
+
+def step(subject: str, body: dict[str, object], seq: int = 1) -> Step:
+    return Step(seq, subject, datetime(2025, 1, 1, tzinfo=UTC), body, None)
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "expected"),
+    [
+        (bus.PROPOSALS_CREATED, {"id": "proposal-1"}, "waiting for a facilitator: `impromptu proposals approve"),
+        (bus.dead_letter_subject("enrich"), {"stage": "enrich", "reason": "boom"}, "stopped: the enrich stage gave"),
+        (bus.CONTENT_FAILED, {"reason": "http_404", "trigger": {"plan": {}}}, "stopped: the page could not be read"),
+        (bus.DECISIONS, {"decision": "rejected", "decided_by": "ana", "reason": "not now"}, "stopped: rejected by ana"),
+        (bus.TRIGGERS_JOINED, {"trigger_id": "fired:x"}, "joined an earlier trigger (fired:x)"),
+    ],
+)
+def test_where_it_stopped_reads_the_last_message(subject: str, body: dict[str, object], expected: str) -> None:
+    journey = Journey("x", "c-1", [step(bus.SHARES, {}), step(subject, body, 2)], [], 2)
+    assert where_it_stopped(journey).startswith(expected)
