@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
@@ -78,9 +79,14 @@ async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
     )
 
 
+def jetstream(broker: NatsBroker) -> JetStreamContext:
+    """The connected broker's nats-py JetStream context, for what FastStream does not wrap (stream, consumer info)."""
+    return broker.config.connection_state.stream
+
+
 async def ensure_stream(broker: NatsBroker, settings: Settings) -> None:
     """Create the stream, or bring an existing one to our configuration (adding the same config is a no-op)."""
-    js = broker.config.connection_state.stream
+    js = jetstream(broker)
     try:
         await js.add_stream(config=stream_config(settings))
     except BadRequestError:  # exists with another configuration

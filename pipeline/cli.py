@@ -336,7 +336,7 @@ def trace(
 
     async def show() -> str:
         async with connected(_settings(quiet=True)) as broker:
-            return render(await find_journey(broker.config.connection_state.stream, ident))
+            return render(await find_journey(bus.jetstream(broker), ident))
 
     print(_run(show()))
 
@@ -435,7 +435,7 @@ def status(
 
     async def look() -> list[str]:
         async with connected(_settings(quiet=True)) as broker:
-            js = broker.config.connection_state.stream
+            js = bus.jetstream(broker)
             report = await gather_status(js)
             problems = health_problems(report, max_age)
             if as_json:
@@ -491,7 +491,7 @@ def tail(
         async with (
             connected(_settings(quiet=True)) as broker,
             # closed before the broker: its subscription must go before the connection drains
-            aclosing(tail_bus(broker.config.connection_state.stream, subject, start, stage)) as lines,
+            aclosing(tail_bus(bus.jetstream(broker), subject, start, stage)) as lines,
         ):
             async for line in lines:
                 if json_lines:

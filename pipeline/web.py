@@ -43,7 +43,7 @@ async def missing_for_readiness(broker: NatsBroker) -> list[str]:
     """What keeps the pipeline from handling messages: NATS, a stopped stage, or a durable consumer not bound."""
     if not await broker.ping(timeout=READINESS_TIMEOUT_SECONDS):
         return ["nats: not connected"]
-    js = broker.config.connection_state.stream
+    js = bus.jetstream(broker)
     missing = []
     for subscriber in broker.subscribers:
         durable = subscriber.config.durable_name

@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Literal
 
 from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -63,10 +62,6 @@ class DlqError(ImpromptuError):
     """Unknown SEQ, or a dead letter already replayed or discarded."""
 
 
-def jetstream(broker: NatsBroker) -> JetStreamContext:
-    return broker.config.connection_state.stream
-
-
 def dead_letters_subject(stage: str | None) -> str:
     return bus.dead_letter_subject(stage) if stage else f"{bus.DEAD_LETTERS}.>"
 
@@ -90,7 +85,7 @@ async def list_dead_letters(broker: NatsBroker, stage: str | None = None, every:
     """Dead letters oldest first; only waiting ones unless `every`."""
     kv = await stores.bucket(broker, BUCKET)
     entries: list[DeadLetterEntry] = []
-    async for msg in read_stream(jetstream(broker), dead_letters_subject(stage)):
+    async for msg in read_stream(bus.jetstream(broker), dead_letters_subject(stage)):
         seq = msg.metadata.sequence.stream
         record, revision = await _record(kv, seq)
         if every or record.state == "waiting":
@@ -100,7 +95,7 @@ async def list_dead_letters(broker: NatsBroker, stage: str | None = None, every:
 
 async def get_dead_letter(broker: NatsBroker, seq: int) -> DeadLetterEntry:
     try:
-        raw = await jetstream(broker).get_msg(bus.STREAM, seq)
+        raw = await bus.jetstream(broker).get_msg(bus.STREAM, seq)
     except NotFoundError as error:
         raise DlqError(f"no dead letter {seq}: there is no message {seq} in the stream") from error
     if not (raw.subject or "").startswith(f"{bus.DEAD_LETTERS}."):
@@ -149,7 +144,7 @@ async def replay(broker: NatsBroker, seq: int, by: str) -> DlqRecord:
     _refuse_unless_waiting(entry, "replay")
     dead = entry.dead_letter
     # Publish first, record after: a crash in between leaves a waiting record, and replaying again is deduplicated.
-    ack = await jetstream(broker).publish(
+    ack = await bus.jetstream(broker).publish(
         dead.subject, dead.data.encode(), headers=replay_headers(entry, by), stream=bus.STREAM
     )
     record = DlqRecord(state="replayed", by=by, at=utc_now(), replay_msg_id=replay_msg_id(entry), replay_seq=ack.seq)

@@ -23,6 +23,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from pipeline import bus
 from pipeline.errors import ImpromptuError
+from pipeline.ops.tail import summarize
 from pipeline.triggers.canonical import canonical_url
 
 READ_TIMEOUT_SECONDS = 5.0
@@ -158,27 +159,6 @@ def _get(body: dict[str, Any], *path: str) -> Any:
     return body
 
 
-def describe(step: Step) -> str:
-    """One line on what a message says, by subject."""
-    body, subject = step.body, step.subject
-    if subject.startswith(f"{bus.DEAD_LETTERS}."):
-        return f"dead letter from {body.get('stage')}: {body.get('reason')} (after {body.get('deliveries')} deliveries)"
-    descriptions = {
-        bus.SHARES: lambda: f"{body.get('sharer')} shared {body.get('url')}",
-        bus.TRIGGERS_FIRED: lambda: f"rule {body.get('rule')!r} fired (score {body.get('score', 0):.2f})",
-        bus.TRIGGERS_JOINED: lambda: f"{_get(body, 'sharer', 'name')} joined trigger {body.get('trigger_id')}",
-        bus.CONTENT_ENRICHED: lambda: f'read "{_get(body, "article", "title")}"',
-        bus.CONTENT_FAILED: lambda: f"page not read: {body.get('reason')}: {body.get('detail')}",
-        bus.PROPOSALS_CREATED: lambda: f'proposal {body.get("id")}: "{body.get("title")}" at {body.get("starts_at")}',
-        bus.DECISIONS: lambda: f"{body.get('decision')} by {body.get('decided_by')}",
-        bus.SESSIONS_SCHEDULED: lambda: f"session {body.get('id')}: {body.get('join_url')}",
-        bus.OUTREACH_RESULTS: lambda: f"{body.get('channel')}: {body.get('status')}",
-        bus.RECORDINGS: lambda: f"recording {body.get('media_url')}",
-        bus.LIBRARY_ENTRIES: lambda: f"library entry {body.get('id')}: {body.get('tagline')}",
-    }
-    return descriptions[subject]() if subject in descriptions else str(body.get("id", ""))
-
-
 def where_it_stopped(journey: Journey) -> str:
     """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what)."""
     last = journey.steps[-1]
@@ -233,7 +213,8 @@ def render(journey: Journey) -> str:
     for step in steps:
         stamp = f"{step.stored_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]  # milliseconds
         gap = format_gap(step.since_previous)
-        lines.append(f"  {step.seq:>6}  {stamp}  {gap:>9}  {step.subject:<{width}}  {describe(step)}")
+        what = summarize(step.subject, json.dumps(step.body).encode())  # the same one-liner `impromptu tail` prints
+        lines.append(f"  {step.seq:>6}  {stamp}  {gap:>9}  {step.subject:<{width}}  {what}")
     lines.append(where_it_stopped(journey))
     if journey.other_correlation_ids:
         lines.append(f"also matching {journey.ident!r}: {', '.join(journey.other_correlation_ids)}")

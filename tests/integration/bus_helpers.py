@@ -12,6 +12,7 @@ from nats.js.api import ConsumerInfo
 from pydantic import BaseModel
 
 from pipeline import bus
+from pipeline.bus import jetstream
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,10 +29,6 @@ STORY_STEPS = [
     "archive",
     "trace",
 ]
-
-
-def jetstream(broker: NatsBroker):  # type: ignore[no-untyped-def]
-    return broker.config.connection_state.stream
 
 
 async def subject_counts(broker: NatsBroker) -> dict[str, int]:

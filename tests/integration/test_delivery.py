@@ -15,6 +15,7 @@ from faststream.nats import NatsBroker
 from pipeline import bus
 from pipeline.actions.approval import list_records
 from pipeline.app import new_broker, start_stages
+from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import DeadLetter, Share, TriggerFired
@@ -129,7 +130,7 @@ async def test_permanent_error_is_dead_lettered_without_retrying(probe, client: 
 async def test_malformed_messages_on_a_stage_subject_are_dead_lettered_with_the_reason(
     pipeline: NatsBroker, client: NatsBroker
 ) -> None:
-    js = client.config.connection_state.stream
+    js = jetstream(client)
     await js.publish(bus.SHARES, b'{"id": "x:1", "sharer": "@britz"}', headers={"Nats-Msg-Id": "bad-1"})
     await js.publish(bus.SHARES, b"\xff\xfe not json at all", headers={"Nats-Msg-Id": "bad-2"})
     good = seed_share("https://www.linkedin.com/pulse/leadership-training")
@@ -157,7 +158,7 @@ async def test_a_republished_share_creates_nothing_new(pipeline: NatsBroker, cli
         await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
         # Past JetStream's duplicate window the same share arrives as a new message: the stages'
         # own ids and idempotent effects must still create nothing new.
-        js = client.config.connection_state.stream
+        js = jetstream(client)
         await js.publish(bus.SHARES, original.model_dump_json().encode(), headers={"Nats-Msg-Id": "late-copy"})
         await wait_for_count(client, bus.SHARES, 2)
         await wait_until(lambda: _settled(client, "trigger"), what="the trigger stage to settle")

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline import bus
 from pipeline.actions.approval import decide
 from pipeline.app import create_broker, prepare_bus, start_stages
+from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, Share
 from pipeline.ops.metrics import metrics_of
@@ -166,7 +167,7 @@ async def test_readyz_is_ready_only_while_every_stage_consumes(settings: Setting
 
 
 async def test_readyz_names_a_consumer_that_is_gone(settings: Settings, stages: NatsBroker) -> None:
-    js = stages.config.connection_state.stream
+    js = jetstream(stages)
     await js.delete_consumer(bus.STREAM, "archive")
     async with http_client(settings, stages) as http:
         response = await http.get("/readyz")

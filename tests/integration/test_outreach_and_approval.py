@@ -11,6 +11,7 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
 from pipeline.actions.approval import DecisionRefused, decide, get_record
+from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, stable_id
 from pipeline.outreach import PostRecord
@@ -77,7 +78,7 @@ async def test_a_redelivered_session_is_announced_once_per_channel(
     (raw_session,) = await messages_on(client, bus.SESSIONS_SCHEDULED)
 
     # The same session again under another message id, as after a crash past the duplicate window.
-    js = client.config.connection_state.stream
+    js = jetstream(client)
     await js.publish(bus.SESSIONS_SCHEDULED, raw_session, headers={"Nats-Msg-Id": "redelivered-session"})
     await wait_for_count(client, bus.SESSIONS_SCHEDULED, 2)
     await wait_until(lambda: _settled(client, "outreach"), what="outreach to settle")
