@@ -20,7 +20,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements/dev-lock.txt
 
 install: $(VENV)/.installed
 
+# The browser tests drive Debian's chromium (Playwright never downloads a browser); install it when it is missing.
+CHROMIUM := /usr/bin/chromium
 install-dev: $(VENV)/.installed-dev
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "no $(CHROMIUM) and no apt-get: the browser tests will be skipped"; \
+	  fi; \
+	fi
 
 run: install
 	$(BIN)/impromptu run

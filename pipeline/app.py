@@ -13,6 +13,8 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions import actions_router
+from pipeline.actions.approval import advance_by_clock
+from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, warm_up
@@ -50,7 +52,7 @@ def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBrok
     for router in (
         trigger_router(settings, live),
         enrich_router(settings, live),
-        actions_router(settings),
+        actions_router(settings, live),
         outreach_router(settings),
         archive_router(settings),
     ):
@@ -70,8 +72,20 @@ async def start_stages(broker: NatsBroker, settings: Settings) -> None:
     await broker.start()
 
 
-def create_app(settings: Settings) -> FastStream:
-    live = LiveRules.load(settings.rules_file)
+async def run_clock(broker: NatsBroker, every: float) -> None:
+    """Let time move proposals: undecided ones lapse, scheduled sessions go live and end. Safe on every worker:
+    each move is a compare-and-set, so when several workers see the same due proposal, one moves it."""
+    while True:
+        try:
+            for record in await advance_by_clock(broker):
+                log.info("proposal.clock", proposal_id=record.proposal.id, state=record.state)
+        except Exception as error:  # NATS away for a moment: try again next tick
+            log.warning("proposal.clock_failed", error=f"{type(error).__name__}: {error}")
+        await asyncio.sleep(every)
+
+
+def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
+    live = live or LiveRules.load(settings.rules_file)
     broker = create_broker(settings, live)
     background: list[asyncio.Task[None]] = []
     sources = SourceRunner(settings, broker, live)
@@ -88,6 +102,7 @@ def create_app(settings: Settings) -> FastStream:
         log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
         background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
+        background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
         if settings.sources_enabled:
             await sources.start()
 
@@ -148,10 +163,12 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
 
 async def serve(settings: Settings) -> None:
     """`impromptu run`: every stage and the HTTP server until SIGINT/SIGTERM; then they drain and NATS stops."""
-    with nats_for(settings) as live:
-        app = create_app(live)
+    with nats_for(settings.with_saved_logins()) as live:
+        rules = LiveRules.load(live.rules_file)
+        app = create_app(live, rules)
+        web = create_web_app(live, app.broker, Approvals(app.broker, live, rules))
         http_ready = asyncio.Event()
-        http = asyncio.create_task(serve_http(live, create_web_app(live, app.broker), http_ready), name="http")
+        http = asyncio.create_task(serve_http(live, web, http_ready), name="http")
 
         async def stop_http() -> None:  # a shutdown hook: in-flight POSTs still publish before the broker stops
             http.cancel()

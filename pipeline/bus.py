@@ -20,6 +20,7 @@ CONTENT_ENRICHED = "impromptu.content.enriched"
 CONTENT_FAILED = "impromptu.content.failed"
 PROPOSALS_CREATED = "impromptu.proposals.created"
 DECISIONS = "impromptu.decisions"
+PROPOSALS_TRANSITIONS = "impromptu.proposals.transitions"  # the approval audit trail
 SESSIONS_SCHEDULED = "impromptu.sessions.scheduled"
 OUTREACH_RESULTS = "impromptu.outreach.results"
 RECORDINGS = "impromptu.recordings"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -16,14 +17,19 @@ from pipeline.errors import ImpromptuError
 from pipeline.logs import configure_logging
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    from pipeline.actions.service import Approvals
+
 T = TypeVar("T")
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
-proposals = typer.Typer(no_args_is_help=True, help="What facilitators do: list, show, approve, reject.")
+proposals = typer.Typer(no_args_is_help=True, help="What facilitators do: list, show, edit, approve, reject, cancel.")
+facilitators_cli = typer.Typer(no_args_is_help=True, help="Facilitators' logins for the approval pages and API.")
 library = typer.Typer(no_args_is_help=True, help="The learning library: list and search recordings.")
 rules_cli = typer.Typer(no_args_is_help=True, help="Trigger rules files.")
 schemas_cli = typer.Typer(no_args_is_help=True, help="JSON Schema of every message.")
 cli.add_typer(proposals, name="proposals")
+cli.add_typer(facilitators_cli, name="facilitators")
 cli.add_typer(library, name="library")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(schemas_cli, name="schemas")
@@ -102,15 +108,26 @@ def replay(file: Path) -> None:
         raise typer.Exit(1)
 
 
-@proposals.command("list")
-def proposals_list() -> None:
-    """Proposals, newest first."""
-    from pipeline.actions.approval import list_records
+@asynccontextmanager
+async def _approvals() -> AsyncIterator[Approvals]:
+    from pipeline.actions.service import Approvals
     from pipeline.app import connected
+    from pipeline.triggers.reload import LiveRules
+
+    settings = _settings(quiet=True)
+    async with connected(settings) as broker:
+        yield Approvals(broker, settings, LiveRules.load(settings.rules_file))
+
+
+@proposals.command("list")
+def proposals_list(
+    state: Annotated[str | None, typer.Option(help="Only this state, e.g. proposed.")] = None,
+) -> None:
+    """Proposals, newest first."""
 
     async def show() -> None:
-        async with connected(_settings(quiet=True)) as broker:
-            records = await list_records(broker)
+        async with _approvals() as approvals:
+            records = [r for r in await approvals.queue() if state is None or r.state == state]
         if not records:
             print("no proposals")
         for record in records:
@@ -124,46 +141,161 @@ def proposals_list() -> None:
 
 
 @proposals.command("show")
-def proposals_show(proposal_id: str) -> None:
-    """One proposal as JSON."""
-    from pipeline.actions.approval import get_record
-    from pipeline.app import connected
+def proposals_show(
+    proposal_id: str, as_json: Annotated[bool, typer.Option("--json", help="The whole record as JSON.")] = False
+) -> None:
+    """One proposal: what it will create, each channel's announcement, and its history."""
+    from pipeline.actions.views import describe_record
 
     async def show() -> None:
-        async with connected(_settings(quiet=True)) as broker:
-            print((await get_record(broker, proposal_id)).model_dump_json(indent=2))
+        async with _approvals() as approvals:
+            record = await approvals.get(proposal_id)
+            print(record.model_dump_json(indent=2) if as_json else describe_record(record, approvals.previews(record)))
 
     _run(show())
 
 
-def _decide(proposal_id: str, decision: str, by: str, reason: str) -> None:
-    from pipeline.actions.approval import decide
-    from pipeline.app import connected
+By = Annotated[str, typer.Option("--by", help="Facilitator's name, for the audit log.")]
+
+
+@proposals.command("approve")
+def proposals_approve(proposal_id: str, by: By) -> None:
+    """Approve: the session is created at the provider and announced."""
 
     async def act() -> None:
-        async with connected(_settings(quiet=True)) as broker:
-            await decide(broker, proposal_id, decision, by=by, reason=reason)  # type: ignore[arg-type]
-        print(f"{proposal_id} {decision} by {by}")
+        async with _approvals() as approvals:
+            await approvals.approve(proposal_id, by=by)
+        print(f"{proposal_id} approved by {by}")
 
     _run(act())
 
 
-@proposals.command("approve")
-def proposals_approve(
-    proposal_id: str, by: Annotated[str, typer.Option("--by", help="Facilitator's name or e-mail.")]
-) -> None:
-    """Approve: the session is created and announced."""
-    _decide(proposal_id, "approved", by, "")
-
-
 @proposals.command("reject")
 def proposals_reject(
-    proposal_id: str,
-    by: Annotated[str, typer.Option("--by", help="Facilitator's name or e-mail.")],
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    proposal_id: str, by: By, reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = ""
 ) -> None:
     """Reject: nothing is created at the provider, nothing is announced."""
-    _decide(proposal_id, "rejected", by, reason)
+
+    async def act() -> None:
+        async with _approvals() as approvals:
+            await approvals.reject(proposal_id, by=by, reason=reason)
+        print(f"{proposal_id} rejected by {by}")
+
+    _run(act())
+
+
+@proposals.command("cancel")
+def proposals_cancel(
+    proposal_id: str, by: By, reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = ""
+) -> None:
+    """Cancel a proposed, approved or scheduled session; one already made is removed at the provider."""
+
+    async def act() -> None:
+        async with _approvals() as approvals:
+            await approvals.cancel(proposal_id, by=by, reason=reason)
+        print(f"{proposal_id} cancelled by {by}")
+
+    _run(act())
+
+
+@proposals.command("edit")
+def proposals_edit(
+    proposal_id: str,
+    by: By,
+    title: Annotated[str | None, typer.Option(help="New title.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    start: Annotated[
+        datetime | None, typer.Option(help="New start, ISO 8601; UTC unless an offset is given.", formats=None)
+    ] = None,
+    duration: Annotated[int | None, typer.Option(help="New length in minutes.")] = None,
+    channels: Annotated[str | None, typer.Option(help="Comma-separated channels to post on, e.g. x,linkedin.")] = None,
+) -> None:
+    """Change a proposal before deciding; every change is validated and kept in its history."""
+    from pipeline.actions.service import ProposalEdit
+
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    edit = ProposalEdit(
+        title=title,
+        description=description,
+        starts_at=start,
+        duration_minutes=duration,
+        channels=[c.strip() for c in channels.split(",") if c.strip()] if channels is not None else None,
+    )
+
+    async def act() -> None:
+        async with _approvals() as approvals:
+            record = await approvals.edit(proposal_id, edit, by=by)
+        changes = record.last.changes if record.last else {}
+        for field, change in changes.items():
+            print(f"{field}: {change.before} -> {change.after}")
+        print(f"{proposal_id} edited by {by}" if changes else f"{proposal_id}: nothing changed")
+
+    _run(act())
+
+
+def _save_logins(settings: Settings, logins: dict[str, Any]) -> None:
+    from pydantic import TypeAdapter
+
+    from pipeline.settings import FacilitatorLogin
+
+    settings.logins_file.parent.mkdir(parents=True, exist_ok=True)
+    data = TypeAdapter(dict[str, FacilitatorLogin]).dump_json(logins, indent=2)
+    temporary = settings.logins_file.with_suffix(".tmp")
+    temporary.touch(mode=0o600)
+    temporary.write_bytes(data)
+    temporary.replace(settings.logins_file)  # whole file or nothing, and never readable by others
+
+
+@facilitators_cli.command("add")
+def facilitators_add(
+    name: Annotated[str, typer.Argument(help="The facilitator's name, as they will log in.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    no_password: Annotated[bool, typer.Option("--no-password", help="API token only, no web login.")] = False,
+) -> None:
+    """Add (or reset) a facilitator's login: a password for the web pages and a new API token, both kept only
+    as hashes in DATA_DIR/facilitators.json. The token is printed once."""
+    from pipeline.actions.web.auth import hash_password, new_api_token
+    from pipeline.settings import FacilitatorLogin
+
+    settings = _settings(quiet=True)
+    password: str | None = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not no_password:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if password is not None and len(password) < 10:
+        raise ImpromptuError("a password needs at least 10 characters")
+    token, token_sha256 = new_api_token()
+    logins = dict(settings.with_saved_logins().facilitator_logins) if settings.logins_file.exists() else {}
+    logins[name] = FacilitatorLogin(
+        password_hash=hash_password(password) if password is not None else None, token_sha256=token_sha256
+    )
+    _save_logins(settings, logins)
+    print(f"{name}: saved in {settings.logins_file}")
+    print(f"API token (shown once): {token}")
+
+
+@facilitators_cli.command("list")
+def facilitators_list() -> None:
+    """Facilitators who can log in, and how."""
+    logins = _settings(quiet=True).with_saved_logins().facilitator_logins
+    if not logins:
+        print("no facilitator logins: add one with `impromptu facilitators add NAME`")
+    for name, login in sorted(logins.items()):
+        ways = [w for w, on in (("web", login.password_hash), ("api", login.token_sha256)) if on]
+        print(f"{name}  {', '.join(ways) or 'none'}")
+
+
+@facilitators_cli.command("remove")
+def facilitators_remove(name: str) -> None:
+    """Remove a facilitator's saved login (logins from the environment stay)."""
+    settings = _settings(quiet=True)
+    saved = settings.model_copy(update={"facilitator_logins": {}}).with_saved_logins().facilitator_logins
+    if name not in saved:
+        raise ImpromptuError(f"no saved login for {name!r} in {settings.logins_file}")
+    _save_logins(settings, {k: v for k, v in saved.items() if k != name})
+    print(f"{name}: removed")
 
 
 @cli.command()

@@ -204,6 +204,19 @@ class EnrichmentFailed(Message):
     retryable: bool = Field(description="False when trying again cannot help (refused); true when retries ran out.")
 
 
+Provider = Literal["jitsi", "zoom", "youtube"]
+
+
+class ProviderPreview(BaseModel):
+    """Shown on the proposal before approval: what approving will create, and where."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Provider
+    summary: str = Field(description="One line, e.g. 'Zoom meeting, cloud recording on'.")
+    details: dict[str, str] = Field(default_factory=dict, description="Settings that will be used, for display.")
+
+
 class SessionProposal(Message):
     """A live session waiting for a facilitator's yes."""
 
@@ -212,7 +225,10 @@ class SessionProposal(Message):
     description: str
     starts_at: datetime
     duration_minutes: int = Field(gt=0)
-    provider: Literal["jitsi"] = "jitsi"
+    provider: Provider = "jitsi"
+    preview: ProviderPreview | None = Field(default=None, description="What approving creates at the provider.")
+    facilitator: str | None = Field(default=None, description="Who hosts: the facilitator the slot was found for.")
+    slot_reason: str = Field(default="", description="Why this start time was suggested.")
     channels: list[str]
     expires_at: datetime = Field(description="No decision by then: the proposal lapses.")
 
@@ -226,11 +242,36 @@ class FacilitatorDecision(Message):
     reason: str = ""
 
 
+ProposalState = Literal[
+    "proposed", "approved", "scheduled", "live", "ended", "archived", "rejected", "expired", "cancelled"
+]
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    before: str
+    after: str
+
+
+class ProposalTransition(Message):
+    """A proposal moved from one state to another (or was edited): who, when, what changed. The audit trail."""
+
+    proposal_id: str
+    from_state: ProposalState
+    to_state: ProposalState
+    by: str = Field(description="A facilitator's name, or the stage/clock that moved it.")
+    reason: str = ""
+    changes: dict[str, FieldChange] = Field(default_factory=dict, description="Edited fields, before and after.")
+
+
 class ScheduledSession(Message):
     """An approved session with its real join link and calendar invite."""
 
     proposal: SessionProposal
     approved_by: str
+    provider: Provider = "jitsi"
+    provider_id: str | None = Field(default=None, description="The provider's meeting/broadcast id (Jitsi: room).")
     join_url: HttpUrlStr
     starts_at: datetime
     ends_at: datetime
@@ -308,6 +349,7 @@ BUS_MESSAGES: tuple[type[BaseModel], ...] = (
     EnrichmentFailed,
     SessionProposal,
     FacilitatorDecision,
+    ProposalTransition,
     ScheduledSession,
     OutreachResult,
     Recording,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.delivery import DeliveryPolicy
 
 DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
+
+
+class FacilitatorLogin(BaseModel):
+    """Only hashes are kept: an argon2 password hash for the web pages, a SHA-256 of the API token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    password_hash: str | None = Field(default=None, description="argon2id hash (`impromptu facilitators add`).")
+    token_sha256: str | None = Field(default=None, description="hex SHA-256 of the bearer token for the JSON API.")
 
 
 class Settings(BaseSettings):
@@ -71,7 +81,52 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024
 
+    session_provider: Literal["jitsi", "zoom", "youtube"] = Field(
+        default="jitsi", description="Where sessions are held; Jitsi needs no account."
+    )
+    session_timezone: str = Field(default="UTC", description="Time zone given to the provider and shown in pages.")
     jitsi_base_url: str = "https://meet.jit.si"
+    zoom_api_url: str = "https://api.zoom.us/v2"
+    zoom_oauth_url: str = "https://zoom.us/oauth/token"
+    zoom_user: str = Field(default="me", description="Zoom user (id or email) who hosts the meetings.")
+    zoom_access_token: SecretStr | None = Field(default=None, description="A ready OAuth access token for Zoom.")
+    zoom_account_id: str | None = Field(default=None, description="Server-to-Server OAuth app: account id.")
+    zoom_client_id: str | None = None
+    zoom_client_secret: SecretStr | None = None
+    youtube_api_url: str = "https://www.googleapis.com/youtube/v3"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    youtube_access_token: SecretStr | None = Field(default=None, description="A ready OAuth access token.")
+    youtube_client_id: str | None = Field(default=None, description="OAuth client, to refresh tokens.")
+    youtube_client_secret: SecretStr | None = None
+    youtube_refresh_token: SecretStr | None = None
+    youtube_privacy: Literal["public", "unlisted", "private"] = "unlisted"
+    provider_timeout_seconds: float = 15.0
+
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of the approval pages in links sent to facilitators (default: http://HOST:PORT).",
+    )
+    web_secret: SecretStr | None = Field(
+        default=None, description="Signs login cookies; unset: a random one is kept in DATA_DIR/web-secret."
+    )
+    facilitator_logins: dict[str, FacilitatorLogin] = Field(
+        default_factory=dict,
+        description="Facilitator name -> hashed password and/or API token (`impromptu facilitators add`).",
+    )
+    login_max_age_seconds: int = Field(default=12 * 3600, description="How long a web login lasts.")
+    expiry_check_seconds: float = Field(default=30.0, description="How often lapsed proposals are expired.")
+    decision_margin_minutes: int = Field(default=5, ge=0, description="Proposals lapse this long before the start.")
+
+    notify_slack_webhook: SecretStr | None = Field(
+        default=None, description="Slack incoming webhook for new proposals."
+    )
+    notify_email_to: list[str] = Field(default_factory=list, description="Who is emailed about new proposals.")
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "impromptu@localhost"
 
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a terminal.")
     log_level: str = "INFO"
@@ -79,6 +134,22 @@ class Settings(BaseSettings):
     @property
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def logins_file(self) -> Path:
+        """Where `impromptu facilitators add` keeps facilitators' hashed logins (mode 0600)."""
+        return self.data_dir / "facilitators.json"
+
+    def with_saved_logins(self) -> Settings:
+        """These settings with the logins saved in `logins_file` added (logins given in the environment win)."""
+        if not self.logins_file.exists():
+            return self
+        saved = TypeAdapter(dict[str, FacilitatorLogin]).validate_json(self.logins_file.read_bytes())
+        return self.model_copy(update={"facilitator_logins": {**saved, **self.facilitator_logins}})
 
     @property
     def outbox_dir(self) -> Path:

@@ -1,13 +1,17 @@
-"""The facilitator's side: proposals kept in NATS KV, decided with compare-and-set.
+"""The approval state machine: proposals kept in NATS KV, every change a compare-and-set on the revision.
 
-The CLI (`impromptu proposals ...`) and the demo call these same functions, so what a facilitator does by
-hand and what the demo shows are one code path.
+    proposed -> approved -> scheduled -> live -> ended -> archived
+    proposed -> rejected | expired | cancelled;  approved | scheduled -> cancelled
+
+Each change appends an audit entry (who, when, what changed) and goes on the bus as a ProposalTransition. Two
+facilitators deciding at once: one write wins, the other re-reads and is told who decided. The web pages, the
+JSON API, the CLI and the demo all call these functions, so there is one code path for every way of deciding.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -16,9 +20,50 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import bus, stores
 from pipeline.actions.sessions import proposal_id_for
 from pipeline.errors import ImpromptuError, RetryableError
-from pipeline.messages import FacilitatorDecision, SessionProposal, Sharer, SharerJoined, utc_now
+from pipeline.messages import (
+    FacilitatorDecision,
+    FieldChange,
+    Message,
+    ProposalState,
+    ProposalTransition,
+    SessionProposal,
+    Sharer,
+    SharerJoined,
+    utc_now,
+)
 
-ProposalState = Literal["proposed", "approved", "rejected", "expired"]
+NEXT: dict[ProposalState, frozenset[ProposalState]] = {
+    "proposed": frozenset({"approved", "rejected", "expired", "cancelled"}),
+    "approved": frozenset({"scheduled", "cancelled"}),
+    "scheduled": frozenset({"live", "cancelled"}),
+    "live": frozenset({"ended"}),
+    "ended": frozenset({"archived"}),
+}
+OPEN: frozenset[ProposalState] = frozenset({"proposed"})
+BOOKED: frozenset[ProposalState] = frozenset({"approved", "scheduled", "live"})  # hold the facilitator's time
+CAS_ATTEMPTS = 20
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    by: str
+    from_state: ProposalState
+    to_state: ProposalState
+    reason: str = ""
+    changes: dict[str, FieldChange] = Field(default_factory=dict)
+
+
+class SessionLink(BaseModel):
+    """Where the scheduled session lives, once the provider made it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str
+    provider: str
+    provider_id: str | None = None
+    join_url: str
 
 
 class ProposalRecord(BaseModel):
@@ -30,10 +75,17 @@ class ProposalRecord(BaseModel):
     decided_at: datetime | None = None
     reason: str = ""
     also_shared_by: list[Sharer] = Field(default_factory=list, description="Trusted sharers who joined later.")
+    history: list[AuditEntry] = Field(default_factory=list, description="Every transition and edit, oldest first.")
+    session: SessionLink | None = None
+    problem: str | None = Field(default=None, description="Why the last attempt to schedule failed, for people.")
+
+    @property
+    def last(self) -> AuditEntry | None:
+        return self.history[-1] if self.history else None
 
 
 class DecisionRefused(ImpromptuError):
-    """The proposal is unknown, already decided, or expired; the message says which and by whom."""
+    """The proposal is unknown, already decided, expired, or the change is not allowed; the message says why."""
 
 
 async def save_new(broker: NatsBroker, proposal: SessionProposal) -> SessionProposal:
@@ -43,12 +95,18 @@ async def save_new(broker: NatsBroker, proposal: SessionProposal) -> SessionProp
 
 
 async def list_records(broker: NatsBroker) -> list[ProposalRecord]:
+    """Every proposal, newest first."""
     kv = await stores.bucket(broker, stores.PROPOSALS)
     try:
         keys = await kv.keys()
     except NoKeysError:
         return []
-    records = [await get_record(broker, key) for key in keys]
+    records = []
+    for key in keys:
+        try:
+            records.append((await _entry(broker, key))[0])
+        except DecisionRefused:
+            continue  # deleted between listing and reading
     return sorted(records, key=lambda r: r.proposal.created_at, reverse=True)
 
 
@@ -60,75 +118,249 @@ async def _entry(broker: NatsBroker, proposal_id: str) -> tuple[ProposalRecord, 
     kv = await stores.bucket(broker, stores.PROPOSALS)
     try:
         entry = await kv.get(proposal_id)
-    except KeyNotFoundError as error:
+    except (KeyNotFoundError, ValueError) as error:  # ValueError: a key nats-py finds invalid
         raise DecisionRefused(f"no proposal {proposal_id!r}: see `impromptu proposals list`") from error
-    return ProposalRecord.model_validate_json(entry.value or b""), entry.revision or 0
+    if not entry.value:
+        raise DecisionRefused(f"no proposal {proposal_id!r}: see `impromptu proposals list`")
+    return ProposalRecord.model_validate_json(entry.value), entry.revision or 0
+
+
+def who_decided(record: ProposalRecord) -> str:
+    entry = record.last
+    if entry is None:
+        return f"proposal {record.proposal.id} is {record.state}"
+    return f"proposal {record.proposal.id} is already {record.state} (by {entry.by} at {entry.at:%H:%M:%S} UTC)"
+
+
+Change = Callable[[ProposalRecord, datetime], ProposalRecord | None]
+
+
+async def _apply(
+    broker: NatsBroker, proposal_id: str, change: Change, now: datetime | None, *, republish: bool = False
+) -> ProposalRecord:
+    """Read, change, write with compare-and-set; on a conflict re-read and let `change` judge the new state.
+
+    `change` returns the new record, None when the record already is what was asked (an idempotent repeat),
+    or raises DecisionRefused. A new audit entry goes on the bus after the write; with `republish`, a repeat
+    publishes the last one again (a crash may have come between write and publish) under the same message id,
+    which JetStream drops if the first publish landed.
+    """
+    kv = await stores.bucket(broker, stores.PROPOSALS)
+    for _ in range(CAS_ATTEMPTS):
+        record, revision = await _entry(broker, proposal_id)
+        at = now or utc_now()
+        updated = change(record, at)
+        if updated is None:
+            if republish:
+                await _publish_audit(broker, record)
+            return record
+        try:
+            await kv.update(proposal_id, updated.model_dump_json().encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            continue
+        if len(updated.history) > len(record.history):
+            await _publish_audit(broker, updated)
+        return updated
+    raise RetryableError(f"proposal {proposal_id} kept changing under us; try again")
+
+
+async def _publish_audit(broker: NatsBroker, record: ProposalRecord) -> None:
+    entry = record.last
+    if entry is None:
+        return
+    message = ProposalTransition.caused_by(
+        record.proposal,
+        id=f"transition:{record.proposal.id}:{len(record.history)}",
+        created_at=entry.at,
+        proposal_id=record.proposal.id,
+        from_state=entry.from_state,
+        to_state=entry.to_state,
+        by=entry.by,
+        reason=entry.reason,
+        changes=entry.changes,
+    )
+    await publish(broker, message, bus.PROPOSALS_TRANSITIONS)
+
+
+async def publish(broker: NatsBroker, message: Message, subject: str) -> None:
+    await broker.publish(
+        message, subject, headers=bus.msg_headers(message), correlation_id=message.correlation_id, stream=bus.STREAM
+    )
+
+
+def moved(
+    record: ProposalRecord,
+    to: ProposalState,
+    *,
+    by: str,
+    at: datetime,
+    reason: str = "",
+    changes: dict[str, FieldChange] | None = None,
+    record_fields: dict[str, object] | None = None,
+) -> ProposalRecord:
+    entry = AuditEntry(at=at, by=by, from_state=record.state, to_state=to, reason=reason, changes=changes or {})
+    return record.model_copy(update={"state": to, "history": [*record.history, entry], **(record_fields or {})})
+
+
+def _transition(to: ProposalState, by: str, reason: str, fields: dict[str, object]) -> Change:
+    def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
+        if record.state == to and record.last is not None and record.last.by == by:
+            return None  # the same step by the same actor again (a retry, a redelivery): already done
+        if to not in NEXT.get(record.state, frozenset()):
+            raise DecisionRefused(f"{who_decided(record)}; it cannot become {to}")
+        if to == "approved" and at >= record.proposal.expires_at:
+            raise DecisionRefused(
+                f"proposal {record.proposal.id} lapsed at {record.proposal.expires_at:%H:%M} UTC; "
+                "edit its start time to propose it again"
+            )
+        return moved(record, to, by=by, at=at, reason=reason, record_fields=fields)
+
+    return change
+
+
+async def transition(
+    broker: NatsBroker,
+    proposal_id: str,
+    to: ProposalState,
+    *,
+    by: str,
+    reason: str = "",
+    now: datetime | None = None,
+    record_fields: dict[str, object] | None = None,
+) -> ProposalRecord:
+    """Move a proposal to `to` if the state machine allows it from where it is now; raise DecisionRefused if not.
+    `record_fields` are set on the record in the same write (e.g. the session's link)."""
+    change = _transition(to, by, reason, record_fields or {})
+    return await _apply(broker, proposal_id, change, now, republish=True)
 
 
 async def decide(
     broker: NatsBroker,
     proposal_id: str,
-    decision: Literal["approved", "rejected"],
+    decision: str,
     *,
     by: str,
     reason: str = "",
     now: datetime | None = None,
 ) -> FacilitatorDecision:
-    """Move a proposal from proposed to approved/rejected, exactly once, and put the decision on the bus."""
-    now = now or utc_now()
-    kv = await stores.bucket(broker, stores.PROPOSALS)
-    record, revision = await _entry(broker, proposal_id)
-    if record.state == "proposed" and now >= record.proposal.expires_at:
-        expired = record.model_copy(update={"state": "expired", "decided_at": now, "decided_by": "clock"})
-        await kv.update(proposal_id, expired.model_dump_json().encode(), last=revision)
-        raise DecisionRefused(f"proposal {proposal_id} expired at {record.proposal.expires_at:%H:%M} UTC")
-    if record.state == "proposed":
-        record = record.model_copy(update={"state": decision, "decided_by": by, "decided_at": now, "reason": reason})
-        try:
-            await kv.update(proposal_id, record.model_dump_json().encode(), last=revision)
-        except KeyWrongLastSequenceError:
-            winner = await get_record(broker, proposal_id)
-            raise DecisionRefused(f"proposal {proposal_id} was just {winner.state} by {winner.decided_by}") from None
-    elif record.state != decision or record.decided_by != by:
-        raise DecisionRefused(f"proposal {proposal_id} is already {record.state} by {record.decided_by}")
-    # Same decision by the same person again (e.g. after a crash before publishing): publish again;
-    # JetStream drops the copy if the first publish did land.
+    """Approve or reject, exactly once, and put the decision on the bus for the actions stage to act on."""
+    if decision not in ("approved", "rejected"):
+        raise DecisionRefused(f"unknown decision {decision!r}: approved or rejected")
+    extra = {"decided_by": by, "decided_at": now or utc_now(), "reason": reason}
+    record = await transition(broker, proposal_id, decision, by=by, reason=reason, now=now, record_fields=extra)  # type: ignore[arg-type]
     message = FacilitatorDecision.caused_by(
         record.proposal,
         id=f"decision:{proposal_id}",
-        created_at=record.decided_at or now,
+        created_at=record.decided_at or utc_now(),
         proposal=record.proposal,
-        decision=decision,
+        decision=decision,  # type: ignore[arg-type]
         decided_by=by,
         reason=record.reason,
     )
-    await broker.publish(
-        message,
-        bus.DECISIONS,
-        headers=bus.msg_headers(message),
-        correlation_id=message.correlation_id,
-        stream=bus.STREAM,
-    )
+    await publish(broker, message, bus.DECISIONS)
     return message
+
+
+async def revise(
+    broker: NatsBroker,
+    proposal_id: str,
+    *,
+    by: str,
+    revised: Callable[[ProposalRecord, datetime], SessionProposal],
+    now: datetime | None = None,
+) -> ProposalRecord:
+    """Edit a proposal still awaiting a decision. `revised` builds (and validates) the new proposal from the
+    current record; it runs again after a conflict, so it always sees the latest version."""
+
+    def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
+        if record.state not in OPEN:
+            raise DecisionRefused(f"{who_decided(record)}; only a proposed session can be edited")
+        proposal = revised(record, at)
+        changes = changed_fields(record.proposal, proposal)
+        if not changes:
+            return None
+        return moved(
+            record, "proposed", by=by, at=at, changes=changes, record_fields={"proposal": proposal, "problem": None}
+        )
+
+    return await _apply(broker, proposal_id, change, now)
+
+
+EDITABLE = ("title", "description", "starts_at", "duration_minutes", "channels", "facilitator")
+
+
+def changed_fields(before: SessionProposal, after: SessionProposal) -> dict[str, FieldChange]:
+    def shown(value: object) -> str:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, list):
+            return ", ".join(map(str, value))
+        return "" if value is None else str(value)
+
+    return {
+        name: FieldChange(before=shown(getattr(before, name)), after=shown(getattr(after, name)))
+        for name in EDITABLE
+        if getattr(before, name) != getattr(after, name)
+    }
+
+
+async def note_problem(broker: NatsBroker, proposal_id: str, problem: str | None) -> ProposalRecord:
+    """Record why scheduling failed (shown on the proposal's page), or clear it."""
+
+    def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
+        return None if record.problem == problem else record.model_copy(update={"problem": problem})
+
+    return await _apply(broker, proposal_id, change, None)
+
+
+async def advance_by_clock(broker: NatsBroker, now: datetime | None = None) -> list[ProposalRecord]:
+    """What time alone decides: undecided proposals lapse; scheduled sessions go live, then end."""
+    now = now or utc_now()
+    moved_records = []
+    for record in await list_records(broker):
+        proposal = record.proposal
+        target: ProposalState | None = None
+        if record.state == "proposed" and now >= proposal.expires_at:
+            target, why = "expired", "no decision before the start time (less the decision margin)"
+        elif record.state == "scheduled" and now >= proposal.starts_at:
+            target, why = "live", "start time reached"
+        elif record.state == "live" and now >= proposal.starts_at + timedelta(minutes=proposal.duration_minutes):
+            target, why = "ended", "end time reached"
+        if target is None:
+            continue
+        try:
+            moved_records.append(await transition(broker, proposal.id, target, by="clock", reason=why, now=now))
+        except DecisionRefused:
+            continue  # a person moved it meanwhile; their step stands
+    return moved_records
 
 
 async def add_sharer(broker: NatsBroker, joined: SharerJoined) -> ProposalRecord:
     """Record "also shared by" on the trigger's proposal, once per person, whatever state it is in."""
     proposal_id = proposal_id_for(joined.trigger_id)
-    kv = await stores.bucket(broker, stores.PROPOSALS)
-    for _ in range(10):
-        try:
-            record, revision = await _entry(broker, proposal_id)
-        except DecisionRefused:
-            raise RetryableError(
-                f"no proposal for {joined.trigger_id} yet (its article is still being fetched)"
-            ) from None
+
+    def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
         if any(s.name == joined.sharer.name for s in record.also_shared_by):
-            return record
-        updated = record.model_copy(update={"also_shared_by": [*record.also_shared_by, joined.sharer]})
-        try:
-            await kv.update(proposal_id, updated.model_dump_json().encode(), last=revision)
-            return updated
-        except KeyWrongLastSequenceError:
-            continue  # a facilitator decided meanwhile: add to the new revision
-    raise RetryableError(f"proposal {proposal_id} kept changing; will retry")
+            return None
+        return record.model_copy(update={"also_shared_by": [*record.also_shared_by, joined.sharer]})
+
+    try:
+        return await _apply(broker, proposal_id, change, None)
+    except DecisionRefused:
+        raise RetryableError(f"no proposal for {joined.trigger_id} yet (its article is still being fetched)") from None
+
+
+async def mark_archived(broker: NatsBroker, proposal_id: str, *, by: str) -> ProposalRecord | None:
+    """The recording is in the library: walk the session forward to archived (a recording may arrive before the
+    clock has marked the session live or ended). None when no proposal is known for it (a hand-made session)."""
+    steps: list[tuple[ProposalState, str]] = [("live", "recording arrived"), ("ended", "recording arrived")]
+    try:
+        record = await get_record(broker, proposal_id)
+    except DecisionRefused:
+        return None
+    for to, reason in [*steps, ("archived", "recording kept in the library")]:
+        if record.state == "archived":
+            break
+        if to in NEXT.get(record.state, frozenset()):
+            record = await transition(broker, proposal_id, to, by=by, reason=reason)
+    return record

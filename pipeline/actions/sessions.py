@@ -5,10 +5,22 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import icalendar
 
-from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, SessionProposal, stable_id, utc_now
+from pipeline.messages import (
+    Article,
+    EnrichedContent,
+    EnrichmentFailed,
+    ProviderPreview,
+    SessionProposal,
+    stable_id,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from pipeline.actions.slots import Slot
 
 SLOT_MINUTES = 1
 DECISION_MARGIN = timedelta(minutes=5)
@@ -62,9 +74,17 @@ def proposal_id_for(trigger_id: str) -> str:
     return stable_id("proposal", trigger_id)
 
 
-def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
+def propose(
+    content: EnrichedContent,
+    now: datetime,
+    *,
+    slot: Slot | None = None,
+    preview: ProviderPreview | None = None,
+    margin: timedelta = DECISION_MARGIN,
+) -> SessionProposal:
+    """The proposal for `content`: at `slot` (else the plan's lead time from now), lapsing `margin` before it."""
     share, article, plan = content.trigger.share, content.article, content.trigger.plan
-    starts_at = first_slot(now, plan.lead_minutes)
+    starts_at = slot.starts_at if slot else first_slot(now, plan.lead_minutes)
     by_author = f" by {article.author}" if article.author else ""
     return SessionProposal.caused_by(
         content,
@@ -76,8 +96,12 @@ def propose(content: EnrichedContent, now: datetime) -> SessionProposal:
         ).strip(),
         starts_at=starts_at,
         duration_minutes=plan.duration_minutes,
+        provider=preview.provider if preview else "jitsi",
+        preview=preview,
+        facilitator=slot.facilitator if slot else None,
+        slot_reason=slot.reason if slot else f"{plan.lead_minutes} min lead time",
         channels=list(plan.channels),
-        expires_at=max(now, starts_at - DECISION_MARGIN),
+        expires_at=max(now, starts_at - margin),
     )
 
 

@@ -43,6 +43,8 @@ STAGE_CONSUMERS: tuple[StageConsumer, ...] = (
     StageConsumer("actions-unread", "actions", bus.CONTENT_FAILED),
     StageConsumer("actions-joined", "actions", bus.TRIGGERS_JOINED),
     StageConsumer("actions-schedule", "actions", bus.DECISIONS),
+    StageConsumer("actions-notify", "actions", bus.PROPOSALS_CREATED),
+    StageConsumer("actions-cancel", "actions", bus.PROPOSALS_TRANSITIONS),
     StageConsumer("outreach", "outreach", bus.SESSIONS_SCHEDULED),
     StageConsumer("archive", "archive", bus.RECORDINGS),
 )

@@ -29,6 +29,7 @@ from pipeline.messages import (
     FacilitatorDecision,
     LibraryEntry,
     OutreachResult,
+    ProposalTransition,
     Recording,
     ScheduledSession,
     SessionProposal,
@@ -45,6 +46,7 @@ MESSAGE_TYPES: dict[str, type[BaseModel]] = {
     bus.CONTENT_FAILED: EnrichmentFailed,
     bus.PROPOSALS_CREATED: SessionProposal,
     bus.DECISIONS: FacilitatorDecision,
+    bus.PROPOSALS_TRANSITIONS: ProposalTransition,
     bus.SESSIONS_SCHEDULED: ScheduledSession,
     bus.OUTREACH_RESULTS: OutreachResult,
     bus.RECORDINGS: Recording,
@@ -61,6 +63,7 @@ STAGE_SUBJECTS: dict[str, tuple[str, ...]] = {
         bus.TRIGGERS_JOINED,
         bus.PROPOSALS_CREATED,
         bus.DECISIONS,
+        bus.PROPOSALS_TRANSITIONS,
         bus.SESSIONS_SCHEDULED,
     ),
     "outreach": (bus.SESSIONS_SCHEDULED, bus.OUTREACH_RESULTS),
@@ -125,6 +128,12 @@ def _decision(m: FacilitatorDecision) -> str:
     return f"{m.proposal.id} {m.decision} by {m.decided_by}{reason}"
 
 
+def _transition(m: ProposalTransition) -> str:
+    edited = f" edited {', '.join(m.changes)}" if m.changes else ""
+    reason = f": {clip(m.reason)}" if m.reason else ""
+    return f"{m.proposal_id} {m.from_state} -> {m.to_state} by {m.by}{edited}{reason}"
+
+
 def _scheduled(m: ScheduledSession) -> str:
     return f'{m.id}: "{clip(m.proposal.title)}" {m.starts_at:%H:%M}-{m.ends_at:%H:%M} UTC, join {m.join_url}'
 
@@ -155,6 +164,7 @@ SUMMARIES: dict[type[BaseModel], Callable[[Any], str]] = {
     EnrichmentFailed: _failed,
     SessionProposal: _proposal,
     FacilitatorDecision: _decision,
+    ProposalTransition: _transition,
     ScheduledSession: _scheduled,
     OutreachResult: _outreach,
     Recording: _recording,

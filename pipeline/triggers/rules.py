@@ -7,10 +7,11 @@ Every field has a default where one makes sense, so a ten-line file works.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -86,9 +87,142 @@ def _topic_shorthand(value: Any) -> Any:
     return {"keywords": value} if isinstance(value, list | str) else value
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HOURS = re.compile(r"^\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*$")
+
+
+def _midnight_as_end(value: Any) -> Any:
+    return "00:00" if isinstance(value, str) and value.strip() == "24:00" else value
+
+
+def _hours_shorthand(value: Any) -> Any:
+    # `hours: "09:00-17:30"` is short for `hours: {start: "09:00", end: "17:30"}`; "24:00" ends at midnight
+    if isinstance(value, str):
+        match = _HOURS.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not HH:MM-HH:MM (e.g. 09:00-17:30)")
+        value = {"start": match[1].zfill(5), "end": match[2].zfill(5)}
+    if isinstance(value, dict) and "end" in value:
+        value = {**value, "end": _midnight_as_end(value["end"])}
+    return value
+
+
+class WorkingHours(Strict):
+    """A facilitator's working hours, the same every working day; `end` 00:00 (or "24:00") is midnight.
+
+    They never wrap midnight: a session must start and end inside one day's hours."""
+
+    start: time
+    end: time = Field(description='After `start`; 00:00 (or "24:00") is midnight, the end of the day.')
+
+    @model_validator(mode="after")
+    def _within_one_day(self) -> WorkingHours:
+        if self.end == time(0):
+            return self
+        if self.end == self.start:
+            raise ValueError(f"'{self}' is empty: working hours must end after they start (e.g. 09:00-17:30)")
+        if self.end < self.start:
+            raise ValueError(
+                f"'{self}' wraps midnight: working hours must end after they start, on the same day "
+                "(e.g. 09:00-17:30; 24:00 for midnight)"
+            )
+        return self
+
+    @property
+    def whole_day(self) -> bool:
+        return self.start == time(0) and self.end == time(0)
+
+    def __str__(self) -> str:
+        end = "24:00" if self.end == time(0) else f"{self.end:%H:%M}"
+        return f"{self.start:%H:%M}-{end}"
+
+
+Hours = Annotated[
+    WorkingHours,
+    BeforeValidator(
+        _hours_shorthand,
+        json_schema_input_type=Annotated[str, Field(pattern=_HOURS.pattern, examples=["09:00-17:30"])] | WorkingHours,
+    ),
+]
+
+
+def _days_shorthand(value: Any) -> Any:
+    # `days: mon-fri` or `days: [mon, wed-fri]`: ranges run forward through the week, any case
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return value
+    days: list[Any] = []
+    for item in items:
+        first, dash, last = item.lower().partition("-") if isinstance(item, str) else (item, "", "")
+        first, last = (first.strip(), last.strip()) if dash else (first, last)
+        if dash and first in WEEKDAYS and last in WEEKDAYS:
+            start, stop = WEEKDAYS.index(first), WEEKDAYS.index(last)
+            days.extend(WEEKDAYS[(start + i) % 7] for i in range((stop - start) % 7 + 1))
+        else:
+            days.append(item.strip().lower() if isinstance(item, str) else item)
+    return days
+
+
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+DaySpec = Annotated[str, Field(pattern=f"^{_DAY}(-{_DAY})?$", examples=["mon-fri"])]
+Days = Annotated[list[Weekday], BeforeValidator(_days_shorthand, json_schema_input_type=DaySpec | list[DaySpec])]
+
+
+def days_text(days: Iterable[str]) -> str:
+    """Days in week order, consecutive runs joined: "mon-fri", "mon, wed-fri", "every day"."""
+    given = set(days)
+    chosen = [day in given for day in WEEKDAYS]
+    if all(chosen):
+        return "every day"
+    runs: list[str] = []
+    i = 0
+    while i < 7:
+        if not chosen[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < 7 and chosen[j + 1]:
+            j += 1
+        runs.append(WEEKDAYS[i] if i == j else f"{WEEKDAYS[i]}{', ' if j == i + 1 else '-'}{WEEKDAYS[j]}")
+        i = j + 1
+    return ", ".join(runs)
+
+
 class Facilitator(Strict):
+    """Who hosts and approves sessions, and when they can: sessions are suggested inside their working hours."""
+
     name: str = Field(min_length=1)
     email: str | None = None
+    timezone: str | None = Field(
+        default=None, description="IANA time zone of `hours`, `days` and the daily cap; default: the file's `timezone`."
+    )
+    hours: Hours | None = Field(
+        default=None,
+        description='Working hours, e.g. "09:00-17:30" (local time, never across midnight); default: any time.',
+    )
+    days: Days = Field(
+        default_factory=lambda: list(WEEKDAYS),
+        min_length=1,
+        description="Working days, e.g. [mon, tue] or mon-fri; default: all seven.",
+    )
+    max_sessions_per_day: int | None = Field(
+        default=None, ge=1, description="Sessions they host per local day (approved, scheduled or live)."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        return None if zone is None else Rules._known_zone(zone)
+
+    @field_validator("days")
+    @classmethod
+    def _week_order(cls, days: list[str]) -> list[str]:
+        return [day for day in WEEKDAYS if day in days]
+
+    def zone(self, default: str = "UTC") -> ZoneInfo:
+        """Their time zone; `default` (the rules file's `timezone`) when they have none of their own."""
+        return ZoneInfo(self.timezone or default)
 
 
 class QuietHours(Strict):

@@ -28,10 +28,13 @@ STORY_SUBJECTS = [
     bus.TRIGGERS_FIRED,
     bus.CONTENT_ENRICHED,
     bus.PROPOSALS_CREATED,
+    bus.PROPOSALS_TRANSITIONS,  # proposed -> approved
     bus.DECISIONS,
+    bus.PROPOSALS_TRANSITIONS,  # approved -> scheduled
     bus.SESSIONS_SCHEDULED,
     *[bus.OUTREACH_RESULTS] * 3,
     bus.RECORDINGS,
+    *[bus.PROPOSALS_TRANSITIONS] * 3,  # scheduled -> live -> ended -> archived, as the recording arrives
     bus.LIBRARY_ENTRIES,
 ]
 
@@ -67,7 +70,7 @@ async def test_trace_reconstructs_the_seed_story_by_share_id_proposal_id_and_url
 
     text = render(by_share)
     lines = text.splitlines()
-    assert lines[0].startswith(f"journey {share.correlation_id}: 11 messages over ")
+    assert lines[0].startswith(f"journey {share.correlation_id}: {len(STORY_SUBJECTS)} messages over ")
     body = lines[1 : 1 + len(STORY_SUBJECTS)]
     assert [line.split()[4] for line in body] == STORY_SUBJECTS  # seq, date, time, +gap, subject, what
     assert body[0].split()[3] == "-"

@@ -10,7 +10,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import DecisionRefused, decide, get_record
+from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, stable_id
@@ -58,15 +58,23 @@ async def test_rejected_proposal_creates_no_session(pipeline: NatsBroker, client
     assert counts[bus.DECISIONS] == 1 and bus.SESSIONS_SCHEDULED not in counts
     record = await get_record(client, proposal.id)
     assert (record.state, record.reason) == ("rejected", "off-topic this week")
-    with pytest.raises(DecisionRefused, match="already rejected by ana"):
+    with pytest.raises(DecisionRefused, match=r"already rejected \(by ana at"):
         await decide(client, proposal.id, "approved", by="ben")
 
 
-async def test_an_expired_proposal_cannot_be_approved(pipeline: NatsBroker, client: NatsBroker) -> None:
+async def test_a_lapsed_proposal_cannot_be_approved_and_the_clock_expires_it(
+    pipeline: NatsBroker, client: NatsBroker
+) -> None:
     proposal = await _proposal(client)
-    with pytest.raises(DecisionRefused, match="expired"):
-        await decide(client, proposal.id, "approved", by="ana", now=proposal.expires_at + timedelta(seconds=1))
-    assert (await get_record(client, proposal.id)).state == "expired"
+    late = proposal.expires_at + timedelta(seconds=1)
+    with pytest.raises(DecisionRefused, match="lapsed at"):
+        await decide(client, proposal.id, "approved", by="ana", now=late)
+    assert (await get_record(client, proposal.id)).state == "proposed"
+    assert [r.proposal.id for r in await advance_by_clock(client, late)] == [proposal.id]
+    record = await get_record(client, proposal.id)
+    assert (record.state, record.last and record.last.by) == ("expired", "clock")
+    with pytest.raises(DecisionRefused, match=r"already expired \(by clock"):
+        await decide(client, proposal.id, "approved", by="ana")
 
 
 async def test_a_redelivered_session_is_announced_once_per_channel(

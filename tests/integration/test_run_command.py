@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_run_serves_the_facilitator_cli_and_stops_cleanly_on_ctrl_c(running) -> 
 
     posts = _wait(three_posts, what="three posts")
     assert [p.parent.name for p in posts] == ["facebook", "linkedin", "x"]
-    assert "approved" in _cli(env, "proposals", "list")
+    assert re.search(r"\b(approved|scheduled)\b", _cli(env, "proposals", "list"))
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0

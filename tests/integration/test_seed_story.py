@@ -49,7 +49,8 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     assert timedelta(minutes=30) <= lead <= timedelta(minutes=31)
     assert proposal.content.article.author == "Josh Bersin"
     (record,) = await list_records(client)
-    assert record.state == "approved" and record.decided_by
+    assert record.state == "archived" and record.decided_by  # approved, scheduled, and its recording kept
+    assert [e.to_state for e in record.history] == ["approved", "scheduled", "live", "ended", "archived"]
 
     (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
     assert session.join_url.startswith("https://meet.jit.si/Impromptu-")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.actions import schedule
+from pipeline.actions.providers import CreatedSession
 from pipeline.actions.sessions import propose
 from pipeline.messages import (
     Article,
@@ -74,7 +75,8 @@ def make_session(now: datetime = NOW, **content: object) -> ScheduledSession:
         decision="approved",
         decided_by="facilitator@example.com",
     )
-    return schedule(decision, JITSI)
+    room = f"Impromptu-Live-{proposal.id}"
+    return schedule(decision, CreatedSession(provider="jitsi", provider_id=room, join_url=f"{JITSI}/{room}"))
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ from pipeline.messages import (
     EnrichedContent,
     EnrichmentFailed,
     FacilitatorDecision,
+    FieldChange,
     LibraryEntry,
     OutreachResult,
+    ProposalTransition,
     Provenance,
     Recording,
     ScheduledSession,
@@ -63,6 +65,15 @@ def every_message() -> dict[type[BaseModel], BaseModel]:
         SessionProposal: proposal,
         FacilitatorDecision: FacilitatorDecision.caused_by(
             proposal, id="decision:1", proposal=proposal, decision="rejected", decided_by="ana", reason="not now"
+        ),
+        ProposalTransition: ProposalTransition.caused_by(
+            proposal,
+            id="transition:1",
+            proposal_id=proposal.id,
+            from_state="proposed",
+            to_state="proposed",
+            by="ana",
+            changes={"starts_at": FieldChange(before="10:45", after="11:45")},
         ),
         ScheduledSession: session,
         OutreachResult: OutreachResult.caused_by(
@@ -123,6 +134,7 @@ def test_summaries_say_what_happened() -> None:
     )
     assert line(SharerJoined).startswith("@ana also shared linkedin.com/pulse/")
     assert "rejected by ana: not now" in line(FacilitatorDecision)
+    assert line(ProposalTransition).endswith("proposed -> proposed by ana edited starts_at")
     assert line(EnrichmentFailed) == "could not read linkedin.com/pulse/why-elearning-isnt-w…: http_404 (refused)"
     assert line(DeadLetter) == (
         "enrich gave up on impromptu.triggers.fired #42 (after 5 deliveries): page kept timing out"

@@ -11,6 +11,7 @@ import icalendar
 import pytest
 
 from pipeline.actions import schedule
+from pipeline.actions.providers import CreatedSession
 from pipeline.actions.sessions import DECISION_MARGIN, calendar_invite, first_slot, jitsi_room_url, propose
 from pipeline.messages import EnrichedContent, FacilitatorDecision, ScheduledSession
 
@@ -132,7 +133,8 @@ def test_scheduled_session_invite_matches_session(build_content: BuildContent) -
         decision="approved",
         decided_by="fac",
     )
-    session: ScheduledSession = schedule(decision, "https://meet.jit.si")
+    room = CreatedSession(provider="jitsi", provider_id="Impromptu-x", join_url="https://meet.jit.si/Impromptu-x")
+    session: ScheduledSession = schedule(decision, room)
     (event,) = icalendar.Calendar.from_ical(session.ics).walk("VEVENT")
     assert session.ends_at - session.starts_at == timedelta(minutes=60)
     assert event.decoded("dtstart") == session.starts_at

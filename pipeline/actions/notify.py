@@ -1,0 +1,447 @@
+"""Tell facilitators about a new proposal: a Slack incoming webhook and/or an e-mail, each with a link to it.
+
+User-written text (share text, article title, summary) only ever arrives as data: escaped for Slack mrkdwn
+(&, <, >), auto-escaped in the HTML e-mail, and never compiled as a template.
+Failures are PermanentError (a person must act: revoked webhook, archived channel, wrong SMTP password, refused
+recipient) or RetryableError (rate limit, 5xx, timeouts, a server that is down). The webhook URL is a secret
+and the SMTP password too: neither ever appears in an error message or a log line (only the host does).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import aiosmtplib
+import httpx
+import jinja2
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.errors import ImpromptuError, PermanentError, RetryableError
+from pipeline.messages import SessionProposal
+from pipeline.settings import Settings
+
+log = structlog.get_logger("pipeline.actions.notify")
+
+TEMPLATES = Path(__file__).parent / "templates" / "notify"
+SLACK_ENV = "IMPROMPTU_NOTIFY_SLACK_WEBHOOK"
+HEADER_LIMIT = 150  # Slack: header block text
+TITLE_LIMIT = 200
+SUMMARY_LIMIT = 500
+SHARE_TEXT_LIMIT = 280
+SUBJECT_TITLE_LIMIT = 120
+SMTP_TIMEOUT = 30.0
+
+_NEW_WEBHOOK = f"set {SLACK_ENV} to a new one"
+_OTHER_CHANNEL = f"set {SLACK_ENV} to a webhook for another channel"
+SLACK_HINTS: dict[str, str] = {
+    "invalid_payload": "Slack could not read the message; this is a bug in Impromptu's payload, please report it",
+    "invalid_blocks": "Slack refused the message's blocks; this is a bug in Impromptu's payload, please report it",
+    "invalid_blocks_format": "Slack refused the message's blocks; this is a bug in Impromptu's payload",
+    "no_text": "the message had no text; this is a bug in Impromptu's payload, please report it",
+    "action_prohibited": f"a Slack admin restricted posting to this channel; ask them to allow it or {_OTHER_CHANNEL}",
+    "posting_to_general_channel_denied": f"only admins may post to this channel; {_OTHER_CHANNEL}",
+    "no_service": f"the webhook URL was revoked; {_NEW_WEBHOOK}",
+    "no_service_id": f"the webhook URL is not a valid webhook; {_NEW_WEBHOOK}",
+    "no_team": f"the webhook's workspace no longer exists; {_NEW_WEBHOOK}",
+    "team_disabled": f"the webhook's workspace is disabled; {_NEW_WEBHOOK}",
+    "invalid_token": f"the webhook URL's token is invalid; {_NEW_WEBHOOK}",
+    "channel_not_found": f"the webhook's channel was deleted; {_OTHER_CHANNEL}",
+    "channel_is_archived": f"the webhook's channel is archived; unarchive it or {_OTHER_CHANNEL}",
+}
+
+
+class Notice(BaseModel):
+    """What happened to one channel's notice about a proposal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Literal["slack", "email"]
+    status: Literal["sent", "failed", "skipped"]
+    detail: str
+
+
+class SlackRateLimited(RetryableError):
+    """Slack answered 429; `retry_after` is its Retry-After, in seconds, when it sent one."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --- what the notice says -------------------------------------------------------------------------------------
+
+
+def proposal_link(settings: Settings, proposal_id: str) -> str:
+    return f"{settings.base_url}/proposals/{proposal_id}"
+
+
+def notifiers(settings: Settings) -> list[str]:
+    """The channels that are configured: "slack" with a webhook, "email" with an SMTP host and recipients."""
+    channels: list[str] = []
+    if settings.notify_slack_webhook is not None and settings.notify_slack_webhook.get_secret_value().strip():
+        channels.append("slack")
+    if settings.smtp_host and settings.notify_email_to:
+        channels.append("email")
+    return channels
+
+
+def _truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary when there is one, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    if " " in head[limit // 2 :]:
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:.-") + "…"
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters, as Slack documents: & < > become &amp; &lt; &gt;."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_url(url: str) -> str:
+    """A URL safe inside <url|label>: no raw <, >, | or spaces; & escaped as in all mrkdwn text."""
+    return slack_escape(quote(url, safe=":/?#[]@!$&'()*+,;=%~"))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _human(moment: datetime) -> str:
+    moment = _utc(moment)
+    return f"{moment:%a} {moment.day} {moment:%b %Y}, {moment:%H:%M} UTC"
+
+
+def _facts(proposal: SessionProposal, link: str) -> dict[str, Any]:
+    """Everything a notice shows, as plain (unescaped) text."""
+    content = proposal.content
+    article, trigger = content.article, content.trigger
+    if trigger.shared_by:
+        sharers = ", ".join(
+            sharer.name if sharer.name == sharer.handle else f"{sharer.name} ({sharer.handle})"
+            for sharer in trigger.shared_by
+        )
+    else:
+        sharers = trigger.share.sharer
+    starts_at = _utc(proposal.starts_at)
+    return {
+        "title": _truncate(article.title, TITLE_LIMIT) or proposal.title,
+        "author": article.author,
+        "summary": _truncate(article.summary, SUMMARY_LIMIT),
+        "article_url": article.final_url,
+        "sharers": sharers,
+        "share_text": _truncate(trigger.share.text, SHARE_TEXT_LIMIT),
+        "score": f"{trigger.score:.2f}",
+        "rule": trigger.rule,
+        "start_human": _human(starts_at),
+        "start_iso": starts_at.isoformat(),
+        "start_hhmm": f"{starts_at:%H:%M}",
+        "duration": proposal.duration_minutes,
+        "channels": ", ".join(proposal.channels),
+        "expires_human": _human(proposal.expires_at),
+        "link": link,
+    }
+
+
+def slack_payload(proposal: SessionProposal, link: str) -> dict[str, Any]:
+    """A Block Kit message for an incoming webhook: what, who, when, and a "Review proposal" button."""
+    facts = _facts(proposal, link)
+    esc = {key: slack_escape(str(value)) for key, value in facts.items() if value is not None}
+    by_author = f" by {esc['author']}" if facts["author"] else ""
+    article = f"*<{_slack_url(facts['article_url'])}|{esc['title']}>*{by_author}"
+    if facts["summary"]:
+        article += f"\n{esc['summary']}"
+    fields = [
+        f"*Shared by*\n{esc['sharers']}" + (f"\n_“{esc['share_text']}”_" if facts["share_text"] else ""),
+        f"*Score*\n{esc['score']} ({esc['rule']})",
+        f"*Suggested start*\n{esc['start_human']}\n`{esc['start_iso']}`",
+        f"*Duration*\n{facts['duration']} minutes",
+    ]
+    if facts["channels"]:
+        fields.append(f"*Announce on*\n{esc['channels']}")
+    fallback = (
+        f"New session proposal: {esc['title']} (shared by {esc['sharers']}), "
+        f"suggested start {esc['start_human']}. Review: <{_slack_url(link)}|Review proposal>"
+    )
+    return {
+        "text": fallback,
+        "unfurl_links": False,
+        "unfurl_media": False,
+        "blocks": [
+            {
+                "type": "header",
+                # plain_text is not parsed as markup: shown as is, nothing to escape
+                "text": {"type": "plain_text", "text": _truncate(f"New proposal: {facts['title']}", HEADER_LIMIT)},
+            },
+            {"type": "section", "text": {"type": "mrkdwn", "text": article, "verbatim": True}},
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": text, "verbatim": True} for text in fields],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": "review_proposal",
+                        "style": "primary",
+                        "text": {"type": "plain_text", "text": "Review proposal"},
+                        "url": link,
+                    }
+                ],
+            },
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"Decide by {esc['expires_human']} · proposal `{slack_escape(proposal.id)}`",
+                        "verbatim": True,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _environment(*, html: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=html,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+_TEXT = _environment(html=False)
+_HTML = _environment(html=True)
+
+
+def email_message(proposal: SessionProposal, link: str, sender: str, recipients: list[str]) -> EmailMessage:
+    """A text e-mail with an HTML alternative; the subject says what and when: "Proposal: <title> at HH:MM UTC"."""
+    facts = _facts(proposal, link)
+    message = EmailMessage()
+    message["Subject"] = f"Proposal: {_truncate(facts['title'], SUBJECT_TITLE_LIMIT)} at {facts['start_hhmm']} UTC"
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "impromptu.invalid"
+    message["Message-ID"] = email.utils.make_msgid("proposal", domain=domain)
+    message["X-Impromptu-Proposal"] = proposal.id
+    message.set_content(_TEXT.get_template("proposal.txt.j2").render(facts))
+    message.add_alternative(_HTML.get_template("proposal.html.j2").render(facts), subtype="html")
+    return message
+
+
+# --- Slack ----------------------------------------------------------------------------------------------------
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "(no host)"
+    except ValueError:
+        return "(invalid URL)"
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return "".join(c if c.isprintable() else " " for c in text).strip()[:limit]
+
+
+async def send_slack(
+    webhook_url: str, payload: dict[str, Any], client: httpx.AsyncClient | None = None, timeout: float = 10
+) -> None:
+    """Post `payload` to a Slack incoming webhook. Slack answers 200 "ok", or a 4xx/5xx with an error string."""
+    host = _host(webhook_url)
+    parts = urlsplit(webhook_url) if host not in {"(no host)", "(invalid URL)"} else None
+    secrets = [webhook_url, parts.path if parts and len(parts.path) > 1 else "", parts.query if parts else ""]
+    where = f"Slack webhook at {host}"
+    try:
+        if client is None:
+            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as own:
+                response = await own.post(webhook_url, json=payload)
+        else:
+            response = await client.post(webhook_url, json=payload, timeout=timeout)
+    except httpx.UnsupportedProtocol:
+        raise PermanentError(f"{where}: the URL is not http(s); {_NEW_WEBHOOK}") from None
+    except httpx.InvalidURL:
+        raise PermanentError(f"{where}: the URL is not valid; {_NEW_WEBHOOK}") from None
+    except httpx.TimeoutException as error:
+        kind = type(error).__name__
+        raise RetryableError(f"{where} did not answer within {timeout:g}s ({kind})") from None
+    except httpx.TransportError as error:
+        detail = _redact(_printable(str(error)), secrets) or type(error).__name__
+        raise RetryableError(f"{where} could not be reached: {detail}") from None
+
+    status = response.status_code
+    if 200 <= status < 300:
+        log.info("notify.slack.sent", host=host)
+        return
+    code = _redact(_printable(response.text), secrets) or "(no body)"
+    if status == 429:
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+        raise SlackRateLimited(f"{where} is rate limiting (HTTP 429, {code}){wait}", retry_after)
+    if status >= 500:
+        raise RetryableError(f"{where} failed (HTTP {status}, {code}); Slack may be having trouble, will retry")
+    hint = SLACK_HINTS.get(code, "Slack refused the message; check the webhook in Slack's app settings")
+    raise PermanentError(f"{where} refused the notice (HTTP {status}) {code}: {hint}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (_utc(moment) - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds)
+
+
+# --- e-mail ---------------------------------------------------------------------------------------------------
+
+
+def _smtp_refusal(where: str, code: int, text: str, password: str, what: str) -> ImpromptuError:
+    """SMTP reply codes: 4xx is transient (try again later), 5xx is permanent."""
+    detail = _redact(_printable(text, 300), [password])
+    kind = RetryableError if 400 <= code < 500 else PermanentError
+    return kind(f"{where} {what}: {code} {detail}")
+
+
+def _smtp_hint(detail: str) -> str:
+    if "STARTTLS" in detail:
+        return "; the server offers no STARTTLS: set IMPROMPTU_SMTP_STARTTLS=false only for a trusted local relay"
+    if "AUTH" in detail:
+        return "; the server offers no login (some offer it only after STARTTLS): check IMPROMPTU_SMTP_USERNAME"
+    return ""
+
+
+async def send_email(settings: Settings, message: EmailMessage, *, timeout: float = SMTP_TIMEOUT) -> None:
+    """Send with aiosmtplib: implicit TLS on port 465, else STARTTLS when `smtp_starttls`; login if a user is set."""
+    if not settings.smtp_host:
+        raise PermanentError("no SMTP server: set IMPROMPTU_SMTP_HOST")
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+    where = f"SMTP server {settings.smtp_host}:{settings.smtp_port}"
+    implicit_tls = settings.smtp_port == 465
+    try:
+        refused, _ = await aiosmtplib.send(
+            message,
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=password if settings.smtp_username else None,
+            use_tls=implicit_tls,
+            start_tls=False if implicit_tls else settings.smtp_starttls,
+            timeout=timeout,
+        )
+    except aiosmtplib.SMTPAuthenticationError as error:
+        what = f"refused the login of {settings.smtp_username!r} (check IMPROMPTU_SMTP_USERNAME and _PASSWORD)"
+        raise _smtp_refusal(where, error.code, error.message, password, what) from None
+    except aiosmtplib.SMTPRecipientsRefused as error:
+        codes = [refusal.code for refusal in error.recipients]
+        each = "; ".join(
+            f"{refusal.recipient}: {refusal.code} {_printable(refusal.message, 200)}" for refusal in error.recipients
+        )
+        kind = RetryableError if codes and all(400 <= code < 500 for code in codes) else PermanentError
+        raise kind(f"{where} refused every recipient ({each}); check IMPROMPTU_NOTIFY_EMAIL_TO") from None
+    except aiosmtplib.SMTPSenderRefused as error:
+        what = f"refused the sender {error.sender!r} (check IMPROMPTU_SMTP_FROM)"
+        raise _smtp_refusal(where, error.code, error.message, password, what) from None
+    except aiosmtplib.SMTPConnectResponseError as error:
+        raise _smtp_refusal(where, error.code, error.message, password, "refused the connection") from None
+    except aiosmtplib.SMTPResponseException as error:
+        raise _smtp_refusal(where, error.code, error.message, password, "refused the message") from None
+    except aiosmtplib.SMTPTimeoutError:
+        raise RetryableError(f"{where} did not answer within {timeout:g}s") from None
+    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as error:
+        if isinstance(error.__cause__, ssl.SSLCertVerificationError):
+            raise PermanentError(f"{where}: its TLS certificate could not be verified ({error.__cause__})") from None
+        detail = _redact(_printable(error.message), [password])
+        raise RetryableError(f"{where} could not be reached: {detail}") from None
+    except ssl.SSLCertVerificationError as error:
+        raise PermanentError(f"{where}: its TLS certificate could not be verified ({error.verify_message})") from None
+    except OSError as error:
+        raise RetryableError(f"{where} could not be reached: {error.strerror or type(error).__name__}") from None
+    except aiosmtplib.SMTPException as error:  # STARTTLS or AUTH not offered, and the like: settings to fix
+        detail = _redact(_printable(str(error)), [password])
+        raise PermanentError(f"{where}: {detail}{_smtp_hint(detail)}") from None
+    if refused:
+        log.warning(
+            "notify.email.partly_refused",
+            host=settings.smtp_host,
+            refused={address: f"{reply.code} {_printable(reply.message)}" for address, reply in refused.items()},
+        )
+    log.info(
+        "notify.email.sent",
+        host=settings.smtp_host,
+        recipients=len(email.utils.getaddresses(message.get_all("To", []))),
+    )
+
+
+# --- both -----------------------------------------------------------------------------------------------------
+
+
+async def send_notice(
+    settings: Settings, channel: str, proposal: SessionProposal, *, client: httpx.AsyncClient | None = None
+) -> str:
+    """Send one configured channel's notice; returns what was done, raises PermanentError/RetryableError."""
+    link = proposal_link(settings, proposal.id)
+    if channel == "slack" and settings.notify_slack_webhook is not None:
+        webhook = settings.notify_slack_webhook.get_secret_value()
+        await send_slack(webhook, slack_payload(proposal, link), client)
+        return f"posted to {_host(webhook)}"
+    if channel == "email":
+        recipients = list(settings.notify_email_to)
+        await send_email(settings, email_message(proposal, link, settings.smtp_from, recipients))
+        return f"sent to {len(recipients)} recipient(s)"
+    raise PermanentError(f"notice channel {channel!r} is not configured")
+
+
+async def notify(
+    settings: Settings, proposal: SessionProposal, *, client: httpx.AsyncClient | None = None
+) -> list[Notice]:
+    """Tell facilitators on every configured channel; one channel failing does not stop the other.
+
+    Never raises an ImpromptuError: each channel's outcome is a Notice (retrying a whole message would resend the
+    notice on the channel that already worked).
+    """
+    configured = notifiers(settings)
+    skipped = {
+        "slack": f"{SLACK_ENV} is not set",
+        "email": "IMPROMPTU_SMTP_HOST or IMPROMPTU_NOTIFY_EMAIL_TO is not set",
+    }
+    notices: list[Notice] = []
+    for channel in ("slack", "email"):
+        if channel not in configured:
+            notices.append(Notice(channel=channel, status="skipped", detail=skipped[channel]))
+            continue
+        try:
+            detail = await send_notice(settings, channel, proposal, client=client)
+            notices.append(Notice(channel=channel, status="sent", detail=detail))
+        except ImpromptuError as error:
+            notices.append(Notice(channel=channel, status="failed", detail=str(error)))
+    for notice in notices:
+        log.info("notify.result", proposal_id=proposal.id, **notice.model_dump())
+    return notices

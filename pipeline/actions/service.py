@@ -1,0 +1,246 @@
+"""What a facilitator can do with a proposal, checked: the one service behind the web pages, the JSON API and the CLI.
+
+Edits are re-validated before they are stored (time in the future and free in the host's working hours, length,
+channels known, each channel's announcement within its limit); approval re-checks the slot, since another
+session may have been booked since the proposal was made.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from faststream.nats import NatsBroker
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.actions import approval
+from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
+from pipeline.actions.providers import SessionRequest
+from pipeline.actions.slots import Busy, slot_problem
+from pipeline.messages import ScheduledSession, SessionProposal, utc_now
+from pipeline.outreach.render import LIMITS, TEMPLATES, TemplateRefused, environment, render, weighted_length
+from pipeline.settings import Settings
+from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.rules import Facilitator
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 5000
+DURATION_RANGE = (5, 8 * 60)
+KIND = "scheduled"
+
+
+class ChannelPreview(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str
+    text: str | None = Field(default=None, description="The announcement as it would be posted.")
+    problem: str | None = Field(default=None, description="Why it cannot be posted as it stands.")
+    length: int | None = Field(default=None, description="Length as the channel counts it.")
+    limit: int | None = None
+
+
+class ProposalEdit(BaseModel):
+    """A facilitator's changes; a field left out (None) stays as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str | None = None
+    description: str | None = None
+    starts_at: datetime | None = Field(default=None, description="Aware date and time (UTC if no offset is given).")
+    duration_minutes: int | None = None
+    channels: list[str] | None = None
+
+
+class EditRefused(DecisionRefused):
+    """An edit that does not validate; `problems` maps each field to what is wrong with it."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems.items()))
+
+
+def available_channels() -> list[str]:
+    """Channels with an announcement template for a scheduled session."""
+    return sorted(p.parent.name for p in TEMPLATES.glob(f"*/{KIND}.j2"))
+
+
+def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> ScheduledSession:
+    """The session as it will look once approved, with a stand-in join link of realistic length."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", proposal.title)[:40].strip("-") or "Session"
+    join_url = {
+        "jitsi": f"{jitsi_base_url.rstrip('/')}/Impromptu-{slug}-{'x' * 22}",
+        "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
+        "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
+    }[proposal.provider]
+    ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
+    return ScheduledSession.caused_by(
+        proposal,
+        id=f"preview:{proposal.id}",
+        proposal=proposal,
+        approved_by="(preview)",
+        provider=proposal.provider,
+        join_url=join_url,
+        starts_at=proposal.starts_at,
+        ends_at=ends_at,
+        ics="",
+    )
+
+
+def channel_previews(proposal: SessionProposal, settings: Settings) -> list[ChannelPreview]:
+    env = environment()
+    session = preview_session(proposal, settings.jitsi_base_url)
+    previews = []
+    for channel in proposal.channels:
+        limit = LIMITS.get(channel)
+        try:
+            text = render(env, channel, KIND, session)
+        except TemplateRefused as error:
+            previews.append(ChannelPreview(channel=channel, problem=str(error), limit=limit))
+            continue
+        previews.append(ChannelPreview(channel=channel, text=text, length=weighted_length(channel, text), limit=limit))
+    return previews
+
+
+def session_request(proposal: SessionProposal, session_id: str, timezone: str) -> SessionRequest:
+    return SessionRequest(
+        session_id=session_id,
+        title=proposal.title,
+        description=proposal.description,
+        starts_at=proposal.starts_at,
+        duration_minutes=proposal.duration_minutes,
+        timezone=timezone,
+    )
+
+
+def booked(records: list[ProposalRecord], *, except_id: str | None = None) -> list[Busy]:
+    """Facilitators' time already taken by approved, scheduled or live sessions."""
+    return [
+        Busy(
+            facilitator=r.proposal.facilitator,
+            starts_at=r.proposal.starts_at,
+            ends_at=r.proposal.starts_at + timedelta(minutes=r.proposal.duration_minutes),
+            title=r.proposal.title,
+        )
+        for r in records
+        if r.state in BOOKED and r.proposal.facilitator and r.proposal.id != except_id
+    ]
+
+
+def revised_proposal(
+    current: SessionProposal,
+    edit: ProposalEdit,
+    *,
+    now: datetime,
+    channels: list[str],
+    host: Facilitator | None,
+    busy: list[Busy],
+    settings: Settings,
+    default_timezone: str = "UTC",
+) -> SessionProposal:
+    """The proposal with `edit` applied, or EditRefused naming every field that is wrong."""
+    problems: dict[str, str] = {}
+    changes = edit.model_dump(exclude_none=True)
+    if "title" in changes:
+        changes["title"] = " ".join(changes["title"].split())
+        if not changes["title"]:
+            problems["title"] = "must not be empty"
+        elif len(changes["title"]) > TITLE_MAX:
+            problems["title"] = f"is {len(changes['title'])} characters; at most {TITLE_MAX}"
+    if "description" in changes and len(changes["description"]) > DESCRIPTION_MAX:
+        problems["description"] = f"is {len(changes['description'])} characters; at most {DESCRIPTION_MAX}"
+    if "duration_minutes" in changes and not DURATION_RANGE[0] <= changes["duration_minutes"] <= DURATION_RANGE[1]:
+        problems["duration_minutes"] = f"must be {DURATION_RANGE[0]} to {DURATION_RANGE[1]} minutes"
+    if "starts_at" in changes and changes["starts_at"].tzinfo is None:
+        problems["starts_at"] = "needs a time zone (UTC offset)"
+    if unknown := sorted(set(changes.get("channels", [])) - set(channels)):
+        problems["channels"] = f"unknown: {', '.join(unknown)} (known: {', '.join(channels)})"
+    if problems:
+        raise EditRefused(problems)
+    if "channels" in changes:
+        changes["channels"] = [c for c in channels if c in changes["channels"]]  # one order everywhere
+    margin = timedelta(minutes=settings.decision_margin_minutes)
+    proposal = current.model_copy(update=changes)
+    proposal = proposal.model_copy(update={"expires_at": max(now, proposal.starts_at - margin)})
+    if "starts_at" in changes or "duration_minutes" in changes:
+        if proposal.starts_at <= now + margin:
+            problems["starts_at"] = (
+                f"is in the past or too soon: must be after {now + margin:%Y-%m-%d %H:%M} UTC "
+                f"(now + {settings.decision_margin_minutes} minutes to decide)"
+            )
+        elif problem := slot_problem(
+            proposal.starts_at, proposal.duration_minutes, host, busy, now, default_timezone=default_timezone
+        ):
+            problems["starts_at"] = problem
+    for preview in channel_previews(proposal, settings):
+        if preview.problem:
+            problems[f"channel {preview.channel}"] = preview.problem
+    if problems:
+        raise EditRefused(problems)
+    return proposal
+
+
+class Approvals:
+    """The facilitator's actions on proposals, against the bus and the current rules file."""
+
+    def __init__(self, broker: NatsBroker, settings: Settings, live: LiveRules) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.live = live
+
+    def host(self, name: str | None) -> Facilitator | None:
+        return next((f for f in self.live.rules.facilitators if f.name == name), None)
+
+    async def queue(self) -> list[ProposalRecord]:
+        return await approval.list_records(self.broker)
+
+    async def get(self, proposal_id: str) -> ProposalRecord:
+        return await approval.get_record(self.broker, proposal_id)
+
+    def previews(self, record: ProposalRecord) -> list[ChannelPreview]:
+        return channel_previews(record.proposal, self.settings)
+
+    def channels_available(self) -> list[str]:
+        return available_channels()
+
+    async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
+        busy = booked(await self.queue(), except_id=proposal_id)
+
+        def revised(record: ProposalRecord, now: datetime) -> SessionProposal:
+            return revised_proposal(
+                record.proposal,
+                edit,
+                now=now,
+                channels=self.channels_available(),
+                host=self.host(record.proposal.facilitator),
+                busy=busy,
+                settings=self.settings,
+                default_timezone=self.live.rules.timezone,
+            )
+
+        return await approval.revise(self.broker, proposal_id, by=by, revised=revised)
+
+    async def approve(self, proposal_id: str, *, by: str) -> ProposalRecord:
+        record = await self.get(proposal_id)
+        proposal = record.proposal
+        if record.state == "proposed":
+            busy = booked(await self.queue(), except_id=proposal_id)
+            host = self.host(proposal.facilitator)
+            problem = slot_problem(
+                proposal.starts_at,
+                proposal.duration_minutes,
+                host,
+                busy,
+                utc_now(),
+                default_timezone=self.live.rules.timezone,
+            )
+            if problem:
+                raise DecisionRefused(f"the start time no longer fits: {problem}; edit the time, then approve")
+        await approval.decide(self.broker, proposal_id, "approved", by=by)
+        return await self.get(proposal_id)
+
+    async def reject(self, proposal_id: str, *, by: str, reason: str) -> ProposalRecord:
+        await approval.decide(self.broker, proposal_id, "rejected", by=by, reason=reason)
+        return await self.get(proposal_id)
+
+    async def cancel(self, proposal_id: str, *, by: str, reason: str) -> ProposalRecord:
+        return await approval.transition(self.broker, proposal_id, "cancelled", by=by, reason=reason)

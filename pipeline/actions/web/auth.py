@@ -1,0 +1,196 @@
+"""Who is asking: facilitators' passwords (argon2), API tokens (SHA-256), the login cookie's secret, the session.
+
+Only hashes are kept in the settings (`impromptu facilitators add NAME` makes them). Every comparison of a secret is
+constant-time, a wrong name costs as much as a wrong password, and nothing here ever logs a password or a token.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, urlsplit
+
+import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pipeline.errors import ConfigError
+from pipeline.settings import FacilitatorLogin, Settings
+
+log = structlog.get_logger("pipeline.web.auth")
+
+SESSION_COOKIE = "impromptu_session"
+SESSION_KEY = "facilitator"
+SECRET_FILE = "web-secret"
+TOKEN_PREFIX = "imp_"
+MIN_SECRET_CHARS = 32
+
+_hasher = PasswordHasher()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the name is unknown or has no password, so that a wrong name takes as long as a wrong one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="FacilitatorToken",
+    description="A facilitator's API token, printed once by `impromptu facilitators add NAME`.",
+)
+
+Logins = Mapping[str, FacilitatorLogin]
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of `password`, for FacilitatorLogin.password_hash."""
+    return _hasher.hash(password)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_token() -> tuple[str, str]:
+    """A new bearer token and its hex SHA-256 (keep only the hash in the settings; show the token once)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_sha256(token)
+
+
+def verify_password(logins: Logins, name: str, password: str) -> bool:
+    """True when `name` has a password and it is `password`; the same work whether or not the name exists.
+
+    Takes tens of milliseconds on purpose (argon2): call it from a thread in async code."""
+    login = logins.get(name)
+    stored = login.password_hash if login is not None and login.password_hash else None
+    try:
+        return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def facilitator_for_token(logins: Logins, token: str) -> str | None:
+    """The facilitator whose API token this is, or None; compares with every stored hash in constant time."""
+    offered = token_sha256(token).encode()
+    found = None
+    for name, login in logins.items():
+        if login.token_sha256 and hmac.compare_digest(offered, login.token_sha256.lower().encode()):
+            found = name
+    return found
+
+
+def web_secret(settings: Settings) -> str:
+    """The key that signs login cookies: IMPROMPTU_WEB_SECRET, else DATA_DIR/web-secret (created once, mode 0600).
+
+    The file is written whole under a temporary name and then linked into place, so that several workers starting at
+    once agree on one secret and none reads a half-written file; a restart keeps everyone logged in.
+    """
+    if settings.web_secret is not None:
+        secret = settings.web_secret.get_secret_value()
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"IMPROMPTU_WEB_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        return secret
+    path = settings.data_dir / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = secrets.token_urlsafe(48) + "\n"
+        fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{SECRET_FILE}.")  # mkstemp: mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(content)
+            try:
+                os.link(scratch, path)  # atomic; fails if another worker made it first, whose secret then stands
+                log.info("web.secret_created", path=str(path))
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: create-exclusive instead
+                _create_private(path, content)
+        finally:
+            os.unlink(scratch)
+    if path.stat().st_mode & 0o077:
+        log.warning("web.secret_readable_by_others", path=str(path), hint=f"chmod 600 {path}")
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{path} holds no usable secret; delete it and a new one is made (everyone logs in again)")
+    return secret
+
+
+def _create_private(path: Path, content: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(content)
+    log.info("web.secret_created", path=str(path))
+
+
+def derived_key(secret: str, purpose: str) -> str:
+    """A separate key per use (session cookie, CSRF token) from the one web secret."""
+    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def session_facilitator(request: Request, settings: Settings) -> str | None:
+    """The facilitator logged in with this request's cookie, if their login still exists in the settings."""
+    name = request.session.get(SESSION_KEY)
+    if isinstance(name, str):
+        login = settings.facilitator_logins.get(name)
+        if login is not None and login.password_hash:
+            return name
+    return None
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this site only (never another host), default the queue."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/proposals"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/proposals"
+    return target
+
+
+def login_url(request: Request) -> str:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return "/login?next=" + quote(here, safe="/")
+
+
+def page_facilitator(settings: Settings) -> Callable[[Request], str]:
+    """Dependency for HTML pages: the logged-in facilitator, else a 303 to the login page (and back afterwards)."""
+
+    def dependency(request: Request) -> str:
+        name = session_facilitator(request, settings)
+        if name is None:
+            raise HTTPException(status_code=303, detail="log in first", headers={"Location": login_url(request)})
+        return name
+
+    return dependency
+
+
+def api_facilitator(settings: Settings) -> Callable[..., str]:
+    """Dependency for the JSON API: the facilitator whose Bearer token this is, else 401 (no cookie is honoured)."""
+
+    def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        if credentials is None:
+            detail = "send Authorization: Bearer <token> (`impromptu facilitators add NAME` makes one)"
+        else:
+            name = facilitator_for_token(settings.facilitator_logins, credentials.credentials)
+            if name is not None:
+                return name
+            log.warning("web.token_refused", path=request.url.path)
+            detail = "unknown API token"
+        raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+    return dependency

@@ -1,0 +1,380 @@
+"""The facilitator's HTML pages: log in, the queue, one proposal (previews, edit, approve, reject, cancel, history).
+
+Server-rendered (Jinja2, autoescaped: every title, summary and post is data), no JavaScript. Every form carries
+asgi-csrf's token; every POST answers 303 back to the page with a flash message, or, when the service refuses,
+the page again with the reason: 409 (already decided, cannot change now) or 422 (an edit that does not validate).
+"""
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jinja2
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
+from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
+from pipeline.actions.web.auth import (
+    SESSION_KEY,
+    page_facilitator,
+    safe_next,
+    session_facilitator,
+    verify_password,
+)
+from pipeline.messages import utc_now
+from pipeline.settings import Settings
+
+log = structlog.get_logger("pipeline.web.pages")
+
+TEMPLATES = Path(__file__).parent / "templates"
+FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
+INPUT_TIME = "%Y-%m-%dT%H:%M"  # <input type="datetime-local">, read as UTC
+REASON_MAX = 2000
+NAME_MAX = 200
+# No script runs on these pages; nothing may frame them (the approve button must not be clickjacked).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+STATE_HELP = {
+    "proposed": "waiting for a facilitator",
+    "approved": "approved; the session is being created",
+    "scheduled": "scheduled; announced",
+    "live": "live now",
+    "ended": "ended",
+    "archived": "in the library",
+    "rejected": "rejected",
+    "expired": "lapsed without a decision",
+    "cancelled": "cancelled",
+}
+FIELD_LABELS = {
+    "title": "Title",
+    "description": "Description",
+    "starts_at": "Start (UTC)",
+    "duration_minutes": "Duration",
+    "channels": "Channels",
+}
+
+
+def utc(moment: datetime | None, fmt: str = "%a %d %b %H:%M UTC") -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime(fmt)
+
+
+def relative(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    minutes = round((moment - utc_now()).total_seconds() / 60)
+    if minutes == 0:
+        return "now"
+    span = abs(minutes)
+    if span < 120:
+        text = f"{span} min"
+    elif span < 48 * 60:
+        text = f"{span // 60} h {span % 60:02d} min"
+    else:
+        text = f"{span // 1440} days"
+    return f"in {text}" if minutes > 0 else f"{text} ago"
+
+
+def safe_href(url: object) -> str:
+    """Links to shared pages and join URLs: http(s) only, never javascript: or data:."""
+    text = str(url or "")
+    return text if text.lower().startswith(("https://", "http://")) else "#"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every template, whatever its extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(utc=utc, relative=relative, href=safe_href)
+    env.globals.update(STATE_HELP=STATE_HELP, FIELD_LABELS=FIELD_LABELS, INPUT_TIME=INPUT_TIME)
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def render_plain(title: str, message: str) -> str:
+    """A page with no request behind it (the CSRF refusal, which asgi-csrf sends itself)."""
+    context = {"title": title, "message": message, "facilitator": None, "csrftoken": "", "flashes": [], "errors": []}
+    return templates.get_template("message.html").render(context)
+
+
+def secured(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def flash(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
+    request.session["flash"] = [*request.session.get("flash", []), {"kind": kind, "text": text}]
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    token = request.scope.get("csrftoken")
+    if token is None:
+        raise RuntimeError("the approval pages need the CSRF middleware: use install_approval_web(app, ...)")
+    values = {
+        "facilitator": None,
+        "csrftoken": token(),
+        "flashes": request.session.pop("flash", []),
+        "errors": [],
+        **context,
+    }
+    return secured(templates.TemplateResponse(request, name, values, status_code=status))
+
+
+def form_of(record: ProposalRecord) -> dict[str, Any]:
+    """The edit form's values as they stand: also what a submitted form is compared with, to find what changed."""
+    proposal = record.proposal
+    return {
+        "title": proposal.title,
+        "description": proposal.description,
+        "starts_at": utc(proposal.starts_at, INPUT_TIME),
+        "duration_minutes": str(proposal.duration_minutes),
+        "channels": list(proposal.channels),
+    }
+
+
+def edit_from_form(submitted: dict[str, Any], current: dict[str, Any]) -> tuple[ProposalEdit, dict[str, str]]:
+    """Only the fields the facilitator changed (the rest stay None: unchanged), and what cannot even be parsed."""
+    problems: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    for field in ("title", "description"):
+        if submitted[field] != current[field]:
+            changes[field] = submitted[field]
+    if submitted["starts_at"] != current["starts_at"]:
+        try:
+            changes["starts_at"] = datetime.strptime(submitted["starts_at"].strip(), INPUT_TIME).replace(tzinfo=UTC)
+        except ValueError:
+            problems["starts_at"] = "is not a date and time (YYYY-MM-DD HH:MM, UTC)"
+    if submitted["duration_minutes"] != current["duration_minutes"]:
+        try:
+            changes["duration_minutes"] = int(submitted["duration_minutes"].strip())
+        except ValueError:
+            problems["duration_minutes"] = "must be a whole number of minutes"
+    if sorted(submitted["channels"]) != sorted(current["channels"]):
+        changes["channels"] = submitted["channels"]
+    return ProposalEdit(**changes), problems
+
+
+def queue_row(record: ProposalRecord) -> dict[str, Any]:
+    proposal = record.proposal
+    trigger = proposal.content.trigger
+    first = trigger.shared_by[0] if trigger.shared_by else None
+    return {
+        "record": record,
+        "proposal": proposal,
+        "article": proposal.content.article,
+        "sharer": first.name if first else trigger.share.sharer,
+        "handle": first.handle if first else trigger.share.sharer,
+        "trust": first.trust if first else None,
+        "others": [s.name for s in trigger.shared_by[1:]] + [s.name for s in record.also_shared_by],
+        "score": trigger.score,
+        "rule": trigger.rule,
+    }
+
+
+def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    Facilitator = Annotated[str, Depends(page_facilitator(settings))]
+
+    async def detail(
+        request: Request,
+        who: str,
+        record: ProposalRecord,
+        *,
+        status: int = 200,
+        errors: list[str] | None = None,
+        problems: dict[str, str] | None = None,
+        form: dict[str, Any] | None = None,
+    ) -> Response:
+        waiting = record.state == "approved" and record.session is None and record.problem is None
+        context = {
+            "facilitator": who,
+            "row": queue_row(record),
+            "record": record,
+            "proposal": record.proposal,
+            "previews": approvals.previews(record),
+            "channels_available": approvals.channels_available(),
+            "form": form or form_of(record),
+            "problems": problems or {},
+            "errors": errors or [],
+            "editable": record.state in OPEN,
+            "cancellable": record.state in ("approved", "scheduled"),
+            "refresh": waiting,
+        }
+        return page(request, "proposal.html", context, status)
+
+    async def refused(request: Request, who: str, proposal_id: str, error: DecisionRefused, status: int) -> Response:
+        log.info("web.action_refused", proposal_id=proposal_id, by=who, reason=str(error))
+        try:
+            record = await approvals.get(proposal_id)
+        except DecisionRefused:
+            return not_found(request, who, proposal_id)
+        return await detail(request, who, record, status=status, errors=[str(error)])
+
+    def not_found(request: Request, who: str, proposal_id: str) -> Response:
+        context = {"facilitator": who, "title": "No such proposal", "message": f"There is no proposal {proposal_id}."}
+        return page(request, "message.html", context, 404)
+
+    @router.get("/")
+    async def home() -> Response:
+        return see_other("/proposals")
+
+    @router.get("/approval.css")
+    async def stylesheet() -> Response:
+        css = (TEMPLATES / "approval.css").read_text()
+        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/login")
+    async def login_form(request: Request, next: str = "/proposals") -> Response:
+        if session_facilitator(request, settings) is not None:
+            return see_other(safe_next(next))
+        return page(request, "login.html", {"next": safe_next(next), "name": "", "no_logins": not _can_log_in()})
+
+    def _can_log_in() -> bool:
+        return any(login.password_hash for login in settings.facilitator_logins.values())
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        name = str(form.get("name", "")).strip()[:NAME_MAX]
+        password = str(form.get("password", ""))
+        target = safe_next(str(form.get("next", "")))
+        if name and password and await asyncio.to_thread(verify_password, settings.facilitator_logins, name, password):
+            request.session.clear()  # a fresh session: nothing from before the login carries over
+            request.session[SESSION_KEY] = name
+            log.info("web.login", name=name)
+            flash(request, f"Logged in as {name}.")
+            return see_other(target)
+        log.warning("web.login_failed", name=name)
+        context = {
+            "next": target,
+            "name": name,
+            "no_logins": not _can_log_in(),
+            "errors": ["Wrong name or password."],
+        }
+        return page(request, "login.html", context, 400)
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        name = session_facilitator(request, settings)
+        request.session.clear()
+        if name:
+            log.info("web.logout", name=name)
+            flash(request, "Logged out.")
+        return see_other("/login")
+
+    @router.get("/proposals")
+    async def queue(request: Request, who: Facilitator, show: Literal["open", "all"] = "open") -> Response:
+        records = await approvals.queue()
+        shown = [r for r in records if show == "all" or r.state in OPEN]
+        context = {
+            "facilitator": who,
+            "rows": [queue_row(r) for r in shown],
+            "show": show,
+            "open_count": sum(r.state in OPEN for r in records),
+            "all_count": len(records),
+        }
+        return page(request, "queue.html", context)
+
+    @router.get("/proposals/{proposal_id}")
+    async def proposal_page(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        try:
+            record = await approvals.get(proposal_id)
+        except DecisionRefused:
+            return not_found(request, who, proposal_id)
+        return await detail(request, who, record)
+
+    @router.post("/proposals/{proposal_id}/edit")
+    async def edit(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        try:
+            record = await approvals.get(proposal_id)
+        except DecisionRefused:
+            return not_found(request, who, proposal_id)
+        data = await request.form()
+        current = form_of(record)
+        submitted = {
+            "title": str(data.get("title", current["title"])),
+            "description": str(data.get("description", current["description"])).replace("\r\n", "\n"),
+            "starts_at": str(data.get("starts_at", current["starts_at"])),
+            "duration_minutes": str(data.get("duration_minutes", current["duration_minutes"])),
+            "channels": [str(c) for c in data.getlist("channels")] if "channels_shown" in data else current["channels"],
+        }
+        changes, problems = edit_from_form(submitted, current)
+        if problems:
+            return await detail(request, who, record, status=422, problems=problems, form=submitted)
+        if not changes.model_dump(exclude_none=True):
+            flash(request, "Nothing changed.")
+            return see_other(f"/proposals/{proposal_id}")
+        try:
+            updated = await approvals.edit(proposal_id, changes, by=who)
+        except EditRefused as error:
+            log.info("web.edit_refused", proposal_id=proposal_id, by=who, problems=error.problems)
+            return await detail(request, who, record, status=422, problems=error.problems, form=submitted)
+        except DecisionRefused as error:
+            return await refused(request, who, proposal_id, error, 409)
+        if len(updated.history) == len(record.history) or updated.last is None:
+            flash(request, "Nothing changed.")
+        else:
+            labels = ", ".join(FIELD_LABELS.get(f, f).lower() for f in updated.last.changes)
+            flash(request, f"Saved: {labels}.")
+        return see_other(f"/proposals/{proposal_id}")
+
+    @router.post("/proposals/{proposal_id}/approve")
+    async def approve(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        try:
+            await approvals.approve(proposal_id, by=who)
+        except DecisionRefused as error:
+            return await refused(request, who, proposal_id, error, 409)
+        flash(request, "Approved. The session is being created; its join link appears here in a moment.")
+        return see_other(f"/proposals/{proposal_id}")
+
+    async def _with_reason(
+        request: Request, who: str, proposal_id: str, action: Literal["reject", "cancel"]
+    ) -> Response:
+        reason = " ".join(str((await request.form()).get("reason", "")).split())[:REASON_MAX]
+        if not reason:
+            try:
+                record = await approvals.get(proposal_id)
+            except DecisionRefused:
+                return not_found(request, who, proposal_id)
+            problem = {"reject": "Say why it is rejected.", "cancel": "Say why it is cancelled."}[action]
+            return await detail(request, who, record, status=422, errors=[problem])
+        try:
+            if action == "reject":
+                await approvals.reject(proposal_id, by=who, reason=reason)
+            else:
+                await approvals.cancel(proposal_id, by=who, reason=reason)
+        except DecisionRefused as error:
+            return await refused(request, who, proposal_id, error, 409)
+        flash(request, "Rejected." if action == "reject" else "Cancelled.")
+        return see_other(f"/proposals/{proposal_id}")
+
+    @router.post("/proposals/{proposal_id}/reject")
+    async def reject(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        return await _with_reason(request, who, proposal_id, "reject")
+
+    @router.post("/proposals/{proposal_id}/cancel")
+    async def cancel(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        return await _with_reason(request, who, proposal_id, "cancel")
+
+    return router
