@@ -44,6 +44,11 @@ class PipelineMetrics:
         self.fetch_refusals = counter(
             "impromptu_fetch_refusals", "Shared pages that could not be read (EnrichmentFailed), by reason.", "reason"
         )
+        self.proposals_entered = counter(
+            "impromptu_proposals_entered",
+            "Proposals that moved into each state (approved, scheduled, live, ended, archived, rejected, …).",
+            "state",
+        )
         self.dead_letters = counter("impromptu_dead_letters", "Messages a stage gave up on, by stage.", "stage")
         self.faststream = NatsPrometheusMiddleware(registry=self.registry, app_name="impromptu")
 
@@ -80,6 +85,8 @@ class PipelineMetrics:
             self.shares_received.labels(source=str(body.get("source"))).inc()
         elif subject == bus.DECISIONS:
             self.proposals_decided.labels(decision=str(body.get("decision"))).inc()
+        elif subject == bus.PROPOSALS_TRANSITIONS and body.get("from_state") != body.get("to_state"):  # not edits
+            self.proposals_entered.labels(state=str(body.get("to_state"))).inc()
 
 
 class _CountingMiddleware(BaseMiddleware):
@@ -96,7 +103,7 @@ class _CountingMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: Any) -> Any:
         result = await call_next(msg)  # raises when the stage retries or dead-letters: not counted
         subject = msg.raw_message.subject
-        if subject in (bus.SHARES, bus.DECISIONS):
+        if subject in (bus.SHARES, bus.DECISIONS, bus.PROPOSALS_TRANSITIONS):
             self.metrics.count_handled(subject, _json_object(msg.body))
         return result
 

@@ -102,6 +102,7 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
             "impromptu_outreach_posts_total": counts[bus.OUTREACH_RESULTS],
             "impromptu_fetch_refusals_total": counts[bus.CONTENT_FAILED],
             "impromptu_dead_letters_total": counts[bus.dead_letter_subject("archive")],
+            "impromptu_proposals_entered_total": counts[bus.PROPOSALS_TRANSITIONS],  # no edits in this story
         }
 
     async with http_client(settings, stages) as http:
@@ -127,6 +128,8 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
         assert total(metrics, "impromptu_outreach_posts_total", channel=result.channel, status=result.status) == 1
     assert total(metrics, "impromptu_fetch_refusals_total", reason="http_404") == 1
     assert total(metrics, "impromptu_dead_letters_total", stage="archive") == 1
+    for state in ("approved", "scheduled", "live", "ended", "archived"):  # the recording walks it to archived
+        assert total(metrics, "impromptu_proposals_entered_total", state=state) == 1, state
     # FastStream's own middleware shares the registry: it saw every stage's handler and publisher.
     assert total(metrics, "faststream_received_messages_total", handler=bus.SHARES) == 2
     assert total(metrics, "faststream_published_messages_total", destination=bus.LIBRARY_ENTRIES) >= 1
