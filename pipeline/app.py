@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager, contextmanager
 
 import structlog
 from faststream import FastStream
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsCredentials, NatsSecurity
+from nats.aio.client import ErrorCallback
 
 from pipeline import bus
 from pipeline.actions import actions_router
@@ -30,18 +31,25 @@ from pipeline.web import create_web_app, serve_http
 log = structlog.get_logger("pipeline.app")
 
 
-def new_broker(url: str, settings: Settings | None = None) -> NatsBroker:
+def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallback | None = None) -> NatsBroker:
     """A broker for `url`; with `settings`, also their NATS credentials file and TLS (an external cluster)."""
-    security: dict[str, object] = {}
-    if settings is not None and settings.nats_credentials is not None:
-        security["user_credentials"] = str(settings.nats_credentials)
+    context: ssl.SSLContext | None = None
     if settings is not None and (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
         context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
         if settings.nats_tls_cert_file:
             context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
-        security["tls"] = context
+    security: NatsSecurity | None = None
+    if settings is not None and settings.nats_credentials is not None:
+        try:
+            security = NatsCredentials.from_file(settings.nats_credentials, ssl_context=context)
+        except ImportError as error:
+            raise ConfigError(
+                'IMPROMPTU_NATS_CREDENTIALS needs the nkeys package: pip install "nats-py[nkeys]"'
+            ) from error
+    elif context is not None:
+        security = NatsSecurity(ssl_context=context)
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu", **security)  # type: ignore[arg-type]
+    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
 
 
 def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBroker:
@@ -146,14 +154,28 @@ def discover_url(settings: Settings) -> str:
     raise ConfigError("no NATS server to talk to: start the pipeline with `make run`, or set NATS_URL")
 
 
+CONNECT_SECONDS = 10.0
+
+
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
-    """A broker with no subscribers, for the CLI: publish, read KV."""
-    broker = new_broker(discover_url(settings), settings)
+    """A broker with no subscribers, for the CLI: publish, read KV. A TLS failure is reported at once (retrying
+    cannot fix a certificate), an unreachable server after CONNECT_SECONDS, each with the cause nats-py met."""
+    url = discover_url(settings)
+    failures: list[Exception] = []
+
+    async def fail_fast_on_tls(error: Exception) -> None:
+        failures.append(error)
+        if isinstance(error, ssl.SSLError):
+            raise error
+
+    broker = new_broker(url, settings, error_cb=fail_fast_on_tls)
     try:
-        await broker.connect()
+        await asyncio.wait_for(broker.connect(), CONNECT_SECONDS)
     except Exception as error:
-        raise ConfigError(f"cannot connect to NATS at {discover_url(settings)}: {error}") from error
+        await broker.stop()
+        cause = error if not isinstance(error, TimeoutError) or not failures else failures[-1]
+        raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from error
     try:
         await bus.ensure_stream(broker, settings)
         yield broker

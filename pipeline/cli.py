@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,44 +158,34 @@ def proposals_show(
 By = Annotated[str, typer.Option("--by", help="Facilitator's name, for the audit log.")]
 
 
+Reason = Annotated[str, typer.Option(help="Why, for the audit log.")]
+
+
+def _decide(proposal_id: str, done: str, step: Callable[[Approvals], Awaitable[object]]) -> None:
+    async def act() -> None:
+        async with _approvals() as approvals:
+            await step(approvals)
+
+    _run(act())
+    print(f"{proposal_id} {done}")
+
+
 @proposals.command("approve")
 def proposals_approve(proposal_id: str, by: By) -> None:
     """Approve: the session is created at the provider and announced."""
-
-    async def act() -> None:
-        async with _approvals() as approvals:
-            await approvals.approve(proposal_id, by=by)
-        print(f"{proposal_id} approved by {by}")
-
-    _run(act())
+    _decide(proposal_id, f"approved by {by}", lambda a: a.approve(proposal_id, by=by))
 
 
 @proposals.command("reject")
-def proposals_reject(
-    proposal_id: str, by: By, reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = ""
-) -> None:
+def proposals_reject(proposal_id: str, by: By, reason: Reason = "") -> None:
     """Reject: nothing is created at the provider, nothing is announced."""
-
-    async def act() -> None:
-        async with _approvals() as approvals:
-            await approvals.reject(proposal_id, by=by, reason=reason)
-        print(f"{proposal_id} rejected by {by}")
-
-    _run(act())
+    _decide(proposal_id, f"rejected by {by}", lambda a: a.reject(proposal_id, by=by, reason=reason))
 
 
 @proposals.command("cancel")
-def proposals_cancel(
-    proposal_id: str, by: By, reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = ""
-) -> None:
+def proposals_cancel(proposal_id: str, by: By, reason: Reason = "") -> None:
     """Cancel a proposed, approved or scheduled session; one already made is removed at the provider."""
-
-    async def act() -> None:
-        async with _approvals() as approvals:
-            await approvals.cancel(proposal_id, by=by, reason=reason)
-        print(f"{proposal_id} cancelled by {by}")
-
-    _run(act())
+    _decide(proposal_id, f"cancelled by {by}", lambda a: a.cancel(proposal_id, by=by, reason=reason))
 
 
 @proposals.command("edit")
@@ -252,12 +242,25 @@ def facilitators_add(
     name: Annotated[str, typer.Argument(help="The facilitator's name, as they will log in.")],
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     no_password: Annotated[bool, typer.Option("--no-password", help="API token only, no web login.")] = False,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role",
+            help="facilitator (approval pages and API) or ops (the ops page); repeat for both. Default: facilitator.",
+        ),
+    ] = None,
 ) -> None:
-    """Add (or reset) a facilitator's login: a password for the web pages and a new API token, both kept only
-    as hashes in DATA_DIR/facilitators.json. The token is printed once."""
-    from pipeline.actions.web.auth import hash_password, new_api_token
-    from pipeline.settings import FacilitatorLogin
+    """Add (or reset) a login: a password for the web pages and a new API token, both kept only as hashes in
+    DATA_DIR/facilitators.json, and its roles. The token is printed once."""
+    from typing import get_args
 
+    from pipeline.actions.web.auth import hash_password, new_api_token
+    from pipeline.settings import FacilitatorLogin, LoginRole
+
+    known = get_args(LoginRole)
+    roles = list(dict.fromkeys(role or ["facilitator"]))
+    if unknown := [r for r in roles if r not in known]:
+        raise ImpromptuError(f"unknown role {unknown[0]!r}: choose {' or '.join(known)}")
     settings = _settings(quiet=True)
     password: str | None = None
     if password_stdin:
@@ -269,22 +272,24 @@ def facilitators_add(
     token, token_sha256 = new_api_token()
     logins = dict(settings.with_saved_logins().facilitator_logins) if settings.logins_file.exists() else {}
     logins[name] = FacilitatorLogin(
-        password_hash=hash_password(password) if password is not None else None, token_sha256=token_sha256
+        password_hash=hash_password(password) if password is not None else None,
+        token_sha256=token_sha256,
+        roles=roles,  # type: ignore[arg-type]  # checked against LoginRole above
     )
     _save_logins(settings, logins)
-    print(f"{name}: saved in {settings.logins_file}")
+    print(f"{name}: saved in {settings.logins_file} (roles: {', '.join(roles)})")
     print(f"API token (shown once): {token}")
 
 
 @facilitators_cli.command("list")
 def facilitators_list() -> None:
-    """Facilitators who can log in, and how."""
+    """Who can log in, how, and with which roles."""
     logins = _settings(quiet=True).with_saved_logins().facilitator_logins
     if not logins:
         print("no facilitator logins: add one with `impromptu facilitators add NAME`")
     for name, login in sorted(logins.items()):
         ways = [w for w, on in (("web", login.password_hash), ("api", login.token_sha256)) if on]
-        print(f"{name}  {', '.join(ways) or 'none'}")
+        print(f"{name}  {', '.join(ways) or 'none'}  roles: {', '.join(login.roles) or 'none'}")
 
 
 @facilitators_cli.command("remove")
@@ -567,8 +572,7 @@ def status(
 
     async def look() -> list[str]:
         async with connected(_settings(quiet=True)) as broker:
-            js = bus.jetstream(broker)
-            report = await gather_status(js)
+            report = await gather_status(broker)
             problems = health_problems(report, max_age)
             if as_json:
                 print(json.dumps(report_json(report, problems), default=str))
@@ -579,7 +583,7 @@ def status(
                     try:
                         while True:
                             await asyncio.sleep(2)
-                            report = await gather_status(js)
+                            report = await gather_status(broker)
                             problems = health_problems(report, max_age)
                             live.update(render(report, problems), refresh=True)
                     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us; report the last verdict

@@ -13,13 +13,20 @@ from pipeline.delivery import DeliveryPolicy
 DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
 
 
+LoginRole = Literal["facilitator", "ops"]
+
+
 class FacilitatorLogin(BaseModel):
-    """Only hashes are kept: an argon2 password hash for the web pages, a SHA-256 of the API token."""
+    """Only hashes are kept: an argon2 password hash for the web pages, a SHA-256 of the API token; and what the
+    login may see: `facilitator` (the approval pages and API), `ops` (the ops page), or both."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     password_hash: str | None = Field(default=None, description="argon2id hash (`impromptu facilitators add`).")
     token_sha256: str | None = Field(default=None, description="hex SHA-256 of the bearer token for the JSON API.")
+    roles: list[LoginRole] = Field(
+        default=["facilitator"], description="facilitator: approval pages and API; ops: the ops page (/ops)."
+    )
 
 
 class Settings(BaseSettings):

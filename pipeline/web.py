@@ -1,8 +1,8 @@
 """The pipeline's HTTP server: one FastAPI app composed of each feature's router, served by uvicorn.
 
 `create_web_app` only includes routers; each feature (the share webhook; the approval pages and API in
-pipeline/actions/web/) keeps its routes beside its own code. The operator's routes live here: /metrics
-(Prometheus), /healthz, /readyz and /docs/asyncapi.
+pipeline/actions/web/; the ops page in pipeline/ops/web.py) keeps its routes beside its own code. The operator's
+machine-readable routes live here: /metrics (Prometheus), /healthz, /readyz and /docs/asyncapi.
 `serve_http` runs the app inside the pipeline's event loop, next to the stages.
 """
 
@@ -24,6 +24,7 @@ from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
+from pipeline.ops.web import ops_pages_router
 from pipeline.schema_export import asyncapi_document
 from pipeline.settings import Settings
 from pipeline.triggers.webhook import webhook_router
@@ -37,12 +38,14 @@ READINESS_TIMEOUT_SECONDS = 2.0
 def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals | None = None) -> FastAPI:
     """The HTTP app; `broker` is the pipeline's own, connected by whoever runs the stages.
 
-    With `approvals`, also the facilitators' approval pages and JSON API (login cookie, CSRF-checked forms).
+    With `approvals`, also the facilitators' approval pages and JSON API (login cookie, CSRF-checked forms), and
+    the ops page (/ops, for logins with the ops role), which relies on the same login cookie and CSRF check.
     """
     app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
     app.include_router(webhook_router(settings, broker))
     app.include_router(ops_router(broker))
     if approvals is not None:
+        app.include_router(ops_pages_router(settings, broker))
         install_approval_web(app, settings, approvals)
     return app
 

@@ -74,7 +74,7 @@ class Pki:
         return cls(ca[0], server[0], server[1], client[0], client[1], other_ca)
 
 
-# --- decentralized auth: NATS JWT v2, signed by nkeys (https://docs.nats.io/.../jwt) ---------------------------
+# --- decentralized auth: NATS JWT v2 (operator -> account -> user), each signed by its issuer's nkey -----------
 
 
 def _b64url(data: bytes) -> str:
@@ -124,20 +124,31 @@ UNLIMITED_ACCOUNT = {
 
 @dataclass(frozen=True)
 class Operator:
-    """An operator and one JetStream-enabled account; `user_creds` mints users of that account."""
+    """An operator, its system account (JetStream needs one), and one JetStream-enabled account; `user_creds`
+    mints users of that account."""
 
     operator_key: Any
     operator_jwt: str
+    system_key: Any
+    system_jwt: str
     account_key: Any
     account_jwt: str
 
     @classmethod
     def create(cls) -> Operator:
         operator = new_nkey("operator")
+        system = new_nkey("account")
         account = new_nkey("account")
         return cls(
             operator,
-            encode_jwt(operator, public(operator), "test-operator", {"type": "operator"}),
+            encode_jwt(
+                operator,
+                public(operator),
+                "test-operator",
+                {"type": "operator", "system_account": public(system)},
+            ),
+            system,
+            encode_jwt(operator, public(system), "SYS", {"type": "account"}),
             account,
             encode_jwt(
                 operator,
@@ -148,15 +159,14 @@ class Operator:
         )
 
     def user_creds(self, path: Path, *, signer: Any = None, expires: int | None = None) -> Path:
-        """A `.creds` file for a new user; `signer` other than the account key makes one the server rejects."""
+        """A `.creds` file for a new user of the account; `signer`: another account's key issues it instead (a user
+        of an account the server does not know); `expires`: the JWT's `exp`, seconds since the epoch."""
         user = new_nkey("user")
         token = encode_jwt(
             signer or self.account_key,
             public(user),
             "impromptu-worker",
-            {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "issuer_account": None}
-            if False
-            else {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1},
+            {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1},
             expires=expires,
         )
         path.write_text(
@@ -177,8 +187,12 @@ class Operator:
         operator_file.write_text(self.operator_jwt)
         return (
             f'operator: "{operator_file}"\n'
+            f"system_account: {public(self.system_key)}\n"
             "resolver: MEMORY\n"
-            f"resolver_preload: {{\n  {public(self.account_key)}: {self.account_jwt}\n}}\n"
+            "resolver_preload: {\n"
+            f"  {public(self.system_key)}: {self.system_jwt}\n"
+            f"  {public(self.account_key)}: {self.account_jwt}\n"
+            "}\n"
         )
 
 

@@ -125,11 +125,16 @@ async def _entry(broker: NatsBroker, proposal_id: str) -> tuple[ProposalRecord, 
     return ProposalRecord.model_validate_json(entry.value), entry.revision or 0
 
 
+DECISIONS: frozenset[ProposalState] = frozenset({"approved", "rejected", "expired", "cancelled"})
+
+
 def who_decided(record: ProposalRecord) -> str:
-    entry = record.last
-    if entry is None:
+    """Who settled this proposal and when, even after the pipeline moved it on (approved, now scheduled)."""
+    decided = next((e for e in reversed(record.history) if e.to_state in DECISIONS), record.last)
+    if decided is None:
         return f"proposal {record.proposal.id} is {record.state}"
-    return f"proposal {record.proposal.id} is already {record.state} (by {entry.by} at {entry.at:%H:%M:%S} UTC)"
+    said = f"proposal {record.proposal.id} is already {decided.to_state} (by {decided.by} at {decided.at:%H:%M:%S} UTC)"
+    return said if decided.to_state == record.state else f"{said} and now {record.state}"
 
 
 Change = Callable[[ProposalRecord, datetime], ProposalRecord | None]

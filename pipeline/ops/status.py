@@ -7,10 +7,12 @@ acknowledges on a stage's durable consumer. Judging (`health_problems`) is a pla
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
@@ -20,6 +22,7 @@ from rich.text import Text
 
 from pipeline import bus
 from pipeline.messages import utc_now
+from pipeline.ops.dlq import list_dead_letters
 
 DEFAULT_MAX_AGE_SECONDS = 300.0
 
@@ -63,7 +66,7 @@ class StageStatus:
     oldest_unacked_age: float = 0.0  # seconds since the oldest message not yet acknowledged was stored; 0: none
     last_active: datetime | None = None
     live: bool = False
-    dead_letters: int = 0  # on impromptu.dlq.<stage>, shared by every consumer of that stage
+    dead_letters: int = 0  # waiting (not replayed or discarded) on impromptu.dlq.<stage>, for the whole stage
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class StatusReport:
     taken_at: datetime
     stream: StreamStatus
     stages: list[StageStatus]
-    dead_letters: dict[str, int] = field(default_factory=dict)  # stage -> dead letters on impromptu.dlq.<stage>
+    dead_letters: dict[str, int] = field(default_factory=dict)  # stage -> dead letters still waiting
+    dead_letters_stored: dict[str, int] = field(default_factory=dict)  # stage -> all on impromptu.dlq.<stage>
 
 
 def is_live(info: ConsumerInfo, now: datetime) -> bool:
@@ -169,10 +173,14 @@ async def stage_status(
     return list(await asyncio.gather(*(one_stage(js, c, dead_letters.get(c.stage, 0)) for c in consumers)))
 
 
-async def gather_status(js: JetStreamContext) -> StatusReport:
+async def gather_status(broker: NatsBroker) -> StatusReport:
+    """The stream, every stage's consumers, and the dead letters still waiting: a replayed or discarded one is kept
+    in the stream (with its record in KV) but waits no more, so it no longer makes the pipeline unhealthy."""
+    js = bus.jetstream(broker)
     info = await js.stream_info(bus.STREAM, subjects_filter=bus.dead_letter_subject(">"))
     prefix = bus.dead_letter_subject("")
-    dead_letters = {subject.removeprefix(prefix): count for subject, count in (info.state.subjects or {}).items()}
+    stored = {subject.removeprefix(prefix): count for subject, count in (info.state.subjects or {}).items()}
+    waiting = Counter(entry.dead_letter.stage for entry in await list_dead_letters(broker))
     config = info.config
     stream = StreamStatus(
         messages=info.state.messages,
@@ -184,7 +192,8 @@ async def gather_status(js: JetStreamContext) -> StatusReport:
         max_bytes=config.max_bytes if config.max_bytes is not None else -1,
         max_age=config.max_age or 0.0,
     )
-    return StatusReport(utc_now(), stream, await stage_status(js, dead_letters), dead_letters)
+    counts = {stage: waiting[stage] for stage in sorted({*stored, *waiting})}
+    return StatusReport(utc_now(), stream, await stage_status(js, counts), counts, stored)
 
 
 def _near_limit(used: int, limit: int) -> bool:

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 from pipeline import bus
 from pipeline.bus import jetstream
+from pipeline.demo import ASSETS, article_server, seed_share
+from pipeline.messages import SessionProposal
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,3 +86,12 @@ async def wait_drained(broker: NatsBroker, durable: str, timeout: float = 15.0) 
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     await wait_until(drained, timeout, f"consumer {durable} drained")
+
+
+async def seed_proposal(client: NatsBroker) -> SessionProposal:
+    """The seed share on the real bus (its article served on loopback); the running stages propose a session."""
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        await bus.publish(client, bus.SHARES, seed_share(url))
+        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    return proposal

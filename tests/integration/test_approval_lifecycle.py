@@ -19,21 +19,13 @@ from pipeline.actions.approval import DecisionRefused, advance_by_clock, get_rec
 from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
 from pipeline.app import create_broker, start_stages
-from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
-from pipeline.messages import ProposalTransition, Recording, ScheduledSession, SessionProposal, utc_now
+from pipeline.demo import sample_recording
+from pipeline.messages import ProposalTransition, Recording, ScheduledSession, utc_now
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
-from tests.integration.bus_helpers import models_on, wait_for_count, wait_until
+from tests.integration.bus_helpers import models_on, seed_proposal, wait_for_count, wait_until
 
 pytestmark = pytest.mark.nats
-
-
-async def _proposal(client: NatsBroker) -> SessionProposal:
-    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
-        await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
-    return proposal
 
 
 def _approvals(client: NatsBroker, settings: Settings) -> Approvals:
@@ -43,7 +35,7 @@ def _approvals(client: NatsBroker, settings: Settings) -> Approvals:
 async def test_a_proposal_carries_its_slot_reason_and_provider_preview(
     pipeline: NatsBroker, client: NatsBroker
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     assert proposal.provider == "jitsi"
     assert proposal.preview is not None and proposal.preview.summary.startswith("Jitsi room")
     assert proposal.slot_reason == "30 min lead time (no facilitator hours configured)"
@@ -53,7 +45,7 @@ async def test_a_proposal_carries_its_slot_reason_and_provider_preview(
 async def test_edits_are_validated_kept_in_the_history_and_put_on_the_bus(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     approvals = _approvals(client, settings)
     later = proposal.starts_at + timedelta(hours=2)
 
@@ -104,7 +96,7 @@ async def _transitions_seen(client: NatsBroker, count: int) -> bool:
 async def test_a_session_lives_from_proposed_to_archived(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings, tmp_path: Path
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     approvals = _approvals(client, settings)
     await approvals.approve(proposal.id, by="ana")
     await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1)
@@ -147,7 +139,7 @@ async def _state_is(client: NatsBroker, proposal_id: str, state: str) -> bool:
 async def test_a_recording_before_the_clock_walks_the_session_forward(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings, tmp_path: Path
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     await _approvals(client, settings).approve(proposal.id, by="ana")
     await wait_until(lambda: _state_is(client, proposal.id, "scheduled"), what="the proposal to be scheduled")
     (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
@@ -160,7 +152,7 @@ async def test_a_recording_before_the_clock_walks_the_session_forward(
 async def test_cancelled_before_scheduling_creates_nothing(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     approvals = _approvals(client, settings)
     record = await approvals.cancel(proposal.id, by="ana", reason="speaker is away")
     assert (record.state, record.last and record.last.reason) == ("cancelled", "speaker is away")
@@ -237,7 +229,7 @@ async def test_the_slot_follows_the_hosts_days_and_edits_outside_them_are_refuse
     broker = create_broker(hosted)
     await start_stages(broker, hosted)
     try:
-        proposal = await _proposal(client)
+        proposal = await seed_proposal(client)
     finally:
         await broker.stop()
     assert proposal.facilitator == "Ana"
@@ -260,7 +252,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_the_cli_shows_edits_and_cancels_with_reasons(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     shown = await asyncio.to_thread(_cli, settings, "proposals", "show", proposal.id)
     assert shown.returncode == 0, shown.stderr
     assert "why then: 30 min lead time" in shown.stdout and "creates: Jitsi room" in shown.stdout

@@ -13,15 +13,16 @@ from faststream.nats import NatsBroker
 from pipeline import bus
 from pipeline.app import create_broker, start_stages
 from pipeline.messages import Share
+from pipeline.ops.dlq import discard, list_dead_letters
 from pipeline.ops.status import StatusReport, gather_status, health_problems
 from pipeline.settings import Settings
-from tests.integration.bus_helpers import jetstream, wait_drained, wait_until
+from tests.integration.bus_helpers import wait_drained, wait_until
 
 IMPROMPTU = Path(sys.executable).with_name("impromptu")
 
 
 async def status_of(broker: NatsBroker) -> StatusReport:
-    return await gather_status(jetstream(broker))
+    return await gather_status(broker)
 
 
 def stranger_share(n: int) -> Share:
@@ -103,3 +104,11 @@ async def test_dead_letters_make_it_unhealthy(pipeline: NatsBroker, settings: Se
     code, output = await run_status(settings)
     assert code == 1
     assert "trigger: 1 dead letter(s) waiting on impromptu.dlq.trigger" in output
+
+    # Once it is dealt with (discarded, with a record of who and why) it no longer counts as waiting.
+    (entry,) = await list_dead_letters(pipeline)
+    await discard(pipeline, entry.seq, by="ops-ana", reason="garbage from a broken test client")
+    report = await status_of(pipeline)
+    assert (report.dead_letters, report.dead_letters_stored) == ({"trigger": 0}, {"trigger": 1})
+    assert health_problems(report) == []
+    assert (await run_status(settings))[0] == 0

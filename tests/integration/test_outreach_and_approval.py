@@ -12,21 +12,20 @@ from faststream.nats import NatsBroker
 from pipeline import bus, stores
 from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.bus import jetstream
-from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, stable_id
+from pipeline.messages import OutreachResult, ScheduledSession, stable_id
 from pipeline.outreach import PostRecord
 from pipeline.settings import Settings
-from tests.integration.bus_helpers import consumer, messages_on, models_on, subject_counts, wait_for_count, wait_until
+from tests.integration.bus_helpers import (
+    consumer,
+    messages_on,
+    models_on,
+    seed_proposal,
+    subject_counts,
+    wait_for_count,
+    wait_until,
+)
 
 pytestmark = pytest.mark.nats
-
-
-async def _proposal(client: NatsBroker) -> SessionProposal:
-    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
-        await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
-    return proposal
 
 
 async def _settled(client: NatsBroker, durable: str) -> bool:
@@ -35,7 +34,7 @@ async def _settled(client: NatsBroker, durable: str) -> bool:
 
 
 async def test_two_facilitators_approving_at_once_one_wins(pipeline: NatsBroker, client: NatsBroker) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     outcomes = await asyncio.gather(
         decide(client, proposal.id, "approved", by="ana"),
         decide(client, proposal.id, "approved", by="ben"),
@@ -51,7 +50,7 @@ async def test_two_facilitators_approving_at_once_one_wins(pipeline: NatsBroker,
 
 
 async def test_rejected_proposal_creates_no_session(pipeline: NatsBroker, client: NatsBroker) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     await decide(client, proposal.id, "rejected", by="ana", reason="off-topic this week")
     await wait_until(lambda: _settled(client, "actions-schedule"), what="the decision to be consumed")
     counts = await subject_counts(client)
@@ -65,7 +64,7 @@ async def test_rejected_proposal_creates_no_session(pipeline: NatsBroker, client
 async def test_a_lapsed_proposal_cannot_be_approved_and_the_clock_expires_it(
     pipeline: NatsBroker, client: NatsBroker
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     late = proposal.expires_at + timedelta(seconds=1)
     with pytest.raises(DecisionRefused, match="lapsed at"):
         await decide(client, proposal.id, "approved", by="ana", now=late)
@@ -80,7 +79,7 @@ async def test_a_lapsed_proposal_cannot_be_approved_and_the_clock_expires_it(
 async def test_a_redelivered_session_is_announced_once_per_channel(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     await decide(client, proposal.id, "approved", by="ana")
     await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
     (raw_session,) = await messages_on(client, bus.SESSIONS_SCHEDULED)
@@ -105,7 +104,7 @@ async def test_a_redelivered_session_is_announced_once_per_channel(
 async def test_a_post_interrupted_mid_way_is_reconciled_not_repeated(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     session_id = stable_id("session", proposal.id)
     kv = await stores.bucket(client, stores.OUTREACH)
     # A worker died after posting to X but before confirming; LinkedIn was claimed but never posted.

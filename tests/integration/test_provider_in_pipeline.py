@@ -14,11 +14,10 @@ from pipeline import bus
 from pipeline.actions.approval import decide, get_record
 from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, start_stages
-from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.messages import DeadLetter, FacilitatorDecision, ScheduledSession, SessionProposal
+from pipeline.messages import DeadLetter, FacilitatorDecision, ScheduledSession
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
-from tests.integration.bus_helpers import models_on, wait_for_count, wait_until
+from tests.integration.bus_helpers import models_on, seed_proposal, wait_for_count, wait_until
 from tests.peers import serve
 from tests.unit.test_provider_zoom import STATIC_TOKEN, FakeZoom
 
@@ -54,18 +53,10 @@ async def zoom_pipeline(zoom_settings: Settings) -> AsyncIterator[NatsBroker]:
     await broker.stop()
 
 
-async def _proposal(client: NatsBroker) -> SessionProposal:
-    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
-        await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
-    return proposal
-
-
 async def test_nothing_is_created_at_zoom_before_approval_or_after_rejection(
     zoom_pipeline: NatsBroker, client: NatsBroker, zoom: FakeZoom
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     assert proposal.provider == "zoom"
     assert proposal.preview is not None and "cloud recording" in proposal.preview.summary
     await decide(client, proposal.id, "rejected", by="ana", reason="not this week")
@@ -76,7 +67,7 @@ async def test_nothing_is_created_at_zoom_before_approval_or_after_rejection(
 async def test_an_approval_redelivered_makes_one_zoom_meeting_and_cancelling_deletes_it(
     zoom_pipeline: NatsBroker, client: NatsBroker, zoom: FakeZoom, zoom_settings: Settings
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     decision = await decide(client, proposal.id, "approved", by="ana")
     await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1)
     # The same decision again under a new message id: as if redelivered after the duplicate window.
@@ -101,7 +92,7 @@ async def test_an_approval_redelivered_makes_one_zoom_meeting_and_cancelling_del
 async def test_an_expired_zoom_token_is_a_clear_reason_on_the_proposal_and_a_dead_letter(
     zoom_pipeline: NatsBroker, client: NatsBroker, zoom: FakeZoom
 ) -> None:
-    proposal = await _proposal(client)
+    proposal = await seed_proposal(client)
     zoom.valid_tokens.clear()  # the token expired since the pipeline started
     await decide(client, proposal.id, "approved", by="ana")
     await wait_for_count(client, bus.dead_letter_subject("actions"), 1)

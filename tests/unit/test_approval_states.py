@@ -78,3 +78,12 @@ def test_changed_fields_shows_before_and_after_for_people() -> None:
     assert changes["channels"].before == "x, linkedin, facebook" and changes["channels"].after == "x"
     assert changes["starts_at"].after == after.starts_at.isoformat()
     assert changed_fields(before, before) == {}
+
+
+def test_a_late_approver_is_told_who_approved_after_the_session_was_scheduled() -> None:
+    approved = _transition("approved", "ana", "", {})(fresh(), NOW)
+    assert approved is not None
+    scheduled = _transition("scheduled", "actions", "jitsi room", {})(approved, NOW)
+    assert scheduled is not None
+    with pytest.raises(DecisionRefused, match=r"already approved \(by ana at 10:15:30 UTC\) and now scheduled"):
+        _transition("approved", "ben", "", {})(scheduled, NOW)

@@ -34,9 +34,29 @@ def test_add_keeps_only_hashes_readable_by_the_owner_and_prints_the_token_once(t
     assert facilitator_for_token(logins, token) == "ana"
 
     assert _cli(tmp_path, "facilitators", "add", "ben", "--no-password").returncode == 0
-    assert _cli(tmp_path, "facilitators", "list").stdout.splitlines() == ["ana  web, api", "ben  api"]
+    assert _cli(tmp_path, "facilitators", "list").stdout.splitlines() == [
+        "ana  web, api  roles: facilitator",
+        "ben  api  roles: facilitator",
+    ]
     assert _cli(tmp_path, "facilitators", "remove", "ben").returncode == 0
-    assert _cli(tmp_path, "facilitators", "list").stdout.splitlines() == ["ana  web, api"]
+    assert _cli(tmp_path, "facilitators", "list").stdout.splitlines() == ["ana  web, api  roles: facilitator"]
+
+
+def test_roles_are_given_with_role_and_default_to_facilitator(tmp_path: Path) -> None:
+    ops = _cli(tmp_path, "facilitators", "add", "olga", "--no-password", "--role", "ops")
+    both = _cli(tmp_path, "facilitators", "add", "bo", "--no-password", "--role", "ops", "--role", "facilitator")
+    assert ops.returncode == both.returncode == 0, ops.stderr + both.stderr
+    assert "(roles: ops)" in ops.stdout and "(roles: ops, facilitator)" in both.stdout
+    assert _cli(tmp_path, "facilitators", "list").stdout.splitlines() == [
+        "bo  api  roles: ops, facilitator",
+        "olga  api  roles: ops",
+    ]
+    logins = Settings(data_dir=tmp_path).with_saved_logins().facilitator_logins
+    assert (logins["olga"].roles, logins["bo"].roles) == (["ops"], ["ops", "facilitator"])
+
+    unknown = _cli(tmp_path, "facilitators", "add", "eve", "--no-password", "--role", "admin")
+    assert unknown.returncode == 1 and "unknown role 'admin': choose facilitator or ops" in unknown.stderr
+    assert "eve" not in (tmp_path / "facilitators.json").read_text()
 
 
 def test_short_passwords_and_unknown_names_are_refused_with_a_reason(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from pipeline.actions.web.auth import (
     SECRET_FILE,
     facilitator_for_token,
+    has_role,
     hash_password,
     new_api_token,
     safe_next,
@@ -100,3 +101,20 @@ def test_an_empty_secret_file_is_a_config_error_not_a_weak_key(tmp_path: Path) -
 )
 def test_after_login_only_a_path_on_this_site_is_followed(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_a_login_is_a_facilitator_unless_given_other_roles(tmp_path: Path) -> None:
+    saved_before_roles = tmp_path / "facilitators.json"
+    saved_before_roles.write_text('{"ana": {"password_hash": null, "token_sha256": "' + "0" * 64 + '"}}')
+    logins = Settings(data_dir=tmp_path).with_saved_logins().facilitator_logins
+    assert logins["ana"].roles == ["facilitator"]
+
+    settings = Settings(
+        data_dir=tmp_path,
+        facilitator_logins={"olga": {"roles": ["ops"]}, "bo": {"roles": ["facilitator", "ops"]}},
+    )
+    assert has_role(settings, "olga", "ops") and not has_role(settings, "olga", "facilitator")
+    assert has_role(settings, "bo", "ops") and has_role(settings, "bo", "facilitator")
+    assert not has_role(settings, "nobody", "ops")
+    with pytest.raises(ValidationError, match="roles"):
+        FacilitatorLogin(roles=["admin"])  # type: ignore[list-item]

@@ -4,6 +4,8 @@
 need: Starlette's signed session cookie (the login) and asgi-csrf (a signed token in a cookie that every form must
 echo). CSRF is checked only on the approval pages' forms; the JSON API authenticates by an Authorization header a
 browser never sends by itself, and `POST /shares` is HMAC-signed, so neither needs (or gets) a CSRF token.
+The ops page's forms (under /ops, pipeline/ops/web.py) rely on the same login cookie and CSRF check. A logged-in
+person without a page's role gets a 403 page (RoleMissing).
 
 Every action goes through `Approvals` (pipeline/actions/service.py), the same service the CLI uses.
 """
@@ -21,8 +23,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.actions.service import Approvals
 from pipeline.actions.web.api import api_router
-from pipeline.actions.web.auth import SESSION_COOKIE, derived_key, web_secret
-from pipeline.actions.web.pages import FORM_PATHS, SECURITY_HEADERS, pages_router, render_plain
+from pipeline.actions.web.auth import SESSION_COOKIE, RoleMissing, derived_key, web_secret
+from pipeline.actions.web.pages import FORM_PATHS, SECURITY_HEADERS, pages_router, render_plain, role_missing_page
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.csrf")
@@ -46,6 +48,7 @@ def install_approval_web(app: FastAPI, settings: Settings, approvals: Approvals)
     secret = web_secret(settings)
     secure = settings.base_url.startswith("https://")
     app.include_router(approval_router(settings, approvals))
+    app.add_exception_handler(RoleMissing, role_missing_page)
     # add_middleware puts each one outside the previous: the session cookie is read first, then CSRF is checked.
     app.add_middleware(CsrfProtection, signing_secret=derived_key(secret, "csrf"), secure=secure)
     app.add_middleware(
@@ -63,7 +66,7 @@ def is_form_path(scope: Scope) -> bool:
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path in FORM_PATHS or path.startswith("/proposals/")
+    return path in FORM_PATHS or path == "/ops" or path.startswith(("/proposals/", "/ops/"))
 
 
 class _FormPaths:

@@ -2,6 +2,8 @@
 
 Only hashes are kept in the settings (`impromptu facilitators add NAME` makes them). Every comparison of a secret is
 constant-time, a wrong name costs as much as a wrong password, and nothing here ever logs a password or a token.
+Each login has roles: `facilitator` for the approval pages and API, `ops` for the ops page; a page asked for
+without its role is a 403 (`RoleMissing`), never a redirect to the login page (which would loop).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.errors import ConfigError
-from pipeline.settings import FacilitatorLogin, Settings
+from pipeline.settings import FacilitatorLogin, LoginRole, Settings
 
 log = structlog.get_logger("pipeline.web.auth")
 
@@ -140,6 +142,20 @@ def derived_key(secret: str, purpose: str) -> str:
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
+class RoleMissing(Exception):
+    """A logged-in person without the role a page needs (the approval pages answer it with a 403 page)."""
+
+    def __init__(self, name: str, role: LoginRole) -> None:
+        super().__init__(f"{name} has no {role} role")
+        self.name = name
+        self.role = role
+
+
+def has_role(settings: Settings, name: str, role: LoginRole) -> bool:
+    login = settings.facilitator_logins.get(name)
+    return login is not None and role in login.roles
+
+
 def session_facilitator(request: Request, settings: Settings) -> str | None:
     """The facilitator logged in with this request's cookie, if their login still exists in the settings."""
     name = request.session.get(SESSION_KEY)
@@ -165,32 +181,58 @@ def login_url(request: Request) -> str:
     return "/login?next=" + quote(here, safe="/")
 
 
-def page_facilitator(settings: Settings) -> Callable[[Request], str]:
-    """Dependency for HTML pages: the logged-in facilitator, else a 303 to the login page (and back afterwards)."""
+def page_user(settings: Settings, role: LoginRole) -> Callable[[Request], str]:
+    """Dependency for HTML pages: the logged-in person, else a 303 to the login page (and back afterwards);
+    RoleMissing when they lack `role`."""
 
     def dependency(request: Request) -> str:
         name = session_facilitator(request, settings)
         if name is None:
             raise HTTPException(status_code=303, detail="log in first", headers={"Location": login_url(request)})
+        if not has_role(settings, name, role):
+            log.warning("web.role_refused", name=name, role=role, path=request.url.path)
+            raise RoleMissing(name, role)
         return name
 
     return dependency
 
 
+def page_facilitator(settings: Settings) -> Callable[[Request], str]:
+    """Dependency for the approval pages: a logged-in facilitator (see page_user)."""
+    return page_user(settings, "facilitator")
+
+
+def role_refused(name: str, role: LoginRole, path: str) -> HTTPException:
+    log.warning("web.role_refused", name=name, role=role, path=path)
+    return HTTPException(
+        status_code=403,
+        detail=f"{name} has no {role} role (`impromptu facilitators add {name} --role {role}` gives it)",
+    )
+
+
+def token_user(settings: Settings, credentials: HTTPAuthorizationCredentials | None, path: str) -> str:
+    """The person whose Bearer token this is, else 401."""
+    if credentials is None:
+        detail = "send Authorization: Bearer <token> (`impromptu facilitators add NAME` makes one)"
+    else:
+        name = facilitator_for_token(settings.facilitator_logins, credentials.credentials)
+        if name is not None:
+            return name
+        log.warning("web.token_refused", path=path)
+        detail = "unknown API token"
+    raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 def api_facilitator(settings: Settings) -> Callable[..., str]:
-    """Dependency for the JSON API: the facilitator whose Bearer token this is, else 401 (no cookie is honoured)."""
+    """Dependency for the JSON API: the facilitator whose Bearer token this is, else 401 (no cookie is honoured);
+    403 when that login has no facilitator role."""
 
     def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> str:
-        if credentials is None:
-            detail = "send Authorization: Bearer <token> (`impromptu facilitators add NAME` makes one)"
-        else:
-            name = facilitator_for_token(settings.facilitator_logins, credentials.credentials)
-            if name is not None:
-                return name
-            log.warning("web.token_refused", path=request.url.path)
-            detail = "unknown API token"
-        raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+        name = token_user(settings, credentials, request.url.path)
+        if not has_role(settings, name, "facilitator"):
+            raise role_refused(name, "facilitator", request.url.path)
+        return name
 
     return dependency

@@ -20,6 +20,8 @@ from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import (
     SESSION_KEY,
+    RoleMissing,
+    has_role,
     page_facilitator,
     safe_next,
     session_facilitator,
@@ -141,6 +143,22 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
     return secured(templates.TemplateResponse(request, name, values, status_code=status))
 
 
+async def role_missing_page(request: Request, error: Exception) -> Response:
+    """403 for a logged-in person without the page's role (installed as the app's handler of RoleMissing)."""
+    if not isinstance(error, RoleMissing):
+        raise error
+    context = {
+        "facilitator": error.name,
+        "title": "Not with this login",
+        "message": (
+            f"You are logged in as {error.name}, which has no {error.role} role: this page is not for it. "
+            f"On the pipeline's machine, `impromptu facilitators add {error.name} --role {error.role}` "
+            "(with --role for every other role it keeps) gives it."
+        ),
+    }
+    return page(request, "message.html", context, 403)
+
+
 def form_of(record: ProposalRecord) -> dict[str, Any]:
     """The edit form's values as they stand: also what a submitted form is compared with, to find what changed."""
     proposal = record.proposal
@@ -236,7 +254,10 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         return page(request, "message.html", context, 404)
 
     @router.get("/")
-    async def home() -> Response:
+    async def home(request: Request) -> Response:
+        name = session_facilitator(request, settings)
+        if name is not None and not has_role(settings, name, "facilitator") and has_role(settings, name, "ops"):
+            return see_other("/ops")
         return see_other("/proposals")
 
     @router.get("/approval.css")
@@ -264,6 +285,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             request.session[SESSION_KEY] = name
             log.info("web.login", name=name)
             flash(request, f"Logged in as {name}.")
+            if target == "/proposals" and not has_role(settings, name, "facilitator"):
+                target = "/ops"  # an ops-only login sent to the default page: its own page instead of a 403
             return see_other(target)
         log.warning("web.login_failed", name=name)
         context = {

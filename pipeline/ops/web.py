@@ -1,0 +1,375 @@
+"""The ops page: the five stages as a flow, the last dead letters, and Replay / Discard for the waiting ones.
+
+`/ops` (HTML, refreshes itself), `/ops/status.json` (the same, as JSON), `/ops/dead-letters/SEQ` (one dead letter,
+with Replay and Discard-with-a-reason, on a page that does not refresh under a half-typed reason). Only for a login
+with the `ops` role (the session cookie of the approval pages; status.json also takes that login's Bearer token);
+the forms are CSRF-checked by the middleware `install_approval_web` adds, which is why `create_web_app` installs this
+router together with the approval pages.
+
+Nothing here computes health or dead letters anew: the numbers are what `impromptu status` (gather_status,
+health_problems) and `impromptu dlq` (list_dead_letters, replay, discard) read, plus the stream's per-subject counts,
+all read when the page is asked for; when NATS does not answer, the page says so (503) rather than show old numbers.
+"""
+
+import asyncio  # no `from __future__ import annotations`: FastAPI must resolve the routes' local Annotated types
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jinja2
+import nats.errors
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from faststream.nats import NatsBroker
+from starlette.templating import Jinja2Templates
+
+from pipeline import bus
+from pipeline.actions.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
+from pipeline.actions.web.pages import flash, relative, secured, utc
+from pipeline.messages import DeadLetter, utc_now
+from pipeline.ops.dlq import DeadLetterEntry, DlqError, discard, get_dead_letter, list_dead_letters, replay
+from pipeline.ops.status import (
+    DEFAULT_MAX_AGE_SECONDS,
+    STAGE_CONSUMERS,
+    StageStatus,
+    StatusReport,
+    StreamStatus,
+    format_age,
+    gather_status,
+    health_problems,
+)
+from pipeline.ops.tail import summarize
+from pipeline.settings import Settings
+
+log = structlog.get_logger("pipeline.ops.web")
+
+TEMPLATES = Path(__file__).parent / "templates"
+REFRESH_SECONDS = 5
+RECENT_LIMIT = 20  # dead letters under "last errors"
+WAITING_LIMIT = 100  # waiting dead letters listed with their buttons (the rest: `impromptu dlq list`)
+REASON_MAX = 2000
+UNAVAILABLE = (nats.errors.Error, TimeoutError, ConnectionError)  # NATS not answering: 503, never a stale page
+
+# What each stage publishes (its routers' `output`s; a test keeps this in step with them). What it consumes is
+# STAGE_CONSUMERS's subjects. Dead letters are counted apart; proposal transitions are written by whoever decides.
+FLOW: dict[str, tuple[str, ...]] = {
+    "trigger": (bus.TRIGGERS_FIRED, bus.TRIGGERS_JOINED),
+    "enrich": (bus.CONTENT_ENRICHED, bus.CONTENT_FAILED),
+    "actions": (bus.PROPOSALS_CREATED, bus.SESSIONS_SCHEDULED),
+    "outreach": (bus.OUTREACH_RESULTS,),
+    "archive": (bus.LIBRARY_ENTRIES,),
+}
+
+
+def stage_inputs(stage: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.subject for c in STAGE_CONSUMERS if c.stage == stage))
+
+
+@dataclass(frozen=True)
+class FlowStage:
+    name: str
+    inputs: dict[str, int]  # subject it consumes -> messages stored on it
+    outputs: dict[str, int]  # subject it publishes -> messages stored on it
+    consumers: list[StageStatus]
+    dead_letters_waiting: int
+    dead_letters_stored: int  # waiting, replayed and discarded
+    problems: list[str]
+
+    @property
+    def messages_in(self) -> int:
+        return sum(self.inputs.values())
+
+    @property
+    def messages_out(self) -> int:
+        return sum(self.outputs.values())
+
+    @property
+    def backlog(self) -> int:
+        return sum(c.pending + c.ack_pending for c in self.consumers)
+
+    @property
+    def oldest_unacked_age(self) -> float:
+        return max((c.oldest_unacked_age for c in self.consumers), default=0.0)
+
+    @property
+    def redelivered(self) -> int:
+        return sum(c.redelivered for c in self.consumers)
+
+    @property
+    def worker(self) -> str:
+        """yes (every consumer has a live worker), no, or `n of m consumers`; missing consumers are said."""
+        live = sum(c.live for c in self.consumers)
+        missing = sum(not c.exists for c in self.consumers)
+        if missing:
+            return f"{missing} of {len(self.consumers)} consumers missing"
+        if live == len(self.consumers):
+            return "yes"
+        return "no" if live == 0 else f"{live} of {len(self.consumers)} consumers"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "healthy": not self.problems,
+            "problems": self.problems,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "backlog": self.backlog,
+            "oldest_unacked_age": self.oldest_unacked_age,
+            "redelivered": self.redelivered,
+            "live_worker": self.worker,
+            "dead_letters_waiting": self.dead_letters_waiting,
+            "dead_letters_stored": self.dead_letters_stored,
+            "consumers": [asdict(c) for c in self.consumers],
+        }
+
+
+@dataclass(frozen=True)
+class OpsView:
+    generated_at: datetime
+    max_age: float
+    problems: list[str]
+    stages: list[FlowStage]
+    subjects: dict[str, int]  # every subject in the stream -> messages stored
+    stream: StreamStatus
+    recent: list[DeadLetterEntry]  # newest first, in any state
+    waiting: list[DeadLetterEntry]  # oldest first
+    waiting_total: int
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready (times as ISO 8601 strings)."""
+        return jsonable_encoder(
+            {
+                "generated_at": self.generated_at,
+                "healthy": not self.problems,
+                "problems": self.problems,
+                "max_age": self.max_age,
+                "stages": [stage.as_json() for stage in self.stages],
+                "subjects": self.subjects,
+                "stream": asdict(self.stream),
+                "last_errors": [dead_letter_json(entry) for entry in self.recent],
+                "waiting": [dead_letter_json(entry) for entry in self.waiting],
+                "waiting_total": self.waiting_total,
+            }
+        )
+
+
+def dead_letter_json(entry: DeadLetterEntry) -> dict[str, Any]:
+    """What the page shows of a dead letter: never its body or headers (`impromptu dlq show SEQ` has them)."""
+    dead = entry.dead_letter
+    return {
+        "seq": entry.seq,
+        "stage": dead.stage,
+        "subject": dead.subject,
+        "failed_at": dead.failed_at,
+        "reason": dead.reason,
+        "error_type": dead.error_type,
+        "permanent": dead.permanent,
+        "deliveries": dead.deliveries,
+        "correlation_id": dead.correlation_id,
+        "summary": summary_of(dead),
+        "record": entry.record.model_dump(mode="json"),
+    }
+
+
+def summary_of(dead: DeadLetter) -> str:
+    """What the message the stage gave up on was about, in one line (as `impromptu tail` says it)."""
+    return summarize(dead.subject, dead.data.encode())
+
+
+def stage_problems(report: StatusReport, stage: str, max_age: float) -> list[str]:
+    """health_problems of this stage alone (its consumers and dead letters; the stream is judged once, above)."""
+    unlimited = replace(report.stream, max_msgs=-1, max_bytes=-1)
+    alone = replace(
+        report,
+        stream=unlimited,
+        stages=[s for s in report.stages if s.stage == stage],
+        dead_letters={stage: report.dead_letters.get(stage, 0)},
+    )
+    return health_problems(alone, max_age)
+
+
+async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECONDS) -> OpsView:
+    js = bus.jetstream(broker)
+    report, info, entries = await asyncio.gather(
+        gather_status(broker),
+        js.stream_info(bus.STREAM, subjects_filter=">"),
+        list_dead_letters(broker, every=True),
+    )
+    subjects = dict(sorted((info.state.subjects or {}).items()))
+    waiting_entries = [entry for entry in entries if entry.record.state == "waiting"]
+    stages = [
+        FlowStage(
+            name=name,
+            inputs={subject: subjects.get(subject, 0) for subject in stage_inputs(name)},
+            outputs={subject: subjects.get(subject, 0) for subject in outputs},
+            consumers=[s for s in report.stages if s.stage == name],
+            dead_letters_waiting=report.dead_letters.get(name, 0),
+            dead_letters_stored=report.dead_letters_stored.get(name, 0),
+            problems=stage_problems(report, name, max_age),
+        )
+        for name, outputs in FLOW.items()
+    ]
+    return OpsView(
+        generated_at=utc_now(),
+        max_age=max_age,
+        problems=health_problems(report, max_age),
+        stages=stages,
+        subjects=subjects,
+        stream=report.stream,
+        recent=entries[::-1][:RECENT_LIMIT],
+        waiting=waiting_entries[:WAITING_LIMIT],
+        waiting_total=len(waiting_entries),
+    )
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(utc=utc, relative=relative, age=format_age, summary=summary_of)
+    env.globals.update(REFRESH_SECONDS=REFRESH_SECONDS, REASON_MAX=REASON_MAX)
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
+    """The ops page's routes; they need the session and CSRF middlewares `install_approval_web` adds."""
+    router = APIRouter()
+    Operator = Annotated[str, Depends(page_user(settings, "ops"))]
+
+    def render(request: Request, who: str, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        values = {
+            "who": who,
+            "facilitates": has_role(settings, who, "facilitator"),
+            "csrftoken": request.scope["csrftoken"](),
+            "flashes": request.session.pop("flash", []),
+            "errors": [],
+            "refresh": False,
+            **context,
+        }
+        return secured(templates.TemplateResponse(request, name, values, status_code=status))
+
+    def unavailable(request: Request, who: str, error: Exception) -> Response:
+        log.warning("ops.nats_unavailable", path=request.url.path, error=type(error).__name__)
+        context = {
+            "title": "NATS does not answer",
+            "message": f"The bus could not be read ({type(error).__name__}: {error}). Nothing is shown rather than "
+            "numbers that may be out of date; this page tries again by itself.",
+            "refresh": True,
+        }
+        return render(request, who, "ops_message.html", context, 503)
+
+    def not_found(request: Request, who: str, error: DlqError) -> Response:
+        return render(request, who, "ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404)
+
+    async def detail(
+        request: Request, who: str, seq: int, status: int = 200, errors: list[str] | None = None, reason: str = ""
+    ) -> Response:
+        try:
+            entry = await get_dead_letter(broker, seq)
+        except DlqError as error:
+            return not_found(request, who, error)
+        context = {"entry": entry, "dead": entry.dead_letter, "errors": errors or [], "reason": reason}
+        return render(request, who, "dead_letter.html", context, status)
+
+    @router.get("/ops.css", include_in_schema=False)
+    async def stylesheet() -> Response:
+        css = (TEMPLATES / "ops.css").read_text()
+        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/ops", include_in_schema=False)
+    async def ops_page(request: Request, who: Operator) -> Response:
+        try:
+            view = await gather_view(broker)
+        except UNAVAILABLE as error:
+            return unavailable(request, who, error)
+        return render(request, who, "ops.html", {"view": view, "refresh": True})
+
+    def json_operator(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        """An ops login by Bearer token, else by the page's login cookie; 401 with neither, 403 without the role."""
+        if credentials is not None:
+            name = token_user(settings, credentials, request.url.path)
+        else:
+            found = session_facilitator(request, settings)
+            if found is None:
+                detail = "log in at /login, or send Authorization: Bearer <token> of a login with the ops role"
+                raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+            name = found
+        if not has_role(settings, name, "ops"):
+            raise role_refused(name, "ops", request.url.path)
+        return name
+
+    @router.get(
+        "/ops/status.json",
+        tags=["ops"],
+        summary="What the ops page shows: each stage's counts, backlog, worker, dead letters; problems; dead letters.",
+    )
+    async def ops_status(who: Annotated[str, Depends(json_operator)]) -> JSONResponse:
+        try:
+            view = await gather_view(broker)
+        except UNAVAILABLE as error:
+            log.warning("ops.nats_unavailable", path="/ops/status.json", error=type(error).__name__)
+            body = {"error": "unavailable", "detail": f"NATS does not answer ({type(error).__name__}: {error})"}
+            return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+        return JSONResponse(view.as_json(), headers={"Cache-Control": "no-store"})
+
+    @router.get("/ops/dead-letters/{seq}", include_in_schema=False)
+    async def dead_letter_page(request: Request, who: Operator, seq: int) -> Response:
+        try:
+            return await detail(request, who, seq)
+        except UNAVAILABLE as error:
+            return unavailable(request, who, error)
+
+    async def act(request: Request, who: str, seq: int, action: Literal["replay", "discard"]) -> Response:
+        form = await request.form()
+        back = f"/ops/dead-letters/{seq}" if form.get("back") == "detail" else "/ops"
+        reason = " ".join(str(form.get("reason", "")).split())[:REASON_MAX]
+        try:
+            entry = await get_dead_letter(broker, seq)
+        except DlqError as error:
+            return not_found(request, who, error)
+        if action == "discard" and not reason:
+            return await detail(request, who, seq, 422, ["Say why you discard it: it is kept with the record."])
+        try:
+            if action == "replay":
+                record = await replay(broker, seq, who)
+                done = f"back on {entry.dead_letter.subject} as message {record.replay_seq}"
+            else:
+                await discard(broker, seq, who, reason)
+                done = f"kept in the stream; the reason is recorded: {reason}"
+        except DlqError as error:  # already replayed or discarded, by someone, at some time: said as it is
+            log.info("ops.dlq_refused", seq=seq, action=action, by=who, reason=str(error))
+            return await detail(request, who, seq, 409, [str(error)], reason)
+        log.info(f"ops.dlq_{action}ed", seq=seq, by=who)
+        flash(request, f"Dead letter {seq} {action}ed by {who}: {done}.")
+        return RedirectResponse(back, status_code=303)
+
+    @router.post("/ops/dead-letters/{seq}/replay", include_in_schema=False)
+    async def replay_dead_letter(request: Request, who: Operator, seq: int) -> Response:
+        try:
+            return await act(request, who, seq, "replay")
+        except UNAVAILABLE as error:
+            return unavailable(request, who, error)
+
+    @router.post("/ops/dead-letters/{seq}/discard", include_in_schema=False)
+    async def discard_dead_letter(request: Request, who: Operator, seq: int) -> Response:
+        try:
+            return await act(request, who, seq, "discard")
+        except UNAVAILABLE as error:
+            return unavailable(request, who, error)
+
+    return router
