@@ -13,25 +13,13 @@ import pytest
 from faststream.nats import NatsBroker
 from playwright.async_api import Browser, Page, expect
 
-from pipeline import bus
 from pipeline.actions.approval import get_record
-from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.messages import SessionProposal
 from tests.browser.conftest import PASSWORDS, Site
-from tests.integration.bus_helpers import models_on, wait_for_count
+from tests.integration.bus_helpers import seed_proposal
 
 pytestmark = [pytest.mark.nats, pytest.mark.browser]
 
 SCHEDULING_SECONDS = 20
-
-
-async def new_proposal(client: NatsBroker) -> SessionProposal:
-    """A share on the real bus that fires the default rule; the pipeline fetches the page and proposes a session."""
-    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
-        await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
-    return proposal
 
 
 async def log_in(page: Page, site: Site, name: str, path: str = "/proposals") -> None:
@@ -47,7 +35,7 @@ async def log_in(page: Page, site: Site, name: str, path: str = "/proposals") ->
 async def test_a_facilitator_edits_and_approves_a_proposal_in_chromium(
     pipeline: NatsBroker, client: NatsBroker, site: Site, chromium: Browser
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
     article = proposal.content.article
     context = await chromium.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
@@ -102,7 +90,7 @@ async def test_a_facilitator_edits_and_approves_a_proposal_in_chromium(
 async def test_on_a_phone_the_approve_button_is_there_without_scrolling_sideways(
     pipeline: NatsBroker, client: NatsBroker, site: Site, chromium: Browser
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
     width, height = 390, 844
     context = await chromium.new_context(
         viewport={"width": width, "height": height}, device_scale_factor=3, is_mobile=True, has_touch=True

@@ -19,13 +19,11 @@ from pipeline import bus
 from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals
 from pipeline.actions.web.auth import hash_password, new_api_token
-from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.messages import SessionProposal
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.webhook import SIGNATURE_HEADER, sign
 from pipeline.web import create_web_app
-from tests.integration.bus_helpers import models_on, wait_for_count
+from tests.integration.bus_helpers import seed_proposal, wait_for_count
 
 pytestmark = pytest.mark.nats
 
@@ -76,14 +74,6 @@ async def log_in(http: httpx.AsyncClient, name: str, password: str, next: str = 
     assert form.status_code == 200
     data = {"csrftoken": csrf_of(form.text), "name": name, "password": password, "next": next}
     return await http.post("/login", data=data)
-
-
-async def new_proposal(client: NatsBroker) -> SessionProposal:
-    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
-        await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
-    return proposal
 
 
 async def test_nothing_is_shown_or_done_without_a_login(http: httpx.AsyncClient) -> None:
@@ -137,7 +127,7 @@ async def test_the_login_page_says_how_to_add_a_facilitator_when_there_is_none(
 async def test_a_form_without_its_csrf_token_is_refused(
     pipeline: NatsBroker, client: NatsBroker, http: httpx.AsyncClient
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
     # Logging in needs the token too, even with no cookie at all (a login form posted from another site).
     async with browser(http._transport.app) as stranger:  # type: ignore[attr-defined]
         no_cookie = await stranger.post("/login", data={"name": "ana", "password": PASSWORDS["ana"]})
@@ -158,7 +148,7 @@ async def test_a_form_without_its_csrf_token_is_refused(
 async def test_pages_edit_approve_and_refuse_a_second_approval(
     pipeline: NatsBroker, client: NatsBroker, web_app: FastAPI
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
     async with browser(web_app) as ana, browser(web_app) as ben:
         assert (await log_in(ana, "ana", PASSWORDS["ana"])).status_code == 303
         assert (await log_in(ben, "ben", PASSWORDS["ben"], next=f"/proposals/{proposal.id}")).status_code == 303
@@ -213,7 +203,7 @@ async def test_pages_edit_approve_and_refuse_a_second_approval(
 async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(
     pipeline: NatsBroker, client: NatsBroker, http: httpx.AsyncClient
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
 
     listed = await http.get("/api/proposals", headers=bearer("ana"))
     detail = await http.get(f"/api/proposals/{proposal.id}", headers=bearer("ben"))
@@ -240,7 +230,7 @@ async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(
 async def test_api_edit_with_a_past_time_is_422_with_the_fields_message(
     pipeline: NatsBroker, client: NatsBroker, http: httpx.AsyncClient
 ) -> None:
-    proposal = await new_proposal(client)
+    proposal = await seed_proposal(client)
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
 
     refused = await http.patch(f"/api/proposals/{proposal.id}", json={"starts_at": past}, headers=bearer("ana"))
