@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,9 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-@pytest.fixture
-async def site(settings: Settings, client: NatsBroker) -> AsyncIterator[Site]:
-    """The HTTP server (webhook, ops, approval pages and API) as `impromptu run` serves it, with two facilitators."""
-    logins = {name: FacilitatorLogin(password_hash=hash_password(pw)) for name, pw in PASSWORDS.items()}
+@asynccontextmanager
+async def serving(settings: Settings, client: NatsBroker, logins: dict[str, FacilitatorLogin]) -> AsyncIterator[Site]:
+    """The HTTP server (webhook, ops, approval pages and API) as `impromptu run` serves it, with these logins."""
     web = settings.model_copy(update={"facilitator_logins": logins, "http_port": free_port()})
     approvals = Approvals(client, web, LiveRules.load(web.rules_file))
     ready = asyncio.Event()
@@ -65,3 +65,11 @@ async def site(settings: Settings, client: NatsBroker) -> AsyncIterator[Site]:
     finally:
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+@pytest.fixture
+async def site(settings: Settings, client: NatsBroker) -> AsyncIterator[Site]:
+    """The site with two facilitators."""
+    logins = {name: FacilitatorLogin(password_hash=hash_password(pw)) for name, pw in PASSWORDS.items()}
+    async with serving(settings, client, logins) as served:
+        yield served

@@ -7,21 +7,16 @@ A second test checks the page on a phone-sized screen: a column, nothing wider t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from faststream.nats import NatsBroker
 from playwright.async_api import Browser, Page, expect
 
-from pipeline.actions.service import Approvals
 from pipeline.actions.web.auth import hash_password
-from pipeline.embedded import free_port
 from pipeline.ops.dlq import get_dead_letter, list_dead_letters
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app, serve_http
-from tests.browser.conftest import Site
+from tests.browser.conftest import Site, serving
 from tests.integration.bus_helpers import wait_until
 from tests.integration.test_ops_web import PROBE, Probe, poison, probe_stage
 
@@ -33,18 +28,10 @@ PASSWORD = "olga's long password"
 
 @pytest.fixture
 async def ops_site(settings: Settings, client: NatsBroker) -> AsyncIterator[Site]:
-    """The HTTP server as `impromptu run` serves it, with one ops-only login."""
+    """The site with one ops-only login."""
     logins = {"olga": FacilitatorLogin(password_hash=hash_password(PASSWORD), roles=["ops"])}
-    web = settings.model_copy(update={"facilitator_logins": logins, "http_port": free_port()})
-    approvals = Approvals(client, web, LiveRules.load(web.rules_file))
-    ready = asyncio.Event()
-    server = asyncio.create_task(serve_http(web, create_web_app(web, client, approvals), ready), name="test-http")
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield Site(url=web.base_url, settings=web)
-    finally:
-        server.cancel()
-        await asyncio.gather(server, return_exceptions=True)
+    async with serving(settings, client, logins) as served:
+        yield served
 
 
 @pytest.fixture
