@@ -185,7 +185,7 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
 
 async def serve(settings: Settings) -> None:
     """`impromptu run`: every stage and the HTTP server until SIGINT/SIGTERM; then they drain and NATS stops."""
-    with nats_for(settings.with_saved_logins()) as live:
+    with nats_for(settings) as live:
         rules = LiveRules.load(live.rules_file)
         app = create_app(live, rules)
         web = create_web_app(live, app.broker, Approvals(app.broker, live, rules))

@@ -270,7 +270,7 @@ def facilitators_add(
     if password is not None and len(password) < 10:
         raise ImpromptuError("a password needs at least 10 characters")
     token, token_sha256 = new_api_token()
-    logins = dict(settings.with_saved_logins().facilitator_logins) if settings.logins_file.exists() else {}
+    logins = settings.saved_logins()
     logins[name] = FacilitatorLogin(
         password_hash=hash_password(password) if password is not None else None,
         token_sha256=token_sha256,
@@ -284,7 +284,7 @@ def facilitators_add(
 @facilitators_cli.command("list")
 def facilitators_list() -> None:
     """Who can log in, how, and with which roles."""
-    logins = _settings(quiet=True).with_saved_logins().facilitator_logins
+    logins = _settings(quiet=True).current_logins()
     if not logins:
         print("no facilitator logins: add one with `impromptu facilitators add NAME`")
     for name, login in sorted(logins.items()):
@@ -296,7 +296,7 @@ def facilitators_list() -> None:
 def facilitators_remove(name: str) -> None:
     """Remove a facilitator's saved login (logins from the environment stay)."""
     settings = _settings(quiet=True)
-    saved = settings.model_copy(update={"facilitator_logins": {}}).with_saved_logins().facilitator_logins
+    saved = settings.saved_logins()
     if name not in saved:
         raise ImpromptuError(f"no saved login for {name!r} in {settings.logins_file}")
     _save_logins(settings, {k: v for k, v in saved.items() if k != name})

@@ -29,6 +29,9 @@ class FacilitatorLogin(BaseModel):
     )
 
 
+_SAVED_LOGINS: dict[Path, tuple[tuple[int, int], dict[str, FacilitatorLogin]]] = {}  # file -> (stamp, logins)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", env_nested_delimiter="__", extra="ignore")
 
@@ -151,12 +154,23 @@ class Settings(BaseSettings):
         """Where `impromptu facilitators add` keeps facilitators' hashed logins (mode 0600)."""
         return self.data_dir / "facilitators.json"
 
-    def with_saved_logins(self) -> Settings:
-        """These settings with the logins saved in `logins_file` added (logins given in the environment win)."""
-        if not self.logins_file.exists():
-            return self
-        saved = TypeAdapter(dict[str, FacilitatorLogin]).validate_json(self.logins_file.read_bytes())
-        return self.model_copy(update={"facilitator_logins": {**saved, **self.facilitator_logins}})
+    def saved_logins(self) -> dict[str, FacilitatorLogin]:
+        """The logins in `logins_file`, re-read whenever the file changes."""
+        try:
+            stat = self.logins_file.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = _SAVED_LOGINS.get(self.logins_file)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, TypeAdapter(dict[str, FacilitatorLogin]).validate_json(self.logins_file.read_bytes()))
+            _SAVED_LOGINS[self.logins_file] = cached
+        return dict(cached[1])
+
+    def current_logins(self) -> dict[str, FacilitatorLogin]:
+        """The logins as they are now (the environment's win over saved ones): `impromptu facilitators add/remove`
+        take effect at the next request, without a restart."""
+        return {**self.saved_logins(), **self.facilitator_logins}
 
     @property
     def outbox_dir(self) -> Path:

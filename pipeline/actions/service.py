@@ -190,6 +190,16 @@ class Approvals:
     def host(self, name: str | None) -> Facilitator | None:
         return next((f for f in self.live.rules.facilitators if f.name == name), None)
 
+    def host_time(self, proposal: SessionProposal) -> str | None:
+        """The start in the host's own time zone, e.g. "Tue 24 Nov 16:00 Europe/Berlin", when that is not UTC."""
+        host = self.host(proposal.facilitator)
+        if host is None:
+            return None
+        zone = host.zone(self.live.rules.timezone)
+        if zone.key == "UTC":
+            return None
+        return f"{proposal.starts_at.astimezone(zone):%a %d %b %H:%M} {zone.key}"
+
     async def queue(self) -> list[ProposalRecord]:
         return await approval.list_records(self.broker)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -273,3 +277,26 @@ async def test_json_api_and_webhook_need_no_csrf_token_even_next_to_a_login_cook
         openapi["paths"]
     )
     assert "/proposals" not in openapi["paths"]  # the HTML pages are not API
+
+
+async def test_logins_added_and_removed_while_running_take_effect_at_the_next_request(
+    settings: Settings, client: NatsBroker
+) -> None:
+    app = create_web_app(settings, client, Approvals(client, settings, LiveRules.load(settings.rules_file)))
+    cli = str(Path(sys.executable).parent / "impromptu")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")} | {
+        "IMPROMPTU_DATA_DIR": str(settings.data_dir)
+    }
+
+    def facilitators(*args: str, stdin: str = "") -> None:
+        done = subprocess.run([cli, "facilitators", *args], env=env, input=stdin, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    async with browser(app) as zoe:
+        assert (await log_in(zoe, "zoe", "zoe's long password")).status_code == 400  # no such login yet
+        await asyncio.to_thread(facilitators, "add", "zoe", "--password-stdin", stdin="zoe's long password\n")
+        assert (await log_in(zoe, "zoe", "zoe's long password")).status_code == 303  # no restart needed
+        assert (await zoe.get("/proposals")).status_code == 200
+        await asyncio.to_thread(facilitators, "remove", "zoe")
+        gone = await zoe.get("/proposals")
+        assert (gone.status_code, gone.headers.get("location")) == (303, "/login?next=/proposals")

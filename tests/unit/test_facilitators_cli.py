@@ -29,7 +29,7 @@ def test_add_keeps_only_hashes_readable_by_the_owner_and_prints_the_token_once(t
     assert PASSWORD not in stored and token not in stored and "$argon2id$" in stored
     assert stat.S_IMODE((tmp_path / "facilitators.json").stat().st_mode) == 0o600
 
-    logins = Settings(data_dir=tmp_path).with_saved_logins().facilitator_logins
+    logins = Settings(data_dir=tmp_path).current_logins()
     assert verify_password(logins, "ana", PASSWORD) and not verify_password(logins, "ana", "wrong password!")
     assert facilitator_for_token(logins, token) == "ana"
 
@@ -51,7 +51,7 @@ def test_roles_are_given_with_role_and_default_to_facilitator(tmp_path: Path) ->
         "bo  api  roles: ops, facilitator",
         "olga  api  roles: ops",
     ]
-    logins = Settings(data_dir=tmp_path).with_saved_logins().facilitator_logins
+    logins = Settings(data_dir=tmp_path).current_logins()
     assert (logins["olga"].roles, logins["bo"].roles) == (["ops"], ["ops", "facilitator"])
 
     unknown = _cli(tmp_path, "facilitators", "add", "eve", "--no-password", "--role", "admin")
@@ -70,4 +70,4 @@ def test_short_passwords_and_unknown_names_are_refused_with_a_reason(tmp_path: P
 def test_logins_from_the_environment_win_over_saved_ones(tmp_path: Path) -> None:
     assert _cli(tmp_path, "facilitators", "add", "ana", "--no-password").returncode == 0
     settings = Settings(data_dir=tmp_path, facilitator_logins={"ana": {"token_sha256": "ab" * 32}})
-    assert settings.with_saved_logins().facilitator_logins["ana"].token_sha256 == "ab" * 32
+    assert settings.current_logins()["ana"].token_sha256 == "ab" * 32

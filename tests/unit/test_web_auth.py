@@ -106,7 +106,7 @@ def test_after_login_only_a_path_on_this_site_is_followed(target: str | None, ex
 def test_a_login_is_a_facilitator_unless_given_other_roles(tmp_path: Path) -> None:
     saved_before_roles = tmp_path / "facilitators.json"
     saved_before_roles.write_text('{"ana": {"password_hash": null, "token_sha256": "' + "0" * 64 + '"}}')
-    logins = Settings(data_dir=tmp_path).with_saved_logins().facilitator_logins
+    logins = Settings(data_dir=tmp_path).current_logins()
     assert logins["ana"].roles == ["facilitator"]
 
     settings = Settings(

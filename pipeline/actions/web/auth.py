@@ -152,7 +152,7 @@ class RoleMissing(Exception):
 
 
 def has_role(settings: Settings, name: str, role: LoginRole) -> bool:
-    login = settings.facilitator_logins.get(name)
+    login = settings.current_logins().get(name)
     return login is not None and role in login.roles
 
 
@@ -160,7 +160,7 @@ def session_facilitator(request: Request, settings: Settings) -> str | None:
     """The facilitator logged in with this request's cookie, if their login still exists in the settings."""
     name = request.session.get(SESSION_KEY)
     if isinstance(name, str):
-        login = settings.facilitator_logins.get(name)
+        login = settings.current_logins().get(name)
         if login is not None and login.password_hash:
             return name
     return None
@@ -215,7 +215,7 @@ def token_user(settings: Settings, credentials: HTTPAuthorizationCredentials | N
     if credentials is None:
         detail = "send Authorization: Bearer <token> (`impromptu facilitators add NAME` makes one)"
     else:
-        name = facilitator_for_token(settings.facilitator_logins, credentials.credentials)
+        name = facilitator_for_token(settings.current_logins(), credentials.credentials)
         if name is not None:
             return name
         log.warning("web.token_refused", path=path)

@@ -231,6 +231,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "record": record,
             "proposal": record.proposal,
             "previews": approvals.previews(record),
+            "host_time": approvals.host_time(record.proposal),
             "channels_available": approvals.channels_available(),
             "form": form or form_of(record),
             "problems": problems or {},
@@ -272,7 +273,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         return page(request, "login.html", {"next": safe_next(next), "name": "", "no_logins": not _can_log_in()})
 
     def _can_log_in() -> bool:
-        return any(login.password_hash for login in settings.facilitator_logins.values())
+        return any(login.password_hash for login in settings.current_logins().values())
 
     @router.post("/login")
     async def login(request: Request) -> Response:
@@ -280,7 +281,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         name = str(form.get("name", "")).strip()[:NAME_MAX]
         password = str(form.get("password", ""))
         target = safe_next(str(form.get("next", "")))
-        if name and password and await asyncio.to_thread(verify_password, settings.facilitator_logins, name, password):
+        if name and password and await asyncio.to_thread(verify_password, settings.current_logins(), name, password):
             request.session.clear()  # a fresh session: nothing from before the login carries over
             request.session[SESSION_KEY] = name
             log.info("web.login", name=name)
