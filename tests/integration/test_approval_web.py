@@ -300,3 +300,14 @@ async def test_logins_added_and_removed_while_running_take_effect_at_the_next_re
         await asyncio.to_thread(facilitators, "remove", "zoe")
         gone = await zoe.get("/proposals")
         assert (gone.status_code, gone.headers.get("location")) == (303, "/login?next=/proposals")
+
+
+async def test_failed_logins_are_throttled_per_name_and_a_right_password_then_waits_too(web_app: FastAPI) -> None:
+    async with browser(web_app) as guesser, browser(web_app) as ben:
+        for attempt in range(5):
+            assert (await log_in(guesser, "ana", f"guess number {attempt}")).status_code == 400
+        blocked = await log_in(guesser, "ana", PASSWORDS["ana"])  # even the right password, for a while
+        assert blocked.status_code == 429 and "Too many failed logins: try again in 15 min." in blocked.text
+        assert 0 < int(blocked.headers["Retry-After"]) <= 15 * 60
+        assert (await guesser.get("/proposals")).status_code == 303  # not logged in
+        assert (await log_in(ben, "ben", PASSWORDS["ben"])).status_code == 303  # another name is not affected
