@@ -31,7 +31,7 @@ from pipeline.actions.approval import SessionLink, add_sharer, save_new
 from pipeline.actions.notify import notifiers, send_notice
 from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.actions.service import booked, session_request
-from pipeline.actions.sessions import calendar_invite, content_from_post, propose, vetoed
+from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
 from pipeline.actions.slots import NoSlot, Slot, suggest_slot
 from pipeline.errors import ImpromptuError, RetryableError
 from pipeline.messages import (
@@ -174,7 +174,7 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
                 default_timezone=live.rules.timezone,
             )
         except NoSlot as error:  # still proposed: a facilitator may pick a time by hand
-            slot = Slot(facilitator=None, starts_at=propose(content, now).starts_at, reason=f"{error}; pick a time")
+            slot = Slot(facilitator=None, starts_at=first_slot(now, plan.lead_minutes), reason=f"{error}; pick a time")
         draft = propose(content, now, slot=slot, margin=margin)
         preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
         proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))

@@ -7,7 +7,6 @@ session may have been booked since the proposal was made.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from faststream.nats import NatsBroker
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.actions import approval
 from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
 from pipeline.actions.providers import SessionRequest
+from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.render import LIMITS, TEMPLATES, TemplateRefused, environment, render, weighted_length
@@ -66,9 +66,8 @@ def available_channels() -> list[str]:
 
 def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> ScheduledSession:
     """The session as it will look once approved, with a stand-in join link of realistic length."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", proposal.title)[:40].strip("-") or "Session"
     join_url = {
-        "jitsi": f"{jitsi_base_url.rstrip('/')}/Impromptu-{slug}-{'x' * 22}",
+        "jitsi": jitsi_room_url(jitsi_base_url, proposal.title, token="x" * 22),
         "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
         "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
     }[proposal.provider]

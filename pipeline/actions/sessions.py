@@ -105,10 +105,12 @@ def propose(
     )
 
 
-def jitsi_room_url(base_url: str, title: str) -> str:
-    """Jitsi has no API: the room exists once someone joins, so the name itself must be unguessable."""
+def jitsi_room_url(base_url: str, title: str, token: str | None = None) -> str:
+    """Jitsi has no API: the room exists once someone joins, so the name itself must be unguessable. `token` is
+    for previews only (a stand-in of the real length); by default 22 random URL-safe characters."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title)[:40].strip("-") or "Session"
-    return f"{base_url.rstrip('/')}/Impromptu-{slug}-{secrets.token_urlsafe(16).replace('_', 'x').replace('-', 'y')}"
+    token = token or secrets.token_urlsafe(16).replace("_", "x").replace("-", "y")
+    return f"{base_url.rstrip('/')}/Impromptu-{slug}-{token}"
 
 
 def calendar_invite(

@@ -7,6 +7,7 @@ token is 401 `{"detail"}` with WWW-Authenticate: Bearer; a body that is not even
 own 422 `{"detail": [...]}`.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import structlog
@@ -76,6 +77,17 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         log.info("api.action_refused", proposal_id=proposal_id, by=who, reason=str(error))
         return refusal(409, "refused", str(error))
 
+    async def decided(
+        proposal_id: str, who: str, step: Callable[[], Awaitable[ProposalRecord]]
+    ) -> ProposalRecord | JSONResponse:
+        """404 for an unknown proposal, 409 with the reason when the service refuses, else the new record."""
+        if isinstance(found := await known(proposal_id), JSONResponse):
+            return found
+        try:
+            return await step()
+        except DecisionRefused as error:
+            return refused(proposal_id, who, error)
+
     @router.get("/proposals", summary="Every proposal, newest first (optionally only those in some states).")
     async def list_proposals(who: Facilitator, state: ProposalState | None = None) -> list[ProposalRecord]:
         records = await approvals.queue()
@@ -116,12 +128,7 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         summary="Approve: the session is created and announced.",
     )
     async def approve_proposal(who: Facilitator, proposal_id: str) -> ProposalRecord | JSONResponse:
-        if isinstance(found := await known(proposal_id), JSONResponse):
-            return found
-        try:
-            return await approvals.approve(proposal_id, by=who)
-        except DecisionRefused as error:
-            return refused(proposal_id, who, error)
+        return await decided(proposal_id, who, lambda: approvals.approve(proposal_id, by=who))
 
     @router.post(
         "/proposals/{proposal_id}/reject",
@@ -129,12 +136,7 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         summary="Reject, with the reason; nothing is created.",
     )
     async def reject_proposal(who: Facilitator, proposal_id: str, body: Reason) -> ProposalRecord | JSONResponse:
-        if isinstance(found := await known(proposal_id), JSONResponse):
-            return found
-        try:
-            return await approvals.reject(proposal_id, by=who, reason=body.reason)
-        except DecisionRefused as error:
-            return refused(proposal_id, who, error)
+        return await decided(proposal_id, who, lambda: approvals.reject(proposal_id, by=who, reason=body.reason))
 
     @router.post(
         "/proposals/{proposal_id}/cancel",
@@ -142,11 +144,6 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         summary="Cancel an approved or scheduled session, with the reason.",
     )
     async def cancel_proposal(who: Facilitator, proposal_id: str, body: Reason) -> ProposalRecord | JSONResponse:
-        if isinstance(found := await known(proposal_id), JSONResponse):
-            return found
-        try:
-            return await approvals.cancel(proposal_id, by=who, reason=body.reason)
-        except DecisionRefused as error:
-            return refused(proposal_id, who, error)
+        return await decided(proposal_id, who, lambda: approvals.cancel(proposal_id, by=who, reason=body.reason))
 
     return router
