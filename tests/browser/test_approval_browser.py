@@ -29,6 +29,7 @@ async def log_in(page: Page, site: Site, name: str, path: str = "/proposals") ->
     await page.get_by_label("Password").fill(PASSWORDS[name])
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(site.url + path)
+    await page.wait_for_load_state("load")  # the stylesheets applied before anything is measured
     await expect(page.locator(".flash").first).to_have_text(f"Logged in as {name}.")
 
 

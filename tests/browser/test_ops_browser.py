@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.nats, pytest.mark.browser]
 
 STAGES = ["trigger", "enrich", "actions", "outreach", "archive"]
 PASSWORD = "olga's long password"
+# every stage's box measured in one go, so a re-render between measurements cannot mix two layouts
+BOXES = "boxes => boxes.map(b => { const r = b.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width}; })"
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ async def log_in(page: Page, site: Site) -> None:
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(site.url + "/ops")
+    await page.wait_for_load_state("load")  # the stylesheets applied: layout is measured next
 
 
 async def test_an_operator_sees_the_flow_and_replays_a_dead_letter_in_chromium(
@@ -66,10 +69,10 @@ async def test_an_operator_sees_the_flow_and_replays_a_dead_letter_in_chromium(
         stages = page.locator(".flow .stage")
         await expect(stages).to_have_count(5)
         assert await stages.evaluate_all("boxes => boxes.map(b => b.dataset.stage)") == STAGES
-        boxes = [await stages.nth(i).bounding_box() for i in range(5)]
-        assert all(box is not None for box in boxes)
-        xs = [box["x"] for box in boxes if box]
-        ys = {round(box["y"]) for box in boxes if box}
+        await expect(page.locator(".flow")).to_have_css("flex-direction", "row")
+        boxes = await stages.evaluate_all(BOXES)
+        xs = [box["x"] for box in boxes]
+        ys = {round(box["y"]) for box in boxes}
         assert xs == sorted(xs) and len(ys) == 1, boxes  # a row, in the order messages flow
         await expect(page.locator('[data-stage="trigger"] .worker')).to_have_text("yes")
         await expect(page.locator("#verdict h1")).to_contain_text("Unhealthy")
@@ -115,11 +118,12 @@ async def test_on_a_phone_the_stages_are_a_column_and_nothing_scrolls_sideways(
         await log_in(page, ops_site)
         stages = page.locator(".flow .stage")
         await expect(stages).to_have_count(5)
-        boxes = [await stages.nth(i).bounding_box() for i in range(5)]
+        await expect(page.locator(".flow")).to_have_css("flex-direction", "column")
+        boxes = await stages.evaluate_all(BOXES)
         for box in boxes:
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
             assert box["width"] >= width * 0.8, box  # the column's full width
-        tops = [box["y"] for box in boxes if box]
+        tops = [box["y"] for box in boxes]
         assert tops == sorted(tops) and len(set(tops)) == 5, tops  # one under the other
 
         for details in await page.locator(".stage details").all():  # opened, the longest subject names still fit
