@@ -6,19 +6,15 @@ the page again with the reason: 409 (already decided, cannot change now) or 422 
 """
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jinja2
+import nats.errors
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from limits import RateLimitItem
-from limits import parse as parse_limit
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.templating import Jinja2Templates
 
 from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
@@ -32,6 +28,7 @@ from pipeline.actions.web.auth import (
     session_facilitator,
     verify_password,
 )
+from pipeline.actions.web.throttle import LoginThrottle
 from pipeline.messages import utc_now
 from pipeline.settings import Settings
 
@@ -215,36 +212,6 @@ def queue_row(record: ProposalRecord) -> dict[str, Any]:
     }
 
 
-class LoginThrottle:
-    """Failed logins, counted in a moving window per name and per client address: guessing a password takes a
-    human's pace. Kept in each process (several workers each allow this many)."""
-
-    per_name = parse_limit("5/15 minutes")
-    per_address = parse_limit("20/15 minutes")
-
-    def __init__(self) -> None:
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    def refused_for(self, name: str, address: str) -> float | None:
-        """Seconds until another try is allowed, or None when it is allowed now."""
-        waits = [
-            self.limiter.get_window_stats(limit, "login", kind, key).reset_time - time.time()
-            for limit, kind, key in self._keys(name, address)
-            if not self.limiter.test(limit, "login", kind, key)
-        ]
-        return max(waits) if waits else None
-
-    def failed(self, name: str, address: str) -> None:
-        for limit, kind, key in self._keys(name, address):
-            self.limiter.hit(limit, "login", kind, key)
-
-    def forget(self, name: str) -> None:
-        self.limiter.clear(self.per_name, "login", "name", name.casefold())
-
-    def _keys(self, name: str, address: str) -> list[tuple[RateLimitItem, str, str]]:
-        return [(self.per_name, "name", name.casefold()), (self.per_address, "address", address)]
-
-
 def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     Facilitator = Annotated[str, Depends(page_facilitator(settings))]
@@ -310,7 +277,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
     def _can_log_in() -> bool:
         return any(login.password_hash for login in settings.current_logins().values())
 
-    throttle = LoginThrottle()
+    throttle = LoginThrottle(approvals.broker)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
@@ -319,7 +286,15 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         password = str(form.get("password", ""))
         target = safe_next(str(form.get("next", "")))
         address = request.client.host if request.client else "unknown"
-        if (wait := throttle.refused_for(name, address)) is not None:
+        try:
+            wait = await throttle.refused_for(name, address)
+        except (nats.errors.Error, TimeoutError, ConnectionError) as error:
+            # no shared count to consult: refuse rather than let guesses through uncounted
+            log.error("web.login_unavailable", reason=f"NATS does not answer: {error!r}")
+            context = {"next": target, "name": name, "no_logins": not _can_log_in()}
+            context["errors"] = ["Logging in is unavailable: the bus does not answer. Try again shortly."]
+            return page(request, "login.html", context, 503)
+        if wait is not None:
             log.warning("web.login_throttled", name=name, address=address)
             minutes = max(1, round(wait / 60))
             context = {"next": target, "name": name, "no_logins": not _can_log_in()}
@@ -328,7 +303,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             response.headers["Retry-After"] = str(round(wait))
             return response
         if name and password and await asyncio.to_thread(verify_password, settings.current_logins(), name, password):
-            throttle.forget(name)
+            await throttle.forget(name)
             request.session.clear()  # a fresh session: nothing from before the login carries over
             request.session[SESSION_KEY] = name
             log.info("web.login", name=name)
@@ -337,7 +312,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
                 target = "/ops"  # an ops-only login sent to the default page: its own page instead of a 403
             return see_other(target)
         log.warning("web.login_failed", name=name)
-        throttle.failed(name, address)
+        await throttle.failed(name, address)
         context = {
             "next": target,
             "name": name,
