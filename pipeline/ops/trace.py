@@ -3,10 +3,12 @@
 The ID may be a share id, a correlation id, any message's id (proposal, session, ...) or the article's URL (as
 shared or canonical). It is resolved to a correlation id by scanning the stream, then the journey is read back.
 
-Cost: resolving is a full scan of the stream (every message is read once; only those containing the ID as text
-are parsed), and reading the journey is a second scan from the journey's first message on. That is fine for
-thousands of messages; beyond that an index (correlation id per id/URL in KV, written by the stages) would be
-needed. The stream is read with ordered ephemeral consumers: the stages' durable consumers are never touched.
+Cost: one full scan of the stream. Every message is read once; only those containing the ID as text are parsed,
+and the sequence numbers of each correlation id (a header on every message we publish) are noted on the way, so
+the journey's messages are then fetched by sequence. A message without that header (published by hand) makes it
+read the stream a second time, from the journey's first message. `bench/bench_trace.py` measures it: about the
+time of a raw nats-py read of the whole stream (seconds per 100,000 messages on a small machine). The stream is
+read with ordered ephemeral consumers: the stages' durable consumers are never touched.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class Resolution:
 
     correlation_ids: list[str] = field(default_factory=list)
     first_seq: dict[str, int] = field(default_factory=dict)
+    seqs: dict[str, list[int]] = field(default_factory=dict)  # per correlation id header, in stream order
+    headerless: int = 0  # messages without a correlation id header: only a second scan finds theirs
     scanned: int = 0
 
 
@@ -97,6 +101,9 @@ async def resolve(js: JetStreamContext, ident: str) -> Resolution:
         header_correlation = (msg.headers or {}).get("correlation_id")
         if header_correlation:
             found.first_seq.setdefault(header_correlation, seq)
+            found.seqs.setdefault(header_correlation, []).append(seq)
+        else:
+            found.headerless += 1
         if not any(needle in msg.data for needle in needles):  # cheap: most messages are never parsed
             continue
         body = parse_body(msg.data)
@@ -137,18 +144,38 @@ async def find_journey(js: JetStreamContext, ident: str) -> Journey:
     if not resolution.correlation_ids:
         raise ImpromptuError(f"nothing on the bus matches {ident!r} (read {resolution.scanned} messages)")
     correlation_id, *others = resolution.correlation_ids
-    needle = correlation_id.encode()
+    if resolution.headerless:
+        messages = await _rescan(js, correlation_id, resolution.first_seq.get(correlation_id, 1))
+    else:
+        messages = [await _fetch(js, seq) for seq in resolution.seqs.get(correlation_id, [])]
     steps: list[Step] = []
-    async for msg in read_stream(js, start_seq=resolution.first_seq.get(correlation_id, 1)):
+    for seq, subject, stored_at, body in messages:
+        since = stored_at - steps[-1].stored_at if steps else None
+        steps.append(Step(seq, subject, stored_at, body, since))
+    return Journey(ident, correlation_id, steps, others, resolution.scanned)
+
+
+Stored = tuple[int, str, datetime, dict[str, Any]]
+
+
+async def _fetch(js: JetStreamContext, seq: int) -> Stored:
+    msg = await js.get_msg(bus.STREAM, seq)
+    assert msg.subject is not None and msg.time is not None  # always set on a stored message
+    return seq, msg.subject, msg.time, parse_body(msg.data or b"") or {}
+
+
+async def _rescan(js: JetStreamContext, correlation_id: str, start_seq: int) -> list[Stored]:
+    """The journey's messages found by their bodies too, for streams holding messages without the header."""
+    needle = correlation_id.encode()
+    found: list[Stored] = []
+    async for msg in read_stream(js, start_seq=start_seq):
         if needle not in msg.data and (msg.headers or {}).get("correlation_id") != correlation_id:
             continue
         body = parse_body(msg.data) or {}
         if body.get("correlation_id", (msg.headers or {}).get("correlation_id")) != correlation_id:
             continue
-        stored_at = msg.metadata.timestamp
-        since = stored_at - steps[-1].stored_at if steps else None
-        steps.append(Step(msg.metadata.sequence.stream, msg.subject, stored_at, body, since))
-    return Journey(ident, correlation_id, steps, others, resolution.scanned)
+        found.append((msg.metadata.sequence.stream, msg.subject, msg.metadata.timestamp, body))
+    return found
 
 
 def _get(body: dict[str, Any], *path: str) -> Any:

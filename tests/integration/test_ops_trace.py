@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,29 @@ async def test_trace_reconstructs_the_seed_story_by_share_id_proposal_id_and_url
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.splitlines()[0] == lines[0]
     assert "complete: kept in the library" in cli.stdout
+
+
+async def test_a_message_published_by_hand_without_the_header_is_found_by_its_body(
+    settings: Settings, client: NatsBroker
+) -> None:
+    """Stages always set the correlation id header; a message put on the bus by hand may not. Its journey is then
+    read by a second scan, and the result is the same journey plus that message."""
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        await run_story(settings, url, lambda line: None)
+    share = seed_share(url)
+    js = jetstream(client)
+    fetched = await find_journey(js, share.id)  # every message has the header: fetched by sequence
+    assert fetched.subjects == STORY_SUBJECTS
+
+    by_hand = {"id": "note:1", "correlation_id": share.correlation_id, "text": "published by hand"}
+    await js.publish(bus.RECORDINGS, json.dumps(by_hand).encode(), stream=bus.STREAM)
+    await js.publish(bus.SHARES, b'{"id": "x:other", "correlation_id": "c-other"}', stream=bus.STREAM)
+    rescanned = await find_journey(js, share.id)
+    assert rescanned.subjects == [*STORY_SUBJECTS, bus.RECORDINGS]
+    assert [step.body for step in rescanned.steps[:-1]] == [step.body for step in fetched.steps]
+    for again, first in zip(rescanned.steps, fetched.steps, strict=False):  # the same times, to the microsecond
+        assert abs(again.stored_at - first.stored_at) <= timedelta(microseconds=1)
+    assert rescanned.steps[-1].body == by_hand
 
 
 async def test_an_unknown_id_is_an_error_and_the_cli_exits_1(settings: Settings, client: NatsBroker) -> None:
