@@ -177,7 +177,7 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
         cause = error if not isinstance(error, TimeoutError) or not failures else failures[-1]
         raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from error
     try:
-        await bus.ensure_stream(broker, settings)
+        await bus.ensure_stream(broker, settings, update=False)
         yield broker
     finally:
         await broker.stop()

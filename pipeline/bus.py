@@ -46,6 +46,8 @@ def stream_config(settings: Settings) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=settings.duplicate_window_seconds,
         num_replicas=settings.stream_replicas,
+        max_age=settings.stream_max_age_days * 86400,  # 0: unlimited
+        max_bytes=settings.stream_max_bytes or -1,
     )
 
 
@@ -85,10 +87,14 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return broker.config.connection_state.stream
 
 
-async def ensure_stream(broker: NatsBroker, settings: Settings) -> None:
-    """Create the stream, or bring an existing one to our configuration (adding the same config is a no-op)."""
+async def ensure_stream(broker: NatsBroker, settings: Settings, *, update: bool = True) -> None:
+    """Create the stream, or bring an existing one to our configuration (adding the same config is a no-op).
+
+    Only the pipeline updates (`update=True`): a CLI command run with other settings (no retention set, say)
+    must not undo what the running workers configured."""
     js = jetstream(broker)
     try:
         await js.add_stream(config=stream_config(settings))
     except BadRequestError:  # exists with another configuration
-        await js.update_stream(config=stream_config(settings))
+        if update:
+            await js.update_stream(config=stream_config(settings))

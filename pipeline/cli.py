@@ -15,7 +15,7 @@ import typer
 from pipeline import bus
 from pipeline.errors import ImpromptuError
 from pipeline.logs import configure_logging
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipeline.actions.service import Approvals
@@ -36,7 +36,7 @@ cli.add_typer(schemas_cli, name="schemas")
 
 
 def _settings(quiet: bool = False) -> Settings:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING" if quiet else settings.log_level)
     return settings
 

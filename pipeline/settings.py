@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipeline.delivery import DeliveryPolicy
+from pipeline.errors import ConfigError
+
+MIN_STREAM_AGE_DAYS = 7
 
 DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
 
@@ -57,6 +70,28 @@ class Settings(BaseSettings):
         default=24 * 3600,
         description="How long JetStream remembers Nats-Msg-Id values to drop re-published duplicates.",
     )
+    stream_max_age_days: float = Field(
+        default=0,
+        ge=0,
+        description="Messages older than this leave the stream, dead letters included (0: kept forever). "
+        "At least 7 days, and longer than the duplicate window.",
+    )
+    stream_max_bytes: int = Field(
+        default=0, ge=0, description="When the stream holds this much, its oldest messages go (0: no limit)."
+    )
+
+    @model_validator(mode="after")
+    def _retention_keeps_what_stages_need(self) -> Settings:
+        # shorter would drop messages a stopped stage or a waiting dead letter still needs, or let a re-published
+        # duplicate through after its original has gone
+        days = self.stream_max_age_days
+        if days and (days < MIN_STREAM_AGE_DAYS or days * 86400 <= self.duplicate_window_seconds):
+            raise ValueError(
+                f"stream_max_age_days={days:g}: keep messages at least {MIN_STREAM_AGE_DAYS} days and longer "
+                f"than the duplicate window ({self.duplicate_window_seconds / 3600:g} h), or 0 to keep them forever"
+            )
+        return self
+
     delivery: DeliveryPolicy = DeliveryPolicy()
     ack_wait_seconds: float = 30.0
 
@@ -184,3 +219,28 @@ class Settings(BaseSettings):
     def embedded_url_file(self) -> Path:
         """Where `impromptu run` writes the embedded server's URL so other commands can find it."""
         return self.data_dir / "nats.url"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a wrong value is a ConfigError naming the variable, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors(include_url=False):
+            fields = [str(part) for part in problem["loc"]]
+            where = ("IMPROMPTU_" + "__".join(fields).upper() + ": ") if fields else ""
+            shown = f" (got {problem['input']!r})" if fields and _may_show(fields[0], problem["input"]) else ""
+            problems.append(f"{where}{problem['msg'].removeprefix('Value error, ')}{shown}")
+        raise ConfigError("bad settings in the environment: " + "; ".join(problems)) from None
+    except SettingsError as error:  # a list or mapping setting that is not JSON
+        field = re.search(r'field "([^"]+)"', str(error))
+        name = f"IMPROMPTU_{field.group(1).upper()}" if field else "a list or mapping setting"
+        raise ConfigError(f"bad settings in the environment: {name}: not valid JSON") from None
+
+
+def _may_show(field: str, value: object) -> bool:
+    """Echo a wrong value back, unless it is (or sits in) a secret: those are never printed or logged."""
+    info = Settings.model_fields.get(field)
+    secret = info is None or "SecretStr" in repr(info.annotation) or field == "facilitator_logins"
+    return not secret and isinstance(value, str | int | float)

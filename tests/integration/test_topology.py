@@ -9,6 +9,8 @@ from nats.js.api import AckPolicy, KeyValueConfig, StorageType
 
 from pipeline import bus, stores
 from pipeline.app import connected
+from pipeline.demo import seed_share
+from pipeline.ops.status import gather_status
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import jetstream
 
@@ -29,6 +31,24 @@ async def test_one_file_stream_over_every_subject(pipeline: NatsBroker, settings
     assert config.subjects == ["impromptu.>"]
     assert config.storage == StorageType.FILE
     assert config.duplicate_window == settings.duplicate_window_seconds
+    assert (config.max_age, config.max_bytes) == (0, -1)  # by default nothing leaves the stream
+
+
+async def test_retention_settings_reach_an_existing_stream(client: NatsBroker, settings: Settings) -> None:
+    await bus.ensure_stream(client, settings)
+    await bus.publish(client, bus.SHARES, seed_share("https://example.com/kept"))
+    limited = settings.model_copy(update={"stream_max_age_days": 30, "stream_max_bytes": 2 * 1024**3})
+    await bus.ensure_stream(client, limited)  # as `impromptu run` does after the setting changed
+    info = await jetstream(client).stream_info(bus.STREAM)
+    assert (info.config.max_age, info.config.max_bytes) == (30 * 86400, 2 * 1024**3)
+    assert info.state.messages == 1  # updated in place: nothing stored is lost
+    report = await gather_status(client)  # `impromptu status` shows the limits
+    assert (report.stream.max_age, report.stream.max_bytes) == (30 * 86400, 2 * 1024**3)
+
+    async with connected(settings):  # a CLI command run without the settings leaves the limits alone
+        pass
+    config = (await jetstream(client).stream_info(bus.STREAM)).config
+    assert (config.max_age, config.max_bytes) == (30 * 86400, 2 * 1024**3)
 
 
 async def test_each_stage_has_a_durable_pull_consumer_with_explicit_acks(
