@@ -8,6 +8,7 @@ session may have been booked since the proposal was made.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from faststream.nats import NatsBroker
 from pydantic import BaseModel, ConfigDict, Field
@@ -189,12 +190,16 @@ class Approvals:
     def host(self, name: str | None) -> Facilitator | None:
         return next((f for f in self.live.rules.facilitators if f.name == name), None)
 
+    def local_zone(self, proposal: SessionProposal) -> ZoneInfo:
+        """The zone a facilitator reads and edits the start in: the host's, else the rules file's."""
+        host = self.host(proposal.facilitator)
+        return host.zone(self.live.rules.timezone) if host else self.live.rules.zone
+
     def host_time(self, proposal: SessionProposal) -> str | None:
         """The start in the host's own time zone, e.g. "Tue 24 Nov 16:00 Europe/Berlin", when that is not UTC."""
-        host = self.host(proposal.facilitator)
-        if host is None:
+        if self.host(proposal.facilitator) is None:
             return None
-        zone = host.zone(self.live.rules.timezone)
+        zone = self.local_zone(proposal)
         if zone.key == "UTC":
             return None
         return f"{proposal.starts_at.astimezone(zone):%a %d %b %H:%M} {zone.key}"

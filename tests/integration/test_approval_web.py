@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -202,6 +203,42 @@ async def test_pages_edit_approve_and_refuse_a_second_approval(
         assert "already approved (by ana at" in second.text
         reject = await ben.post(f"/proposals/{proposal.id}/reject", data={"csrftoken": ben_token, "reason": " "})
         assert reject.status_code == 422 and "Say why it is rejected." in reject.text
+
+
+async def test_the_start_is_shown_and_edited_in_the_rules_files_time_zone(
+    pipeline: NatsBroker, client: NatsBroker, web_settings: Settings, tmp_path: Path
+) -> None:
+    """With `timezone: Europe/Berlin` in the rules file (and no host of its own), the form speaks Berlin time."""
+    berlin_rules = tmp_path / "berlin.yaml"
+    berlin_rules.write_text(web_settings.rules_file.read_text() + "\ntimezone: Europe/Berlin\n")
+    app = create_web_app(web_settings, client, Approvals(client, web_settings, LiveRules.load(berlin_rules)))
+    proposal = await seed_proposal(client)
+    berlin = ZoneInfo("Europe/Berlin")
+    async with browser(app) as ana:
+        assert (await log_in(ana, "ana", PASSWORDS["ana"])).status_code == 303
+        page = await ana.get(f"/proposals/{proposal.id}")
+        assert "Start, Europe/Berlin time" in page.text
+        assert f'value="{proposal.starts_at.astimezone(berlin):%Y-%m-%dT%H:%M}"' in page.text
+
+        moved = (proposal.starts_at + timedelta(minutes=25)).astimezone(berlin).replace(second=0, microsecond=0)
+        form = {
+            "csrftoken": csrf_of(page.text),
+            "channels_shown": "1",
+            "title": proposal.title,
+            "description": proposal.description,
+            "starts_at": f"{moved:%Y-%m-%dT%H:%M}",  # Berlin wall-clock time, as typed
+            "duration_minutes": str(proposal.duration_minutes),
+            "channels": list(proposal.channels),
+        }
+        saved = await ana.post(f"/proposals/{proposal.id}/edit", data=form)
+        assert saved.status_code == 303, saved.text
+        record = await get_record(client, proposal.id)
+        assert record.proposal.starts_at == moved.astimezone(UTC)  # stored in UTC: one or two hours earlier
+        assert set(record.history[-1].changes) == {"starts_at"}  # the unchanged fields compared in Berlin time too
+
+        garbage = await ana.post(f"/proposals/{proposal.id}/edit", data={**form, "starts_at": "next tuesday"})
+        assert garbage.status_code == 422
+        assert "is not a date and time (YYYY-MM-DD HH:MM, Europe/Berlin time)" in garbage.text
 
 
 async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(

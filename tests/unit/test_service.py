@@ -39,3 +39,14 @@ def test_the_start_is_also_shown_in_the_hosts_own_time_zone(tmp_path: Path) -> N
     assert shown("Sam") == "Mon 30 Mar 10:00 America/New_York"
     assert shown("Uli") is None  # the page already says UTC
     assert shown(None) is None and shown("Nobody") is None
+
+
+def test_the_form_zone_is_the_hosts_else_the_rules_files(tmp_path: Path) -> None:
+    service = approvals(tmp_path)
+    proposal = propose(make_content(), NOW)
+
+    def zone(host: str | None) -> str:
+        return service.local_zone(proposal.model_copy(update={"facilitator": host})).key
+
+    assert (zone("Sam"), zone("Ana"), zone("Uli")) == ("America/New_York", "Europe/Berlin", "UTC")
+    assert zone(None) == zone("Nobody") == "Europe/Berlin"  # no known host: the rules file's zone

@@ -9,6 +9,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import jinja2
 import nats.errors
@@ -36,7 +37,7 @@ log = structlog.get_logger("pipeline.web.pages")
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
-INPUT_TIME = "%Y-%m-%dT%H:%M"  # <input type="datetime-local">, read as UTC
+INPUT_TIME = "%Y-%m-%dT%H:%M"  # <input type="datetime-local">, read in the host's time zone
 REASON_MAX = 2000
 NAME_MAX = 200
 # No script runs on these pages; nothing may frame them (the approve button must not be clickjacked).
@@ -161,19 +162,34 @@ async def role_missing_page(request: Request, error: Exception) -> Response:
     return page(request, "message.html", context, 403)
 
 
-def form_of(record: ProposalRecord) -> dict[str, Any]:
+def form_of(record: ProposalRecord, zone: ZoneInfo) -> dict[str, Any]:
     """The edit form's values as they stand: also what a submitted form is compared with, to find what changed."""
     proposal = record.proposal
     return {
         "title": proposal.title,
         "description": proposal.description,
-        "starts_at": utc(proposal.starts_at, INPUT_TIME),
+        "starts_at": f"{proposal.starts_at.astimezone(zone):{INPUT_TIME}}",
         "duration_minutes": str(proposal.duration_minutes),
         "channels": list(proposal.channels),
     }
 
 
-def edit_from_form(submitted: dict[str, Any], current: dict[str, Any]) -> tuple[ProposalEdit, dict[str, str]]:
+def local_time(text: str, zone: ZoneInfo) -> datetime:
+    """A wall-clock time typed in `zone`, as UTC. A time the clocks skip (spring forward) is refused; one they pass
+    twice (fall back) is the first of the two."""
+    try:
+        typed = datetime.strptime(text.strip(), INPUT_TIME)
+    except ValueError:
+        raise ValueError(f"is not a date and time (YYYY-MM-DD HH:MM, {zone.key} time)") from None
+    moment = typed.replace(tzinfo=zone).astimezone(UTC)
+    if moment.astimezone(zone).replace(tzinfo=None) != typed:
+        raise ValueError(f"does not exist in {zone.key}: the clocks skip it that day (summer time starts)")
+    return moment
+
+
+def edit_from_form(
+    submitted: dict[str, Any], current: dict[str, Any], zone: ZoneInfo
+) -> tuple[ProposalEdit, dict[str, str]]:
     """Only the fields the facilitator changed (the rest stay None: unchanged), and what cannot even be parsed."""
     problems: dict[str, str] = {}
     changes: dict[str, Any] = {}
@@ -182,9 +198,9 @@ def edit_from_form(submitted: dict[str, Any], current: dict[str, Any]) -> tuple[
             changes[field] = submitted[field]
     if submitted["starts_at"] != current["starts_at"]:
         try:
-            changes["starts_at"] = datetime.strptime(submitted["starts_at"].strip(), INPUT_TIME).replace(tzinfo=UTC)
-        except ValueError:
-            problems["starts_at"] = "is not a date and time (YYYY-MM-DD HH:MM, UTC)"
+            changes["starts_at"] = local_time(submitted["starts_at"], zone)
+        except ValueError as error:
+            problems["starts_at"] = str(error)
     if submitted["duration_minutes"] != current["duration_minutes"]:
         try:
             changes["duration_minutes"] = int(submitted["duration_minutes"].strip())
@@ -227,6 +243,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         form: dict[str, Any] | None = None,
     ) -> Response:
         waiting = record.state == "approved" and record.session is None and record.problem is None
+        zone = approvals.local_zone(record.proposal)
         context = {
             "facilitator": who,
             "row": queue_row(record),
@@ -235,7 +252,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "previews": approvals.previews(record),
             "host_time": approvals.host_time(record.proposal),
             "channels_available": approvals.channels_available(),
-            "form": form or form_of(record),
+            "form": form or form_of(record, zone),
+            "zone": zone.key,
             "problems": problems or {},
             "errors": errors or [],
             "editable": record.state in OPEN,
@@ -358,7 +376,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         except DecisionRefused:
             return not_found(request, who, proposal_id)
         data = await request.form()
-        current = form_of(record)
+        zone = approvals.local_zone(record.proposal)
+        current = form_of(record, zone)
         submitted = {
             "title": str(data.get("title", current["title"])),
             "description": str(data.get("description", current["description"])).replace("\r\n", "\n"),
@@ -366,7 +385,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "duration_minutes": str(data.get("duration_minutes", current["duration_minutes"])),
             "channels": [str(c) for c in data.getlist("channels")] if "channels_shown" in data else current["channels"],
         }
-        changes, problems = edit_from_form(submitted, current)
+        changes, problems = edit_from_form(submitted, current, zone)
         if problems:
             return await detail(request, who, record, status=422, problems=problems, form=submitted)
         if not changes.model_dump(exclude_none=True):
