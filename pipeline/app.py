@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -14,13 +15,13 @@ from nats.aio.client import ErrorCallback
 
 from pipeline import bus
 from pipeline.actions import actions_router
-from pipeline.actions.approval import advance_by_clock
+from pipeline.actions.approval import advance_by_clock, list_records
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, warm_up
 from pipeline.errors import ConfigError
-from pipeline.ops.metrics import PipelineMetrics
+from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach import outreach_router
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
@@ -82,11 +83,18 @@ async def start_stages(broker: NatsBroker, settings: Settings) -> None:
 
 async def run_clock(broker: NatsBroker, every: float) -> None:
     """Let time move proposals: undecided ones lapse, scheduled sessions go live and end. Safe on every worker:
-    each move is a compare-and-set, so when several workers see the same due proposal, one moves it."""
+    each move is a compare-and-set, so when several workers see the same due proposal, one moves it. The same
+    read of every proposal sets the gauge of proposals by state."""
+    metrics = metrics_of(broker)
     while True:
         try:
-            for record in await advance_by_clock(broker):
+            records = await list_records(broker)
+            states = {record.proposal.id: record.state for record in records}
+            for record in await advance_by_clock(broker, records=records):
                 log.info("proposal.clock", proposal_id=record.proposal.id, state=record.state)
+                states[record.proposal.id] = record.state
+            if metrics is not None:
+                metrics.set_proposal_states(Counter(states.values()))
         except Exception as error:  # NATS away for a moment: try again next tick
             log.warning("proposal.clock_failed", error=f"{type(error).__name__}: {error}")
         await asyncio.sleep(every)

@@ -318,11 +318,14 @@ async def note_problem(broker: NatsBroker, proposal_id: str, problem: str | None
     return await _apply(broker, proposal_id, change, None)
 
 
-async def advance_by_clock(broker: NatsBroker, now: datetime | None = None) -> list[ProposalRecord]:
-    """What time alone decides: undecided proposals lapse; scheduled sessions go live, then end."""
+async def advance_by_clock(
+    broker: NatsBroker, now: datetime | None = None, records: list[ProposalRecord] | None = None
+) -> list[ProposalRecord]:
+    """What time alone decides: undecided proposals lapse; scheduled sessions go live, then end. `records`: the
+    proposals as just read (else they are read here)."""
     now = now or utc_now()
     moved_records = []
-    for record in await list_records(broker):
+    for record in records if records is not None else await list_records(broker):
         proposal = record.proposal
         target: ProposalState | None = None
         if record.state == "proposed" and now >= proposal.expires_at:

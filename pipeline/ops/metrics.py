@@ -4,23 +4,24 @@ Every counter is driven by a broker middleware, so no stage has to remember to c
 - what a stage emits is counted once JetStream stored it (a re-publish JetStream dropped as a duplicate is not);
 - shares and decisions are counted once a stage handled them without error (a retried or dead-lettered one is not).
 So the counters match the messages on the stream. Each pipeline owns its registry (tests build many pipelines).
+One gauge, proposals by state now, is not counted but read from KV by the clock (`set_proposal_states`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, get_args
 
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.response import PublishCommand
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline import bus
-from pipeline.messages import DeadLetter, EnrichmentFailed, OutreachResult, TriggerFired
+from pipeline.messages import DeadLetter, EnrichmentFailed, OutreachResult, ProposalState, TriggerFired
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -50,6 +51,13 @@ class PipelineMetrics:
             "state",
         )
         self.dead_letters = counter("impromptu_dead_letters", "Messages a stage gave up on, by stage.", "stage")
+        # a gauge, read from KV by the clock: every worker reports the same whole-pipeline figure (use max, not sum)
+        self.proposals_now = Gauge(
+            "impromptu_proposals",
+            "Proposals in each state now, as stored in KV (refreshed by every worker's clock).",
+            labelnames=["state"],
+            registry=self.registry,
+        )
         self.faststream = NatsPrometheusMiddleware(registry=self.registry, app_name="impromptu")
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
@@ -79,6 +87,10 @@ class PipelineMetrics:
             self.fetch_refusals.labels(reason=message.reason).inc()
         elif isinstance(message, DeadLetter):
             self.dead_letters.labels(stage=message.stage).inc()
+
+    def set_proposal_states(self, counts: Mapping[str, int]) -> None:
+        for state in get_args(ProposalState):  # every state, so one that empties shows 0 rather than its old count
+            self.proposals_now.labels(state=state).set(counts.get(state, 0))
 
     def count_handled(self, subject: str, body: dict[str, Any]) -> None:
         if subject == bus.SHARES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import bus
 from pipeline.actions.approval import decide
-from pipeline.app import create_broker, prepare_bus, start_stages
+from pipeline.app import create_broker, prepare_bus, run_clock, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, Share
@@ -20,7 +21,14 @@ from pipeline.ops.metrics import metrics_of
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter
 from pipeline.web import create_web_app
-from tests.integration.bus_helpers import consumer, models_on, subject_counts, wait_for_count, wait_until
+from tests.integration.bus_helpers import (
+    consumer,
+    models_on,
+    seed_proposal,
+    subject_counts,
+    wait_for_count,
+    wait_until,
+)
 
 pytestmark = pytest.mark.nats
 
@@ -133,6 +141,31 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
     # FastStream's own middleware shares the registry: it saw every stage's handler and publisher.
     assert total(metrics, "faststream_received_messages_total", handler=bus.SHARES) == 2
     assert total(metrics, "faststream_published_messages_total", destination=bus.LIBRARY_ENTRIES) >= 1
+
+
+async def test_the_proposals_gauge_follows_the_states_in_kv(
+    settings: Settings, stages: NatsBroker, client: NatsBroker
+) -> None:
+    proposal = await seed_proposal(client)
+    clock = asyncio.create_task(run_clock(stages, every=0.05))
+    try:
+        async with http_client(settings, stages) as http:
+
+            async def gauge_is(**expected: float) -> bool:
+                metrics = samples((await http.get("/metrics")).text)
+                now = {
+                    dict(labels)["state"]: value
+                    for (name, labels), value in metrics.items()
+                    if name == "impromptu_proposals"
+                }
+                return len(now) == 9 and all(now[state] == expected.get(state, 0) for state in now)
+
+            await wait_until(lambda: gauge_is(proposed=1), what="one proposal, proposed")
+            await decide(client, proposal.id, "approved", by="ana")
+            await wait_until(lambda: gauge_is(scheduled=1), what="the proposal scheduled, none proposed")
+    finally:
+        clock.cancel()
+        await asyncio.gather(clock, return_exceptions=True)
 
 
 async def test_each_pipeline_has_its_own_registry(settings: Settings) -> None:
