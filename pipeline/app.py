@@ -49,8 +49,10 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
             ) from error
     elif context is not None:
         security = NatsSecurity(ssl_context=context)
+    # "nats://a:4222,nats://b:4222" (as the nats CLI takes it): every seed server, so a start with one node down works
+    servers = [server.strip() for server in url.split(",") if server.strip()]
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(url, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
+    return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
 
 
 def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBroker:

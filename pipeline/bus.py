@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import nats.errors
 from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
 from pipeline.messages import Message
 from pipeline.settings import Settings
@@ -75,11 +79,26 @@ def msg_headers(message: Message) -> dict[str, str]:
     return {"Nats-Msg-Id": message.id}
 
 
+# What a publish sees for a few seconds while a cluster elects a new stream leader (a node was lost)
+UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+PUBLISH_PATIENCE_SECONDS = 15.0
+
+
 async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
-    """Publish into the stream with the message's id as Nats-Msg-Id (a re-publish is dropped)."""
-    return await broker.publish(
-        message, subject, headers=msg_headers(message), correlation_id=message.correlation_id, stream=STREAM
-    )
+    """Publish into the stream with the message's id as Nats-Msg-Id (a re-publish is dropped), trying again for up
+    to PUBLISH_PATIENCE_SECONDS while the stream does not answer: the same id makes a retry safe."""
+    deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return await broker.publish(
+                message, subject, headers=msg_headers(message), correlation_id=message.correlation_id, stream=STREAM
+            )
+        except UNAVAILABLE:
+            if time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def jetstream(broker: NatsBroker) -> JetStreamContext:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from nats.errors import Error as NatsError
 
 from pipeline import bus
 from pipeline.errors import ImpromptuError
@@ -651,6 +652,10 @@ def main() -> None:
         cli()
     except ImpromptuError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except NatsError as error:  # the bus went away mid-command (a lost node, a server stopped)
+        reason = f"{type(error).__name__}: {error}"
+        print(f"error: NATS did not answer ({reason}); try again: what was stored is not stored twice", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -59,7 +59,7 @@ def article_server(html: bytes, path: str = ARTICLE_PATH) -> Iterator[str]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != path:
+            if self.path.split("?", 1)[0] != path:  # a query string (distinct links to one page) is fine
                 self.send_error(404)
                 return
             self.send_response(200)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import TypeVar
 
 from faststream.nats import NatsBroker, StorageType
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
+
+from pipeline import bus
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -25,12 +27,22 @@ TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0, LOGINS: 
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:
-    """Bind to the bucket if it exists, whatever its replicas (on a cluster, ops create them with
-    `nats kv add --replicas 3`); else create it: file storage, 16 revisions, the bucket's TTL."""
+    """Bind to the bucket if it exists, whatever its replicas (ops may have created it with `nats kv add`); else
+    create it: file storage, 16 revisions, the bucket's TTL, and as many replicas as the stream has, so that on
+    a cluster (IMPROMPTU_STREAM_REPLICAS=3) the state survives a lost node as the messages do."""
     try:
         return await broker.key_value(name, declare=False)
     except BucketNotFoundError:
-        return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name))
+        replicas = await stream_replicas(broker)
+        return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name), replicas=replicas)
+
+
+async def stream_replicas(broker: NatsBroker) -> int:
+    try:
+        info = await bus.jetstream(broker).stream_info(bus.STREAM)
+    except NotFoundError:  # no stream yet (a command run before the pipeline ever started)
+        return 1
+    return info.config.num_replicas or 1
 
 
 async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:

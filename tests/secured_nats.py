@@ -207,9 +207,10 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
-class SecuredNats:
+class ConfiguredNats:
     """`nats-server -c <config>` with JetStream on a free loopback port; `extra` is appended to the config
-    (a `tls { }` block, operator settings). Stopped on exit; its log is in `directory / "nats-server.log"`."""
+    (a `tls { }` block, operator settings, a `cluster { }` block). Stopped on exit; its log is in
+    `directory / "nats-server.log"`."""
 
     def __init__(self, directory: Path, extra: str, *, scheme: str = "nats") -> None:
         self.directory = directory
@@ -226,7 +227,7 @@ class SecuredNats:
     def log_file(self) -> Path:
         return self.directory / "nats-server.log"
 
-    def start(self, timeout: float = 10.0) -> SecuredNats:
+    def start(self, timeout: float = 10.0) -> ConfiguredNats:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "nats-server.conf"
         config.write_text(
@@ -261,7 +262,7 @@ class SecuredNats:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> SecuredNats:
+    def __enter__(self) -> ConfiguredNats:
         return self.start()
 
     def __exit__(

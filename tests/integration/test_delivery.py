@@ -17,6 +17,7 @@ from pipeline.actions.approval import list_records
 from pipeline.app import new_broker, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
+from pipeline.embedded import EmbeddedNats
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import DeadLetter, Share, TriggerFired
 from pipeline.settings import Settings
@@ -265,3 +266,19 @@ async def test_a_message_held_by_a_killed_worker_is_redelivered_to_another(
     assert handled == ["cli:1"]
     info = await consumer(client, "probe")
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_publish_waits_out_a_server_restart_and_stores_the_message_once(
+    client: NatsBroker, nats_server: EmbeddedNats
+) -> None:
+    """While the stream does not answer (a restart here; a leader election on a cluster) bus.publish tries again
+    under the same Nats-Msg-Id, for up to PUBLISH_PATIENCE_SECONDS."""
+    await bus.publish(client, bus.SHARES, share(0))  # the stream exists
+    nats_server.stop()
+    publishing = asyncio.create_task(bus.publish(client, bus.SHARES, share(1)))
+    await asyncio.sleep(1.0)
+    assert not publishing.done()
+    nats_server.start()
+    ack = await asyncio.wait_for(publishing, bus.PUBLISH_PATIENCE_SECONDS)
+    assert (ack.stream, ack.seq) == (bus.STREAM, 2)  # often `duplicate`: a first try stored it, its answer was lost
+    assert (await subject_counts(client))[bus.SHARES] == 2  # share(1) stored once, however many tries it took

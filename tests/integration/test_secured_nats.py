@@ -22,7 +22,7 @@ from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import STORY_STEPS
-from tests.secured_nats import Operator, Pki, SecuredNats, tls_block
+from tests.secured_nats import ConfiguredNats, Operator, Pki, tls_block
 
 pytestmark = pytest.mark.nats
 
@@ -88,18 +88,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def mtls_server(pki: Pki, tmp_path: Path) -> Iterator[SecuredNats]:
-    with SecuredNats(tmp_path / "nats", tls_block(pki, verify=True), scheme="tls") as server:
+def mtls_server(pki: Pki, tmp_path: Path) -> Iterator[ConfiguredNats]:
+    with ConfiguredNats(tmp_path / "nats", tls_block(pki, verify=True), scheme="tls") as server:
         yield server
 
 
 @pytest.fixture
-def tls_server(pki: Pki, tmp_path: Path) -> Iterator[SecuredNats]:
-    with SecuredNats(tmp_path / "nats", tls_block(pki, verify=False), scheme="tls") as server:
+def tls_server(pki: Pki, tmp_path: Path) -> Iterator[ConfiguredNats]:
+    with ConfiguredNats(tmp_path / "nats", tls_block(pki, verify=False), scheme="tls") as server:
         yield server
 
 
-async def test_seed_story_runs_over_mutual_tls(mtls_server: SecuredNats, pki: Pki, tmp_path: Path) -> None:
+async def test_seed_story_runs_over_mutual_tls(mtls_server: ConfiguredNats, pki: Pki, tmp_path: Path) -> None:
     settings = secured_settings(
         tmp_path,
         mtls_server.url,
@@ -111,18 +111,18 @@ async def test_seed_story_runs_over_mutual_tls(mtls_server: SecuredNats, pki: Pk
     await kv_round_trip(settings)
 
 
-async def test_server_only_tls_needs_just_the_ca(tls_server: SecuredNats, pki: Pki, tmp_path: Path) -> None:
+async def test_server_only_tls_needs_just_the_ca(tls_server: ConfiguredNats, pki: Pki, tmp_path: Path) -> None:
     await kv_round_trip(secured_settings(tmp_path, tls_server.url, nats_tls_ca_file=pki.ca))
 
 
 async def test_mutual_tls_without_a_client_certificate_is_refused(
-    mtls_server: SecuredNats, pki: Pki, tmp_path: Path
+    mtls_server: ConfiguredNats, pki: Pki, tmp_path: Path
 ) -> None:
     message = await refused(secured_settings(tmp_path, mtls_server.url, nats_tls_ca_file=pki.ca))
     assert "certificate required" in message
 
 
-async def test_a_server_signed_by_another_ca_is_refused(mtls_server: SecuredNats, pki: Pki, tmp_path: Path) -> None:
+async def test_a_server_signed_by_another_ca_is_refused(mtls_server: ConfiguredNats, pki: Pki, tmp_path: Path) -> None:
     settings = secured_settings(
         tmp_path,
         mtls_server.url,
@@ -143,28 +143,28 @@ def operator() -> Operator:
 
 
 @pytest.fixture
-def creds_server(operator: Operator, pki: Pki, tmp_path: Path) -> Iterator[SecuredNats]:
+def creds_server(operator: Operator, pki: Pki, tmp_path: Path) -> Iterator[ConfiguredNats]:
     """Operator mode over TLS, as a hosted NATS account is reached: the CA verifies the server, the JWT the user."""
     directory = tmp_path / "nats"
     directory.mkdir()
     config = operator.server_config(directory) + tls_block(pki, verify=False)
-    with SecuredNats(directory, config, scheme="tls") as server:
+    with ConfiguredNats(directory, config, scheme="tls") as server:
         yield server
 
 
-def creds_settings(tmp_path: Path, server: SecuredNats, pki: Pki, creds: Path | None) -> Settings:
+def creds_settings(tmp_path: Path, server: ConfiguredNats, pki: Pki, creds: Path | None) -> Settings:
     return secured_settings(tmp_path, server.url, nats_tls_ca_file=pki.ca, nats_credentials=creds)
 
 
 async def test_seed_story_runs_with_a_credentials_file(
-    creds_server: SecuredNats, operator: Operator, pki: Pki, tmp_path: Path
+    creds_server: ConfiguredNats, operator: Operator, pki: Pki, tmp_path: Path
 ) -> None:
     creds = operator.user_creds(tmp_path / "worker.creds")
     await run_seed_story(creds_settings(tmp_path, creds_server, pki, creds))
 
 
 async def test_a_user_of_an_account_the_server_does_not_know_is_refused(
-    creds_server: SecuredNats, operator: Operator, pki: Pki, tmp_path: Path
+    creds_server: ConfiguredNats, operator: Operator, pki: Pki, tmp_path: Path
 ) -> None:
     stranger = operator.user_creds(tmp_path / "stranger.creds", signer=Operator.create().account_key)
     message = await refused(creds_settings(tmp_path, creds_server, pki, stranger), leaks_a_socket=True)
@@ -172,13 +172,13 @@ async def test_a_user_of_an_account_the_server_does_not_know_is_refused(
 
 
 async def test_an_expired_credentials_file_is_refused(
-    creds_server: SecuredNats, operator: Operator, pki: Pki, tmp_path: Path
+    creds_server: ConfiguredNats, operator: Operator, pki: Pki, tmp_path: Path
 ) -> None:
     expired = operator.user_creds(tmp_path / "expired.creds", expires=int(time.time()) - 60)
     message = await refused(creds_settings(tmp_path, creds_server, pki, expired), leaks_a_socket=True)
     assert "authorization violation" in message.lower()
 
 
-async def test_without_credentials_the_server_refuses(creds_server: SecuredNats, pki: Pki, tmp_path: Path) -> None:
+async def test_without_credentials_the_server_refuses(creds_server: ConfiguredNats, pki: Pki, tmp_path: Path) -> None:
     message = await refused(creds_settings(tmp_path, creds_server, pki, None), leaks_a_socket=True)
     assert "authorization violation" in message.lower()

@@ -1,0 +1,181 @@
+"""Impromptu on a real three-node NATS JetStream cluster: replicated stream and KV, workers on different nodes
+sharing the stages' durable consumers, and a node lost mid-flow without losing or doubling anything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import nats
+import pytest
+from faststream.nats import NatsBroker
+
+from pipeline import bus, stores
+from pipeline.actions.approval import decide
+from pipeline.app import connected, create_broker, start_stages
+from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
+from pipeline.embedded import free_port
+from pipeline.messages import ScheduledSession, SessionProposal, Share, TriggerFired
+from pipeline.settings import Settings
+from tests.integration.bus_helpers import consumer, models_on, subject_counts, wait_for_count, wait_until
+from tests.secured_nats import ConfiguredNats
+
+pytestmark = pytest.mark.nats
+
+NODES = 3
+
+
+class Cluster:
+    """Three nats-servers with JetStream, routed to each other on loopback (cluster `impromptu-test`)."""
+
+    def __init__(self, directory: Path) -> None:
+        routes = [free_port() for _ in range(NODES)]
+        self.nodes = [ConfiguredNats(directory / f"n{i}", node_config(i, routes)) for i in range(NODES)]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated, as NATS_URL takes it."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def node_config(index: int, routes: list[int]) -> str:
+    others = ", ".join(f"nats-route://127.0.0.1:{port}" for i, port in enumerate(routes) if i != index)
+    return (
+        f"server_name: n{index}\n"
+        f"cluster {{\n  name: impromptu-test\n  listen: 127.0.0.1:{routes[index]}\n  routes: [{others}]\n}}\n"
+    )
+
+
+async def jetstream_ready(url: str, timeout: float = 30.0) -> None:
+    """A cluster answers JetStream requests only once its nodes have elected a meta leader."""
+    deadline = time.monotonic() + timeout
+    nc = await nats.connect(url.split(","))
+    try:
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path / "cluster").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def cluster_settings(cluster: Cluster, settings: Settings) -> Settings:
+    await jetstream_ready(cluster.url)
+    return settings.model_copy(update={"nats_url": cluster.url, "stream_replicas": 3})
+
+
+@pytest.fixture
+async def workers(cluster: Cluster, cluster_settings: Settings) -> AsyncIterator[list[NatsBroker]]:
+    """Two whole pipelines, each connected first to a different node (`nodes[0]` and `nodes[1]`)."""
+    async with AsyncExitStack() as stack:
+        brokers = []
+        for node in cluster.nodes[:2]:
+            worker_url = ",".join([node.url] + [n.url for n in cluster.nodes if n is not node])
+            broker = create_broker(cluster_settings.model_copy(update={"nats_url": worker_url}))
+            await start_stages(broker, cluster_settings)
+            stack.push_async_callback(broker.stop)
+            brokers.append(broker)
+        yield brokers
+
+
+@pytest.fixture
+async def cluster_client(cluster: Cluster, cluster_settings: Settings) -> AsyncIterator[NatsBroker]:
+    third_first = cluster_settings.model_copy(
+        update={"nats_url": ",".join(n.url for n in [cluster.nodes[2], *cluster.nodes[:2]])}
+    )
+    async with connected(third_first) as broker:
+        yield broker
+
+
+async def test_the_seed_story_on_three_nodes_with_workers_on_two_of_them(
+    workers: list[NatsBroker], cluster_client: NatsBroker, tmp_path: Path
+) -> None:
+    client = cluster_client
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        await bus.publish(client, bus.SHARES, seed_share(url))
+        await wait_for_count(client, bus.PROPOSALS_CREATED, 1, timeout=30)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    await decide(client, proposal.id, "approved", by="ana")
+    await wait_for_count(client, bus.OUTREACH_RESULTS, len(proposal.channels), timeout=30)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "media"))
+    await wait_for_count(client, bus.LIBRARY_ENTRIES, 1, timeout=30)
+
+    counts = await subject_counts(client)
+    assert (counts[bus.PROPOSALS_CREATED], counts[bus.SESSIONS_SCHEDULED], counts[bus.LIBRARY_ENTRIES]) == (1, 1, 1)
+    assert counts[bus.OUTREACH_RESULTS] == len(proposal.channels)
+
+    js = bus.jetstream(client)
+    stream = await js.stream_info(bus.STREAM)
+    assert stream.config.num_replicas == 3
+    assert stream.cluster is not None and stream.cluster.leader and len(stream.cluster.replicas or []) == 2
+    for name in (stores.PROPOSALS, stores.SESSIONS, stores.OUTREACH, stores.TRIGGERS):
+        kv_stream = await js.stream_info(f"KV_{name}")  # created by the stages, replicated like the stream
+        assert kv_stream.config.num_replicas == 3, name
+    trigger = await consumer(client, "trigger")
+    assert trigger.cluster is not None and len(trigger.cluster.replicas or []) == 2  # the consumer too
+
+
+def trusted_share(n: int, url: str) -> Share:
+    return Share.from_source(
+        source="cli", native_id=f"cluster-{n}", sharer="@britz", text="leadership training", url=f"{url}?n={n}"
+    )
+
+
+async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
+    cluster: Cluster, workers: list[NatsBroker], cluster_client: NatsBroker
+) -> None:
+    """Shares flow while the node the first worker is connected to stops. That worker reconnects to another
+    node, the stream (3 replicas) keeps a quorum, and every share fires exactly one trigger and one proposal."""
+    client = cluster_client
+    with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
+        for n in range(10):
+            await bus.publish(client, bus.SHARES, trusted_share(n, url))
+        await wait_for_count(client, bus.TRIGGERS_FIRED, 3, timeout=30)
+        cluster.nodes[0].stop()  # worker 0's node, maybe the stream's leader: mid-flow
+        for n in range(10, 20):
+            await bus.publish(client, bus.SHARES, trusted_share(n, url))
+        await wait_for_count(client, bus.PROPOSALS_CREATED, 20, timeout=60)
+
+        async def settled() -> bool:
+            for durable in ("trigger", "enrich", "actions-propose"):
+                info = await consumer(client, durable)
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            return True
+
+        await wait_until(settled, timeout=60, what="the stages to settle after the node loss")
+
+    counts = await subject_counts(client)
+    assert counts[bus.SHARES] == 20
+    assert (counts[bus.TRIGGERS_FIRED], counts[bus.PROPOSALS_CREATED]) == (20, 20)  # none lost, none twice
+    fired = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    assert sorted(f.share.id for f in fired) == sorted(f"cli:cluster-{n}" for n in range(20))
+    assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts)
+    assert all(worker.config.connection_state.connection.is_connected for worker in workers)  # reconnected
