@@ -218,7 +218,8 @@ async def test_a_crash_before_the_provider_was_asked_creates_once_on_retry(clien
 async def test_the_slot_follows_the_hosts_days_and_edits_outside_them_are_refused(
     settings: Settings, client: NatsBroker, tmp_path: Path
 ) -> None:
-    tomorrow = (utc_now() + timedelta(days=1)).date()
+    # a day after the one the 30 min lead time lands on, whatever the time (near midnight UTC: the day after tomorrow)
+    tomorrow = (utc_now() + timedelta(minutes=60) + timedelta(days=1)).date()
     weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[tomorrow.weekday()]
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(
