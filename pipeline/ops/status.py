@@ -14,7 +14,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerInfo, PeerInfo
 from nats.js.errors import NotFoundError
 from rich.console import Group
 from rich.table import Table
@@ -79,6 +79,9 @@ class StreamStatus:
     max_msgs: int  # -1: unlimited
     max_bytes: int  # -1: unlimited
     max_age: float  # seconds; 0: unlimited
+    replicas: int = 1
+    leader: str | None = None  # on a cluster: the node that orders the stream's writes
+    peers: dict[str, str] = field(default_factory=dict)  # the other replicas: node -> current | behind N | offline
 
 
 @dataclass(frozen=True)
@@ -191,9 +194,18 @@ async def gather_status(broker: NatsBroker) -> StatusReport:
         max_msgs=config.max_msgs if config.max_msgs is not None else -1,
         max_bytes=config.max_bytes if config.max_bytes is not None else -1,
         max_age=config.max_age or 0.0,
+        replicas=config.num_replicas or 1,
+        leader=info.cluster.leader if info.cluster else None,
+        peers={peer.name or "?": peer_state(peer) for peer in (info.cluster.replicas or [])} if info.cluster else {},
     )
     counts = {stage: waiting[stage] for stage in sorted({*stored, *waiting})}
     return StatusReport(utc_now(), stream, await stage_status(js, counts), counts, stored)
+
+
+def peer_state(peer: PeerInfo) -> str:
+    if peer.offline:
+        return "offline"
+    return "current" if peer.current else f"behind {peer.lag or 0}"
 
 
 def _near_limit(used: int, limit: int) -> bool:
@@ -220,6 +232,14 @@ def health_problems(report: StatusReport, max_age: float = DEFAULT_MAX_AGE_SECON
     stream = report.stream
     if _near_limit(stream.messages, stream.max_msgs) or _near_limit(stream.bytes, stream.max_bytes):
         problems.append(f"stream {bus.STREAM} is at 90% or more of its limits: new messages may push old ones out")
+    if stream.replicas > 1 and not stream.leader:
+        problems.append(f"stream {bus.STREAM} has no leader: nothing can be published until the cluster elects one")
+    offline = sorted(name for name, state in stream.peers.items() if state == "offline")
+    if offline:
+        problems.append(
+            f"stream {bus.STREAM}: replica(s) {', '.join(offline)} offline, "
+            f"{stream.replicas - len(offline)} of {stream.replicas} copies left (bring the node back)"
+        )
     return problems
 
 
@@ -269,6 +289,8 @@ def render(report: StatusReport, problems: list[str]) -> Group:
         f"stream {bus.STREAM}: {s.messages} messages, {format_bytes(s.bytes)} (seq {s.first_seq}..{s.last_seq}), "
         f"{s.consumers} consumers; limits: {_limit(s.max_msgs)} messages, {_limit(s.max_bytes, format_bytes)}, "
         f"max age {_limit(s.max_age, format_age)}"
+        + (f"; {s.replicas} replicas: leader {s.leader or 'none'}" if s.replicas > 1 else "")
+        + "".join(f", {name} {state}" for name, state in sorted(s.peers.items()))
     )
     verdict = Text("healthy", "bold green") if not problems else Text("UNHEALTHY", "bold red")
     reasons = [Text(f"  - {problem}", "red") for problem in problems]

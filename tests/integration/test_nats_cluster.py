@@ -19,6 +19,7 @@ from pipeline.app import connected, create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
 from pipeline.embedded import free_port
 from pipeline.messages import ScheduledSession, SessionProposal, Share, TriggerFired
+from pipeline.ops.status import gather_status, health_problems
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import consumer, models_on, subject_counts, wait_for_count, wait_until
 from tests.secured_nats import ConfiguredNats
@@ -129,6 +130,9 @@ async def test_the_seed_story_on_three_nodes_with_workers_on_two_of_them(
 
     counts = await subject_counts(client)
     assert (counts[bus.PROPOSALS_CREATED], counts[bus.SESSIONS_SCHEDULED], counts[bus.LIBRARY_ENTRIES]) == (1, 1, 1)
+    report = await gather_status(client)
+    assert report.stream.replicas == 3 and report.stream.leader in {"n0", "n1", "n2"}
+    assert not [problem for problem in health_problems(report) if "replica" in problem or "leader" in problem]
     assert counts[bus.OUTREACH_RESULTS] == len(proposal.channels)
 
     js = bus.jetstream(client)
@@ -179,3 +183,11 @@ async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
     assert sorted(f.share.id for f in fired) == sorted(f"cli:cluster-{n}" for n in range(20))
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts)
     assert all(worker.config.connection_state.connection.is_connected for worker in workers)  # reconnected
+
+    async def replica_reported_offline() -> bool:  # `impromptu status` and the ops page say so, and why
+        report = await gather_status(client)
+        return report.stream.peers.get("n0") == "offline" and any(
+            "replica(s) n0 offline, 2 of 3 copies left" in problem for problem in health_problems(report)
+        )
+
+    await wait_until(replica_reported_offline, timeout=30, what="status to report the lost node")

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
+from rich.console import Console
 
 from pipeline import bus
 from pipeline.actions.sessions import propose
@@ -30,7 +31,7 @@ from pipeline.messages import (
     TriggerFired,
     stable_id,
 )
-from pipeline.ops.status import StageStatus, StatusReport, StreamStatus, health_problems
+from pipeline.ops.status import StageStatus, StatusReport, StreamStatus, health_problems, render
 from pipeline.ops.tail import MESSAGE_TYPES, message_type, parse_since, shows, summarize
 from tests.unit.conftest import NOW, make_content, make_session
 
@@ -196,3 +197,25 @@ def test_health_rules() -> None:
         "enrich: 2 dead letter(s) waiting on impromptu.dlq.enrich"
     ]
     assert "90% or more of its limits" in health_problems(_report(_stage(), messages=95))[0]
+
+
+def test_replicas_a_lost_node_and_no_leader_are_reported() -> None:
+    def on_cluster(leader: str | None, peers: dict[str, str]) -> StatusReport:
+        stream = StreamStatus(
+            messages=10, bytes=1000, first_seq=1, last_seq=10, consumers=8, max_msgs=-1, max_bytes=-1, max_age=0,
+            replicas=3, leader=leader, peers=peers,
+        )  # fmt: skip
+        return StatusReport(NOW, stream, [_stage()], {})
+
+    healthy = on_cluster("n1", {"n0": "current", "n2": "behind 4"})
+    assert health_problems(healthy) == []  # a replica catching up is normal
+    console = Console(width=300, record=True)
+    console.print(render(healthy, []))
+    assert "3 replicas: leader n1, n0 current, n2 behind 4" in console.export_text()
+
+    assert health_problems(on_cluster("n1", {"n0": "offline", "n2": "current"})) == [
+        "stream IMPROMPTU: replica(s) n0 offline, 2 of 3 copies left (bring the node back)"
+    ]
+    assert health_problems(on_cluster(None, {})) == [
+        "stream IMPROMPTU has no leader: nothing can be published until the cluster elects one"
+    ]
