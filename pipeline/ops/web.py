@@ -13,7 +13,7 @@ all read when the page is asked for; when NATS does not answer, the page says so
 
 import asyncio  # no `from __future__ import annotations`: FastAPI must resolve the routes' local Annotated types
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,12 +25,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from starlette.templating import Jinja2Templates
 
 from pipeline import bus
 from pipeline.actions.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
 from pipeline.actions.web.pages import flash, relative, secured, utc
-from pipeline.messages import DeadLetter, utc_now
+from pipeline.messages import DeadLetter, EnrichmentFailed, utc_now
 from pipeline.ops.dlq import DeadLetterEntry, DlqError, discard, get_dead_letter, list_dead_letters, replay
 from pipeline.ops.status import (
     DEFAULT_MAX_AGE_SECONDS,
@@ -43,6 +45,7 @@ from pipeline.ops.status import (
     health_problems,
 )
 from pipeline.ops.tail import summarize
+from pipeline.ops.trace import READ_TIMEOUT_SECONDS
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.ops.web")
@@ -50,6 +53,8 @@ log = structlog.get_logger("pipeline.ops.web")
 TEMPLATES = Path(__file__).parent / "templates"
 REFRESH_SECONDS = 5
 RECENT_LIMIT = 20  # dead letters under "last errors"
+UNREAD_LIMIT = 10  # pages that could not be read, newest first
+UNREAD_WINDOW = timedelta(hours=24)
 WAITING_LIMIT = 100  # waiting dead letters listed with their buttons (the rest: `impromptu dlq list`)
 REASON_MAX = 2000
 UNAVAILABLE = (nats.errors.Error, TimeoutError, ConnectionError)  # NATS not answering: 503, never a stale page
@@ -130,6 +135,50 @@ class FlowStage:
 
 
 @dataclass(frozen=True)
+class UnreadPage:
+    """A shared page the enrich stage could not read: not a dead letter (the rule decides whether the post's text
+    will do), but the most common reason a share from a trusted person makes no proposal."""
+
+    seq: int
+    at: datetime
+    url: str
+    reason: str
+    detail: str
+    correlation_id: str
+
+
+async def unread_pages(js: JetStreamContext, now: datetime) -> list[UnreadPage]:
+    """The last UNREAD_LIMIT `EnrichmentFailed` of the last UNREAD_WINDOW, newest first: the server seeks by time on
+    that one subject, so this reads only the day's failures, never the whole stream."""
+    found: list[UnreadPage] = []
+    info = await js.stream_info(bus.STREAM, subjects_filter=bus.CONTENT_FAILED)
+    if not (info.state.subjects or {}).get(bus.CONTENT_FAILED):
+        return found
+    since = (now - UNREAD_WINDOW).isoformat()
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    sub = await js.subscribe(bus.CONTENT_FAILED, stream=bus.STREAM, ordered_consumer=True, config=config)
+    try:
+        consumer = await sub.consumer_info()
+        if (consumer.num_pending or 0) + (consumer.delivered.consumer_seq if consumer.delivered else 0) == 0:
+            return found  # none in the window: say so now rather than wait for a message that will not come
+        while True:
+            msg = await sub.next_msg(timeout=READ_TIMEOUT_SECONDS)
+            try:
+                failed: EnrichmentFailed | None = EnrichmentFailed.model_validate_json(msg.data)
+            except ValueError:
+                failed = None  # not ours to judge here: the stages dead-letter malformed messages
+            if failed is not None:
+                seq, at = msg.metadata.sequence.stream, msg.metadata.timestamp
+                page = UnreadPage(seq, at, failed.url, failed.reason, failed.detail, failed.correlation_id)
+                found = [page, *found][:UNREAD_LIMIT]
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+@dataclass(frozen=True)
 class OpsView:
     generated_at: datetime
     max_age: float
@@ -140,6 +189,7 @@ class OpsView:
     recent: list[DeadLetterEntry]  # newest first, in any state
     waiting: list[DeadLetterEntry]  # oldest first
     waiting_total: int
+    unread: list[UnreadPage]  # newest first
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601 strings)."""
@@ -155,6 +205,7 @@ class OpsView:
                 "last_errors": [dead_letter_json(entry) for entry in self.recent],
                 "waiting": [dead_letter_json(entry) for entry in self.waiting],
                 "waiting_total": self.waiting_total,
+                "unread_pages": [asdict(page) for page in self.unread],
             }
         )
 
@@ -196,10 +247,12 @@ def stage_problems(report: StatusReport, stage: str, max_age: float) -> list[str
 
 async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECONDS) -> OpsView:
     js = bus.jetstream(broker)
-    report, info, entries = await asyncio.gather(
+    now = utc_now()
+    report, info, entries, unread = await asyncio.gather(
         gather_status(broker),
         js.stream_info(bus.STREAM, subjects_filter=">"),
         list_dead_letters(broker, every=True),
+        unread_pages(js, now),
     )
     subjects = dict(sorted((info.state.subjects or {}).items()))
     waiting_entries = [entry for entry in entries if entry.record.state == "waiting"]
@@ -216,7 +269,7 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
         for name, outputs in FLOW.items()
     ]
     return OpsView(
-        generated_at=utc_now(),
+        generated_at=now,
         max_age=max_age,
         problems=health_problems(report, max_age),
         stages=stages,
@@ -225,6 +278,7 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
         recent=entries[::-1][:RECENT_LIMIT],
         waiting=waiting_entries[:WAITING_LIMIT],
         waiting_total=len(waiting_entries),
+        unread=unread,
     )
 
 

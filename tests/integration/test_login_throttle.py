@@ -66,6 +66,18 @@ async def test_failures_at_once_from_many_workers_are_all_counted(client: NatsBr
         assert wait is not None and WINDOW_SECONDS - 30 < wait <= WINDOW_SECONDS
 
 
+async def test_workers_whose_clocks_differ_still_count_every_failure(client: NatsBroker) -> None:
+    """Worker B's clock runs 5 s ahead of A's (two machines): to A, B's failures look a little in the future.
+    They are failures all the same, and so is a failure racing A's read on another connection."""
+    ahead = LoginThrottle(client, clock=lambda: time.time() + 5)
+    behind = LoginThrottle(client)
+    for _ in range(3):
+        await ahead.failed("ana", "198.51.100.99")
+    for _ in range(2):
+        await behind.failed("ana", "198.51.100.99")
+    assert await behind.refused_for("ana", "198.51.100.1") is not None  # 5 for the name, whoever counted them
+
+
 async def test_the_window_moves_and_a_right_password_clears_the_name(client: NatsBroker) -> None:
     clock = Clock()
     throttle = LoginThrottle(client, clock=clock)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from pipeline.archive import archive_router
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.enrich import enrich_router
 from pipeline.errors import PermanentError
-from pipeline.messages import Share
+from pipeline.messages import EnrichmentFailed, Share, utc_now
 from pipeline.ops import web as ops_web
 from pipeline.ops.dlq import get_dead_letter
 from pipeline.ops.web import FLOW, stage_inputs
@@ -34,6 +35,7 @@ from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import trigger_router
 from pipeline.web import create_web_app
 from tests.integration.bus_helpers import subject_counts, wait_for_count, wait_until
+from tests.unit.conftest import make_content
 
 pytestmark = pytest.mark.nats
 
@@ -262,6 +264,45 @@ async def test_after_the_seed_story_each_stage_shows_the_streams_counts(
     assert worker_of(page.text, "trigger") == "no"
     assert "Unhealthy" in page.text and "trigger: no live worker" in page.text
     assert as_json["healthy"] is False and "trigger: no live worker" in " ".join(as_json["problems"])
+    assert "Every shared page of the last 24 hours was read." in page.text and as_json["unread_pages"] == []
+
+
+def failed_fetch(n: int, reason: str = "http_404") -> EnrichmentFailed:
+    trigger = make_content(native_id=f"unread-{n}").trigger
+    return EnrichmentFailed.caused_by(
+        trigger,
+        id=f"failed:{n}",
+        trigger=trigger,
+        url=f"https://example.org/article-{n}",
+        reason=reason,
+        detail=f"https://example.org/article-{n} answered 404",
+        retryable=False,
+    )
+
+
+async def test_pages_that_could_not_be_read_are_listed_newest_first(
+    client: NatsBroker, olga: httpx.AsyncClient
+) -> None:
+    assert "Every shared page of the last 24 hours was read." in (await olga.get("/ops")).text
+    for n in range(12):
+        await bus.publish(client, bus.CONTENT_FAILED, failed_fetch(n, "blocked_address" if n == 11 else "http_404"))
+
+    page = await olga.get("/ops")
+    as_json = (await olga.get("/ops/status.json")).json()
+    shown = [int(seq) for seq in re.findall(r'<li class="card unread-page" data-seq="(\d+)">', page.text)]
+    assert len(shown) == ops_web.UNREAD_LIMIT == 10 and shown == sorted(shown, reverse=True)  # the newest ten
+    assert [entry["url"] for entry in as_json["unread_pages"]] == [
+        f"https://example.org/article-{n}" for n in range(11, 1, -1)
+    ]
+    assert as_json["unread_pages"][0]["reason"] == "blocked_address"
+    assert '<span class="badge reason">blocked_address</span>' in page.text
+    assert "https://example.org/article-11 answered 404" in page.text
+    assert "https://example.org/article-1 answered" not in page.text  # older than the newest ten
+
+    js = bus.jetstream(client)
+    started = asyncio.get_running_loop().time()
+    assert await ops_web.unread_pages(js, utc_now() + timedelta(hours=25)) == []  # all older than the window
+    assert asyncio.get_running_loop().time() - started < 2  # told at once, not after a read timeout
 
 
 async def test_a_running_pipeline_is_healthy(pipeline: NatsBroker, olga: httpx.AsyncClient) -> None:

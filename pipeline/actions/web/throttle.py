@@ -40,7 +40,9 @@ def failure_key(limit: Limit, value: str) -> str:
 
 
 def recent(times: list[float], now: float) -> list[float]:
-    return sorted(t for t in times if now - WINDOW_SECONDS < t <= now)
+    """The failures still in the window. One stamped a moment after `now` is kept: another worker recorded it
+    while this one was reading, and dropping it would lose a failure."""
+    return sorted(t for t in times if t > now - WINDOW_SECONDS)
 
 
 class LoginThrottle:
