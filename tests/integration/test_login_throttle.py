@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import nats.errors
 import pytest
 from faststream.nats import NatsBroker
 from structlog.testing import capture_logs
@@ -129,3 +130,20 @@ async def test_without_the_bus_logging_in_is_refused_with_a_reason_then_works_ag
             while (answer := await ana.post("/login", data=data)).status_code == 503:
                 await asyncio.sleep(0.2)
         assert answer.status_code == 303 and answer.headers["location"] == "/proposals"
+
+
+async def test_a_count_that_cannot_be_saved_leaves_the_answer_to_the_login_as_it_is(
+    web_settings: Settings, client: NatsBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def bus_gone(*args: object) -> None:
+        raise nats.errors.TimeoutError
+
+    monkeypatch.setattr(LoginThrottle, "failed", bus_gone)
+    monkeypatch.setattr(LoginThrottle, "forget", bus_gone)
+    app = create_web_app(web_settings, client, Approvals(client, web_settings, LiveRules.load(web_settings.rules_file)))
+    async with browser(app) as ana:
+        with capture_logs() as logs:
+            wrong = await log_in(ana, "ana", "not her password")
+            right = await log_in(ana, "ana", PASSWORDS["ana"])
+    assert (wrong.status_code, right.status_code) == (400, 303)  # still a wrong password; still logged in
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["web.login_count_unsaved"] * 2

@@ -6,6 +6,7 @@ the page again with the reason: 409 (already decided, cannot change now) or 422 
 """
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +35,8 @@ from pipeline.messages import utc_now
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.pages")
+
+BUS_DOWN = (nats.errors.Error, TimeoutError, ConnectionError)
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
@@ -297,6 +300,13 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
 
     throttle = LoginThrottle(approvals.broker)
 
+    async def recorded(change: Awaitable[None]) -> None:
+        """The count was just read, so the bus answers; should it drop now, the answer to the login stands."""
+        try:
+            await change
+        except BUS_DOWN as error:
+            log.error("web.login_count_unsaved", reason=f"NATS does not answer: {error!r}")
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
@@ -306,7 +316,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         address = request.client.host if request.client else "unknown"
         try:
             wait = await throttle.refused_for(name, address)
-        except (nats.errors.Error, TimeoutError, ConnectionError) as error:
+        except BUS_DOWN as error:
             # no shared count to consult: refuse rather than let guesses through uncounted
             log.error("web.login_unavailable", reason=f"NATS does not answer: {error!r}")
             context = {"next": target, "name": name, "no_logins": not _can_log_in()}
@@ -321,7 +331,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             response.headers["Retry-After"] = str(round(wait))
             return response
         if name and password and await asyncio.to_thread(verify_password, settings.current_logins(), name, password):
-            await throttle.forget(name)
+            await recorded(throttle.forget(name))
             request.session.clear()  # a fresh session: nothing from before the login carries over
             request.session[SESSION_KEY] = name
             log.info("web.login", name=name)
@@ -330,7 +340,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
                 target = "/ops"  # an ops-only login sent to the default page: its own page instead of a 403
             return see_other(target)
         log.warning("web.login_failed", name=name)
-        await throttle.failed(name, address)
+        await recorded(throttle.failed(name, address))
         context = {
             "next": target,
             "name": name,
