@@ -4,6 +4,7 @@ sharing the stages' durable consumers, and a node lost mid-flow without losing o
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -15,12 +16,16 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
 from pipeline.actions.approval import decide
+from pipeline.actions.service import Approvals
 from pipeline.app import connected, create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
 from pipeline.embedded import free_port
 from pipeline.messages import ScheduledSession, SessionProposal, Share, TriggerFired
 from pipeline.ops.status import gather_status, health_problems
 from pipeline.settings import Settings
+from pipeline.triggers.reload import LiveRules
+from pipeline.web import create_web_app
+from tests.integration import test_ops_web as ops_logins
 from tests.integration.bus_helpers import consumer, models_on, subject_counts, wait_for_count, wait_until
 from tests.secured_nats import ConfiguredNats
 
@@ -153,7 +158,7 @@ def trusted_share(n: int, url: str) -> Share:
 
 
 async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
-    cluster: Cluster, workers: list[NatsBroker], cluster_client: NatsBroker
+    cluster: Cluster, workers: list[NatsBroker], cluster_client: NatsBroker, cluster_settings: Settings
 ) -> None:
     """Shares flow while the node the first worker is connected to stops. That worker reconnects to another
     node, the stream (3 replicas) keeps a quorum, and every share fires exactly one trigger and one proposal."""
@@ -191,3 +196,9 @@ async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
         )
 
     await wait_until(replica_reported_offline, timeout=30, what="status to report the lost node")
+    ops_settings = cluster_settings.model_copy(update={"facilitator_logins": ops_logins.LOGINS})
+    app = create_web_app(ops_settings, client, Approvals(client, ops_settings, LiveRules.load(ops_settings.rules_file)))
+    async with ops_logins.logged_in(app, "olga") as olga:  # the ops page shows the same
+        page = (await olga.get("/ops")).text
+    assert "replica(s) n0 offline, 2 of 3 copies left" in page
+    assert re.search(r'<span class="replicas">3 replicas: leader n[12], n0 offline, n[12] current\.</span>', page), page
