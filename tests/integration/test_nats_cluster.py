@@ -201,4 +201,5 @@ async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
     async with ops_logins.logged_in(app, "olga") as olga:  # the ops page shows the same
         page = (await olga.get("/ops")).text
     assert "replica(s) n0 offline, 2 of 3 copies left" in page
-    assert re.search(r'<span class="replicas">3 replicas: leader n[12], n0 offline, n[12] (current|behind \d+)\.</span>', page), page
+    replicas = r'<span class="replicas">3 replicas: leader n[12], n0 offline, n[12] (current|behind \d+)\.</span>'
+    assert re.search(replicas, page), page
