@@ -23,7 +23,6 @@ from pipeline.errors import ImpromptuError, RetryableError
 from pipeline.messages import (
     FacilitatorDecision,
     FieldChange,
-    Message,
     ProposalState,
     ProposalTransition,
     SessionProposal,
@@ -185,13 +184,7 @@ async def _publish_audit(broker: NatsBroker, record: ProposalRecord) -> None:
         reason=entry.reason,
         changes=entry.changes,
     )
-    await publish(broker, message, bus.PROPOSALS_TRANSITIONS)
-
-
-async def publish(broker: NatsBroker, message: Message, subject: str) -> None:
-    await broker.publish(
-        message, subject, headers=bus.msg_headers(message), correlation_id=message.correlation_id, stream=bus.STREAM
-    )
+    await bus.publish(broker, bus.PROPOSALS_TRANSITIONS, message)
 
 
 def moved(
@@ -263,7 +256,7 @@ async def decide(
         decided_by=by,
         reason=record.reason,
     )
-    await publish(broker, message, bus.DECISIONS)
+    await bus.publish(broker, bus.DECISIONS, message)
     return message
 
 
