@@ -234,8 +234,9 @@ def summary_of(dead: DeadLetter) -> str:
 
 
 def stage_problems(report: StatusReport, stage: str, max_age: float) -> list[str]:
-    """health_problems of this stage alone (its consumers and dead letters; the stream is judged once, above)."""
-    unlimited = replace(report.stream, max_msgs=-1, max_bytes=-1)
+    """health_problems of this stage alone (its consumers and dead letters; the stream, its limits and replicas,
+    is judged once, above)."""
+    unlimited = replace(report.stream, max_msgs=-1, max_bytes=-1, replicas=1, leader=None, peers={})
     alone = replace(
         report,
         stream=unlimited,
