@@ -147,7 +147,7 @@ def empty_stage(settings: Settings) -> StageRouter:
 
 
 async def stage_consume(settings: Settings, router: StageRouter, count: int, run: int) -> tuple[float, int]:
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect((settings.nats_url or "").split(","))
     js = nc.jetstream()
     await prepublish(js, bus.SHARES, [s.model_dump_json().encode() for s in shares(run, count)], f"share-{run}")
     broker = new_broker(settings.nats_url or "")
