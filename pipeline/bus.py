@@ -79,6 +79,8 @@ def msg_headers(message: Message) -> dict[str, str]:
     return {"Nats-Msg-Id": message.id}
 
 
+# NATS not answering at all (down, reconnecting, timing out): pages answer 503 with a reason, never a stale page
+NOT_ANSWERING = (nats.errors.Error, TimeoutError, ConnectionError)
 # What a publish sees for a few seconds while a cluster elects a new stream leader (a node was lost)
 UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 PUBLISH_PATIENCE_SECONDS = 15.0

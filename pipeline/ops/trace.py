@@ -36,14 +36,23 @@ ID_FIELDS = ("id", "correlation_id")
 URL_FIELDS = ("url", "canonical_url")
 
 
-async def read_stream(js: JetStreamContext, subject: str = bus.ALL_SUBJECTS, start_seq: int = 1) -> AsyncIterator[Msg]:
-    """Every message on `subject` from `start_seq` to the end of the stream as it is now, oldest first."""
+async def read_stream(
+    js: JetStreamContext, subject: str = bus.ALL_SUBJECTS, start_seq: int = 1, since: datetime | None = None
+) -> AsyncIterator[Msg]:
+    """Every message on `subject` from `start_seq` (or, with `since`, from that time: the server seeks by time) to
+    the end of the stream as it is now, oldest first."""
     info = await js.stream_info(bus.STREAM, subjects_filter=subject)
     if start_seq > info.state.last_seq or not info.state.subjects:
         return
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+    if since is None:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+    else:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.isoformat())
     sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
     try:
+        consumer = await sub.consumer_info()
+        if (consumer.num_pending or 0) + (consumer.delivered.consumer_seq if consumer.delivered else 0) == 0:
+            return  # nothing from there on (only possible with `since`): say so now, not after a read timeout
         while True:
             msg = await sub.next_msg(timeout=READ_TIMEOUT_SECONDS)
             yield msg

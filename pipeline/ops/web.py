@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jinja2
-import nats.errors
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,7 +25,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from starlette.templating import Jinja2Templates
 
 from pipeline import bus
@@ -45,7 +43,7 @@ from pipeline.ops.status import (
     health_problems,
 )
 from pipeline.ops.tail import summarize
-from pipeline.ops.trace import READ_TIMEOUT_SECONDS
+from pipeline.ops.trace import read_stream
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.ops.web")
@@ -57,7 +55,6 @@ UNREAD_LIMIT = 10  # pages that could not be read, newest first
 UNREAD_WINDOW = timedelta(hours=24)
 WAITING_LIMIT = 100  # waiting dead letters listed with their buttons (the rest: `impromptu dlq list`)
 REASON_MAX = 2000
-UNAVAILABLE = (nats.errors.Error, TimeoutError, ConnectionError)  # NATS not answering: 503, never a stale page
 
 # What each stage publishes (its routers' `output`s; a test keeps this in step with them). What it consumes is
 # STAGE_CONSUMERS's subjects. Dead letters are counted apart; proposal transitions are written by whoever decides.
@@ -151,30 +148,15 @@ async def unread_pages(js: JetStreamContext, now: datetime) -> list[UnreadPage]:
     """The last UNREAD_LIMIT `EnrichmentFailed` of the last UNREAD_WINDOW, newest first: the server seeks by time on
     that one subject, so this reads only the day's failures, never the whole stream."""
     found: list[UnreadPage] = []
-    info = await js.stream_info(bus.STREAM, subjects_filter=bus.CONTENT_FAILED)
-    if not (info.state.subjects or {}).get(bus.CONTENT_FAILED):
-        return found
-    since = (now - UNREAD_WINDOW).isoformat()
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
-    sub = await js.subscribe(bus.CONTENT_FAILED, stream=bus.STREAM, ordered_consumer=True, config=config)
-    try:
-        consumer = await sub.consumer_info()
-        if (consumer.num_pending or 0) + (consumer.delivered.consumer_seq if consumer.delivered else 0) == 0:
-            return found  # none in the window: say so now rather than wait for a message that will not come
-        while True:
-            msg = await sub.next_msg(timeout=READ_TIMEOUT_SECONDS)
-            try:
-                failed: EnrichmentFailed | None = EnrichmentFailed.model_validate_json(msg.data)
-            except ValueError:
-                failed = None  # not ours to judge here: the stages dead-letter malformed messages
-            if failed is not None:
-                seq, at = msg.metadata.sequence.stream, msg.metadata.timestamp
-                page = UnreadPage(seq, at, failed.url, failed.reason, failed.detail, failed.correlation_id)
-                found = [page, *found][:UNREAD_LIMIT]
-            if msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
+    async for msg in read_stream(js, bus.CONTENT_FAILED, since=now - UNREAD_WINDOW):
+        try:
+            failed: EnrichmentFailed | None = EnrichmentFailed.model_validate_json(msg.data)
+        except ValueError:
+            failed = None  # not ours to judge here: the stages dead-letter malformed messages
+        if failed is not None:
+            seq, at = msg.metadata.sequence.stream, msg.metadata.timestamp
+            page = UnreadPage(seq, at, failed.url, failed.reason, failed.detail, failed.correlation_id)
+            found = [page, *found][:UNREAD_LIMIT]
     return found
 
 
@@ -348,7 +330,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def ops_page(request: Request, who: Operator) -> Response:
         try:
             view = await gather_view(broker)
-        except UNAVAILABLE as error:
+        except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
         return render(request, who, "ops.html", {"view": view, "refresh": True})
 
@@ -376,7 +358,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def ops_status(who: Annotated[str, Depends(json_operator)]) -> JSONResponse:
         try:
             view = await gather_view(broker)
-        except UNAVAILABLE as error:
+        except bus.NOT_ANSWERING as error:
             log.warning("ops.nats_unavailable", path="/ops/status.json", error=type(error).__name__)
             body = {"error": "unavailable", "detail": f"NATS does not answer ({type(error).__name__}: {error})"}
             return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
@@ -386,7 +368,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def dead_letter_page(request: Request, who: Operator, seq: int) -> Response:
         try:
             return await detail(request, who, seq)
-        except UNAVAILABLE as error:
+        except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
 
     async def act(request: Request, who: str, seq: int, action: Literal["replay", "discard"]) -> Response:
@@ -417,14 +399,14 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def replay_dead_letter(request: Request, who: Operator, seq: int) -> Response:
         try:
             return await act(request, who, seq, "replay")
-        except UNAVAILABLE as error:
+        except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
 
     @router.post("/ops/dead-letters/{seq}/discard", include_in_schema=False)
     async def discard_dead_letter(request: Request, who: Operator, seq: int) -> Response:
         try:
             return await act(request, who, seq, "discard")
-        except UNAVAILABLE as error:
+        except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
 
     return router

@@ -35,6 +35,7 @@ from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import trigger_router
 from pipeline.web import create_web_app
 from tests.integration.bus_helpers import subject_counts, wait_for_count, wait_until
+from tests.integration.test_approval_web import csrf_of
 from tests.unit.conftest import make_content
 
 pytestmark = pytest.mark.nats
@@ -51,18 +52,11 @@ LOGINS = {
     )
     for name in PASSWORDS
 }
-CSRF = re.compile(r'name="csrftoken" value="([^"]+)"')
 FIELDS = ("in", "out", "backlog", "redelivered", "dead-letters")
 
 
 def bearer(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[name][0]}"}
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, html
-    return found.group(1)
 
 
 def stage_numbers(html: str) -> dict[str, dict[str, int]]:

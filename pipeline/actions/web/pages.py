@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import jinja2
-import nats.errors
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from pipeline import bus
 from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import (
@@ -35,8 +35,6 @@ from pipeline.messages import utc_now
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.pages")
-
-BUS_DOWN = (nats.errors.Error, TimeoutError, ConnectionError)
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
@@ -304,7 +302,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         """The count was just read, so the bus answers; should it drop now, the answer to the login stands."""
         try:
             await change
-        except BUS_DOWN as error:
+        except bus.NOT_ANSWERING as error:
             log.error("web.login_count_unsaved", reason=f"NATS does not answer: {error!r}")
 
     @router.post("/login")
@@ -316,7 +314,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         address = request.client.host if request.client else "unknown"
         try:
             wait = await throttle.refused_for(name, address)
-        except BUS_DOWN as error:
+        except bus.NOT_ANSWERING as error:
             # no shared count to consult: refuse rather than let guesses through uncounted
             log.error("web.login_unavailable", reason=f"NATS does not answer: {error!r}")
             context = {"next": target, "name": name, "no_logins": not _can_log_in()}
