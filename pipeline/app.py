@@ -22,7 +22,7 @@ from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, warm_up
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
-from pipeline.outreach import outreach_router
+from pipeline.outreach.stage import outreach_router
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.sources import SourceRunner

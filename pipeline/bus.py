@@ -26,6 +26,7 @@ PROPOSALS_CREATED = "impromptu.proposals.created"
 DECISIONS = "impromptu.decisions"
 PROPOSALS_TRANSITIONS = "impromptu.proposals.transitions"  # the approval audit trail
 SESSIONS_SCHEDULED = "impromptu.sessions.scheduled"
+OUTREACH_DUE = "impromptu.outreach.due"  # one message per (session, channel, kind) to announce
 OUTREACH_RESULTS = "impromptu.outreach.results"
 RECORDINGS = "impromptu.recordings"
 LIBRARY_ENTRIES = "impromptu.library.entries"

@@ -16,6 +16,7 @@ from nats.errors import Error as NatsError
 from pipeline import bus
 from pipeline.errors import ImpromptuError
 from pipeline.logs import configure_logging
+from pipeline.outreach.cli import channels_cli, linkedin_cli, outreach_cli, render_command
 from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ cli.add_typer(facilitators_cli, name="facilitators")
 cli.add_typer(library, name="library")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(schemas_cli, name="schemas")
+cli.add_typer(channels_cli, name="channels")
+cli.add_typer(outreach_cli, name="outreach")
+cli.add_typer(linkedin_cli, name="linkedin")
+cli.command("render")(render_command)
 
 
 def _settings(quiet: bool = False) -> Settings:

@@ -100,7 +100,9 @@ class StageMiddleware(BaseMiddleware):
         reason = describe_error(error)
         permanent = is_permanent(error)
         if not permanent and delivered < self.policy.max_deliveries:
-            delay = self.policy.retry_delay(delivered)
+            # a provider's rate limit says how long to wait (RateLimited.retry_after); else exponential backoff
+            asked = getattr(error, "retry_after", None)
+            delay = float(asked) if isinstance(asked, int | float) else self.policy.retry_delay(delivered)
             log.warning("stage.retry", reason=reason, delivered=delivered, retry_in_seconds=delay)
             raise NackMessage(delay=delay) from error
         dead_letter = DeadLetter(

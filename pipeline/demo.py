@@ -143,6 +143,13 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> No
     say(f"[done    ] the seed story ran end to end in {time.monotonic() - started:.1f}s")
 
 
+def say_results(raws: list[bytes], kind: str, say: Callable[[str], None]) -> None:
+    results = (OutreachResult.model_validate_json(raw) for raw in raws)
+    for result in sorted((r for r in results if r.kind == kind), key=lambda r: r.channel):
+        first_line = result.text.splitlines()[0] if result.text else result.reason
+        say(f"[outreach] {result.channel:<8} {kind} {result.status}: {first_line}")
+
+
 async def run_story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
     pipeline = create_broker(settings)
     await start_stages(pipeline, settings)
@@ -180,14 +187,14 @@ async def run_story(settings: Settings, article_url: str, say: Callable[[str], N
             session = ScheduledSession.model_validate_json((await watcher.wait_for(bus.SESSIONS_SCHEDULED))[0])
             say(f"[schedule] {session.id}: join {session.join_url} (calendar invite attached)")
 
-            results = await watcher.wait_for(bus.OUTREACH_RESULTS, count=len(proposal.channels))
-            for result in sorted((OutreachResult.model_validate_json(r) for r in results), key=lambda r: r.channel):
-                first_line = result.text.splitlines()[0] if result.text else result.reason
-                say(f"[outreach] {result.channel:<8} {result.status}: {first_line}")
+            announced = await watcher.wait_for(bus.OUTREACH_RESULTS, count=len(proposal.channels))
+            say_results(announced, "scheduled", say)
 
             await bus.publish(client, bus.RECORDINGS, sample_recording(session, Path(settings.data_dir) / "recordings"))
             entry = LibraryEntry.model_validate_json((await watcher.wait_for(bus.LIBRARY_ENTRIES))[0])
             say(f"[archive ] {entry.id}: {entry.tagline} [tags: {', '.join(entry.tags)}]")
+            everything = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
+            say_results(everything, "recording", say)  # "the recording is in the library", with its link
 
             journey = sum(1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r)
             say(f"[trace   ] correlation id {share.correlation_id} carried by {journey} messages")

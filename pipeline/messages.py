@@ -278,13 +278,40 @@ class ScheduledSession(Message):
     ics: str = Field(description="iCalendar invite (text/calendar).")
 
 
+AnnouncementKind = Literal["scheduled", "starting", "recording", "cancelled"]
+
+
+class AnnouncementDue(Message):
+    """One channel's announcement of one moment in a session's life, waiting to be made: each channel is its own
+    message, so a rate-limited channel waits alone while the others post."""
+
+    session: ScheduledSession
+    channel: str
+    kind: AnnouncementKind = Field(
+        description="scheduled: the session is announced; starting: it starts now; recording: its recording is in "
+        "the library; cancelled: it will not take place."
+    )
+    library_url: str | None = Field(default=None, description="For recording: the library page of the recording.")
+    tagline: str | None = Field(default=None, description="For recording: the library entry's tagline.")
+    reason: str = Field(default="", description="For cancelled: why, as the facilitator wrote it.")
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of this post: one per (session, channel, kind)."""
+        return f"{self.session.id}.{self.channel}.{self.kind}"
+
+
 class OutreachResult(Message):
     """One channel's announcement of a session, and what happened to it."""
 
     session_id: str
     channel: str
-    kind: Literal["scheduled"] = "scheduled"
-    status: Literal["posted", "already_posted", "failed"]
+    kind: AnnouncementKind = "scheduled"
+    status: Literal["posted", "already_posted", "failed", "unknown", "deleted", "skipped"] = Field(
+        description="posted / already_posted (found posted before); failed (with the reason); unknown (a worker "
+        "stopped mid-post and the channel cannot tell: a person must check, `impromptu outreach resolve`); "
+        "deleted (a cancelled session's announcement was removed); skipped (nothing to do, with the reason)."
+    )
     text: str = Field(description="What was (or would have been) posted.")
     location: str | None = Field(default=None, description="Where the post can be seen.")
     reason: str | None = None
@@ -351,6 +378,7 @@ BUS_MESSAGES: tuple[type[BaseModel], ...] = (
     FacilitatorDecision,
     ProposalTransition,
     ScheduledSession,
+    AnnouncementDue,
     OutreachResult,
     Recording,
     LibraryEntry,

@@ -173,6 +173,48 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_from: str = "impromptu@localhost"
 
+    outreach_dry_run: bool = Field(
+        default=True,
+        description="Write every announcement to DATA_DIR/outbox instead of posting it (demos and rehearsals); "
+        "set false to post on the channels whose credentials are set.",
+    )
+    outreach_templates_dir: Path | None = Field(
+        default=None, description="Your own announcement templates (CHANNEL/KIND.j2); shipped ones fill the gaps."
+    )
+    outreach_timeout_seconds: float = Field(default=15.0, description="How long one post may take.")
+    x_api_key: str | None = Field(default=None, description="X app's API key (OAuth 1.0a consumer key) for posting.")
+    x_api_secret: SecretStr | None = None
+    x_access_token: SecretStr | None = Field(default=None, description="The posting account's OAuth 1.0a token.")
+    x_access_token_secret: SecretStr | None = None
+    linkedin_access_token: SecretStr | None = Field(
+        default=None, description="OAuth 2 token with w_member_social (`impromptu linkedin login`)."
+    )
+    linkedin_author: str | None = Field(
+        default=None, description="Who posts: urn:li:person:ID or urn:li:organization:ID (`impromptu linkedin login`)."
+    )
+    linkedin_version: str = Field(
+        default="202509", description="LinkedIn-Version header (YYYYMM); LinkedIn retires each about a year on."
+    )
+    linkedin_api_url: str = "https://api.linkedin.com"
+    linkedin_client_id: str | None = Field(default=None, description="LinkedIn app, for `impromptu linkedin login`.")
+    linkedin_client_secret: SecretStr | None = None
+    linkedin_redirect_uri: str = "http://127.0.0.1:8000/linkedin/callback"
+    facebook_page_id: str | None = None
+    facebook_page_token: SecretStr | None = Field(default=None, description="A Page access token (pages_manage_posts).")
+    facebook_graph_url: str = "https://graph.facebook.com"
+    facebook_api_version: str = Field(default="v23.0", description="Graph API version; Meta retires each in ~2 years.")
+    slack_webhook: SecretStr | None = Field(default=None, description="Slack incoming webhook for announcements.")
+    teams_webhook: SecretStr | None = Field(
+        default=None, description='Teams Workflows webhook ("When a Teams webhook request is received").'
+    )
+    mastodon_url: str | None = Field(default=None, description="Your Mastodon instance, e.g. https://mastodon.social.")
+    mastodon_access_token: SecretStr | None = Field(default=None, description="Token with write:statuses.")
+    mastodon_visibility: Literal["public", "unlisted", "private"] = "public"
+    mastodon_max_characters: int = Field(default=500, description="Your instance's post limit.")
+    outreach_email_to: list[str] = Field(
+        default_factory=list, description="Who receives announcements by e-mail (with the .ics invite)."
+    )
+
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a terminal.")
     log_level: str = "INFO"
 

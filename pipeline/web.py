@@ -22,6 +22,7 @@ from faststream.nats import NatsBroker
 from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
+from pipeline.archive.web import library_router
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
 from pipeline.ops.web import ops_pages_router
@@ -44,6 +45,7 @@ def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals 
     app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
     app.include_router(webhook_router(settings, broker))
     app.include_router(ops_router(broker))
+    app.include_router(library_router(settings))  # public: "recording available" announcements link here
     if approvals is not None:
         app.include_router(ops_pages_router(settings, broker))
         install_approval_web(app, settings, approvals)

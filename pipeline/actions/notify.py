@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.errors import ImpromptuError, PermanentError, RetryableError
 from pipeline.messages import SessionProposal
+from pipeline.redaction import printable, redact
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.actions.notify")
@@ -255,17 +256,6 @@ def _host(url: str) -> str:
         return "(invalid URL)"
 
 
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    return "".join(c if c.isprintable() else " " for c in text).strip()[:limit]
-
-
 async def send_slack(
     webhook_url: str, payload: dict[str, Any], client: httpx.AsyncClient | None = None, timeout: float = 10
 ) -> None:
@@ -288,14 +278,14 @@ async def send_slack(
         kind = type(error).__name__
         raise RetryableError(f"{where} did not answer within {timeout:g}s ({kind})") from None
     except httpx.TransportError as error:
-        detail = _redact(_printable(str(error)), secrets) or type(error).__name__
+        detail = redact(printable(str(error), 200), secrets) or type(error).__name__
         raise RetryableError(f"{where} could not be reached: {detail}") from None
 
     status = response.status_code
     if 200 <= status < 300:
         log.info("notify.slack.sent", host=host)
         return
-    code = _redact(_printable(response.text), secrets) or "(no body)"
+    code = redact(printable(response.text, 200), secrets) or "(no body)"
     if status == 429:
         retry_after = _retry_after(response.headers.get("retry-after"))
         wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
@@ -325,7 +315,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def _smtp_refusal(where: str, code: int, text: str, password: str, what: str) -> ImpromptuError:
     """SMTP reply codes: 4xx is transient (try again later), 5xx is permanent."""
-    detail = _redact(_printable(text, 300), [password])
+    detail = redact(printable(text, 300), [password])
     kind = RetryableError if 400 <= code < 500 else PermanentError
     return kind(f"{where} {what}: {code} {detail}")
 
@@ -362,7 +352,7 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
     except aiosmtplib.SMTPRecipientsRefused as error:
         codes = [refusal.code for refusal in error.recipients]
         each = "; ".join(
-            f"{refusal.recipient}: {refusal.code} {_printable(refusal.message, 200)}" for refusal in error.recipients
+            f"{refusal.recipient}: {refusal.code} {printable(refusal.message, 200)}" for refusal in error.recipients
         )
         kind = RetryableError if codes and all(400 <= code < 500 for code in codes) else PermanentError
         raise kind(f"{where} refused every recipient ({each}); check IMPROMPTU_NOTIFY_EMAIL_TO") from None
@@ -378,20 +368,20 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
     except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as error:
         if isinstance(error.__cause__, ssl.SSLCertVerificationError):
             raise PermanentError(f"{where}: its TLS certificate could not be verified ({error.__cause__})") from None
-        detail = _redact(_printable(error.message), [password])
+        detail = redact(printable(error.message, 200), [password])
         raise RetryableError(f"{where} could not be reached: {detail}") from None
     except ssl.SSLCertVerificationError as error:
         raise PermanentError(f"{where}: its TLS certificate could not be verified ({error.verify_message})") from None
     except OSError as error:
         raise RetryableError(f"{where} could not be reached: {error.strerror or type(error).__name__}") from None
     except aiosmtplib.SMTPException as error:  # STARTTLS or AUTH not offered, and the like: settings to fix
-        detail = _redact(_printable(str(error)), [password])
+        detail = redact(printable(str(error), 200), [password])
         raise PermanentError(f"{where}: {detail}{_smtp_hint(detail)}") from None
     if refused:
         log.warning(
             "notify.email.partly_refused",
             host=settings.smtp_host,
-            refused={address: f"{reply.code} {_printable(reply.message)}" for address, reply in refused.items()},
+            refused={address: f"{reply.code} {printable(reply.message, 200)}" for address, reply in refused.items()},
         )
     log.info(
         "notify.email.sent",

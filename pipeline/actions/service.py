@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 from faststream.nats import NatsBroker
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import stores
 from pipeline.actions import approval
 from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
 from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import ScheduledSession, SessionProposal, utc_now
-from pipeline.outreach.render import LIMITS, TEMPLATES, TemplateRefused, environment, render, weighted_length
+from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.rules import Facilitator
@@ -40,6 +41,19 @@ class ChannelPreview(BaseModel):
     limit: int | None = None
 
 
+class Announcement(BaseModel):
+    """What one channel did with one moment of the session (scheduled, starting, recording, cancelled)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str
+    kind: str
+    state: str = Field(description="sending, posted, retry, failed, unknown (a person must check) or deleted.")
+    location: str | None = Field(default=None, description="Where the post can be seen.")
+    reason: str | None = None
+    key: str = Field(description="The post's record key (`impromptu outreach resolve KEY`).")
+
+
 class ProposalEdit(BaseModel):
     """A facilitator's changes; a field left out (None) stays as it is."""
 
@@ -58,11 +72,6 @@ class EditRefused(DecisionRefused):
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{field}: {message}" for field, message in problems.items()))
-
-
-def available_channels() -> list[str]:
-    """Channels with an announcement template for a scheduled session."""
-    return sorted(p.parent.name for p in TEMPLATES.glob(f"*/{KIND}.j2"))
 
 
 def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> ScheduledSession:
@@ -87,13 +96,14 @@ def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> Scheduled
 
 
 def channel_previews(proposal: SessionProposal, settings: Settings) -> list[ChannelPreview]:
-    env = environment()
+    """Each channel's announcement exactly as the outreach stage will render it (same templates, same limits)."""
+    env = environment(settings.outreach_templates_dir)
     session = preview_session(proposal, settings.jitsi_base_url)
     previews = []
     for channel in proposal.channels:
-        limit = LIMITS.get(channel)
+        limit = settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
         try:
-            text = render(env, channel, KIND, session)
+            text = render(env, channel, KIND, session, limit=limit)
         except TemplateRefused as error:
             previews.append(ChannelPreview(channel=channel, problem=str(error), limit=limit))
             continue
@@ -213,8 +223,28 @@ class Approvals:
     def previews(self, record: ProposalRecord) -> list[ChannelPreview]:
         return channel_previews(record.proposal, self.settings)
 
+    async def announcements(self, record: ProposalRecord) -> list[Announcement]:
+        """The session's posts on each channel, as the outreach stage recorded them."""
+        if record.session is None:
+            return []
+        from pipeline.outreach.records import records_of  # the outreach package imports this module's package
+
+        kv = await stores.bucket(self.broker, stores.OUTREACH)
+        found = await records_of(kv, record.session.session_id)
+        return [
+            Announcement(
+                channel=key.split(".")[1],
+                kind=key.split(".")[2],
+                state=post.state,
+                location=post.location,
+                reason=post.reason,
+                key=key,
+            )
+            for key, post in sorted(found.items())
+        ]
+
     def channels_available(self) -> list[str]:
-        return available_channels()
+        return available_channels(folder=self.settings.outreach_templates_dir)
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
         busy = booked(await self.queue(), except_id=proposal_id)

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from pipeline import bus
 from pipeline.messages import DeadLetter, EnrichmentFailed, OutreachResult, ProposalState, TriggerFired
+from pipeline.ops.status import STAGE_CONSUMERS
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -40,7 +41,7 @@ class PipelineMetrics:
             "impromptu_proposals_decided", "Facilitator decisions the actions stage handled.", "decision"
         )
         self.outreach_posts = counter(
-            "impromptu_outreach_posts", "Announcements, by channel and outcome.", "channel", "status"
+            "impromptu_outreach_posts", "Announcements, by channel, kind and outcome.", "channel", "kind", "status"
         )
         self.fetch_refusals = counter(
             "impromptu_fetch_refusals", "Shared pages that could not be read (EnrichmentFailed), by reason.", "reason"
@@ -82,7 +83,7 @@ class PipelineMetrics:
         elif subject == bus.PROPOSALS_CREATED:
             self.proposals_created.inc()
         elif isinstance(message, OutreachResult):
-            self.outreach_posts.labels(channel=message.channel, status=message.status).inc()
+            self.outreach_posts.labels(channel=message.channel, kind=message.kind, status=message.status).inc()
         elif isinstance(message, EnrichmentFailed):
             self.fetch_refusals.labels(reason=message.reason).inc()
         elif isinstance(message, DeadLetter):
@@ -115,9 +116,15 @@ class _CountingMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: Any) -> Any:
         result = await call_next(msg)  # raises when the stage retries or dead-letters: not counted
         subject = msg.raw_message.subject
-        if subject in (bus.SHARES, bus.DECISIONS, bus.PROPOSALS_TRANSITIONS):
+        metadata = msg.raw_message.metadata
+        # a subject read by two stages (transitions: actions and outreach) is counted by its first reader only
+        counted_here = metadata is None or metadata.consumer == COUNTED_BY.get(subject)
+        if subject in (bus.SHARES, bus.DECISIONS, bus.PROPOSALS_TRANSITIONS) and counted_here:
             self.metrics.count_handled(subject, _json_object(msg.body))
         return result
+
+
+COUNTED_BY: dict[str, str] = {c.subject: c.durable for c in reversed(STAGE_CONSUMERS)}  # subject -> first reader
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from pipeline import bus
+from pipeline import bus, stores
 from pipeline.messages import utc_now
 from pipeline.ops.dlq import list_dead_letters
+from pipeline.outreach import health, records
 
 DEFAULT_MAX_AGE_SECONDS = 300.0
 
@@ -49,6 +50,9 @@ STAGE_CONSUMERS: tuple[StageConsumer, ...] = (
     StageConsumer("actions-notify", "actions", bus.PROPOSALS_CREATED),
     StageConsumer("actions-cancel", "actions", bus.PROPOSALS_TRANSITIONS),
     StageConsumer("outreach", "outreach", bus.SESSIONS_SCHEDULED),
+    StageConsumer("outreach-followups", "outreach", bus.PROPOSALS_TRANSITIONS),
+    StageConsumer("outreach-recordings", "outreach", bus.LIBRARY_ENTRIES),
+    StageConsumer("outreach-post", "outreach", bus.OUTREACH_DUE),
     StageConsumer("archive", "archive", bus.RECORDINGS),
 )
 
@@ -91,6 +95,8 @@ class StatusReport:
     stages: list[StageStatus]
     dead_letters: dict[str, int] = field(default_factory=dict)  # stage -> dead letters still waiting
     dead_letters_stored: dict[str, int] = field(default_factory=dict)  # stage -> all on impromptu.dlq.<stage>
+    broken_channels: dict[str, str] = field(default_factory=dict)  # outreach channel -> why it cannot post
+    unknown_posts: list[str] = field(default_factory=list)  # post keys whose outcome a person must check
 
 
 def is_live(info: ConsumerInfo, now: datetime) -> bool:
@@ -199,7 +205,16 @@ async def gather_status(broker: NatsBroker) -> StatusReport:
         peers={peer.name or "?": peer_state(peer) for peer in (info.cluster.replicas or [])} if info.cluster else {},
     )
     counts = {stage: waiting[stage] for stage in sorted({*stored, *waiting})}
-    return StatusReport(utc_now(), stream, await stage_status(js, counts), counts, stored)
+    broken, unknown = await outreach_troubles(broker)
+    return StatusReport(utc_now(), stream, await stage_status(js, counts), counts, stored, broken, unknown)
+
+
+async def outreach_troubles(broker: NatsBroker) -> tuple[dict[str, str], list[str]]:
+    """Channels marked broken, and posts interrupted where the channel cannot tell whether they went out."""
+    kv = await stores.bucket(broker, stores.OUTREACH)
+    broken = {sick.channel: sick.reason for sick in await health.all_broken(kv)}
+    unknown = sorted(key for key, record in (await records.all_records(kv)).items() if record.state == "unknown")
+    return broken, unknown
 
 
 def peer_state(peer: PeerInfo) -> str:
@@ -229,6 +244,13 @@ def health_problems(report: StatusReport, max_age: float = DEFAULT_MAX_AGE_SECON
     for stage_name, count in sorted(report.dead_letters.items()):
         if count:
             problems.append(f"{stage_name}: {count} dead letter(s) waiting on {bus.dead_letter_subject(stage_name)}")
+    for channel, reason in sorted(report.broken_channels.items()):
+        problems.append(f"outreach: channel {channel} is broken ({reason}); then `impromptu channels reset {channel}`")
+    if report.unknown_posts:
+        problems.append(
+            f"outreach: {len(report.unknown_posts)} post(s) may or may not have gone out "
+            "(`impromptu outreach list --unknown`, then `impromptu outreach resolve KEY`)"
+        )
     stream = report.stream
     if _near_limit(stream.messages, stream.max_msgs) or _near_limit(stream.bytes, stream.max_bytes):
         problems.append(f"stream {bus.STREAM} is at 90% or more of its limits: new messages may push old ones out")

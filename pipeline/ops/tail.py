@@ -23,6 +23,7 @@ from rich.text import Text
 from pipeline import bus
 from pipeline.errors import ImpromptuError
 from pipeline.messages import (
+    AnnouncementDue,
     DeadLetter,
     EnrichedContent,
     EnrichmentFailed,
@@ -48,6 +49,7 @@ MESSAGE_TYPES: dict[str, type[BaseModel]] = {
     bus.DECISIONS: FacilitatorDecision,
     bus.PROPOSALS_TRANSITIONS: ProposalTransition,
     bus.SESSIONS_SCHEDULED: ScheduledSession,
+    bus.OUTREACH_DUE: AnnouncementDue,
     bus.OUTREACH_RESULTS: OutreachResult,
     bus.RECORDINGS: Recording,
     bus.LIBRARY_ENTRIES: LibraryEntry,
@@ -66,7 +68,13 @@ STAGE_SUBJECTS: dict[str, tuple[str, ...]] = {
         bus.PROPOSALS_TRANSITIONS,
         bus.SESSIONS_SCHEDULED,
     ),
-    "outreach": (bus.SESSIONS_SCHEDULED, bus.OUTREACH_RESULTS),
+    "outreach": (
+        bus.SESSIONS_SCHEDULED,
+        bus.PROPOSALS_TRANSITIONS,
+        bus.LIBRARY_ENTRIES,
+        bus.OUTREACH_DUE,
+        bus.OUTREACH_RESULTS,
+    ),
     "archive": (bus.RECORDINGS, bus.LIBRARY_ENTRIES),
 }
 
@@ -138,9 +146,14 @@ def _scheduled(m: ScheduledSession) -> str:
     return f'{m.id}: "{clip(m.proposal.title)}" {m.starts_at:%H:%M}-{m.ends_at:%H:%M} UTC, join {m.join_url}'
 
 
+def _due(m: AnnouncementDue) -> str:
+    return f"{m.session.id} {m.kind} due on {m.channel}"
+
+
 def _outreach(m: OutreachResult) -> str:
     why = f" ({m.reason})" if m.reason else ""
-    return f"{m.channel} {m.status}{why}: {clip(m.text)}"
+    where = f" at {m.location}" if m.location else ""
+    return f"{m.channel} {m.kind} {m.status}{where}{why}: {clip(m.text)}"
 
 
 def _recording(m: Recording) -> str:
@@ -166,6 +179,7 @@ SUMMARIES: dict[type[BaseModel], Callable[[Any], str]] = {
     FacilitatorDecision: _decision,
     ProposalTransition: _transition,
     ScheduledSession: _scheduled,
+    AnnouncementDue: _due,
     OutreachResult: _outreach,
     Recording: _recording,
     LibraryEntry: _library,

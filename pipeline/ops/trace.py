@@ -195,9 +195,17 @@ def _get(body: dict[str, Any], *path: str) -> Any:
     return body
 
 
+FOLLOW_UPS = (bus.OUTREACH_DUE, bus.PROPOSALS_TRANSITIONS)
+
+
 def where_it_stopped(journey: Journey) -> str:
-    """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what)."""
-    last = journey.steps[-1]
+    """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what). Follow-up
+    announcements (the recording's, a cancellation's) come after the main line and do not change where it ended."""
+    main = [step for step in journey.steps if step.subject not in FOLLOW_UPS] or journey.steps
+    last = main[-1]
+    kept = next((step for step in reversed(main) if step.subject == bus.LIBRARY_ENTRIES), None)
+    if kept is not None and last.subject == bus.OUTREACH_RESULTS:
+        last = kept  # the recording's announcements come after it is kept
     body = last.body
     if last.subject.startswith(f"{bus.DEAD_LETTERS}."):
         return (

@@ -62,13 +62,22 @@ FLOW: dict[str, tuple[str, ...]] = {
     "trigger": (bus.TRIGGERS_FIRED, bus.TRIGGERS_JOINED),
     "enrich": (bus.CONTENT_ENRICHED, bus.CONTENT_FAILED),
     "actions": (bus.PROPOSALS_CREATED, bus.SESSIONS_SCHEDULED),
-    "outreach": (bus.OUTREACH_RESULTS,),
+    "outreach": (bus.OUTREACH_DUE, bus.OUTREACH_RESULTS),
     "archive": (bus.LIBRARY_ENTRIES,),
 }
 
 
+# Subjects a stage writes and reads itself (outreach's one-post-per-channel hand-off): neither in nor out.
+INTERNAL: dict[str, tuple[str, ...]] = {"outreach": (bus.OUTREACH_DUE,)}
+
+
 def stage_inputs(stage: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(c.subject for c in STAGE_CONSUMERS if c.stage == stage))
+    inner = INTERNAL.get(stage, ())
+    return tuple(dict.fromkeys(c.subject for c in STAGE_CONSUMERS if c.stage == stage and c.subject not in inner))
+
+
+def stage_outputs(stage: str) -> tuple[str, ...]:
+    return tuple(subject for subject in FLOW[stage] if subject not in INTERNAL.get(stage, ()))
 
 
 @dataclass(frozen=True)
@@ -243,13 +252,13 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
         FlowStage(
             name=name,
             inputs={subject: subjects.get(subject, 0) for subject in stage_inputs(name)},
-            outputs={subject: subjects.get(subject, 0) for subject in outputs},
+            outputs={subject: subjects.get(subject, 0) for subject in stage_outputs(name)},
             consumers=[s for s in report.stages if s.stage == name],
             dead_letters_waiting=report.dead_letters.get(name, 0),
             dead_letters_stored=report.dead_letters_stored.get(name, 0),
             problems=stage_problems(report, name, max_age),
         )
-        for name, outputs in FLOW.items()
+        for name in FLOW
     ]
     return OpsView(
         generated_at=now,

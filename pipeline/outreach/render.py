@@ -1,90 +1,480 @@
-"""Render announcements from per-channel jinja2 templates, inside a sandbox, within each channel's limits.
+"""Render announcements from per-channel jinja2 templates, inside a sandbox, within each channel's rules.
 
-User-written text (share text, article title) only ever arrives as variables, never as template source.
+One template per channel and kind: `templates/<channel>/<kind>.j2`; IMPROMPTU_OUTREACH_TEMPLATES_DIR holds your own,
+file by file (the shipped ones fill the gaps). User-written text (share text, article title, summary) only ever
+arrives as variables, never as template source. Every render is checked against the channel's rules (length, JSON
+structure, e-mail layout); a render that is too long is tried again with the article title and summary shortened at
+word boundaries before it is refused.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
+from pipeline.outreach import xtext
 
 TEMPLATES = Path(__file__).parent / "templates"
-URL = re.compile(r"https?://\S+")
-X_URL_WEIGHT = 23  # X counts every link as 23 characters (t.co)
-LIMITS = {"x": 280, "linkedin": 3000, "facebook": 63206}
+CHANNELS = ("x", "linkedin", "facebook", "mastodon", "slack", "teams", "email")
+X_URL_WEIGHT = xtext.URL_WEIGHT
+TEAMS_MAX_BYTES = 28_000  # Teams refuses messages past ~28 KB (413)
+# the channel's limit as `weighted_length` counts it (Teams: UTF-8 bytes); Slack and e-mail have structural rules
+LIMITS = {"x": 280, "linkedin": 3000, "facebook": 63206, "mastodon": 500, "teams": TEAMS_MAX_BYTES}
+SLACK_MAX_BLOCKS = 50
+SLACK_HEADER_MAX = 150
+SLACK_SECTION_MAX = 3000
+SLACK_FIELD_MAX = 2000
+SLACK_BUTTON_MAX = 75
+SUBJECT_MAX = 200
+SHORT_TITLE = 90  # `short_article_title`, for channels where the title shares little room
+_PRIVATE = re.compile(r"attribute '_")
+MAX_OUTPUT = 200_000  # a sandboxed `*` may not build strings or lists longer than this
+
+# Graceful shortening: on a too-long render, try again with these limits (title, summary, reason), longest first.
+SHORTENING_STEPS: tuple[tuple[int | None, int | None], ...] = (
+    (None, None),
+    (200, 1000),
+    (150, 600),
+    (120, 400),
+    (100, 280),
+    (80, 200),
+    (60, 140),
+    (45, 100),
+    (30, 60),
+    (20, 30),
+    (12, 0),
+    (0, 0),
+)
 
 
 class TemplateRefused(PermanentError):
-    """A template is missing, broken, uses an unknown variable, or renders past the channel's limit."""
+    """A template is missing, broken, unsafe, uses an unknown variable, or renders outside the channel's rules."""
 
 
-def environment(folder: Path = TEMPLATES) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(folder),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # plain-text posts; HTML channels (email) get their own escaping environment
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-    )
-
-
-def weighted_length(channel: str, text: str) -> int:
-    if channel == "x":
-        return len(URL.sub("x" * X_URL_WEIGHT, text))
-    return len(text)
+# --- filters ------------------------------------------------------------------------------------------------------
 
 
 def shorten(text: str, limit: int) -> str:
     """Cut at a word boundary and add an ellipsis; never mid-word (a first word too long is dropped whole)."""
     if len(text) <= limit:
         return text
+    if limit <= 1:
+        return "…" if limit == 1 else ""
     head = text[:limit]  # one char more than is kept: tells whether the cut falls on a boundary
     cut = head[:-1] if head[-1] == " " else head.rsplit(" ", 1)[0] if " " in head else ""
     return f"{cut.rstrip(',;:.-–— ')}…"
 
 
-def template_variables(session: ScheduledSession) -> dict[str, object]:
+def oneline(text: str) -> str:
+    """Whitespace (newlines too) collapsed to single spaces: titles and names must not break a line or a header."""
+    return " ".join(str(text).split())
+
+
+def mrkdwn(text: str) -> str:
+    """Slack's three control characters, as Slack documents: & < > become &amp; &lt; &gt;."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_url(url: str) -> str:
+    """A URL safe inside Slack's <url|label>: no raw <, >, | or spaces; & escaped as in all mrkdwn text."""
+    return mrkdwn(quote(str(url), safe=":/?#[]@!$&'()*+,;=%~"))
+
+
+# --- the environment ----------------------------------------------------------------------------------------------
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, plus a cap on `*` and `**` so a custom template cannot exhaust memory ("a" * 10**10)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**" and isinstance(right, int) and abs(right) > 100:
+            raise jinja2.exceptions.SecurityError("exponents above 100 are not allowed in templates")
+        if operator_name == "*":
+            for sized, count in ((left, right), (right, left)):
+                if isinstance(sized, str | list | tuple) and isinstance(count, int) and len(sized) * count > MAX_OUTPUT:
+                    raise jinja2.exceptions.SecurityError("the result would be too large")
+        return super().call_binop(context, operator_name, left, right)
+
+
+def environment(folder: Path | None = None) -> SandboxedEnvironment:
+    """The sandboxed environment; with `folder` (IMPROMPTU_OUTREACH_TEMPLATES_DIR), its templates win file by file
+    and the shipped ones fill the gaps."""
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(TEMPLATES)]
+    if folder is not None and Path(folder).resolve() != TEMPLATES.resolve():
+        loaders.insert(0, jinja2.FileSystemLoader(folder))
+    env = _Sandbox(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # plain text; JSON channels insert user text with `tojson`, Slack mrkdwn with `mrkdwn`
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(shorten=shorten, oneline=oneline, mrkdwn=mrkdwn, slack_escape=mrkdwn, slack_url=slack_url)
+    return env
+
+
+def available_channels(kind: str = "scheduled", folder: Path | None = None) -> list[str]:
+    """Channels with a template for `kind`, shipped or in `folder`."""
+    folders = [TEMPLATES] + ([Path(folder)] if folder is not None else [])
+    return sorted({path.parent.name for base in folders for path in base.glob(f"*/{kind}.j2") if path.is_file()})
+
+
+# --- variables ----------------------------------------------------------------------------------------------------
+
+
+def template_variables(
+    session: ScheduledSession,
+    *,
+    library_url: str | None = None,
+    tagline: str | None = None,
+    reason: str | None = "",
+    title_limit: int | None = None,
+    summary_limit: int | None = None,
+) -> dict[str, object]:
+    """What every template may use. `library_url`, `tagline` and `reason` are always present (None or "" when not
+    given) so templates can test them; the limits shorten user-written text for a re-render that must fit."""
     proposal = session.proposal
     article = proposal.content.article
     share = proposal.content.trigger.share
+    full_title = oneline(article.title)
+    article_title = _cut(full_title, title_limit)
+    starts_at, ends_at = session.starts_at, session.ends_at
     return {
-        "title": proposal.title,
-        "article_title": article.title,
-        "short_article_title": shorten(article.title, 90),
-        "author": article.author,
+        "title": _cut(oneline(proposal.title), None if title_limit is None else title_limit + 6),  # "Live: " + title
+        "article_title": article_title,
+        "short_article_title": shorten(article_title, SHORT_TITLE),
+        "author": oneline(article.author) if article.author else None,
+        "site_name": oneline(article.site_name) if article.site_name else None,
         "article_url": article.url,
-        "summary": article.summary,
-        "sharer": share.sharer,
+        "summary": _cut(article.summary.strip(), summary_limit),
+        "sharer": oneline(share.sharer),
+        "share_text": _cut(share.text.strip(), summary_limit),
         "join_url": session.join_url,
-        "starts_at": session.starts_at,
-        "start_time": f"{session.starts_at:%H:%M} UTC",
+        "library_url": library_url,
+        "link": library_url or session.join_url,  # the post's main link: the library page for a recording
+        "tagline": oneline(tagline) if tagline else None,
+        "reason": _cut(oneline(reason or ""), summary_limit),
+        "provider": session.provider,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "start_time": f"{starts_at:%H:%M} UTC",
+        "end_time": f"{ends_at:%H:%M} UTC",
+        "start_date": f"{starts_at:%a} {starts_at.day} {starts_at:%b %Y}",
         "duration_minutes": proposal.duration_minutes,
         "topics": proposal.content.trigger.topics,
+        "hashtags": [f"#{''.join(topic.split())}" for topic in proposal.content.trigger.topics],
     }
 
 
-def render(env: SandboxedEnvironment, channel: str, kind: str, session: ScheduledSession) -> str:
+def _cut(text: str, limit: int | None) -> str:
+    return text if limit is None else shorten(text, limit)
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str  # too_long (shortening may help) or bad_structure (it cannot)
+    detail: str
+
+
+def render(
+    env: SandboxedEnvironment,
+    channel: str,
+    kind: str,
+    session: ScheduledSession,
+    *,
+    library_url: str | None = None,
+    tagline: str | None = None,
+    reason: str | None = "",
+    limit: int | None = None,
+) -> str:
+    """The announcement for `channel` and `kind`, checked against the channel's rules. `limit` overrides the
+    channel's length limit (a Mastodon instance's own). Raises TemplateRefused with a reason code first."""
     name = f"{channel}/{kind}.j2"
+    template = _load(env, name)
+    if kind == "recording" and not library_url:
+        raise TemplateRefused(f"template_variable: {name}: a recording announcement needs library_url")
+    problem: Problem | None = None
+    for title_limit, summary_limit in SHORTENING_STEPS:
+        variables = template_variables(
+            session,
+            library_url=library_url,
+            tagline=tagline,
+            reason=reason,
+            title_limit=title_limit,
+            summary_limit=summary_limit,
+        )
+        text = _render(template, name, variables)
+        text, problem = check(channel, text, limit)
+        if problem is None:
+            return text
+        if problem.code != "too_long":
+            break
+    assert problem is not None
+    shortened = " (even with the title and summary shortened)" if problem.code == "too_long" else ""
+    raise TemplateRefused(f"{problem.code}: {name} {problem.detail}{shortened}")
+
+
+def _load(env: SandboxedEnvironment, name: str) -> jinja2.Template:
     try:
-        text = env.get_template(name).render(template_variables(session)).strip()
+        return env.get_template(name)
     except jinja2.TemplateNotFound as error:
-        raise TemplateRefused(f"template_missing: no template {name} for channel {channel}") from error
+        raise TemplateRefused(f"template_missing: no template {name} for this channel") from error
     except jinja2.TemplateSyntaxError as error:
         raise TemplateRefused(f"template_syntax: {name}:{error.lineno}: {error.message}") from error
-    except jinja2.UndefinedError as error:
-        raise TemplateRefused(f"template_variable: {name}: {error.message}") from error
+
+
+def _render(template: jinja2.Template, name: str, variables: dict[str, object]) -> str:
+    try:
+        return template.render(variables).strip()
     except jinja2.exceptions.SecurityError as error:
-        raise TemplateRefused(f"template_unsafe: {name}: {error}") from error
+        raise TemplateRefused(f"template_unsafe: {_where(name, template, error)}: {error}") from error
+    except jinja2.UndefinedError as error:
+        # a private attribute (__init__, _module) reads as missing in some objects: still an escape attempt
+        code = "template_unsafe" if _PRIVATE.search(error.message or "") else "template_variable"
+        raise TemplateRefused(f"{code}: {_where(name, template, error)}: {error.message}") from error
+    except jinja2.TemplateSyntaxError as error:  # from an {% include %} of a broken template
+        raise TemplateRefused(f"template_syntax: {error.name or name}:{error.lineno}: {error.message}") from error
     except Exception as error:  # any other failure inside a template is the template's fault: retrying won't help
-        raise TemplateRefused(f"template_error: {name}: {type(error).__name__}: {error}") from error
-    limit = LIMITS.get(channel)
+        where = _where(name, template, error)
+        raise TemplateRefused(f"template_error: {where}: {type(error).__name__}: {error}") from error
+
+
+def _where(name: str, template: jinja2.Template, error: BaseException) -> str:
+    """`name:line` where the template failed: jinja rewrites tracebacks so the template's frames carry its lines."""
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if template.filename and frame.filename == template.filename:
+            line = frame.lineno
+    return f"{name}:{line}" if line else name
+
+
+# --- each channel's rules -----------------------------------------------------------------------------------------
+
+
+def weighted_length(channel: str, text: str) -> int:
+    """The length the channel counts: X weighs (links 23, CJK and emoji 2), Mastodon counts graphemes (links 23),
+    Teams counts bytes, the others characters."""
+    if channel == "x":
+        return xtext.weighted_length(text)
+    if channel == "mastodon":
+        return xtext.mastodon_length(text)
+    if channel == "teams":
+        return len(text.encode("utf-8"))
+    return len(text)
+
+
+def check(channel: str, text: str, limit: int | None = None) -> tuple[str, Problem | None]:
+    """The text as it will be posted (JSON compacted), and what is wrong with it, if anything."""
+    if channel in ("slack", "teams"):
+        payload, problem = _json_object(text)
+        if payload is None:
+            return text, problem
+        text = json.dumps(payload, ensure_ascii=False)  # compact: template whitespace does not count
+        problem = (_slack_problem if channel == "slack" else _teams_problem)(payload)
+        if problem is not None:
+            return text, problem
+    elif channel == "email":
+        try:
+            subject, body = email_parts(text)
+        except ValueError as error:
+            return text, Problem("bad_structure", f"is not an e-mail: {error}")
+        if len(subject) > SUBJECT_MAX:
+            return text, Problem("too_long", f"has a {len(subject)}-character subject, e-mail allows {SUBJECT_MAX}")
+    if not text:
+        return text, Problem("bad_structure", "renders nothing")
+    limit = limit if limit is not None else LIMITS.get(channel)
     if limit is not None and (length := weighted_length(channel, text)) > limit:
-        raise TemplateRefused(f"too_long: {name} renders {length} characters, {channel} allows {limit}")
-    return text
+        unit = "bytes" if channel == "teams" else "characters"
+        return text, Problem("too_long", f"renders {length} {unit}, {channel} allows {limit}")
+    return text, None
+
+
+def email_parts(text: str) -> tuple[str, str]:
+    """("subject", "body") from "Subject: ...", a blank line, then the body; ValueError says what is wrong."""
+    first, _, rest = text.partition("\n")
+    if not first.startswith("Subject:"):
+        raise ValueError('the first line must be "Subject: ..."')
+    subject = first.removeprefix("Subject:").strip()
+    if not subject:
+        raise ValueError("the subject is empty")
+    if not rest.strip():
+        raise ValueError("the body is empty")
+    blank, _, body = rest.partition("\n")
+    if blank.strip():
+        raise ValueError("a blank line must follow the subject")
+    return subject, body.strip("\n")
+
+
+def _json_object(text: str) -> tuple[dict[str, Any] | None, Problem | None]:
+    try:
+        payload = json.loads(text)
+    except ValueError as error:
+        return None, Problem("bad_structure", f"is not valid JSON: {error}")
+    if not isinstance(payload, dict):
+        return None, Problem("bad_structure", "must render a JSON object")
+    return payload, None
+
+
+def _bad(detail: str) -> Problem:
+    return Problem("bad_structure", detail)
+
+
+def _text_object_problem(value: object, where: str, limit: int, *, plain_only: bool = False) -> Problem | None:
+    """A Block Kit text object: {"type": "plain_text" | "mrkdwn", "text": "..."} within `limit` characters."""
+    kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if not isinstance(value, dict) or value.get("type") not in kinds:
+        return _bad(f"{where} must be a text object of type {' or '.join(kinds)}")
+    text = value.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return _bad(f"{where} has no text")
+    if len(text) > limit:
+        return Problem("too_long", f"{where} has {len(text)} characters, Slack allows {limit}")
+    return None
+
+
+def _elements(block: dict[str, Any], where: str, most: int) -> tuple[list[Any], Problem | None]:
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= most:
+        return [], _bad(f"{where} needs 1 to {most} elements")
+    return elements, None
+
+
+def _slack_header(block: dict[str, Any], where: str) -> Problem | None:
+    return _text_object_problem(block.get("text"), f"{where} text", SLACK_HEADER_MAX, plain_only=True)
+
+
+def _slack_section(block: dict[str, Any], where: str) -> Problem | None:
+    if "text" not in block and "fields" not in block:
+        return _bad(f"{where} needs text or fields")
+    if "text" in block and (problem := _text_object_problem(block["text"], f"{where} text", SLACK_SECTION_MAX)):
+        return problem
+    fields = block.get("fields", [])
+    if not isinstance(fields, list) or len(fields) > 10:
+        return _bad(f"{where} fields must be a list of at most 10")
+    for index, field in enumerate(fields):
+        if problem := _text_object_problem(field, f"{where} field {index}", SLACK_FIELD_MAX):
+            return problem
+    return None
+
+
+def _slack_actions(block: dict[str, Any], where: str) -> Problem | None:
+    elements, problem = _elements(block, where, 25)
+    if problem:
+        return problem
+    for index, element in enumerate(elements):
+        if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+            return _bad(f"{where} element {index} has no type")
+        if element["type"] == "button":
+            label = f"{where} button {index}"
+            if problem := _text_object_problem(element.get("text"), label, SLACK_BUTTON_MAX, plain_only=True):
+                return problem
+            if "url" in element and not (isinstance(element["url"], str) and element["url"].startswith("http")):
+                return _bad(f"{label} url must be an http(s) URL")
+    return None
+
+
+def _slack_context(block: dict[str, Any], where: str) -> Problem | None:
+    elements, problem = _elements(block, where, 10)
+    if problem:
+        return problem
+    for index, element in enumerate(elements):
+        if isinstance(element, dict) and element.get("type") == "image":
+            continue
+        if problem := _text_object_problem(element, f"{where} element {index}", SLACK_SECTION_MAX):
+            return problem
+    return None
+
+
+def _slack_image(block: dict[str, Any], where: str) -> Problem | None:
+    if not isinstance(block.get("image_url"), str) or not isinstance(block.get("alt_text"), str):
+        return _bad(f"{where} needs image_url and alt_text")
+    return None
+
+
+_SLACK_BLOCKS: dict[str, Callable[[dict[str, Any], str], Problem | None]] = {
+    "header": _slack_header,
+    "section": _slack_section,
+    "actions": _slack_actions,
+    "context": _slack_context,
+    "image": _slack_image,
+    "divider": lambda block, where: None,
+    # accepted as they are: rarely used in announcements, and Slack checks them itself
+    "rich_text": lambda block, where: None,
+    "markdown": lambda block, where: None,
+}
+
+
+def _slack_problem(payload: dict[str, Any]) -> Problem | None:
+    """An incoming-webhook message: a fallback `text` and at most 50 known blocks within their limits."""
+    if not isinstance(payload.get("text"), str) or not payload["text"].strip():
+        return _bad('needs a non-empty "text" (the notification fallback)')
+    blocks = payload.get("blocks")
+    if not isinstance(blocks, list):
+        return _bad('needs "blocks", a list')
+    if len(blocks) > SLACK_MAX_BLOCKS:
+        return _bad(f"has {len(blocks)} blocks, Slack allows {SLACK_MAX_BLOCKS}")
+    for index, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        validate = _SLACK_BLOCKS.get(kind) if isinstance(kind, str) else None
+        if validate is None:
+            return _bad(f"block {index} has an unknown type {kind!r} (known: {', '.join(_SLACK_BLOCKS)})")
+        assert isinstance(block, dict)
+        if len(str(block.get("block_id", ""))) > 255:
+            return _bad(f"block {index} ({kind}) has a block_id over 255 characters")
+        if problem := validate(block, f"block {index} ({kind})"):
+            return problem
+    return None
+
+
+def _teams_problem(card: dict[str, Any]) -> Problem | None:
+    """An Adaptive Card: type, version, a non-empty body, a type on every element, links on OpenUrl actions."""
+    if card.get("type") != "AdaptiveCard":
+        return _bad('must be an Adaptive Card ("type": "AdaptiveCard")')
+    if not isinstance(card.get("version"), str) or not card["version"]:
+        return _bad('needs a "version" (1.4 works in every Teams client)')
+    body = card.get("body")
+    if not isinstance(body, list) or not body:
+        return _bad('needs a non-empty "body"')
+    return _elements_problem(body, "body") or _elements_problem(card.get("actions", []), "actions")
+
+
+def _elements_problem(elements: object, where: str) -> Problem | None:
+    if not isinstance(elements, list):
+        return _bad(f"{where} must be a list")
+    for index, element in enumerate(elements):
+        here = f"{where}[{index}]"
+        if not isinstance(element, dict) or not isinstance(element.get("type"), str) or not element["type"]:
+            return _bad(f"{here} has no type")
+        if element["type"] == "Action.OpenUrl" and not str(element.get("url", "")).startswith("http"):
+            return _bad(f"{here} (Action.OpenUrl) needs an http(s) url")
+        if element["type"] == "TextBlock" and not isinstance(element.get("text"), str):
+            return _bad(f"{here} (TextBlock) needs a text")
+        for key in ("items", "actions"):
+            if key in element and (problem := _elements_problem(element[key], f"{here}.{key}")):
+                return problem
+        for column_index, column in enumerate(_list(element.get("columns"))):
+            items = column.get("items", []) if isinstance(column, dict) else None
+            if problem := _elements_problem(items, f"{here}.columns[{column_index}].items"):
+                return problem
+    return None
+
+
+def _list(value: object) -> Iterable[Any]:
+    return value if isinstance(value, list) else ()

@@ -79,6 +79,16 @@ async def test_a_facilitator_edits_and_approves_a_proposal_in_chromium(
         href = await join.get_attribute("href")
         assert href is not None and href.startswith("https://meet.jit.si/Impromptu-")
         await expect(page.locator(".audit .entry .by")).to_have_text(["ana", "ana", "actions"], timeout=1)
+        # each channel's announcement, once made, is listed on the session's page with its state
+        posted = page.locator("table.posted tr.post")
+        for _ in range(50):
+            if await posted.count() == len(proposal.channels):
+                break
+            await page.wait_for_timeout(100)
+            await page.reload()
+        await expect(posted).to_have_count(len(proposal.channels))
+        await expect(posted.locator("td:nth-child(3)")).to_have_text(["posted"] * len(proposal.channels))
+        await expect(page.locator("table.posted tr.post[data-channel='x']")).to_contain_text("scheduled")
     finally:
         await context.close()
 

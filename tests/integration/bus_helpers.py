@@ -29,6 +29,9 @@ STORY_STEPS = [
     "outreach",
     "outreach",
     "archive",
+    "outreach",  # the recording, announced with its library link
+    "outreach",
+    "outreach",
     "trace",
 ]
 

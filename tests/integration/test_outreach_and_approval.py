@@ -13,7 +13,7 @@ from pipeline import bus, stores
 from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.bus import jetstream
 from pipeline.messages import OutreachResult, ScheduledSession, stable_id
-from pipeline.outreach import PostRecord
+from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import (
     consumer,
@@ -89,6 +89,7 @@ async def test_a_redelivered_session_is_announced_once_per_channel(
     await js.publish(bus.SESSIONS_SCHEDULED, raw_session, headers={"Nats-Msg-Id": "redelivered-session"})
     await wait_for_count(client, bus.SESSIONS_SCHEDULED, 2)
     await wait_until(lambda: _settled(client, "outreach"), what="outreach to settle")
+    await wait_until(lambda: _settled(client, "outreach-post"), what="the posts to settle")
 
     posts = sorted(p.relative_to(settings.outbox_dir).as_posix() for p in settings.outbox_dir.rglob("*.txt"))
     session = ScheduledSession.model_validate_json(raw_session)

@@ -41,7 +41,7 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
         bus.LIBRARY_ENTRIES,
     ):
         assert counts.get(subject) == 1, (subject, counts)
-    assert counts.get(bus.OUTREACH_RESULTS) == 3
+    assert counts.get(bus.OUTREACH_RESULTS) == 6  # three channels: the session, then its recording
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts), counts
 
     (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
@@ -56,15 +56,18 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     assert session.join_url.startswith("https://meet.jit.si/Impromptu-")
     assert "BEGIN:VEVENT" in session.ics and session.join_url in session.ics.replace("\r\n ", "")
 
+    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
     results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
-    assert sorted(r.channel for r in results) == ["facebook", "linkedin", "x"]
+    assert sorted((r.kind, r.channel) for r in results) == [
+        (kind, channel) for kind in ("recording", "scheduled") for channel in ("facebook", "linkedin", "x")
+    ]
     for result in results:
         assert result.status == "posted"
         assert result.location is not None
         assert Path(result.location).read_text().strip() == result.text
-        assert session.join_url in result.text
+        link = session.join_url if result.kind == "scheduled" else f"{settings.base_url}/library/{entry.id}"
+        assert link in result.text
 
-    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
     assert "Why eLearning Isn't Working" in entry.tagline
     assert {"leadership", "josh-bersin"} <= set(entry.tags)
     assert entry.provenance.shared_by == "@britz"

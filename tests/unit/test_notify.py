@@ -4,18 +4,13 @@ and e-mail over real SMTP (aiosmtpd on loopback), including every documented ref
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, Session
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import SecretStr
@@ -36,6 +31,7 @@ from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import SessionProposal
 from pipeline.settings import Settings
 from tests.peers import serve
+from tests.smtp_server import SmtpServer, smtp_server
 from tests.unit.conftest import NOW, make_content
 
 HOSTILE = "<script>alert(1)</script>"
@@ -270,62 +266,11 @@ async def test_slack_webhook_that_is_not_http_is_permanent() -> None:
 # --- e-mail over SMTP -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Mailbox:
-    """An aiosmtpd handler: records what it got; refuses recipients with `rcpt_reply` when set."""
-
-    rcpt_reply: str | None = None
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self) -> list[EmailMessage]:
-        return [
-            email.message_from_bytes(e.original_content or b"", policy=email.policy.default)  # type: ignore[misc]
-            for e in self.envelopes
-        ]
-
-
-@dataclass
-class SmtpServer:
-    port: int
-    mailbox: Mailbox
-    logins: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def reject_login(logins: list[tuple[str, bytes]]) -> Any:
-    def authenticator(server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> Any:
-        logins.append((mechanism, auth_data.password))
-        return AuthResult(success=False, handled=False)
-
-    return authenticator
-
-
 @pytest.fixture
 def smtp(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
     """A real SMTP server on loopback. `@pytest.mark.parametrize("smtp", [{...}], indirect=True)` configures it."""
-    options: dict[str, Any] = getattr(request, "param", {})
-    mailbox = Mailbox(rcpt_reply=options.get("rcpt_reply"))
-    server = SmtpServer(free_port(), mailbox)
-    kwargs: dict[str, Any] = {}
-    if options.get("reject_auth"):
-        kwargs = {"authenticator": reject_login(server.logins), "auth_require_tls": False}
-    controller = Controller(mailbox, hostname="127.0.0.1", port=server.port, **kwargs)
-    controller.start()
-    try:
+    with smtp_server(getattr(request, "param", {})) as server:
         yield server
-    finally:
-        controller.stop()
 
 
 def smtp_settings(port: int, **fields: Any) -> Settings:

@@ -13,6 +13,7 @@ from pipeline.actions.sessions import propose
 from pipeline.errors import ImpromptuError
 from pipeline.messages import (
     BUS_MESSAGES,
+    AnnouncementDue,
     DeadLetter,
     EnrichedContent,
     EnrichmentFailed,
@@ -77,6 +78,7 @@ def every_message() -> dict[type[BaseModel], BaseModel]:
             changes={"starts_at": FieldChange(before="10:45", after="11:45")},
         ),
         ScheduledSession: session,
+        AnnouncementDue: AnnouncementDue.caused_by(session, id="due:1", session=session, channel="x", kind="starting"),
         OutreachResult: OutreachResult.caused_by(
             session, id="out:1", session_id=session.id, channel="x", status="posted", text="Live at 10:45 UTC"
         ),
@@ -140,7 +142,8 @@ def test_summaries_say_what_happened() -> None:
     assert line(DeadLetter) == (
         "enrich gave up on impromptu.triggers.fired #42 (after 5 deliveries): page kept timing out"
     )
-    assert line(OutreachResult) == "x posted: Live at 10:45 UTC"
+    assert line(OutreachResult) == "x scheduled posted: Live at 10:45 UTC"
+    assert line(AnnouncementDue) == f"{every_message()[ScheduledSession].id} starting due on x"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.actions.approval import DecisionRefused, ProposalRecord, ProposalState
-from pipeline.actions.service import Approvals, ChannelPreview, EditRefused, ProposalEdit
+from pipeline.actions.service import Announcement, Approvals, ChannelPreview, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import api_facilitator
 from pipeline.settings import Settings
 
@@ -35,6 +35,9 @@ class ProposalDetail(BaseModel):
     record: ProposalRecord
     previews: list[ChannelPreview] = Field(description="Each channel's announcement as it would be posted.")
     channels_available: list[str] = Field(description="Channels an edit may choose from.")
+    announcements: list[Announcement] = Field(
+        default_factory=list, description="Once scheduled: what each channel posted (with a link) or why it failed."
+    )
 
 
 class Reason(BaseModel):
@@ -103,7 +106,10 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         if isinstance(record, JSONResponse):
             return record
         return ProposalDetail(
-            record=record, previews=approvals.previews(record), channels_available=approvals.channels_available()
+            record=record,
+            previews=approvals.previews(record),
+            channels_available=approvals.channels_available(),
+            announcements=await approvals.announcements(record),
         )
 
     @router.patch(

@@ -251,6 +251,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "record": record,
             "proposal": record.proposal,
             "previews": approvals.previews(record),
+            "announcements": await approvals.announcements(record),
             "host_time": approvals.host_time(record.proposal),
             "channels_available": approvals.channels_available(),
             "form": form or form_of(record, zone),

@@ -41,6 +41,7 @@ import tweepy
 from pydantic import ValidationError
 
 from pipeline.messages import Share
+from pipeline.redaction import TimeoutSession
 from pipeline.settings import Settings
 from pipeline.triggers.rules import Person, normalise_handle
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
@@ -484,18 +485,6 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 # --- building it from settings ---
 
 
-class _TimeoutSession(requests.Session):
-    """tweepy sets no timeout, and a request that never returns would hold its worker thread and X's poll forever."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self.timeout = timeout
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(*args, **kwargs)
-
-
 class _RedactBearer(logging.Filter):
     """tweepy logs each request's headers at DEBUG, the bearer token with them: cut it out before any handler."""
 
@@ -513,7 +502,7 @@ def make_x_client(bearer_token: str, *, timeout: float = 15.0) -> tweepy.Client:
     if not any(isinstance(existing, _RedactBearer) for existing in tweepy_log.filters):
         tweepy_log.addFilter(_RedactBearer())
     client = tweepy.Client(bearer_token=bearer_token, wait_on_rate_limit=False)
-    client.session = _TimeoutSession(timeout)
+    client.session = TimeoutSession(timeout)
     return client
 
 

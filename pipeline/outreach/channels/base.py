@@ -1,0 +1,237 @@
+"""What every outreach channel adapter shares: the announcement to make, what came of it, and the errors that tell
+the delivery loop what to do next.
+
+The error classes carry the decision, so adapters only translate their provider's answers:
+- `NotSent` (retryable): the provider surely did not post (connection refused, 5xx answer, 429). Safe to post again.
+- `RateLimited` (a NotSent): try this channel again after `retry_after` seconds; the other channels are unaffected.
+- a plain `RetryableError`: the outcome is unknown (a timeout after the request went out). Not re-posted blindly:
+  the delivery asks `find()` first, or flags the post for a human when the channel cannot read back.
+- `ChannelBroken` (permanent): credentials revoked or expired, a missing permission, a sunset API version. The channel
+  is marked broken and people are told; nothing more is posted on it until an operator resets it.
+- `PostRefused` (permanent): this one post was refused (invalid, duplicate, too long); the channel is fine.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+import certifi
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.messages import ScheduledSession
+from pipeline.redaction import printable, redact
+
+Kind = Literal["scheduled", "starting", "recording", "cancelled"]
+KINDS: tuple[Kind, ...] = ("scheduled", "starting", "recording", "cancelled")
+
+
+class NotSent(RetryableError):
+    """The provider surely did not post: posting again is safe."""
+
+
+class RateLimited(NotSent):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChannelBroken(PermanentError):
+    """The channel cannot post until a person fixes its credentials or settings."""
+
+
+class PostRefused(PermanentError):
+    """The provider refused this post; other posts on the channel may still work."""
+
+
+@dataclass(frozen=True)
+class Post:
+    """One announcement to make on one channel."""
+
+    key: str  # "<session>.<channel>.<kind>": the idempotency key (Mastodon's Idempotency-Key, log and KV key)
+    channel: str
+    kind: Kind
+    text: str  # rendered: plain text; Slack/Teams: the JSON payload; email: "Subject: ...\n\nbody"
+    session: ScheduledSession
+    link: str  # the post's main link: the join URL, or the library page for "recording"
+    title: str  # for link cards (LinkedIn article, Facebook link)
+    description: str
+
+
+class Posted(BaseModel):
+    """Where a post landed, as far as the provider tells."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remote_id: str | None = None  # what `delete` needs: tweet id, post URN, status id, ...
+    url: str | None = None  # where a person can see it
+
+
+class Channel(Protocol):
+    name: str
+    can_find: bool  # True when `find` can tell whether an interrupted post went out (a channel whose answer
+    # expires, like Mastodon's Idempotency-Key, also has `find_within`: seconds after the attempt it still works)
+    can_delete: bool  # True when a cancelled session's announcement can be deleted
+
+    def missing(self) -> list[str]:
+        """The environment variables this channel needs that are not set (empty: ready)."""
+        ...
+
+    async def post(self, post: Post) -> Posted: ...
+
+    async def find(self, post: Post) -> Posted | None:
+        """The post, if an earlier (interrupted) attempt made it; None when it surely did not."""
+        ...
+
+    async def delete(self, posted: Posted) -> None: ...
+
+
+# --- helpers for adapters ---------------------------------------------------------------------------------------
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A wait from a rate-limit header: seconds ("30"), an HTTP date, Unix epoch seconds, or ISO 8601."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    now = now or datetime.now(UTC)
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        number = float(value)
+        # epoch seconds (x-rate-limit-reset) are far larger than any sensible wait in seconds
+        return max(0.0, number - now.timestamp()) if number > 1_000_000_000 else number
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
+
+
+async def send(
+    client: httpx.AsyncClient, method: str, url: str, *, where: str, secrets: list[str], **kwargs: object
+) -> httpx.Response:
+    """One HTTP request with transport failures mapped: not reached -> NotSent; sent but unanswered -> a plain
+    RetryableError (the post may exist). Secrets never appear in the reason."""
+    try:
+        return await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        detail = redact(printable(str(error)), secrets) or type(error).__name__
+        raise NotSent(f"{where} could not be reached: {detail}") from None
+    except httpx.TimeoutException as error:
+        unknown = f"{where} did not answer in time ({type(error).__name__}); the post may have been made"
+        raise RetryableError(unknown) from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+        raise ChannelBroken(f"{where}: the configured URL is not valid ({redact(str(error), secrets)})") from None
+    except httpx.TransportError as error:
+        detail = redact(printable(str(error)), secrets) or type(error).__name__
+        unknown = f"{where}: the connection failed mid-request ({detail}); the post may have been made"
+        raise RetryableError(unknown) from None
+
+
+def json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def unset(values: Mapping[str, object]) -> list[str]:
+    """What `missing()` reports: the names (environment variables) whose values are empty."""
+    return [name for name, value in values.items() if not value]
+
+
+def require(label: str, missing: list[str]) -> None:
+    """ChannelBroken naming what to set: a channel without its settings must not call its provider at all."""
+    if missing:
+        raise ChannelBroken(f"{label}: set {', '.join(missing)}")
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every post: building one loads the CA bundle, about 15 ms each time."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A caller's transport, used by a per-call client without being closed with it (AsyncClient.aclose() closes
+    the transport it was given, and the caller may share it between calls)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+
+async def request(
+    method: str,
+    url: str,
+    *,
+    where: str,
+    secrets: list[str],
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **kwargs: object,
+) -> httpx.Response:
+    """`send` on a client of its own: adapters keep no connections between posts, which are minutes apart."""
+    borrowed = _Borrowed(transport) if transport is not None else None
+    # a redirect would resend the credentials somewhere unexpected: never followed
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, transport=borrowed, verify=tls_context()
+    ) as client:
+        return await send(client, method, url, where=where, secrets=secrets, **kwargs)
+
+
+def webhook_secrets(url: str) -> tuple[str, list[str]]:
+    """A webhook URL's host (safe to show) and the parts that must never be shown: the URL, its path and query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "(no host)"
+    except ValueError:
+        return "(invalid URL)", [url]
+    return host, [url, parts.path if len(parts.path) > 1 else "", parts.query]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """An incoming webhook (Slack, Teams) to post JSON to. The whole URL is a secret: `where` names its host only."""
+
+    url: str  # empty when not configured
+    where: str
+    secrets: list[str]
+    timeout: float
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def at(
+        cls, url: str | None, label: str, *, timeout: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Webhook:
+        url = (url or "").strip()
+        host, secrets = webhook_secrets(url)
+        return cls(url, f"{label} at {host}", secrets, timeout, transport)
+
+    async def post_json(self, body: bytes) -> httpx.Response:
+        return await request(
+            "POST",
+            self.url,
+            where=self.where,
+            secrets=self.secrets,
+            timeout=self.timeout,
+            transport=self.transport,
+            content=body,
+            # without the charset, Teams has counted the message's size twice over
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )

@@ -1,0 +1,100 @@
+"""Announcements in a Microsoft Teams channel through a Workflows webhook (IMPROMPTU_TEAMS_WEBHOOK).
+
+The rendered post is an Adaptive Card (JSON); it is wrapped in the message envelope Workflows expects. The flow
+answers 202 with an empty body and runs later, so a card that Teams cannot show is never reported back: the card
+is checked (JSON object, AdaptiveCard, size) before it is sent. The URL carries its signature (`sig=`), so the
+whole URL is a secret: reasons only ever name its host.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from pipeline.errors import PermanentError
+from pipeline.outreach.channels import base
+from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.settings import Settings
+
+TEAMS_ENV = "IMPROMPTU_TEAMS_WEBHOOK"
+# Teams' documented message limit is about 28 KB; whether the Workflows path enforces it is not documented, and
+# a larger card would fail silently inside the flow, so it is refused here.
+MAX_BYTES = 28_000
+_RECREATE = f"create the workflow again and set {TEAMS_ENV}"
+_TEMPLATES = "check the Teams announcement templates (IMPROMPTU_OUTREACH_TEMPLATES_DIR)"
+_BROKEN = {401, 403, 404, 410}  # the flow was deleted or turned off, or the URL's signature is not valid
+
+
+class TeamsChannel:
+    name = "teams"
+    can_find = False
+    can_delete = False
+
+    def __init__(
+        self, webhook: str | None, *, timeout: float = 15.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._hook = base.Webhook.at(webhook, "Teams workflow", timeout=timeout, transport=transport)
+        self._where = self._hook.where
+
+    def missing(self) -> list[str]:
+        return base.unset({TEAMS_ENV: self._hook.url})
+
+    async def post(self, post: Post) -> Posted:
+        base.require("Teams", self.missing())
+        return self._outcome(await self._hook.post_json(envelope(post.text)))
+
+    async def find(self, post: Post) -> Posted | None:
+        raise NotImplementedError("Teams workflow webhooks cannot read back what they posted (can_find is False)")
+
+    async def delete(self, posted: Posted) -> None:
+        raise PermanentError("Teams workflow webhooks cannot delete")
+
+    def _outcome(self, response: httpx.Response) -> Posted:
+        status = response.status_code
+        if 200 <= status < 300:
+            return Posted()  # 202: the flow accepted the card and posts it on its own time
+        detail = f"HTTP {status}, {self._detail(response)}"
+        if status == 429:
+            retry_after = base.retry_after_seconds(response.headers.get("retry-after"))
+            raise RateLimited(f"{self._where} is throttling ({detail})", retry_after)
+        if status >= 500:
+            raise NotSent(f"{self._where} failed ({detail}); Power Automate may be having trouble")
+        if status in _BROKEN or status < 400:
+            what = "redirects elsewhere" if status < 400 else "refused the webhook: the flow was deleted or turned off"
+            raise ChannelBroken(f"{self._where} {what} ({detail}); {_RECREATE}")
+        if status == 413:
+            raise PostRefused(f"{self._where}: the card is too large ({detail}); {_TEMPLATES}")
+        raise PostRefused(f"{self._where} refused the card ({detail}); {_TEMPLATES}")
+
+    def _detail(self, response: httpx.Response) -> str:
+        """Power Automate's {"error": {"code", "message"}}, else the body as text."""
+        body = base.json_or_none(response)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            text = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+        else:
+            text = response.text
+        return base.redact(base.printable(text), self._hook.secrets) or "no body"
+
+
+def envelope(card_json: str) -> bytes:
+    """The Workflows message envelope around the rendered Adaptive Card, as UTF-8 JSON; PostRefused when the card
+    is not an Adaptive Card object or the message would be larger than Teams takes."""
+    try:
+        card = json.loads(card_json)
+    except ValueError as error:
+        raise PostRefused(f"Teams: the rendered card is not JSON ({error}); {_TEMPLATES}") from None
+    if not isinstance(card, dict) or card.get("type") != "AdaptiveCard":
+        raise PostRefused(f'Teams: the rendered card is not an object with "type": "AdaptiveCard"; {_TEMPLATES}')
+    attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+    message = {"type": "message", "attachments": [attachment]}
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_BYTES:
+        raise PostRefused(f"Teams: the card is {len(body)} bytes, over the {MAX_BYTES} Teams takes; {_TEMPLATES}")
+    return body
+
+
+def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> TeamsChannel:
+    webhook = settings.teams_webhook.get_secret_value() if settings.teams_webhook else None
+    return TeamsChannel(webhook, timeout=settings.outreach_timeout_seconds, transport=transport)

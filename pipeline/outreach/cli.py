@@ -1,0 +1,188 @@
+"""`impromptu render`, `impromptu channels`, `impromptu outreach` and `impromptu linkedin`: the outreach tools."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated, Literal
+
+import typer
+
+from pipeline import bus, stores
+from pipeline.errors import ConfigError, PermanentError
+from pipeline.logs import configure_logging
+from pipeline.messages import AnnouncementDue
+from pipeline.settings import Settings, load_settings
+
+channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
+outreach_cli = typer.Typer(no_args_is_help=True, help="Announcements: what was posted, and posts a person must check.")
+linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn account (OAuth 2) for posting.")
+
+Kind = Literal["scheduled", "starting", "recording", "cancelled"]
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(json=settings.log_json, level="WARNING")
+    return settings
+
+
+def render_command(
+    channel: Annotated[str, typer.Option("--channel", help="x, linkedin, facebook, mastodon, slack, teams, email.")],
+    proposal_id: Annotated[str | None, typer.Option("--proposal", help="A proposal on the bus.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="The seed story's session; needs no bus.")] = False,
+    kind: Annotated[Kind, typer.Option(help="Which announcement.")] = "scheduled",
+) -> None:
+    """Preview one channel's announcement exactly as it would be posted (nothing is posted)."""
+    from pipeline.actions.service import preview_session
+    from pipeline.outreach.render import environment, render, weighted_length
+    from pipeline.outreach.sample import sample_session
+
+    settings = _settings()
+    if sample == (proposal_id is not None):
+        raise ConfigError("give either --proposal ID or --sample")
+    if proposal_id is None:
+        session = sample_session(settings.jitsi_base_url)
+    else:
+        session = preview_session(asyncio.run(_proposal(settings, proposal_id)), settings.jitsi_base_url)
+    text = render(
+        environment(settings.outreach_templates_dir),
+        channel,
+        kind,
+        session,
+        library_url=f"{settings.base_url}/library/entry-sample" if kind == "recording" else None,
+        tagline=session.proposal.title if kind == "recording" else None,
+        reason="(the reason a facilitator gives)" if kind == "cancelled" else "",
+    )
+    print(text)
+    print(f"\n[{channel} {kind}: {weighted_length(channel, text)} characters as {channel} counts them]")
+
+
+async def _proposal(settings: Settings, proposal_id: str):  # type: ignore[no-untyped-def]
+    from pipeline.actions.approval import get_record
+    from pipeline.app import connected
+
+    async with connected(settings) as broker:
+        return (await get_record(broker, proposal_id)).proposal
+
+
+@channels_cli.command("list")
+def channels_list() -> None:
+    """Each channel: ready (posting, or to the outbox in a dry run), disabled (what to set) or broken (why)."""
+    from pipeline.outreach.channels import build_channels
+
+    settings = _settings()
+    built = build_channels(settings, warn=False)
+    broken: dict[str, str] = {}
+    if settings.nats_url or settings.embedded_url_file.exists():
+        try:
+            broken = asyncio.run(_broken(settings))
+        except ConfigError as error:  # settings still say what each channel needs; only the broken marks are unknown
+            print(f"(whether a channel is broken is unknown: {error})")
+    for name in sorted({*built.ready, *built.disabled}):
+        if name in broken:
+            state = f"BROKEN: {broken[name]}"
+        elif name in built.disabled:
+            state = f"disabled: set {', '.join(built.disabled[name])}"
+        else:
+            state = "ready (dry run: writes to the outbox)" if built.dry_run else "ready"
+        print(f"{name:<9} {state}")
+
+
+async def _broken(settings: Settings) -> dict[str, str]:
+    from pipeline.app import connected
+    from pipeline.outreach import health
+
+    async with connected(settings) as broker:
+        kv = await stores.bucket(broker, stores.OUTREACH)
+        return {sick.channel: sick.reason for sick in await health.all_broken(kv)}
+
+
+@channels_cli.command("reset")
+def channels_reset(name: str) -> None:
+    """Post on NAME again once its settings are fixed (then replay its dead letters)."""
+    from pipeline.app import connected
+    from pipeline.outreach import health
+
+    async def act() -> bool:
+        async with connected(_settings()) as broker:
+            return await health.reset(await stores.bucket(broker, stores.OUTREACH), name)
+
+    was_broken = asyncio.run(act())
+    print(f"{name}: reset; replay its dead letters (`impromptu dlq list`)" if was_broken else f"{name}: not broken")
+
+
+@outreach_cli.command("list")
+def outreach_list(
+    session: Annotated[str | None, typer.Option("--session", help="Only this session's posts.")] = None,
+    unknown: Annotated[bool, typer.Option("--unknown", help="Only posts a person must check.")] = False,
+) -> None:
+    """Every post record: KEY (session.channel.kind), state, where, why."""
+    from pipeline.app import connected
+    from pipeline.outreach import records
+
+    async def read() -> dict[str, records.PostRecord]:
+        async with connected(_settings()) as broker:
+            kv = await stores.bucket(broker, stores.OUTREACH)
+            return await (records.records_of(kv, session) if session else records.all_records(kv))
+
+    for key, record in sorted(asyncio.run(read()).items()):
+        if unknown and record.state != "unknown":
+            continue
+        where = f" {record.location}" if record.location else ""
+        why = f"  ({record.reason})" if record.reason else ""
+        print(f"{key}  {record.state}{where}{why}")
+
+
+@outreach_cli.command("resolve")
+def outreach_resolve(
+    key: str,
+    posted: Annotated[str | None, typer.Option("--posted", help="It went out: where it can be seen.")] = None,
+    not_posted: Annotated[bool, typer.Option("--not-posted", help="It did not go out: post it now.")] = False,
+) -> None:
+    """Settle a post whose outcome is unknown, after checking the channel yourself."""
+    from pipeline.app import connected
+    from pipeline.outreach import records
+
+    if (posted is None) == (not not_posted):
+        raise ConfigError("say either --posted URL or --not-posted")
+
+    async def act() -> str:
+        async with connected(_settings()) as broker:
+            kv = await stores.bucket(broker, stores.OUTREACH)
+            record = await records.resolve(kv, key, posted_at=posted)
+            if posted is not None:
+                return f"{key}: marked posted at {posted}"
+            if record.due is None:
+                raise PermanentError(f"{key}: the announcement to post again is not recorded")
+            again = AnnouncementDue.model_validate(
+                {**record.due.model_dump(), "id": f"{record.due.id}:again:{record.attempts}"}
+            )
+            await bus.publish(broker, bus.OUTREACH_DUE, again)
+            return f"{key}: will be posted again"
+
+    print(asyncio.run(act()))
+
+
+@linkedin_cli.command("login")
+def linkedin_login() -> None:
+    """Print the address where the LinkedIn account owner allows Impromptu to post."""
+    from pipeline.outreach.channels.linkedin import authorization_url
+
+    state = secrets.token_urlsafe(16)
+    print(authorization_url(_settings(), state))
+    print(f"\nAfter allowing, LinkedIn redirects with ?code=…&state=…: check that state is {state},")
+    print("then run: impromptu linkedin token CODE")
+
+
+@linkedin_cli.command("token")
+def linkedin_token(code: str) -> None:
+    """Exchange the code for a token and find the author; prints the two settings to keep (once)."""
+    from pipeline.outreach.channels.linkedin import author_urn, exchange_code
+
+    settings = _settings()
+    token, expires_in = exchange_code(settings, code)
+    author = asyncio.run(author_urn(token, settings.linkedin_api_url))
+    print(f"IMPROMPTU_LINKEDIN_ACCESS_TOKEN={token}")
+    print(f"IMPROMPTU_LINKEDIN_AUTHOR={author}")
+    print(f"# the token lasts {expires_in // 86400} days: run `impromptu linkedin login` again before then")
