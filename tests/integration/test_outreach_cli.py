@@ -18,7 +18,7 @@ from pipeline.outreach import health
 from pipeline.outreach.records import PostRecord
 from pipeline.outreach.xtext import weighted_length
 from pipeline.settings import Settings
-from tests.integration.bus_helpers import models_on, wait_until
+from tests.integration.bus_helpers import models_on, seed_proposal, wait_until
 from tests.unit.conftest import make_session
 
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
@@ -130,3 +130,16 @@ async def test_an_unknown_post_is_resolved_by_a_person(
 
     reset = impromptu("channels", "reset", "slack", **run)  # type: ignore[arg-type]
     assert reset.stdout.startswith("slack: reset") and await health.broken(kv, "slack") is None
+
+
+@pytest.mark.nats
+async def test_render_a_proposal_from_the_bus(pipeline: NatsBroker, client: NatsBroker, settings: Settings) -> None:
+    proposal = await seed_proposal(client)
+    run = {"data_dir": settings.data_dir, "nats_url": settings.nats_url}
+    shown = impromptu("render", "--channel", "linkedin", "--proposal", proposal.id, **run)  # type: ignore[arg-type]
+    assert shown.returncode == 0, shown.stderr
+    assert proposal.content.article.title in shown.stdout and "[linkedin scheduled: " in shown.stdout
+    assert not (settings.outbox_dir / "linkedin").exists()  # a preview posts nothing, not even to the outbox
+
+    unknown = impromptu("render", "--channel", "x", "--proposal", "proposal-nope", **run)  # type: ignore[arg-type]
+    assert unknown.returncode == 1 and "no proposal 'proposal-nope'" in unknown.stderr
