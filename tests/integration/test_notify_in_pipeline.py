@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from faststream.nats import NatsBroker
@@ -18,12 +17,11 @@ from pipeline import bus, stores
 from pipeline.actions import NoticeRecord
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.embedded import free_port
 from pipeline.messages import SessionProposal
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import models_on, wait_for_count, wait_until
 from tests.peers import serve
-from tests.unit.test_notify import Mailbox
+from tests.smtp_server import Mailbox, smtp_server
 
 pytestmark = pytest.mark.nats
 
@@ -50,13 +48,8 @@ def slack_posts() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.fixture
 def mailbox() -> Iterator[tuple[int, Mailbox]]:
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, box
-    finally:
-        controller.stop()
+    with smtp_server({}) as server:
+        yield server.port, server.mailbox
 
 
 @asynccontextmanager
