@@ -245,7 +245,8 @@ def health_problems(report: StatusReport, max_age: float = DEFAULT_MAX_AGE_SECON
         if count:
             problems.append(f"{stage_name}: {count} dead letter(s) waiting on {bus.dead_letter_subject(stage_name)}")
     for channel, reason in sorted(report.broken_channels.items()):
-        problems.append(f"outreach: channel {channel} is broken ({reason}); then `impromptu channels reset {channel}`")
+        fix = f"fix it, then `impromptu channels reset {channel}`"
+        problems.append(f"outreach: channel {channel} is broken ({reason}): {fix}")
     if report.unknown_posts:
         problems.append(
             f"outreach: {len(report.unknown_posts)} post(s) may or may not have gone out "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -200,6 +201,19 @@ def test_health_rules() -> None:
         "enrich: 2 dead letter(s) waiting on impromptu.dlq.enrich"
     ]
     assert "90% or more of its limits" in health_problems(_report(_stage(), messages=95))[0]
+
+
+def test_outreach_troubles_make_the_pipeline_unhealthy() -> None:
+    report = dataclasses.replace(
+        _report(_stage()),
+        broken_channels={"x": "X refused the token (401)"},
+        unknown_posts=["session-1.slack.scheduled", "session-2.teams.starting"],
+    )
+    assert health_problems(report) == [
+        "outreach: channel x is broken (X refused the token (401)): fix it, then `impromptu channels reset x`",
+        "outreach: 2 post(s) may or may not have gone out "
+        "(`impromptu outreach list --unknown`, then `impromptu outreach resolve KEY`)",
+    ]
 
 
 def test_replicas_a_lost_node_and_no_leader_are_reported() -> None:
