@@ -213,7 +213,7 @@ async def outreach_troubles(broker: NatsBroker) -> tuple[dict[str, str], list[st
     """Channels marked broken, and posts interrupted where the channel cannot tell whether they went out."""
     kv = await stores.bucket(broker, stores.OUTREACH)
     broken = {sick.channel: sick.reason for sick in await health.all_broken(kv)}
-    unknown = sorted(key for key, record in (await records.all_records(kv)).items() if record.state == "unknown")
+    unknown = await records.unknown_keys(kv)
     return broken, unknown
 
 

@@ -19,6 +19,8 @@ from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementDue, utc_now
 from pipeline.outreach.channels.base import Channel, NotSent, Post
 
+UNKNOWN = "unknown."  # + a post's key: an index of the posts a person must check
+
 PostState = Literal["sending", "posted", "retry", "failed", "unknown", "deleted"]
 Status = Literal["posted", "already_posted", "failed", "unknown", "deleted", "skipped"]
 
@@ -79,6 +81,7 @@ async def post_once(kv: KeyValue, channel: Channel, post: Post, due: Announcemen
                 }
             )
             await write(kv, post.key, unknown, revision)
+            await kv.put(UNKNOWN + post.key, b"")  # so status finds them without reading every record
             return Outcome(status="unknown", record=unknown)
         if (found := await channel.find(post)) is not None:
             posted = record.model_copy(
@@ -134,6 +137,7 @@ async def resolve(kv: KeyValue, key: str, *, posted_at: str | None) -> PostRecor
         update = {"state": "retry", "reason": "marked not posted by a person"}
     resolved = record.model_copy(update=update)
     await write(kv, key, resolved, revision)
+    await kv.purge(UNKNOWN + key)
     return resolved
 
 
@@ -150,6 +154,20 @@ async def records_of(kv: KeyValue, session_id: str) -> dict[str, PostRecord]:
     finally:
         await watcher.stop()
     return found
+
+
+async def unknown_keys(kv: KeyValue) -> list[str]:
+    """The posts waiting for a person, from their index: status reads this on every refresh of the ops page."""
+    keys = []
+    watcher = await kv.watch(UNKNOWN + ">", ignore_deletes=True, headers_only=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            keys.append(entry.key.removeprefix(UNKNOWN))
+    finally:
+        await watcher.stop()
+    return sorted(keys)
 
 
 async def all_records(kv: KeyValue) -> dict[str, PostRecord]:

@@ -21,6 +21,7 @@ from faststream.nats import NatsBroker
 from pipeline import bus, stores
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import OutreachResult
+from pipeline.ops.status import gather_status, health_problems
 from pipeline.outreach import records
 from tests.channel_fakes import FakeMastodon, FakeSlack, Received, serve
 from tests.integration.bus_helpers import models_on
@@ -126,3 +127,6 @@ async def test_a_worker_killed_mid_post_leaves_exactly_one_post_per_channel(
     kv = await stores.bucket(client, stores.OUTREACH)
     states = {key.split(".")[1]: record.state for key, record in (await records.records_of(kv, session.id)).items()}
     assert states == {"slack": "unknown", "mastodon": "posted"}
+    report = await gather_status(client)
+    assert report.unknown_posts == [f"{session.id}.slack.scheduled"]  # `impromptu status` asks a person to check
+    assert any("1 post(s) may or may not have gone out" in problem for problem in health_problems(report))

@@ -129,8 +129,10 @@ async def test_an_interrupted_post_on_a_channel_that_cannot_tell_waits_for_a_per
     again = await post_once(kv, channel, post, due)  # type: ignore[arg-type]
     assert (outcome.status, again.status, channel.posts) == ("unknown", "unknown", [])
     assert f"impromptu outreach resolve {post.key}" in (outcome.record.reason or "")
+    assert await records.unknown_keys(kv) == [post.key]  # what `impromptu status` reports
 
     resolved = await records.resolve(kv, post.key, posted_at=None)  # a person checked: it did not go out
+    assert await records.unknown_keys(kv) == []
     assert resolved.state == "retry" and resolved.due == due
     assert (await post_once(kv, channel, post, due)).status == "posted"  # type: ignore[arg-type]
     with pytest.raises(Exception, match="is posted, not unknown"):
