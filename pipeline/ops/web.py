@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 from pipeline import bus
 from pipeline.actions.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
 from pipeline.actions.web.pages import flash, relative, secured, utc
+from pipeline.errors import PermanentError
 from pipeline.messages import DeadLetter, EnrichmentFailed, utc_now
 from pipeline.ops.dlq import DeadLetterEntry, DlqError, discard, get_dead_letter, list_dead_letters, replay
 from pipeline.ops.status import (
@@ -44,6 +45,9 @@ from pipeline.ops.status import (
 )
 from pipeline.ops.tail import summarize
 from pipeline.ops.trace import read_stream
+from pipeline.outreach.health import ChannelHealth
+from pipeline.outreach.operations import needing_a_person, reset_channel, resolve_post
+from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.ops.web")
@@ -181,6 +185,8 @@ class OpsView:
     waiting: list[DeadLetterEntry]  # oldest first
     waiting_total: int
     unread: list[UnreadPage]  # newest first
+    channels_broken: list[ChannelHealth]  # outreach channels that refused our credentials
+    posts_unknown: list[tuple[str, PostRecord]]  # posts a person must check: (key, record)
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601 strings)."""
@@ -197,6 +203,10 @@ class OpsView:
                 "waiting": [dead_letter_json(entry) for entry in self.waiting],
                 "waiting_total": self.waiting_total,
                 "unread_pages": [asdict(page) for page in self.unread],
+                "channels_broken": [health.model_dump() for health in self.channels_broken],
+                "posts_unknown": [
+                    {"key": key, "reason": record.reason, "text": record.text} for key, record in self.posts_unknown
+                ],
             }
         )
 
@@ -240,11 +250,12 @@ def stage_problems(report: StatusReport, stage: str, max_age: float) -> list[str
 async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECONDS) -> OpsView:
     js = bus.jetstream(broker)
     now = utc_now()
-    report, info, entries, unread = await asyncio.gather(
+    report, info, entries, unread, (broken, unknown) = await asyncio.gather(
         gather_status(broker),
         js.stream_info(bus.STREAM, subjects_filter=">"),
         list_dead_letters(broker, every=True),
         unread_pages(js, now),
+        needing_a_person(broker),
     )
     subjects = dict(sorted((info.state.subjects or {}).items()))
     waiting_entries = [entry for entry in entries if entry.record.state == "waiting"]
@@ -271,6 +282,8 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
         waiting=waiting_entries[:WAITING_LIMIT],
         waiting_total=len(waiting_entries),
         unread=unread,
+        channels_broken=broken,
+        posts_unknown=unknown,
     )
 
 
@@ -415,6 +428,35 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def discard_dead_letter(request: Request, who: Operator, seq: int) -> Response:
         try:
             return await act(request, who, seq, "discard")
+        except bus.NOT_ANSWERING as error:
+            return unavailable(request, who, error)
+
+    async def outreach_act(request: Request, who: str, action: Any) -> Response:
+        try:
+            done = await action
+        except PermanentError as error:  # settled already (by someone), or nothing to post again: said as it is
+            return render(request, who, "ops_message.html", {"title": "Not done", "message": str(error)}, 409)
+        log.info("ops.outreach_settled", by=who, done=done)
+        flash(request, f"{done} (by {who}).")
+        return RedirectResponse("/ops#outreach", status_code=303)
+
+    @router.post("/ops/channels/{name}/reset", include_in_schema=False)
+    async def reset_broken_channel(request: Request, who: Operator, name: str) -> Response:
+        try:
+            return await outreach_act(request, who, reset_channel(broker, name))
+        except bus.NOT_ANSWERING as error:
+            return unavailable(request, who, error)
+
+    @router.post("/ops/posts/{key}/resolve", include_in_schema=False)
+    async def resolve_unknown_post(request: Request, who: Operator, key: str) -> Response:
+        form = await request.form()
+        url = str(form.get("url", "")).strip()
+        if form.get("outcome") == "posted" and not url.startswith(("https://", "http://")):
+            message = "Say where it can be seen: the post's http(s) address, so the session's page links to it."
+            return render(request, who, "ops_message.html", {"title": "Not done", "message": message}, 422)
+        posted_at = url if form.get("outcome") == "posted" else None
+        try:
+            return await outreach_act(request, who, resolve_post(broker, key, posted_at=posted_at))
         except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
 

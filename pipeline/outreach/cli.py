@@ -8,10 +8,9 @@ from typing import Annotated, Literal
 
 import typer
 
-from pipeline import bus, stores
-from pipeline.errors import ConfigError, PermanentError
+from pipeline import stores
+from pipeline.errors import ConfigError
 from pipeline.logs import configure_logging
-from pipeline.messages import AnnouncementDue
 from pipeline.settings import Settings, load_settings
 
 channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
@@ -102,14 +101,13 @@ async def _broken(settings: Settings) -> dict[str, str]:
 def channels_reset(name: str) -> None:
     """Post on NAME again once its settings are fixed (then replay its dead letters)."""
     from pipeline.app import connected
-    from pipeline.outreach import health
+    from pipeline.outreach.operations import reset_channel
 
-    async def act() -> bool:
+    async def act() -> str:
         async with connected(_settings()) as broker:
-            return await health.reset(await stores.bucket(broker, stores.OUTREACH), name)
+            return await reset_channel(broker, name)
 
-    was_broken = asyncio.run(act())
-    print(f"{name}: reset; replay its dead letters (`impromptu dlq list`)" if was_broken else f"{name}: not broken")
+    print(asyncio.run(act()))
 
 
 @outreach_cli.command("list")
@@ -142,24 +140,14 @@ def outreach_resolve(
 ) -> None:
     """Settle a post whose outcome is unknown, after checking the channel yourself."""
     from pipeline.app import connected
-    from pipeline.outreach import records
+    from pipeline.outreach.operations import resolve_post
 
     if (posted is None) == (not not_posted):
         raise ConfigError("say either --posted URL or --not-posted")
 
     async def act() -> str:
         async with connected(_settings()) as broker:
-            kv = await stores.bucket(broker, stores.OUTREACH)
-            record = await records.resolve(kv, key, posted_at=posted)
-            if posted is not None:
-                return f"{key}: marked posted at {posted}"
-            if record.due is None:
-                raise PermanentError(f"{key}: the announcement to post again is not recorded")
-            again = AnnouncementDue.model_validate(
-                {**record.due.model_dump(), "id": f"{record.due.id}:again:{record.attempts}"}
-            )
-            await bus.publish(broker, bus.OUTREACH_DUE, again)
-            return f"{key}: will be posted again"
+            return await resolve_post(broker, key, posted_at=posted)
 
     print(asyncio.run(act()))
 

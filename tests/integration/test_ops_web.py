@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 
-from pipeline import bus
+from pipeline import bus, stores
 from pipeline.actions import actions_router
 from pipeline.actions.service import Approvals
 from pipeline.actions.web.auth import hash_password, new_api_token
@@ -24,19 +24,21 @@ from pipeline.archive import archive_router
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.enrich import enrich_router
 from pipeline.errors import PermanentError
-from pipeline.messages import EnrichmentFailed, Share, utc_now
+from pipeline.messages import AnnouncementDue, EnrichmentFailed, Share, utc_now
 from pipeline.ops import web as ops_web
 from pipeline.ops.dlq import get_dead_letter
 from pipeline.ops.web import FLOW, INTERNAL, stage_inputs, stage_outputs
+from pipeline.outreach import health
+from pipeline.outreach.records import PostRecord
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.stage import StageRouter
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import trigger_router
 from pipeline.web import create_web_app
-from tests.integration.bus_helpers import subject_counts, wait_for_count, wait_until
+from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count, wait_until
 from tests.integration.test_approval_web import csrf_of
-from tests.unit.conftest import make_content
+from tests.unit.conftest import make_content, make_session
 
 pytestmark = pytest.mark.nats
 
@@ -418,3 +420,53 @@ async def test_when_nats_does_not_answer_the_page_says_so_instead_of_showing_num
     as_json = await olga.get("/ops/status.json")
     assert page.status_code == 503 and "NATS does not answer" in page.text and "data-stage" not in page.text
     assert as_json.status_code == 503 and as_json.json()["error"] == "unavailable"
+
+
+async def test_outreach_that_needs_a_person_is_shown_and_settled_from_the_page(
+    client: NatsBroker, olga: httpx.AsyncClient
+) -> None:
+    kv = await stores.bucket(client, stores.OUTREACH)
+    session = make_session()
+    waiting = {}
+    for channel in ("slack", "teams"):
+        due = AnnouncementDue.caused_by(
+            session, id=f"due:{channel}", session=session, channel=channel, kind="scheduled"
+        )
+        record = PostRecord(state="unknown", reason="interrupted", attempts=1, text=f"on {channel}", due=due)
+        await kv.put(due.key, record.model_dump_json().encode())
+        await kv.put(f"unknown.{due.key}", b"")
+        waiting[channel] = due.key
+    await health.mark_broken(kv, "x", "X refused the token (401 Unauthorized)", "s.x.scheduled")
+
+    page = await olga.get("/ops")
+    assert f'data-key="{waiting["slack"]}"' in page.text and 'data-channel="x"' in page.text
+    assert "X refused the token (401 Unauthorized)" in page.text
+    assert "2 post(s) may or may not have gone out" in page.text  # among the problems at the top
+    token = csrf_of(page.text)
+
+    forged = await olga.post("/ops/channels/x/reset", data={"csrftoken": "forged"})
+    assert forged.status_code == 403 and await health.broken(kv, "x") is not None
+    reset = await olga.post("/ops/channels/x/reset", data={"csrftoken": token})
+    assert (reset.status_code, reset.headers["location"]) == (303, "/ops#outreach")
+    assert await health.broken(kv, "x") is None
+
+    slack = f"/ops/posts/{waiting['slack']}/resolve"
+    nowhere = await olga.post(slack, data={"csrftoken": token, "outcome": "posted", "url": "javascript:alert(1)"})
+    assert nowhere.status_code == 422
+    posted = await olga.post(slack, data={"csrftoken": token, "outcome": "posted", "url": "https://slack.example/p1"})
+    assert posted.status_code == 303
+    settled = PostRecord.model_validate_json((await kv.get(waiting["slack"])).value or b"")
+    assert (settled.state, settled.location) == ("posted", "https://slack.example/p1")
+    twice = await olga.post(slack, data={"csrftoken": token, "outcome": "not_posted"})
+    assert twice.status_code == 409 and "is posted, not unknown" in twice.text
+
+    again = await olga.post(
+        f"/ops/posts/{waiting['teams']}/resolve", data={"csrftoken": token, "outcome": "not_posted"}
+    )
+    assert again.status_code == 303
+    reposts = await models_on(client, bus.OUTREACH_DUE, AnnouncementDue)
+    assert [d.id for d in reposts] == ["due:teams:again:1"]  # put back on the bus, under a new message id
+
+    after = await olga.get("/ops")
+    assert f"{waiting['teams']}: will be posted again (by olga)." in after.text
+    assert "Outreach that needs a person" in after.text and "may or may not have gone out" not in after.text
