@@ -20,6 +20,7 @@ from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import ScheduledSession, SessionProposal, utc_now
+from pipeline.outreach.readable import readable
 from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
@@ -39,6 +40,9 @@ class ChannelPreview(BaseModel):
     problem: str | None = Field(default=None, description="Why it cannot be posted as it stands.")
     length: int | None = Field(default=None, description="Length as the channel counts it.")
     limit: int | None = None
+    readable: str | None = Field(
+        default=None, description="What a reader sees, where the post is structure (Slack blocks, a Teams card)."
+    )
 
 
 class Announcement(BaseModel):
@@ -107,7 +111,16 @@ def channel_previews(proposal: SessionProposal, settings: Settings) -> list[Chan
         except TemplateRefused as error:
             previews.append(ChannelPreview(channel=channel, problem=str(error), limit=limit))
             continue
-        previews.append(ChannelPreview(channel=channel, text=text, length=weighted_length(channel, text), limit=limit))
+        shown = readable(channel, text)
+        previews.append(
+            ChannelPreview(
+                channel=channel,
+                text=text,
+                length=weighted_length(channel, text),
+                limit=limit,
+                readable=shown if shown != text else None,
+            )
+        )
     return previews
 
 

@@ -268,6 +268,26 @@ async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(
     await wait_for_count(client, bus.DECISIONS, 1)
 
 
+async def test_api_previews_read_as_posted_then_shows_what_each_channel_posted(
+    pipeline: NatsBroker, client: NatsBroker, http: httpx.AsyncClient
+) -> None:
+    proposal = await seed_proposal(client)
+    edited = await http.patch(f"/api/proposals/{proposal.id}", json={"channels": ["x", "slack"]}, headers=bearer("ana"))
+    assert edited.status_code == 200, edited.text
+    before = (await http.get(f"/api/proposals/{proposal.id}", headers=bearer("ana"))).json()
+    previews = {p["channel"]: p for p in before["previews"]}
+    assert previews["slack"]["text"].startswith("{") and "[Join the session] https://" in previews["slack"]["readable"]
+    assert previews["x"]["readable"] is None  # plain text already
+    assert before["announcements"] == []  # nothing posted before approval
+
+    assert (await http.post(f"/api/proposals/{proposal.id}/approve", headers=bearer("ana"))).status_code == 200
+    await wait_for_count(client, bus.OUTREACH_RESULTS, 2)
+    after = (await http.get(f"/api/proposals/{proposal.id}", headers=bearer("ana"))).json()
+    posted = {(a["channel"], a["kind"]): a for a in after["announcements"]}
+    assert set(posted) == {("slack", "scheduled"), ("x", "scheduled")}
+    assert all(a["state"] == "posted" and a["location"] for a in posted.values())  # the dry run's outbox files
+
+
 async def test_api_edit_with_a_past_time_is_422_with_the_fields_message(
     pipeline: NatsBroker, client: NatsBroker, http: httpx.AsyncClient
 ) -> None:
