@@ -30,6 +30,8 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.unit.conftest, tests.channel_fakes
 
+from bench_trigger import prepublish  # noqa: E402
+
 from pipeline import bus, stores  # noqa: E402
 from pipeline.app import new_broker, start_stages  # noqa: E402
 from pipeline.embedded import EmbeddedNats, free_port  # noqa: E402
@@ -53,14 +55,6 @@ def dues(run: int, count: int, channel: str) -> list[bytes]:
         )
         made.append(due.model_dump_json().encode())
     return made
-
-
-async def prepublish(js: nats.js.JetStreamContext, subject: str, bodies: list[bytes], prefix: str) -> None:
-    for start in range(0, len(bodies), 200):
-        chunk = bodies[start : start + 200]
-        await asyncio.gather(
-            *(js.publish(subject, b, headers={"Nats-Msg-Id": f"{prefix}-{start + i}"}) for i, b in enumerate(chunk))
-        )
 
 
 async def raw(url: str, count: int, run: int, *, never_twice: bool) -> float:

@@ -21,6 +21,7 @@ from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.readable import readable
+from pipeline.outreach.records import records_of
 from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
@@ -240,8 +241,6 @@ class Approvals:
         """The session's posts on each channel, as the outreach stage recorded them."""
         if record.session is None:
             return []
-        from pipeline.outreach.records import records_of  # the outreach package imports this module's package
-
         kv = await stores.bucket(self.broker, stores.OUTREACH)
         found = await records_of(kv, record.session.session_id)
         return [
