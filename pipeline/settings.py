@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     linkedin_client_id: str | None = Field(default=None, description="LinkedIn app, for `impromptu linkedin login`.")
     linkedin_client_secret: SecretStr | None = None
     linkedin_redirect_uri: str = "http://127.0.0.1:8000/linkedin/callback"
+    linkedin_oauth_url: str = Field(
+        default="https://www.linkedin.com/oauth/v2", description="LinkedIn's OAuth 2 endpoints (authorization, token)."
+    )
     facebook_page_id: str | None = None
     facebook_page_token: SecretStr | None = Field(default=None, description="A Page access token (pages_manage_posts).")
     facebook_graph_url: str = "https://graph.facebook.com"

@@ -19,6 +19,8 @@ from pipeline.outreach.records import PostRecord
 from pipeline.outreach.xtext import weighted_length
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import models_on, seed_proposal, wait_until
+from tests.linkedin_fake import FakeLinkedIn
+from tests.peers import serve
 from tests.unit.conftest import make_session
 
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
@@ -143,3 +145,27 @@ async def test_render_a_proposal_from_the_bus(pipeline: NatsBroker, client: Nats
 
     unknown = impromptu("render", "--channel", "x", "--proposal", "proposal-nope", **run)  # type: ignore[arg-type]
     assert unknown.returncode == 1 and "no proposal 'proposal-nope'" in unknown.stderr
+
+
+def test_linkedin_token_exchanges_the_code_and_finds_the_author(tmp_path: Path) -> None:
+    linkedin = FakeLinkedIn()
+    with serve(linkedin.app) as url:
+        env = {
+            "IMPROMPTU_LINKEDIN_CLIENT_ID": linkedin.client_id,
+            "IMPROMPTU_LINKEDIN_CLIENT_SECRET": linkedin.client_secret,
+            "IMPROMPTU_LINKEDIN_REDIRECT_URI": linkedin.redirect_uri,
+            "IMPROMPTU_LINKEDIN_OAUTH_URL": f"{url}/oauth/v2",
+            "IMPROMPTU_LINKEDIN_API_URL": url,
+        }
+        code = linkedin.grant()
+        done = impromptu("linkedin", "token", code, data_dir=tmp_path, **env)
+        reused = impromptu("linkedin", "token", code, data_dir=tmp_path, **env)  # a code works once
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [
+        f"IMPROMPTU_LINKEDIN_ACCESS_TOKEN={linkedin.token}",
+        f"IMPROMPTU_LINKEDIN_AUTHOR={linkedin.author}",
+    ]
+    assert linkedin.token not in done.stderr  # printed once, for the person to keep; never logged
+    assert reused.returncode == 1 and "invalid_request" in reused.stderr
+    assert code not in reused.stderr and linkedin.client_secret not in reused.stderr

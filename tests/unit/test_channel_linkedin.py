@@ -21,7 +21,6 @@ from pipeline.errors import ConfigError, RetryableError
 from pipeline.messages import ScheduledSession
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.outreach.channels.linkedin import (
-    ACCESS_TOKEN_URL,
     LinkedInChannel,
     LinkedInLoginFailed,
     author_urn,
@@ -41,6 +40,8 @@ DESCRIPTION = "A live session on leadership and soft skills"
 TEXT = "Live now (30 min): #leadership & learning, with @ada [free] https://meet.jit.si/Impromptu-Live-1"
 ESCAPED = r"Live now \(30 min\): \#leadership & learning, with \@ada \[free\] https://meet.jit.si/Impromptu-Live-1"
 CODE = "AQTcode-from-the-callback-SECRET"
+
+ACCESS_TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"  # LinkedIn's documented token endpoint
 
 
 @pytest.fixture

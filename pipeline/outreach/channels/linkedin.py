@@ -24,8 +24,6 @@ from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted
 from pipeline.settings import Settings
 
 API_URL = "https://api.linkedin.com"
-AUTHORIZATION_URL = "https://www.linkedin.com/oauth/v2/authorization"
-ACCESS_TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"
 SCOPES = ("openid", "profile", "w_member_social")
 FEED_URL = "https://www.linkedin.com/feed/update/{urn}/"
 CREATED_ID = "x-restli-id"  # the new post's URN: a 201 has no body
@@ -230,13 +228,7 @@ def from_settings(settings: Settings) -> LinkedInChannel:
 # --- `impromptu linkedin login` ---------------------------------------------------------------------------------
 
 
-class _Authentication(LinkedInAuthentication):
-    # the library still points at the legacy /uas/oauth2/ endpoints; these are the documented ones
-    AUTHORIZATION_URL = AUTHORIZATION_URL
-    ACCESS_TOKEN_URL = ACCESS_TOKEN_URL
-
-
-def _authentication(settings: Settings) -> _Authentication:
+def _authentication(settings: Settings) -> LinkedInAuthentication:
     missing = base.unset(
         {
             "IMPROMPTU_LINKEDIN_CLIENT_ID": settings.linkedin_client_id,
@@ -245,12 +237,16 @@ def _authentication(settings: Settings) -> _Authentication:
     )
     if missing:
         raise LinkedInLoginFailed(f"LinkedIn login: set {' and '.join(missing)} (your LinkedIn app's Auth tab)")
-    return _Authentication(
+    auth = LinkedInAuthentication(
         settings.linkedin_client_id,
         _reveal(settings.linkedin_client_secret),
         settings.linkedin_redirect_uri,
         permissions=list(SCOPES),
     )
+    # the library still points at the legacy /uas/oauth2/ endpoints; these are the documented ones
+    oauth = settings.linkedin_oauth_url.rstrip("/")
+    auth.AUTHORIZATION_URL, auth.ACCESS_TOKEN_URL = f"{oauth}/authorization", f"{oauth}/accessToken"
+    return auth
 
 
 def authorization_url(settings: Settings, state: str) -> str:
@@ -262,12 +258,13 @@ def authorization_url(settings: Settings, state: str) -> str:
     return str(auth.authorization_url)
 
 
-def exchange_code(settings: Settings, code: str, *, token_url: str = ACCESS_TOKEN_URL) -> tuple[str, int]:
-    """The callback's `code` for (access token, seconds it lasts); `token_url` is for a local test server."""
+def exchange_code(settings: Settings, code: str, *, token_url: str | None = None) -> tuple[str, int]:
+    """The callback's `code` for (access token, seconds it lasts), at IMPROMPTU_LINKEDIN_OAUTH_URL or `token_url`."""
     if not code:
         raise LinkedInLoginFailed("LinkedIn login: the callback carried no authorization code")
     auth = _authentication(settings)
-    auth.ACCESS_TOKEN_URL = token_url
+    if token_url is not None:
+        auth.ACCESS_TOKEN_URL = token_url
     auth.authorization_code = code
     secrets = [code, _reveal(settings.linkedin_client_secret) or ""]
     try:
