@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -88,6 +88,10 @@ class Share(Message):
         )
 
 
+ChannelName = Literal["x", "linkedin", "facebook", "mastodon", "slack", "teams", "email"]
+CHANNEL_NAMES: tuple[str, ...] = get_args(ChannelName)  # each has an adapter in pipeline/outreach/channels/
+
+
 class SessionPlan(BaseModel):
     """What a rule asks for when it fires."""
 
@@ -95,7 +99,9 @@ class SessionPlan(BaseModel):
 
     lead_minutes: int = Field(default=30, ge=0, description="How far out the session starts (the seed: 30).")
     duration_minutes: int = Field(default=60, gt=0)
-    channels: list[str] = Field(default_factory=lambda: ["x", "linkedin", "facebook"])
+    channels: list[ChannelName] = Field(
+        default_factory=lambda: ["x", "linkedin", "facebook"], description="Where the session is announced."
+    )
     facilitators: list[str] = Field(default_factory=list, description="Who is asked to approve (names).")
     without_article: bool = Field(
         default=False, description="When the page cannot be fetched or read, propose from the post's text alone."

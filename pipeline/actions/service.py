@@ -19,7 +19,7 @@ from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
 from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
-from pipeline.messages import ScheduledSession, SessionProposal, utc_now
+from pipeline.messages import CHANNEL_NAMES, ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
 from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
@@ -256,7 +256,8 @@ class Approvals:
         ]
 
     def channels_available(self) -> list[str]:
-        return available_channels(folder=self.settings.outreach_templates_dir)
+        # a custom template for a channel without an adapter could never be posted: not offered
+        return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if c in CHANNEL_NAMES]
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
         busy = booked(await self.queue(), except_id=proposal_id)

@@ -55,6 +55,13 @@ def test_unknown_key_points_at_the_key(tmp_path: Path) -> None:
     assert message == f"{path}:4:5: people.0.colour: Extra inputs are not permitted"
 
 
+def test_a_channel_without_an_adapter_is_refused_where_it_is_named(tmp_path: Path) -> None:
+    text = "topics: {}\nrules:\n  - name: r\n    session:\n      channels: [x, myspace]\n"
+    path, message = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:5:21: rules.0.session.channels.1: Input should be 'x', 'linkedin',")
+    assert message.endswith("'teams' or 'email'")
+
+
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, "topics: {}\nbogus: 1\n")
     assert message == f"{path}:2:1: bogus: Extra inputs are not permitted"

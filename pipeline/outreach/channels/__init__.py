@@ -11,22 +11,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from pipeline.messages import CHANNEL_NAMES
 from pipeline.outreach.channels.base import Channel
 from pipeline.outreach.channels.outbox import OutboxChannel
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.outreach.channels")
 
-# channel name -> module in this package with `from_settings(settings) -> Channel`
-ADAPTERS: dict[str, str] = {
-    "x": "x",
-    "linkedin": "linkedin",
-    "facebook": "facebook",
-    "mastodon": "mastodon",
-    "slack": "slack",
-    "teams": "teams",
-    "email": "email",
-}
+# each channel is a module of this package, named as the channel, with `from_settings(settings) -> Channel`
+ADAPTERS: dict[str, str] = {name: name for name in CHANNEL_NAMES}
 
 
 def adapter(name: str, settings: Settings) -> Channel:
