@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from pipeline import stores
 from pipeline.errors import ConfigError
 from pipeline.logs import configure_logging
+from pipeline.messages import AnnouncementKind
 from pipeline.settings import Settings, load_settings
 
 channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
 outreach_cli = typer.Typer(no_args_is_help=True, help="Announcements: what was posted, and posts a person must check.")
 linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn account (OAuth 2) for posting.")
-
-Kind = Literal["scheduled", "starting", "recording", "cancelled"]
 
 
 def _settings() -> Settings:
@@ -30,7 +29,7 @@ def render_command(
     channel: Annotated[str, typer.Option("--channel", help="x, linkedin, facebook, mastodon, slack, teams, email.")],
     proposal_id: Annotated[str | None, typer.Option("--proposal", help="A proposal on the bus.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="The seed story's session; needs no bus.")] = False,
-    kind: Annotated[Kind, typer.Option(help="Which announcement.")] = "scheduled",
+    kind: Annotated[AnnouncementKind, typer.Option(help="Which announcement.")] = "scheduled",
 ) -> None:
     """Preview one channel's announcement exactly as it would be posted (nothing is posted)."""
     from pipeline.actions.service import preview_session

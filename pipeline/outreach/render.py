@@ -22,13 +22,13 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import PermanentError
-from pipeline.messages import ScheduledSession
+from pipeline.messages import CHANNEL_NAMES, ScheduledSession
 from pipeline.outreach import xtext
+from pipeline.outreach.channels.teams import MAX_BYTES as TEAMS_MAX_BYTES  # Teams refuses past ~28 KB (413)
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHANNELS = ("x", "linkedin", "facebook", "mastodon", "slack", "teams", "email")
+CHANNELS = CHANNEL_NAMES
 X_URL_WEIGHT = xtext.URL_WEIGHT
-TEAMS_MAX_BYTES = 28_000  # Teams refuses messages past ~28 KB (413)
 # the channel's limit as `weighted_length` counts it (Teams: UTF-8 bytes); Slack and e-mail have structural rules
 LIMITS = {"x": 280, "linkedin": 3000, "facebook": 63206, "mastodon": 500, "teams": TEAMS_MAX_BYTES}
 SLACK_MAX_BLOCKS = 50

@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Protocol, get_args
 from urllib.parse import urlsplit
 
 import certifi
@@ -28,11 +28,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.messages import ScheduledSession
+from pipeline.messages import AnnouncementKind, ScheduledSession
 from pipeline.redaction import printable, redact
 
-Kind = Literal["scheduled", "starting", "recording", "cancelled"]
-KINDS: tuple[Kind, ...] = ("scheduled", "starting", "recording", "cancelled")
+Kind = AnnouncementKind
+KINDS: tuple[Kind, ...] = get_args(AnnouncementKind)
 
 
 class NotSent(RetryableError):
