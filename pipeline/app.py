@@ -13,14 +13,15 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsCredentials, NatsSecurity
 from nats.aio.client import ErrorCallback
 
-from pipeline import bus
-from pipeline.actions import actions_router
-from pipeline.actions.approval import advance_by_clock, list_records
+from pipeline import bus, stores
+from pipeline.actions import actions_router, index
+from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, warm_up
 from pipeline.errors import ConfigError
+from pipeline.messages import utc_now
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import Settings
@@ -86,20 +87,31 @@ async def start_stages(broker: NatsBroker, settings: Settings) -> None:
 async def run_clock(broker: NatsBroker, every: float) -> None:
     """Let time move proposals: undecided ones lapse, scheduled sessions go live and end. Safe on every worker:
     each move is a compare-and-set, so when several workers see the same due proposal, one moves it. The same
-    read of every proposal sets the gauge of proposals by state."""
+    read of the index of proposals in play sets the gauge of proposals in play by state."""
     metrics = metrics_of(broker)
     while True:
         try:
-            records = await list_records(broker)
-            states = {record.proposal.id: record.state for record in records}
-            for record in await advance_by_clock(broker, records=records):
+            kv = await stores.bucket(broker, stores.PROPOSALS)
+            entries = await index.in_play(kv)
+            states = {proposal_id: entry.state for proposal_id, entry in entries.items()}
+            for record in await advance_by_clock(broker, in_play=entries):
                 log.info("proposal.clock", proposal_id=record.proposal.id, state=record.state)
                 states[record.proposal.id] = record.state
             if metrics is not None:
                 metrics.set_proposal_states(Counter(states.values()))
+            await index.prune(kv, utc_now())
         except Exception as error:  # NATS away for a moment: try again next tick
             log.warning("proposal.clock_failed", error=f"{type(error).__name__}: {error}")
         await asyncio.sleep(every)
+
+
+async def index_proposals(broker: NatsBroker) -> None:
+    """Index proposals stored before the index existed (once per bucket; every worker checks at start)."""
+    try:
+        if count := await reindex(broker, unless_done=True):
+            log.info("proposals.indexed", proposals=count)
+    except Exception as error:  # the clock and every write repair the index as they go; say it and carry on
+        log.warning("proposals.index_failed", error=f"{type(error).__name__}: {error}")
 
 
 def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
@@ -120,6 +132,7 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
         background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
+        background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
         background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
         if settings.sources_enabled:
             await sources.start()

@@ -10,7 +10,7 @@ from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, S
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from pipeline.messages import Message
 from pipeline.settings import Settings
@@ -107,6 +107,16 @@ async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
 def jetstream(broker: NatsBroker) -> JetStreamContext:
     """The connected broker's nats-py JetStream context, for what FastStream does not wrap (stream, consumer info)."""
     return broker.config.connection_state.stream
+
+
+async def close_reader(js: JetStreamContext, subscription: JetStreamContext.PushSubscription) -> None:
+    """Unsubscribe an ordered reader and delete its consumer now: unsubscribing alone leaves it on the server
+    until its inactivity threshold (nats-py keeps the current consumer's name on the subscription, privately)."""
+    await subscription.unsubscribe()
+    try:
+        await js.delete_consumer(subscription._stream, subscription._consumer)
+    except (NotFoundError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+        pass  # gone already, or the server is away: the server removes it when it sees no interest
 
 
 async def ensure_stream(broker: NatsBroker, settings: Settings, *, update: bool = True) -> None:

@@ -128,12 +128,13 @@ async def _approvals() -> AsyncIterator[Approvals]:
 @proposals.command("list")
 def proposals_list(
     state: Annotated[str | None, typer.Option(help="Only this state, e.g. proposed.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the newest to look at (all those in play).")] = 100,
 ) -> None:
-    """Proposals, newest first."""
+    """Proposals, newest first: all of those in play, else among the newest --limit."""
 
     async def show() -> None:
         async with _approvals() as approvals:
-            records = [r for r in await approvals.queue() if state is None or r.state == state]
+            records = await approvals.listed(state, limit)  # type: ignore[arg-type]
         if not records:
             print("no proposals")
         for record in records:
@@ -144,6 +145,19 @@ def proposals_list(
             print(f"{p.id}  {record.state:<9} {p.starts_at:%Y-%m-%d %H:%M} UTC  {sharers:<14} {p.title}")
 
     _run(show())
+
+
+@proposals.command("reindex")
+def proposals_reindex() -> None:
+    """Write the index of proposals from the records (every worker does it once on a bucket made before the
+    index existed; this is for repairs). Reads every proposal once."""
+    from pipeline.actions.approval import reindex
+
+    async def go() -> int:
+        async with _approvals() as approvals:
+            return await reindex(approvals.broker)
+
+    print(f"{_run(go())} proposals indexed")
 
 
 @proposals.command("show")

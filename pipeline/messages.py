@@ -251,6 +251,7 @@ class FacilitatorDecision(Message):
 ProposalState = Literal[
     "proposed", "approved", "scheduled", "live", "ended", "archived", "rejected", "expired", "cancelled"
 ]
+IN_PLAY: frozenset[ProposalState] = frozenset({"proposed", "approved", "scheduled", "live"})  # not finished yet
 
 
 class FieldChange(BaseModel):

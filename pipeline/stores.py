@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import nats.errors
 from faststream.nats import NatsBroker, StorageType
+from nats.aio.msg import Msg
+from nats.js import api
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -53,3 +56,73 @@ async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:
     except KeyWrongLastSequenceError:
         entry = await kv.get(key)
         return type(value).model_validate_json(entry.value or b"")
+
+
+# A read that dies before it can delete its consumer (a killed worker) leaves it this long, not nats-py's 5 minutes.
+SCAN_INACTIVE_SECONDS = 10.0
+SCAN_BATCH = 256
+SCAN_TIMEOUT_SECONDS = 5.0
+
+
+async def scan(kv: KeyValue, keys: str = ">", *, headers_only: bool = False) -> list[KeyValue.Entry]:
+    """The latest entry of every key matching `keys` (deleted ones left out), in one read through a consumer of our
+    own, deleted when the read ends.
+
+    Not nats-py's `watch()` (nor `keys()`, built on it): its consumer stays on the server for 5 minutes after
+    `stop()`, so a thousand reads in five minutes hit the server's consumer limit; and it can say "caught up" before
+    the first entry has arrived (it compares the server's pending count, already 0 once the entries are pushed, with
+    what it has received), so a read returned nothing now and then. Here the consumer is pulled until the server
+    says nothing is left. For ops and cold paths, or a known small range of keys: hot paths read by key."""
+    js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps the bucket's stream and subject prefix private
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        filter_subject=prefix + keys,
+        headers_only=headers_only,
+        mem_storage=True,
+        num_replicas=1,
+        inactive_threshold=SCAN_INACTIVE_SECONDS,
+    )
+    consumer = await js.add_consumer(stream, config)
+    entries = []
+    try:
+        pending = consumer.num_pending or 0
+        if pending:
+            subscription = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
+            try:
+                while pending > 0:
+                    for msg in await subscription.fetch(min(pending, SCAN_BATCH), timeout=SCAN_TIMEOUT_SECONDS):
+                        pending = msg.metadata.num_pending
+                        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                            continue
+                        entries.append(_entry(kv, prefix, msg))
+            finally:
+                await subscription.unsubscribe()
+    finally:
+        await _delete_consumer(kv, consumer.name)
+    return entries
+
+
+def _entry(kv: KeyValue, prefix: str, msg: Msg) -> KeyValue.Entry:
+    return KeyValue.Entry(
+        bucket=kv._name,
+        key=msg.subject.removeprefix(prefix),
+        value=msg.data,
+        revision=msg.metadata.sequence.stream,
+        delta=msg.metadata.num_pending,
+        created=None,
+        operation=None,
+    )
+
+
+async def _delete_consumer(kv: KeyValue, name: str) -> None:
+    try:
+        await kv._js.delete_consumer(kv._stream, name)
+    except (NotFoundError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+        pass  # gone already, or the server is away: its short inactivity threshold removes it
+
+
+async def erase(kv: KeyValue, key: str) -> None:
+    """Remove `key` and its history without the delete marker `kv.delete()` leaves: a ranged read of an index would
+    still be handed one marker per key ever removed, so its cost would grow with history."""
+    await kv._js.purge_stream(kv._stream, subject=kv._pre + key)

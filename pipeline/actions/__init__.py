@@ -30,7 +30,7 @@ from pipeline.actions import approval
 from pipeline.actions.approval import SessionLink, add_sharer, save_new
 from pipeline.actions.notify import notifiers, send_notice
 from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
-from pipeline.actions.service import booked, session_request
+from pipeline.actions.service import booked_now, session_request
 from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
 from pipeline.actions.slots import NoSlot, Slot, suggest_slot
 from pipeline.errors import ImpromptuError, RetryableError
@@ -163,7 +163,7 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
             log.warning("proposal.vetoed", rule=content.trigger.rule, url=content.article.final_url, reason=veto)
             return
         now, plan = utc_now(), content.trigger.plan
-        busy = booked(await approval.list_records(broker))
+        busy = await booked_now(broker)
         try:
             slot = suggest_slot(
                 now,

@@ -14,12 +14,12 @@ from faststream.nats import NatsBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import stores
-from pipeline.actions import approval
+from pipeline.actions import approval, index
 from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
 from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
-from pipeline.messages import CHANNEL_NAMES, ScheduledSession, SessionProposal, utc_now
+from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
 from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
@@ -31,6 +31,7 @@ TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
 DURATION_RANGE = (5, 8 * 60)
 KIND = "scheduled"
+RECENT = 100  # proposals a history list shows unless asked for more
 
 
 class ChannelPreview(BaseModel):
@@ -136,18 +137,19 @@ def session_request(proposal: SessionProposal, session_id: str, timezone: str) -
     )
 
 
-def booked(records: list[ProposalRecord], *, except_id: str | None = None) -> list[Busy]:
-    """Facilitators' time already taken by approved, scheduled or live sessions."""
+def booked(entries: dict[str, index.Entry], *, except_id: str | None = None) -> list[Busy]:
+    """Facilitators' time already taken by approved, scheduled or live sessions (from the index of proposals in
+    play: a slot check costs a read per day with sessions in play, not one per proposal ever made)."""
     return [
-        Busy(
-            facilitator=r.proposal.facilitator,
-            starts_at=r.proposal.starts_at,
-            ends_at=r.proposal.starts_at + timedelta(minutes=r.proposal.duration_minutes),
-            title=r.proposal.title,
-        )
-        for r in records
-        if r.state in BOOKED and r.proposal.facilitator and r.proposal.id != except_id
+        Busy(facilitator=e.facilitator, starts_at=e.starts_at, ends_at=e.ends_at, title=e.title)
+        for proposal_id, e in entries.items()
+        if e.state in BOOKED and e.facilitator and proposal_id != except_id
     ]
+
+
+async def booked_now(broker: NatsBroker, *, except_id: str | None = None) -> list[Busy]:
+    kv = await stores.bucket(broker, stores.PROPOSALS)
+    return booked(await index.in_play(kv), except_id=except_id)
 
 
 def revised_proposal(
@@ -228,8 +230,18 @@ class Approvals:
             return None
         return f"{proposal.starts_at.astimezone(zone):%a %d %b %H:%M} {zone.key}"
 
-    async def queue(self) -> list[ProposalRecord]:
-        return await approval.list_records(self.broker)
+    async def in_play(self) -> list[ProposalRecord]:
+        """Proposed, approved, scheduled and live proposals, newest first."""
+        return await approval.in_play(self.broker)
+
+    async def recent(self, limit: int = RECENT) -> list[ProposalRecord]:
+        """The newest `limit` proposals in any state, newest first."""
+        return await approval.recent(self.broker, limit)
+
+    async def listed(self, state: ProposalState | None, limit: int = RECENT) -> list[ProposalRecord]:
+        """What a list shows: those in `state` (one still in play: all of them; else among the newest `limit`)."""
+        records = await (self.in_play() if state in IN_PLAY else self.recent(limit))
+        return [r for r in records if state is None or r.state == state]
 
     async def get(self, proposal_id: str) -> ProposalRecord:
         return await approval.get_record(self.broker, proposal_id)
@@ -260,7 +272,7 @@ class Approvals:
         return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if c in CHANNEL_NAMES]
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
-        busy = booked(await self.queue(), except_id=proposal_id)
+        busy = await booked_now(self.broker, except_id=proposal_id)
 
         def revised(record: ProposalRecord, now: datetime) -> SessionProposal:
             return revised_proposal(
@@ -280,7 +292,7 @@ class Approvals:
         record = await self.get(proposal_id)
         proposal = record.proposal
         if record.state == "proposed":
-            busy = booked(await self.queue(), except_id=proposal_id)
+            busy = await booked_now(self.broker, except_id=proposal_id)
             host = self.host(proposal.facilitator)
             problem = slot_problem(
                 proposal.starts_at,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, get_args
+from typing import Any
 
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
@@ -21,7 +21,7 @@ from faststream.response import PublishCommand
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline import bus
-from pipeline.messages import DeadLetter, EnrichmentFailed, OutreachResult, ProposalState, TriggerFired
+from pipeline.messages import IN_PLAY, DeadLetter, EnrichmentFailed, OutreachResult, TriggerFired
 from pipeline.ops.status import STAGE_CONSUMERS
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -55,7 +55,8 @@ class PipelineMetrics:
         # a gauge, read from KV by the clock: every worker reports the same whole-pipeline figure (use max, not sum)
         self.proposals_now = Gauge(
             "impromptu_proposals",
-            "Proposals in each state now, as stored in KV (refreshed by every worker's clock).",
+            "Proposals in play (proposed, approved, scheduled, live) by state now, from the KV index "
+            "(refreshed by every worker's clock).",
             labelnames=["state"],
             registry=self.registry,
         )
@@ -90,7 +91,9 @@ class PipelineMetrics:
             self.dead_letters.labels(stage=message.stage).inc()
 
     def set_proposal_states(self, counts: Mapping[str, int]) -> None:
-        for state in get_args(ProposalState):  # every state, so one that empties shows 0 rather than its old count
+        # every state in play, so one that empties shows 0 rather than its old count; finished proposals are not
+        # read (that would cost a read of every proposal ever): impromptu_proposals_entered_total counts them
+        for state in sorted(IN_PLAY):
             self.proposals_now.labels(state=state).set(counts.get(state, 0))
 
     def count_handled(self, subject: str, body: dict[str, Any]) -> None:

@@ -291,4 +291,4 @@ async def tail(
             if shows(msg.subject, stage):
                 yield tail_line(msg)
     finally:
-        await sub.unsubscribe()
+        await bus.close_reader(js, sub)

@@ -59,7 +59,7 @@ async def read_stream(
             if msg.metadata.num_pending == 0:  # messages published while we read are read too
                 return
     finally:
-        await sub.unsubscribe()
+        await bus.close_reader(js, sub)
 
 
 def parse_body(data: bytes) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
+from pipeline import stores
 from pipeline.actions.notify import send_email, send_slack
 from pipeline.errors import ImpromptuError
 from pipeline.messages import utc_now
@@ -60,17 +61,9 @@ async def reset(kv: KeyValue, channel: str) -> bool:
 
 
 async def all_broken(kv: KeyValue) -> list[ChannelHealth]:
-    found = []
-    watcher = await kv.watch("channel.*", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                found.append(ChannelHealth.model_validate_json(entry.value))
-    finally:
-        await watcher.stop()
-    return found
+    return [
+        ChannelHealth.model_validate_json(entry.value) for entry in await stores.scan(kv, "channel.*") if entry.value
+    ]
 
 
 def broken_notice(channel: str, reason: str) -> str:

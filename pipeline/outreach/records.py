@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
+from pipeline import stores
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementDue, utc_now
 from pipeline.outreach.channels.base import Channel, NotSent, Post
@@ -143,42 +144,21 @@ async def resolve(kv: KeyValue, key: str, *, posted_at: str | None) -> PostRecor
 
 async def records_of(kv: KeyValue, session_id: str) -> dict[str, PostRecord]:
     """Every post record of one session, by key."""
-    found: dict[str, PostRecord] = {}
-    watcher = await kv.watch(f"{session_id}.>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:  # the initial values are all delivered
-                break
-            if entry.value:
-                found[entry.key] = PostRecord.model_validate_json(entry.value)
-    finally:
-        await watcher.stop()
-    return found
+    return {
+        entry.key: PostRecord.model_validate_json(entry.value)
+        for entry in await stores.scan(kv, f"{session_id}.>")
+        if entry.value
+    }
 
 
 async def unknown_keys(kv: KeyValue) -> list[str]:
     """The posts waiting for a person, from their index: status reads this on every refresh of the ops page."""
-    keys = []
-    watcher = await kv.watch(UNKNOWN + ">", ignore_deletes=True, headers_only=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            keys.append(entry.key.removeprefix(UNKNOWN))
-    finally:
-        await watcher.stop()
-    return sorted(keys)
+    return sorted(entry.key.removeprefix(UNKNOWN) for entry in await stores.scan(kv, UNKNOWN + ">", headers_only=True))
 
 
 async def all_records(kv: KeyValue) -> dict[str, PostRecord]:
-    found: dict[str, PostRecord] = {}
-    watcher = await kv.watch("*.*.*", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value and not entry.key.startswith(("channel.", "notify.")):  # other records in the bucket
-                found[entry.key] = PostRecord.model_validate_json(entry.value)
-    finally:
-        await watcher.stop()
-    return found
+    return {
+        entry.key: PostRecord.model_validate_json(entry.value)
+        for entry in await stores.scan(kv, "*.*.*")
+        if entry.value and not entry.key.startswith(("channel.", "notify."))  # other records in the bucket
+    }

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.actions.approval import DecisionRefused, ProposalRecord, ProposalState
-from pipeline.actions.service import Announcement, Approvals, ChannelPreview, EditRefused, ProposalEdit
+from pipeline.actions.service import RECENT, Announcement, Approvals, ChannelPreview, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import api_facilitator
 from pipeline.settings import Settings
 
@@ -91,10 +91,15 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         except DecisionRefused as error:
             return refused(proposal_id, who, error)
 
-    @router.get("/proposals", summary="Every proposal, newest first (optionally only those in some states).")
-    async def list_proposals(who: Facilitator, state: ProposalState | None = None) -> list[ProposalRecord]:
-        records = await approvals.queue()
-        return [r for r in records if state is None or r.state == state]
+    @router.get(
+        "/proposals",
+        summary="Proposals, newest first: all of those in play in `state` (proposed, approved, scheduled, live), "
+        "else those among the newest `limit`.",
+    )
+    async def list_proposals(
+        who: Facilitator, state: ProposalState | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = RECENT
+    ) -> list[ProposalRecord]:
+        return await approvals.listed(state, limit)
 
     @router.get(
         "/proposals/{proposal_id}",

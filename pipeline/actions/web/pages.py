@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from pipeline import bus
 from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
-from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
+from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import (
     SESSION_KEY,
     RoleMissing,
@@ -359,14 +359,14 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
 
     @router.get("/proposals")
     async def queue(request: Request, who: Facilitator, show: Literal["open", "all"] = "open") -> Response:
-        records = await approvals.queue()
-        shown = [r for r in records if show == "all" or r.state in OPEN]
+        open_records = [r for r in await approvals.in_play() if r.state in OPEN]
+        shown = open_records if show == "open" else await approvals.recent()
         context = {
             "facilitator": who,
             "rows": [queue_row(r) for r in shown],
             "show": show,
-            "open_count": sum(r.state in OPEN for r in records),
-            "all_count": len(records),
+            "open_count": len(open_records),
+            "recent": RECENT,
         }
         return page(request, "queue.html", context)
 
