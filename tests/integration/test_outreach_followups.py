@@ -6,6 +6,7 @@ with the reason, as a result `impromptu trace` shows. Real channels: local fakes
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +26,8 @@ from pipeline.outreach import records
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from tests.channel_fakes import FakeFacebook, FakeMastodon, FakeSlack, serve
-from tests.integration.bus_helpers import jetstream, models_on, seed_proposal, wait_until
+from tests.integration.bus_helpers import jetstream, messages_on, models_on, seed_proposal, wait_until
+from tests.unit.conftest import make_session
 
 pytestmark = pytest.mark.nats
 
@@ -224,3 +226,58 @@ async def test_a_follow_up_on_a_channel_whose_announcement_failed_is_skipped_wit
     ending = where_it_stopped(await find_journey(jetstream(client), session.correlation_id))
     assert ending.startswith("announced: waiting for the recording")  # no post left waiting, the skip said why
     assert "post(s)" not in ending and ending.endswith(f"; skipped: slack starting ({reason})")
+
+
+async def test_a_follow_up_whose_announcement_never_settles_waits_its_bound_then_says_so(
+    client: NatsBroker, settings: Settings
+) -> None:
+    waiting_settings = settings.model_copy(update={"outreach_follow_up_wait_hours": 0.001})  # 3.6 s
+    session = make_session()  # long over; its announcement was never made (no record at all)
+    due = AnnouncementDue.caused_by(
+        session,
+        id=f"due:{session.id}:slack:recording",
+        session=session,
+        channel="slack",
+        kind="recording",
+        library_url="http://127.0.0.1:8000/library/entry-1",
+    )
+    pipeline = await _worker(waiting_settings)
+    try:
+        started = time.monotonic()
+        await bus.publish(client, bus.OUTREACH_DUE, due)
+        (recording,) = await _results(client, "recording")
+        waited = time.monotonic() - started
+    finally:
+        await pipeline.stop()
+    assert recording.status == "skipped" and waited >= 3.0
+    assert (recording.reason or "").startswith("gave up waiting at ")
+    assert (recording.reason or "").endswith(": the announcement on slack is still not made yet")
+    # redelivered far more often than max_deliveries (3 here) while it waited, and still no dead letter
+    assert await messages_on(client, bus.dead_letter_subject("outreach")) == []
+    assert not (settings.outbox_dir / "slack" / f"{session.id}.recording.txt").exists()
+
+
+async def test_a_cancellation_while_the_announcement_waits_out_a_rate_limit_skips_both_with_why(
+    client: NatsBroker, live_settings: Settings, fakes: tuple[Fakes, dict[str, object]]
+) -> None:
+    slack = fakes[0].slack
+    slack.fail_with("rate_limited", retry_after=3)
+    pipeline = await _worker(live_settings)
+    try:
+        session = await _approved(client, live_settings, ["slack"])
+        announcement = f"{session.id}.slack.scheduled"
+
+        async def rate_limited() -> bool:
+            return await _state(client, announcement) == "retry"
+
+        await wait_until(rate_limited, what="the announcement's first try, refused with a 429")
+        await _approvals(client, live_settings).cancel(session.proposal.id, by="ana", reason="double booked")
+        (cancelled,) = await _results(client, "cancelled")
+        (scheduled,) = await _results(client, "scheduled")
+    finally:
+        await pipeline.stop()
+    # the announcement never went out (the session was cancelled before its retry), so nothing to take back
+    assert (scheduled.status, scheduled.reason) == ("skipped", "the session was cancelled before this was posted")
+    assert cancelled.status == "skipped"
+    assert cancelled.reason == f"the announcement on slack was skipped ({scheduled.reason}): nothing to follow up"
+    assert slack.messages == [] and await _state(client, announcement) == "skipped"
