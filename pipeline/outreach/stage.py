@@ -207,7 +207,7 @@ def outreach_router(settings: Settings) -> StageRouter:
 
     async def take_down(kv: KeyValue, channel: Channel, due: AnnouncementDue) -> OutreachResult:
         """Delete the scheduled announcement (the API allows it): better than a second post saying "cancelled"."""
-        key = f"{due.session.id}.{due.channel}.scheduled"
+        key = announcement_key(due)
         record, _ = await records.read(kv, key)
         if record is not None and record.state == "deleted":  # a redelivery: done already
             return result_of(due, "deleted", record.text, location=record.location)
