@@ -2,6 +2,8 @@
 
 FastStream's NATS default (REJECT_ON_ERROR) terminates a failing message, which would lose it. Instead:
 - a RetryableError (or any unexpected error) is nak'ed with an exponential delay, until `max_deliveries`;
+- a NotYet (what the message waits for has not happened) is nak'ed with a delay, never dead-lettered: the
+  handler bounds the wait itself;
 - a PermanentError or a message that does not validate goes straight to `impromptu.dlq.<stage>`;
 - once retries run out the message goes there too, with the last reason;
 - if the dead letter itself cannot be published, the message is nak'ed, never dropped.
@@ -21,7 +23,7 @@ from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from pipeline.errors import PermanentError
+from pipeline.errors import NotYet, PermanentError
 from pipeline.messages import DeadLetter
 
 log = structlog.get_logger("pipeline.delivery")
@@ -35,7 +37,8 @@ class DeliveryPolicy(BaseModel):
     backoff_max_seconds: float = 60.0
 
     def retry_delay(self, delivered: int) -> float:
-        return min(self.backoff_base_seconds * 2 ** max(delivered - 1, 0), self.backoff_max_seconds)
+        # the exponent is capped: a waiting message is delivered thousands of times, and 2.0**1024 overflows
+        return min(self.backoff_base_seconds * 2 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
 
 
 def describe_error(error: BaseException) -> str:
@@ -98,6 +101,10 @@ class StageMiddleware(BaseMiddleware):
         raw: Msg = self.msg
         delivered = raw.metadata.num_delivered if raw.metadata else 1
         reason = describe_error(error)
+        if isinstance(error, NotYet):  # waiting is not failing: no retry budget spent, no dead letter
+            delay = error.retry_after if error.retry_after is not None else self.policy.retry_delay(delivered)
+            log.info("stage.waiting", reason=reason, delivered=delivered, retry_in_seconds=delay)
+            raise NackMessage(delay=delay) from error
         permanent = is_permanent(error)
         if not permanent and delivered < self.policy.max_deliveries:
             # a provider's rate limit says how long to wait (RateLimited.retry_after); else exponential backoff

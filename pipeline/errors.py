@@ -13,5 +13,15 @@ class PermanentError(ImpromptuError):
     """Trying again cannot help: the input is wrong or refused. Goes to the dead-letter subject."""
 
 
+class NotYet(ImpromptuError):
+    """Not a failure: what this message needs has not happened yet (a follow-up's announcement is still being
+    made). Redelivered after `retry_after` seconds (else the policy's backoff) without counting against the retry
+    budget; the handler bounds how long it waits."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ConfigError(ImpromptuError):
     """A settings or rules file is wrong; the message names the file, line and field."""

@@ -301,6 +301,11 @@ class AnnouncementDue(Message):
     library_url: str | None = Field(default=None, description="For recording: the library page of the recording.")
     tagline: str | None = Field(default=None, description="For recording: the library entry's tagline.")
     reason: str = Field(default="", description="For cancelled: why, as the facilitator wrote it.")
+    after_announcement: bool = Field(
+        default=False,
+        description="Set on a follow-up put back on the bus once its channel's announcement settled, after waiting "
+        "for it: its own retries start from zero.",
+    )
 
     @property
     def key(self) -> str:
@@ -317,7 +322,8 @@ class OutreachResult(Message):
     status: Literal["posted", "already_posted", "failed", "unknown", "deleted", "skipped"] = Field(
         description="posted / already_posted (found posted before); failed (with the reason); unknown (a worker "
         "stopped mid-post and the channel cannot tell: a person must check, `impromptu outreach resolve`); "
-        "deleted (a cancelled session's announcement was removed); skipped (nothing to do, with the reason)."
+        "deleted (a cancelled session's announcement was removed); skipped (not done on purpose, with the reason: "
+        "e.g. a follow-up on a channel whose announcement failed, or that waited for it too long)."
     )
     text: str = Field(description="What was (or would have been) posted.")
     location: str | None = Field(default=None, description="Where the post can be seen.")

@@ -182,6 +182,13 @@ class Settings(BaseSettings):
         default=None, description="Your own announcement templates (CHANNEL/KIND.j2); shipped ones fill the gaps."
     )
     outreach_timeout_seconds: float = Field(default=15.0, description="How long one post may take.")
+    outreach_follow_up_wait_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long a follow-up (recording, cancellation) waits for its channel's announcement (a rate "
+        "limit, a post a person must resolve) after the session's end; then it is skipped with the reason. "
+        '"Starting now" waits only until the session ends.',
+    )
     x_api_key: str | None = Field(default=None, description="X app's API key (OAuth 1.0a consumer key) for posting.")
     x_api_secret: SecretStr | None = None
     x_access_token: SecretStr | None = Field(default=None, description="The posting account's OAuth 1.0a token.")

@@ -199,8 +199,44 @@ FOLLOW_UPS = (bus.OUTREACH_DUE, bus.PROPOSALS_TRANSITIONS)
 
 
 def where_it_stopped(journey: Journey) -> str:
-    """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what). Follow-up
-    announcements (the recording's, a cancellation's) come after the main line and do not change where it ended."""
+    """The journey's end, read from its last message: finished, stopped (and why) or waiting (for what); then the
+    posts still waiting for a result (a follow-up waits for its channel's announcement) and those skipped, why."""
+    ending = _main_line_ending(journey)
+    waiting, skipped = _posts_unsettled_and_skipped(journey)
+    if waiting:
+        ending = ending.replace("complete: ", "not complete: ", 1) if ending.startswith("complete: ") else ending
+        ending += f"; waiting for {len(waiting)} post(s): {', '.join(waiting)}"
+    if skipped:
+        ending += f"; skipped: {'; '.join(skipped)}"
+    return ending
+
+
+def _posts_unsettled_and_skipped(journey: Journey) -> tuple[list[str], list[str]]:
+    """The posts due (per session, channel and kind) with no result yet, and those whose last result is skipped."""
+    due: list[tuple[object, object, object]] = []
+    last_result: dict[tuple[object, object, object], dict[str, Any]] = {}
+    for step in journey.steps:
+        body = step.body
+        if step.subject == bus.OUTREACH_DUE:
+            key = (_get(body, "session", "id"), body.get("channel"), body.get("kind"))
+            if key not in due:
+                due.append(key)
+        elif step.subject == bus.OUTREACH_RESULTS:
+            last_result[(body.get("session_id"), body.get("channel"), body.get("kind"))] = body
+    waiting, skipped = [], []
+    for key in due:
+        _, channel, kind = key
+        result = last_result.get(key)
+        if result is None:
+            waiting.append(f"{channel} {kind}")
+        elif result.get("status") == "skipped":
+            skipped.append(f"{channel} {kind} ({result.get('reason')})")
+    return waiting, skipped
+
+
+def _main_line_ending(journey: Journey) -> str:
+    """Where the main line ended. Follow-up announcements (the recording's, a cancellation's) come after it and do
+    not change where it ended."""
     main = [step for step in journey.steps if step.subject not in FOLLOW_UPS] or journey.steps
     last = main[-1]
     kept = next((step for step in reversed(main) if step.subject == bus.LIBRARY_ENTRIES), None)

@@ -2,8 +2,12 @@
 
 States: sending (claimed, the post is under way or was interrupted) -> posted | retry (surely not posted: safe to
 try again) | failed (refused; a replay tries again) | unknown (interrupted and the channel cannot tell: a person
-decides with `impromptu outreach resolve`) | deleted (a cancelled session's post was removed).
+decides with `impromptu outreach resolve`) | deleted (a cancelled session's post was removed) | skipped (not made
+on purpose, e.g. the session was cancelled before its announcement went out; with the reason).
 Every change is a compare-and-set, so two workers holding the same message never both post.
+
+A follow-up (starting, recording, cancelled) goes after its channel's announcement (`scheduled`): it waits while
+that record is not SETTLED, and is skipped, with the reason, when the announcement was not posted.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pipeline.outreach.channels.base import Channel, NotSent, Post
 
 UNKNOWN = "unknown."  # + a post's key: an index of the posts a person must check
 
-PostState = Literal["sending", "posted", "retry", "failed", "unknown", "deleted"]
+PostState = Literal["sending", "posted", "retry", "failed", "unknown", "deleted", "skipped"]
+SETTLED: frozenset[str] = frozenset({"posted", "failed", "deleted", "skipped"})  # nothing more happens by itself
 Status = Literal["posted", "already_posted", "failed", "unknown", "deleted", "skipped"]
 
 
@@ -117,6 +122,15 @@ def _cannot_tell(channel: Channel, record: PostRecord) -> str | None:
         if age > within:
             return f"it was {age / 60:.0f} min ago, too long for {channel.name} to tell"
     return None
+
+
+async def mark_not_made(kv: KeyValue, key: str, state: Literal["failed", "skipped"], reason: str) -> None:
+    """Record why a post was not made (refused before it reached the channel, or skipped on purpose), so its
+    follow-ups settle at once. A post that may exist (sending, unknown) or exists (posted, deleted) is left alone."""
+    record, revision = await read(kv, key)
+    if record is None or record.state in ("retry", "failed", "skipped"):
+        base = record or PostRecord(state=state)
+        await write(kv, key, base.model_copy(update={"state": state, "reason": reason}), revision)
 
 
 async def mark_deleted(kv: KeyValue, key: str, reason: str) -> None:

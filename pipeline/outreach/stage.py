@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import get_args
+
 import structlog
-from faststream.nats.annotations import NatsBroker
+from faststream.nats.annotations import NatsBroker, NatsMessage
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pipeline import bus, stores
 from pipeline.actions import approval, session_id_for
-from pipeline.errors import PermanentError
+from pipeline.errors import NotYet, PermanentError
 from pipeline.messages import (
     AnnouncementDue,
     AnnouncementKind,
@@ -23,11 +26,13 @@ from pipeline.outreach import health, records
 from pipeline.outreach.channels import build_channels
 from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
 from pipeline.outreach.records import PostRecord
-from pipeline.outreach.render import environment, render
+from pipeline.outreach.render import TemplateRefused, environment, render
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 
 log = structlog.get_logger("pipeline.outreach")
+
+FOLLOW_UPS: tuple[AnnouncementKind, ...] = tuple(kind for kind in get_args(AnnouncementKind) if kind != "scheduled")
 
 
 def library_link(settings: Settings, entry_id: str) -> str:
@@ -63,14 +68,21 @@ async def stored_session(broker: NatsBroker, session_id: str) -> ScheduledSessio
     return ScheduledSession.model_validate_json(entry.value) if entry.value else None
 
 
-async def announced_on(kv: KeyValue, session: ScheduledSession) -> list[str]:
-    """The channels where the session's announcement went out: follow-ups go there only."""
-    posted = await records.records_of(kv, session.id)
-    return [
-        channel
-        for channel in session.proposal.channels
-        if (record := posted.get(f"{session.id}.{channel}.scheduled")) is not None and record.state == "posted"
-    ]
+def announcement_key(due: AnnouncementDue) -> str:
+    return f"{due.session.id}.{due.channel}.scheduled"
+
+
+def wait_deadline(settings: Settings, due: AnnouncementDue) -> datetime:
+    """Until when a follow-up waits for its channel's announcement: "starting now" until the session ends (later it
+    is pointless); the others a margin after the session's end, or after they came due (a recording kept late)."""
+    if due.kind == "starting":
+        return due.session.ends_at
+    return max(due.session.ends_at, due.created_at) + timedelta(hours=settings.outreach_follow_up_wait_hours)
+
+
+def delivery_count(message: NatsMessage) -> int:
+    metadata = message.raw_message.metadata
+    return metadata.num_delivered if metadata else 1
 
 
 def outreach_router(settings: Settings) -> StageRouter:
@@ -92,9 +104,9 @@ def outreach_router(settings: Settings) -> StageRouter:
         session = await stored_session(broker, session_id_for(change.proposal_id))
         if session is None:
             return  # never scheduled: nothing was announced
-        kv = await stores.bucket(broker, stores.OUTREACH)
         kind: AnnouncementKind = "starting" if change.to_state == "live" else "cancelled"
-        for channel in await announced_on(kv, session):
+        # every channel of the plan: the post step orders each after that channel's announcement, or says why not
+        for channel in session.proposal.channels:
             await emit(due_out, due_for(session, channel, kind, reason=change.reason))
 
     @router.consume(bus.LIBRARY_ENTRIES, durable="outreach-recordings")
@@ -102,54 +114,100 @@ def outreach_router(settings: Settings) -> StageRouter:
         session = await stored_session(broker, entry.provenance.session_id)
         if session is None:
             return
-        kv = await stores.bucket(broker, stores.OUTREACH)
         link = library_link(settings, entry.id)
-        for channel in await announced_on(kv, session):
+        for channel in session.proposal.channels:
             await emit(due_out, due_for(session, channel, "recording", library_url=link, tagline=entry.tagline))
 
     @router.consume(bus.OUTREACH_DUE, durable="outreach-post")
-    async def make_announcement(due: AnnouncementDue, broker: NatsBroker) -> None:
+    async def make_announcement(due: AnnouncementDue, broker: NatsBroker, message: NatsMessage) -> None:
         kv = await stores.bucket(broker, stores.OUTREACH)
         try:
-            result = await announce(broker, kv, due)
+            result = await announce(broker, kv, due, delivery_count(message))
         except PermanentError as error:
             await emit(results, failure(due, str(error)))
             if isinstance(error, ChannelBroken) and await health.mark_broken(kv, due.channel, str(error), due.key):
                 log.error("outreach.channel_broken", channel=due.channel, reason=str(error))
                 await health.tell_people(settings, due.channel, str(error))
             raise  # to the dead letters: replayable once the cause is fixed
+        if result is None:
+            return  # put back on the bus after waiting for its announcement
         await emit(results, result)
-        log.info("outreach.result", channel=due.channel, kind=due.kind, status=result.status)
+        if result.status == "skipped":
+            log.info("outreach.result", channel=due.channel, kind=due.kind, status=result.status, reason=result.reason)
+        else:
+            log.info("outreach.result", channel=due.channel, kind=due.kind, status=result.status)
 
-    async def announce(broker: NatsBroker, kv: KeyValue, due: AnnouncementDue) -> OutreachResult:
+    async def announce(broker: NatsBroker, kv: KeyValue, due: AnnouncementDue, delivered: int) -> OutreachResult | None:
         channel = channels.ready.get(due.channel)
         if channel is None:
+            if due.kind in FOLLOW_UPS:  # its announcement failed with this reason already: one dead letter is enough
+                why = f"channel {due.channel} announced nothing: {channels.why_not(due.channel)}"
+                return result_of(due, "skipped", "", reason=why)
             raise PermanentError(channels.why_not(due.channel))
         if (sick := await health.broken(kv, due.channel)) is not None:
             raise PermanentError(
                 f"channel {due.channel} is broken since {sick.since:%Y-%m-%d %H:%M} UTC ({sick.reason}); fix it, "
                 f"then `impromptu channels reset {due.channel}` and replay this dead letter"
             )
+        if due.kind in FOLLOW_UPS:
+            if (why := await after_announcement(kv, due)) is not None:
+                return result_of(due, "skipped", "", reason=why)
+            if delivered > 1 and not due.after_announcement and (await records.read(kv, due.key))[0] is None:
+                # it waited (deliveries spent on nothing but waiting): a fresh message, with its own retries
+                again = due.model_copy(update={"id": f"{due.id}:after-announcement", "after_announcement": True})
+                await emit(due_out, again)
+                log.info("outreach.follow_up_released", channel=due.channel, kind=due.kind, waited=delivered - 1)
+                return None
         if due.kind in ("scheduled", "starting") and (skip := await _stale(broker, due)):
-            return result_of(due, "skipped", "", reason=skip)
+            if due.kind == "scheduled" and not await _maybe_out_there(kv, due.key):
+                await records.mark_not_made(kv, due.key, "skipped", skip)  # its follow-ups settle on this
+                return result_of(due, "skipped", "", reason=skip)
+            if due.kind == "starting":
+                return result_of(due, "skipped", "", reason=skip)
+            # an interrupted attempt may have posted it: reconcile below, so the cancellation can take it down
         if due.kind == "cancelled" and channel.can_delete:
             return await take_down(kv, channel, due)
-        text = render(
-            templates,
-            due.channel,
-            due.kind,
-            due.session,
-            library_url=due.library_url,
-            tagline=due.tagline,
-            reason=due.reason,
-            limit=settings.mastodon_max_characters if due.channel == "mastodon" else None,
-        )
+        try:
+            text = render(
+                templates,
+                due.channel,
+                due.kind,
+                due.session,
+                library_url=due.library_url,
+                tagline=due.tagline,
+                reason=due.reason,
+                limit=settings.mastodon_max_characters if due.channel == "mastodon" else None,
+            )
+        except TemplateRefused as error:
+            await records.mark_not_made(kv, due.key, "failed", str(error))  # so its follow-ups need not wait
+            raise
         outcome = await records.post_once(kv, channel, post_for(due, text), due)
         return result_of(due, outcome.status, outcome.record.text or text, record=outcome.record)
 
+    async def after_announcement(kv: KeyValue, due: AnnouncementDue) -> str | None:
+        """A follow-up goes after its channel's announcement: None once that is posted (go ahead), else why this
+        follow-up is skipped. While the announcement is not settled (queued, sending, retry, unknown) raises
+        NotYet: redelivered later without spending retries, until `wait_deadline`."""
+        record, _ = await records.read(kv, announcement_key(due))
+        if record is not None and (record.state == "posted" or (record.state == "deleted" and due.kind == "cancelled")):
+            return None
+        if record is not None and record.state in records.SETTLED:
+            because = f" ({record.reason})" if record.reason else ""
+            what = {"failed": "failed", "deleted": "was deleted", "skipped": "was skipped"}[record.state]
+            return f"the announcement on {due.channel} {what}{because}: nothing to follow up"
+        waiting_for = "not made yet" if record is None else record.state
+        if record is not None and record.state in ("unknown", "retry") and record.reason:
+            waiting_for += f" ({record.reason})"
+        deadline = wait_deadline(settings, due)
+        if utc_now() >= deadline:
+            log.warning("outreach.follow_up_gave_up", channel=due.channel, kind=due.kind, announcement=waiting_for)
+            until = f"{deadline:%Y-%m-%d %H:%M} UTC"
+            return f"gave up waiting at {until}: the announcement on {due.channel} is still {waiting_for}"
+        raise NotYet(f"the {due.kind} post on {due.channel} waits for the announcement, which is {waiting_for}")
+
     async def take_down(kv: KeyValue, channel: Channel, due: AnnouncementDue) -> OutreachResult:
         """Delete the scheduled announcement (the API allows it): better than a second post saying "cancelled"."""
-        key = f"{due.session.id}.{due.channel}.scheduled"
+        key = announcement_key(due)
         record, _ = await records.read(kv, key)
         if record is not None and record.state == "deleted":  # a redelivery: done already
             return result_of(due, "deleted", record.text, location=record.location)
@@ -161,6 +219,11 @@ def outreach_router(settings: Settings) -> StageRouter:
         return result_of(due, "deleted", record.text, location=record.location)
 
     return router
+
+
+async def _maybe_out_there(kv: KeyValue, key: str) -> bool:
+    record, _ = await records.read(kv, key)
+    return record is not None and record.state in ("sending", "unknown")
 
 
 async def _stale(broker: NatsBroker, due: AnnouncementDue) -> str | None:

@@ -28,6 +28,7 @@ def test_retry_delay_caps() -> None:
     policy = DeliveryPolicy(backoff_base_seconds=1.0, backoff_max_seconds=60.0)
     assert policy.retry_delay(7) == 60.0
     assert policy.retry_delay(1000) == 60.0  # no overflow far past the cap
+    assert policy.retry_delay(5000) == 60.0  # nor for a message that waited a day (NotYet)
 
 
 def test_retry_delay_first_delivery_and_zero() -> None:
