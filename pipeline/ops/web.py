@@ -321,14 +321,17 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         return secured(templates.TemplateResponse(request, name, values, status_code=status))
 
     def unavailable(request: Request, who: str, error: Exception) -> Response:
-        log.warning("ops.nats_unavailable", path=request.url.path, error=type(error).__name__)
+        reason = bus.not_answering_reason(error)
+        log.warning("ops.nats_unavailable", path=request.url.path, reason=reason)
         context = {
             "title": "NATS does not answer",
-            "message": f"The bus could not be read ({type(error).__name__}: {error}). Nothing is shown rather than "
+            "message": f"The bus could not be read: {reason}. Nothing is shown rather than "
             "numbers that may be out of date; this page tries again by itself.",
             "refresh": True,
         }
-        return render(request, who, "ops_message.html", context, 503)
+        response = render(request, who, "ops_message.html", context, 503)
+        response.headers["Retry-After"] = str(bus.RETRY_AFTER_SECONDS)
+        return response
 
     def not_found(request: Request, who: str, error: DlqError) -> Response:
         return render(request, who, "ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404)
@@ -381,9 +384,11 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         try:
             view = await gather_view(broker)
         except bus.NOT_ANSWERING as error:
-            log.warning("ops.nats_unavailable", path="/ops/status.json", error=type(error).__name__)
-            body = {"error": "unavailable", "detail": f"NATS does not answer ({type(error).__name__}: {error})"}
-            return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+            reason = bus.not_answering_reason(error)
+            log.warning("ops.nats_unavailable", path="/ops/status.json", reason=reason)
+            body = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
+            headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
+            return JSONResponse(body, status_code=503, headers=headers)
         return JSONResponse(view.as_json(), headers={"Cache-Control": "no-store"})
 
     @router.get("/ops/dead-letters/{seq}", include_in_schema=False)
