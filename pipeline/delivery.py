@@ -38,7 +38,22 @@ class DeliveryPolicy(BaseModel):
         return min(self.backoff_base_seconds * 2 ** max(delivered - 1, 0), self.backoff_max_seconds)
 
 
-def describe_error(error: BaseException) -> str:
+def body_problem(body: bytes) -> str | None:
+    """Why a message body is not JSON at all, or None when it is. FastStream hands a body it cannot decode to pydantic
+    as bytes, which then says only "Input should be a valid dictionary or instance of Share"."""
+    try:
+        json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return f"body is not UTF-8: {error.reason} (byte 0x{body[error.start]:02x} at position {error.start})"
+    except json.JSONDecodeError as error:
+        return f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    return None
+
+
+def describe_error(error: BaseException, body: bytes | None = None) -> str:
+    """The reason a dead letter or a retry gives; with the message's `body`, a body that is not JSON says so."""
+    if isinstance(error, ValidationError) and body is not None and (problem := body_problem(body)):
+        return problem
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc']) or '<body>'}: {issue['msg']}"
@@ -97,7 +112,7 @@ class StageMiddleware(BaseMiddleware):
     async def _settle_failure(self, error: Exception) -> None:
         raw: Msg = self.msg
         delivered = raw.metadata.num_delivered if raw.metadata else 1
-        reason = describe_error(error)
+        reason = describe_error(error, raw.data)
         permanent = is_permanent(error)
         if not permanent and delivered < self.policy.max_deliveries:
             # a provider's rate limit says how long to wait (RateLimited.retry_after); else exponential backoff
