@@ -552,6 +552,37 @@ def dlq_discard(
     _run(act())
 
 
+pages_cli = typer.Typer(no_args_is_help=True, help="Shared pages the enrich stage could not read.")
+cli.add_typer(pages_cli, name="pages")
+
+
+@pages_cli.command("retry")
+def pages_retry(
+    url: Annotated[str, typer.Argument(help="The shared link whose page could not be read.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who retries it, for the record (default: you).")] = None,
+) -> None:
+    """Read a page again that the enrich stage gave up on (a slow or failing server, or a refusal since fixed):
+    the link's trigger fires once more under a new id; run twice, it still fires once."""
+    import getpass
+
+    from pipeline.app import connected
+    from pipeline.triggers.retry import retry_page
+
+    who = by or getpass.getuser()
+
+    async def act() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            done = await retry_page(broker, url, by=who)
+        if done.again:
+            when = f"{done.at:%Y-%m-%d %H:%M} UTC" if done.at else "earlier"
+            print(f"already retried by {done.by} at {when} as {done.trigger.id}: published again (stored once)")
+        else:
+            failed = f"the page of {done.failed_trigger_id} was not read ({done.reason})"
+            print(f"{done.trigger.id} fired again by {who}: {failed}")
+
+    _run(act())
+
+
 @cli.command()
 def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
