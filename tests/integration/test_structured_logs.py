@@ -98,10 +98,11 @@ def test_impromptu_run_writes_only_json_lines_through_bad_requests_and_a_lost_na
         # forms asgi-csrf cannot parse, a path that is not UTF-8
         multipart = {"Content-Type": "multipart/form-data; boundary=zz"}
         part = b'--zz\r\nContent-Disposition: form-data; name="a"\r\n\r\nb'
-        httpx.post(f"{url}/login", content=part, headers=multipart)
-        httpx.post(f"{url}/login", content=b"xx", headers={"Content-Type": "multipart/form-data"})
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        httpx.post(f"{url}/login", content=b"name=\xff\xfe&password=x", headers=form)
+        assert httpx.post(f"{url}/login", content=part, headers=multipart).status_code == 400
+        no_boundary = {"Content-Type": "multipart/form-data"}
+        assert httpx.post(f"{url}/login", content=b"xx", headers=no_boundary).status_code == 400
+        assert httpx.post(f"{url}/login", content=b"name=\xff\xfe&password=x", headers=form).status_code == 400
         httpx.get(f"{url}/proposals/%ff%fe")
         nats_server.stop()  # nats-py and the stages see the server go, then come back
         time.sleep(2)
