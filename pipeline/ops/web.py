@@ -49,6 +49,7 @@ from pipeline.outreach.health import ChannelHealth
 from pipeline.outreach.operations import needing_a_person, reset_channel, resolve_post
 from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
+from pipeline.triggers.retry import RetryRefused, retry_page
 
 log = structlog.get_logger("pipeline.ops.web")
 
@@ -444,6 +445,24 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         log.info("ops.outreach_settled", by=who, done=done)
         flash(request, f"{done} (by {who}).")
         return RedirectResponse("/ops#outreach", status_code=303)
+
+    @router.post("/ops/pages/retry", include_in_schema=False)
+    async def retry_unread_page(request: Request, who: Operator) -> Response:
+        url = str((await request.form()).get("url", "")).strip()
+        try:
+            done = await retry_page(broker, url, by=who)
+        except RetryRefused as error:  # never fired, read since, or re-opened by a share: said as it is
+            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
+        except ValueError as error:  # not a URL at all
+            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
+        except bus.NOT_ANSWERING as error:
+            return unavailable(request, who, error)
+        if done.again:
+            flash(request, f"Already retried by {done.by}: {done.trigger.id} was published again (kept once).")
+        else:
+            log.info("ops.page_retried", url=url, by=who, trigger_id=done.trigger.id)
+            flash(request, f"{done.trigger.id} fired again by {who}: the page of {url} is read once more.")
+        return RedirectResponse("/ops#unread", status_code=303)
 
     @router.post("/ops/channels/{name}/reset", include_in_schema=False)
     async def reset_broken_channel(request: Request, who: Operator, name: str) -> Response:

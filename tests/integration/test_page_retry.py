@@ -16,14 +16,20 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, loopback_http_server
 from pipeline.messages import EnrichedContent, EnrichmentFailed, SessionProposal, Share, TriggerFired, utc_now
 from pipeline.settings import Settings
 from pipeline.triggers.canonical import canonical_url, link_key
+from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.retry import RetryRefused, retry_page
 from pipeline.triggers.state import TriggerState, UnreadPage
+from pipeline.web import create_web_app
 from tests.integration.bus_helpers import jetstream, models_on, subject_counts, wait_drained, wait_for_count, wait_until
+from tests.integration.test_approval_web import csrf_of
+from tests.integration.test_ops_web import LOGINS as OPS_LOGINS
+from tests.integration.test_ops_web import logged_in
 
 pytestmark = pytest.mark.nats
 
@@ -190,12 +196,30 @@ async def test_a_link_that_never_fired_or_was_read_has_nothing_to_retry(
     await wait_for_count(client, bus.CONTENT_ENRICHED, 1)
     with pytest.raises(RetryRefused, match="was read or is being read"):
         await retry_page(client, f"{base}/slow/read", by="olga")
-    env = {**os.environ, "NATS_URL": settings.nats_url or "", "IMPROMPTU_DATA_DIR": str(settings.data_dir)}
-    refused = subprocess.run(
-        [IMPROMPTU, "pages", "retry", f"{base}/slow/read", "--by", "olga"], env=env, capture_output=True, text=True
-    )
-    assert (
-        refused.returncode == 1
-        and refused.stderr.startswith("error: the page of ")
-        and "Traceback" not in refused.stderr
-    )
+
+
+async def test_the_ops_page_reads_a_failed_page_again_for_the_logged_in_operator(
+    stages: NatsBroker, client: NatsBroker, site: tuple[FlakySite, str], settings: Settings
+) -> None:
+    served, base = site
+    url = f"{base}/slow/article"
+    first = await failed_once(client, url)
+    web_settings = settings.model_copy(update={"facilitator_logins": OPS_LOGINS})
+    app = create_web_app(web_settings, client, Approvals(client, web_settings, LiveRules.load(web_settings.rules_file)))
+    served.broken = False
+    async with logged_in(app, "olga") as olga:
+        page = await olga.get("/ops")
+        assert 'action="/ops/pages/retry"' in page.text and f'name="url" value="{url}"' in page.text
+        data = {"csrftoken": csrf_of(page.text), "url": url}
+        done = await olga.post("/ops/pages/retry", data=data)
+        assert done.status_code == 303 and done.headers["location"] == "/ops#unread"
+        assert f"fired again by olga: the page of {url} is read once more." in (await olga.get("/ops")).text
+        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+        again = await olga.post("/ops/pages/retry", data=data)
+        assert again.status_code == 303 and "Already retried by olga" in (await olga.get("/ops")).text
+        never = await olga.post("/ops/pages/retry", data={**data, "url": f"{base}/slow/never-shared"})
+        assert never.status_code == 409 and "never fired a trigger" in never.text
+        assert (await olga.post("/ops/pages/retry", data={"url": url})).status_code == 403  # no CSRF token
+    retried = (await models_on(client, bus.TRIGGERS_FIRED, TriggerFired))[-1]
+    assert retried.id == first.id.removesuffix(".1") + ".2" and retried.reasons[-1].startswith("retried by olga")
+    assert (await subject_counts(client))[bus.TRIGGERS_FIRED] == 2
