@@ -20,6 +20,7 @@ from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, loopback_http_server
 from pipeline.messages import EnrichedContent, EnrichmentFailed, SessionProposal, Share, TriggerFired, utc_now
+from pipeline.ops.trace import find_journey, render
 from pipeline.settings import Settings
 from pipeline.triggers.canonical import canonical_url, link_key
 from pipeline.triggers.reload import LiveRules
@@ -159,6 +160,8 @@ async def test_a_refused_page_is_not_reopened_by_a_share_but_an_operator_retries
     first = await failed_once(client, url)
     (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
     assert failure.reason == "http_404" and not failure.retryable  # cached in impromptu-pages: not fetched again
+    said = render(await find_journey(bus.jetstream(client), first.share.id))
+    assert f"the rule needs the article; to read it again: `impromptu pages retry {failure.url} --by NAME`" in said
 
     await bus.publish(client, bus.SHARES, share_of(url, "2"))  # a refusal stays one: a share does not re-open it
     await wait_drained(client, "trigger")
