@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from nats.errors import Error as NatsError
 
 from pipeline import bus
 from pipeline.errors import ImpromptuError
@@ -689,9 +688,9 @@ def main() -> None:
     except ImpromptuError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except NatsError as error:  # the bus went away mid-command (a lost node, a server stopped)
-        reason = f"{type(error).__name__}: {error}"
-        print(f"error: NATS did not answer ({reason}); try again: what was stored is not stored twice", file=sys.stderr)
+    except bus.NOT_ANSWERING as error:  # the bus went away mid-command (a lost node, a server stopped, a refusal)
+        reason = bus.not_answering_reason(error)
+        print(f"error: {reason}; try again: what was stored is not stored twice", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

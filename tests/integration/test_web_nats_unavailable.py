@@ -5,6 +5,7 @@ refusal nats-py raises in its place."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import httpx
 import nats.errors
@@ -16,7 +17,10 @@ from structlog.testing import capture_logs
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
+from pipeline.cli import main
 from pipeline.embedded import EmbeddedNats
+from pipeline.ops import status as status_module
+from pipeline.settings import Settings
 from tests.integration.test_approval_web import PASSWORDS, bearer, browser, log_in, web_app, web_settings
 
 pytestmark = pytest.mark.nats
@@ -98,3 +102,25 @@ async def test_each_refusal_of_nats_is_a_503_with_what_nats_said(
     if isinstance(error, BadRequestError):
         assert "err_code=10026" in answers[0].json()["detail"] and "maximum consumers" in answers[0].json()["detail"]
     assert [entry["event"] for entry in logs] == ["web.nats_unavailable"] * 4
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError(), BadRequestError(code=400, err_code=10026, description="maximum consumers limit reached")],
+    ids=["asyncio-timeout", "max-consumers"],
+)
+def test_a_command_whose_nats_call_fails_exits_1_with_the_reason_not_a_traceback(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception
+) -> None:
+    async def refused(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(status_module, "gather_status", refused)
+    monkeypatch.setenv("NATS_URL", settings.nats_url or "")
+    monkeypatch.setenv("IMPROMPTU_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setattr(sys, "argv", ["impromptu", "status"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    said = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in said
+    assert said.startswith(f"error: {bus.not_answering_reason(error)}; try again")
