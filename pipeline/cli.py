@@ -53,9 +53,17 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 @cli.command()
 def run() -> None:
     """Run every stage; embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
+    import structlog
+
     from pipeline.app import serve
 
-    _run(serve(_settings()))
+    settings = _settings()
+    try:
+        _run(serve(settings))
+    except (ImpromptuError, *bus.NOT_ANSWERING) as error:  # a taken port, NATS unreachable: one event, not a line
+        reason = bus.not_answering_reason(error) if isinstance(error, bus.NOT_ANSWERING) else str(error)
+        structlog.get_logger("pipeline.app").error("pipeline.failed", reason=reason)
+        sys.exit(1)
 
 
 @cli.command()

@@ -31,8 +31,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         IMPROMPTU_LOG_JSON="true",
         IMPROMPTU_SOURCES_ENABLED="false",
         IMPROMPTU_EMBEDDED_NATS_PORT=str(free_port()),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -183,3 +183,16 @@ def test_the_web_servers_asgi_errors_and_foreign_log_records_are_one_json_line_e
     assert any("something is deprecated" in str(event["event"]) for event in events)
     orphans = [event for event in events if str(event["event"]).startswith("Task exception was never retrieved")]
     assert len(orphans) == 1 and orphans[0]["exception"][0]["exc_value"] == "nobody awaits me"  # type: ignore[index]
+
+
+def test_impromptu_run_that_cannot_start_says_why_in_one_json_line(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = _env(tmp_path, NATS_URL=nats_server.url, IMPROMPTU_HTTP_PORT=str(port))
+        done = subprocess.run([IMPROMPTU, "run"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    (tmp_path / "stderr.log").write_bytes(done.stderr)
+    (tmp_path / "stdout.log").write_bytes(done.stdout)
+    events = _events(tmp_path / "stderr.log") + _events(tmp_path / "stdout.log")
+    (failed,) = [event for event in events if event["event"] == "pipeline.failed"]
+    assert failed["level"] == "error" and f"cannot listen for HTTP on 127.0.0.1:{port}" in str(failed["reason"])
