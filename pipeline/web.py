@@ -71,7 +71,7 @@ async def nats_not_answering(request: Request, error: Exception) -> Response:
         body = {"error": "unavailable", "detail": f"{reason}; try again shortly", "problems": {}}
         return JSONResponse(body, status_code=503, headers=headers)
     message = (
-        f"The bus that keeps the proposals does not answer just now: {reason}. Reload this page in a few "
+        f"The bus that keeps the proposals cannot be used just now: {reason}. Reload this page in a few "
         "seconds; if you had approved, rejected, cancelled or edited something, look at the proposal first: it "
         "shows whether that went through."
     )
