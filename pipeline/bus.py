@@ -6,11 +6,12 @@ import asyncio
 import time
 
 import nats.errors
+from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from pipeline.messages import Message
 from pipeline.settings import Settings
@@ -80,8 +81,23 @@ def msg_headers(message: Message) -> dict[str, str]:
     return {"Nats-Msg-Id": message.id}
 
 
-# NATS not answering at all (down, reconnecting, timing out): pages answer 503 with a reason, never a stale page
-NOT_ANSWERING = (nats.errors.Error, TimeoutError, ConnectionError)
+# NATS not answering or refusing (down, reconnecting, timing out, no responders, a closed connection, a JetStream
+# API error such as err_code=10026 "maximum consumers limit reached", the broker not connected): every HTTP answer is
+# then 503 with the reason and Retry-After (pipeline/web.py), never a traceback or a stale page. The one list of them.
+NOT_ANSWERING = (nats.errors.Error, TimeoutError, ConnectionError, IncorrectState)
+RETRY_AFTER_SECONDS = 5  # about how long a cluster takes to elect a new leader, or a client to reconnect
+
+
+def not_answering_reason(error: BaseException) -> str:
+    """What NATS said, for people: `NATS did not answer (TimeoutError: timeout)`, `NATS refused (BadRequestError:
+    code=400 err_code=10026 description='maximum consumers limit reached')`."""
+    name = type(error).__name__
+    text = str(error).strip().removeprefix("nats: ")
+    text = text if text.startswith(name) else f"{name}: {text}" if text else name
+    verb = "refused" if isinstance(error, APIError) else "did not answer"
+    return f"NATS {verb} ({text})"
+
+
 # What a publish sees for a few seconds while a cluster elects a new stream leader (a node was lost)
 UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 PUBLISH_PATIENCE_SECONDS = 15.0

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from nats.errors import Error as NatsError
 
 from pipeline import bus
 from pipeline.errors import ImpromptuError
@@ -54,9 +53,17 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 @cli.command()
 def run() -> None:
     """Run every stage; embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
+    import structlog
+
     from pipeline.app import serve
 
-    _run(serve(_settings()))
+    settings = _settings()
+    try:
+        _run(serve(settings))
+    except (ImpromptuError, *bus.NOT_ANSWERING) as error:  # a taken port, NATS unreachable: one event, not a line
+        reason = bus.not_answering_reason(error) if isinstance(error, bus.NOT_ANSWERING) else str(error)
+        structlog.get_logger("pipeline.app").error("pipeline.failed", reason=reason)
+        sys.exit(1)
 
 
 @cli.command()
@@ -566,6 +573,37 @@ def dlq_discard(
     _run(act())
 
 
+pages_cli = typer.Typer(no_args_is_help=True, help="Shared pages the enrich stage could not read.")
+cli.add_typer(pages_cli, name="pages")
+
+
+@pages_cli.command("retry")
+def pages_retry(
+    url: Annotated[str, typer.Argument(help="The shared link whose page could not be read.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who retries it, for the record (default: you).")] = None,
+) -> None:
+    """Read a page again that the enrich stage gave up on (a slow or failing server, or a refusal since fixed):
+    the link's trigger fires once more under a new id; run twice, it still fires once."""
+    import getpass
+
+    from pipeline.app import connected
+    from pipeline.triggers.retry import retry_page
+
+    who = by or getpass.getuser()
+
+    async def act() -> None:
+        async with connected(_settings(quiet=True)) as broker:
+            done = await retry_page(broker, url, by=who)
+        if done.again:
+            when = f"{done.at:%Y-%m-%d %H:%M} UTC" if done.at else "earlier"
+            print(f"already retried by {done.by} at {when} as {done.trigger.id}: published again (stored once)")
+        else:
+            failed = f"the page of {done.failed_trigger_id} was not read ({done.reason})"
+            print(f"{done.trigger.id} fired again by {who}: {failed}")
+
+    _run(act())
+
+
 @cli.command()
 def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
@@ -672,9 +710,9 @@ def main() -> None:
     except ImpromptuError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except NatsError as error:  # the bus went away mid-command (a lost node, a server stopped)
-        reason = f"{type(error).__name__}: {error}"
-        print(f"error: NATS did not answer ({reason}); try again: what was stored is not stored twice", file=sys.stderr)
+    except bus.NOT_ANSWERING as error:  # the bus went away mid-command (a lost node, a server stopped, a refusal)
+        reason = bus.not_answering_reason(error)
+        print(f"error: {reason}; try again: what was stored is not stored twice", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

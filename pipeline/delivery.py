@@ -41,7 +41,22 @@ class DeliveryPolicy(BaseModel):
         return min(self.backoff_base_seconds * 2 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
 
 
-def describe_error(error: BaseException) -> str:
+def body_problem(body: bytes) -> str | None:
+    """Why a message body is not JSON at all, or None when it is. FastStream hands a body it cannot decode to pydantic
+    as bytes, which then says only "Input should be a valid dictionary or instance of Share"."""
+    try:
+        json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return f"body is not UTF-8: {error.reason} (byte 0x{body[error.start]:02x} at position {error.start})"
+    except json.JSONDecodeError as error:
+        return f"body is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    return None
+
+
+def describe_error(error: BaseException, body: bytes | None = None) -> str:
+    """The reason a dead letter or a retry gives; with the message's `body`, a body that is not JSON says so."""
+    if isinstance(error, ValidationError) and body is not None and (problem := body_problem(body)):
+        return problem
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc']) or '<body>'}: {issue['msg']}"
@@ -100,7 +115,7 @@ class StageMiddleware(BaseMiddleware):
     async def _settle_failure(self, error: Exception) -> None:
         raw: Msg = self.msg
         delivered = raw.metadata.num_delivered if raw.metadata else 1
-        reason = describe_error(error)
+        reason = describe_error(error, raw.data)
         if isinstance(error, NotYet):  # waiting is not failing: no retry budget spent, no dead letter
             delay = error.retry_after if error.retry_after is not None else self.policy.retry_delay(delivered)
             log.info("stage.waiting", reason=reason, delivered=delivered, retry_in_seconds=delay)

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
+from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
 from pipeline.archive.web import library_router
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
@@ -43,6 +44,8 @@ def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals 
     the ops page (/ops, for logins with the ops role), which relies on the same login cookie and CSRF check.
     """
     app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
+    for error_type in bus.NOT_ANSWERING:
+        app.add_exception_handler(error_type, nats_not_answering)
     app.include_router(webhook_router(settings, broker))
     app.include_router(ops_router(broker))
     app.include_router(library_router(settings))  # public: "recording available" announcements link here
@@ -50,6 +53,31 @@ def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals 
         app.include_router(ops_pages_router(settings, broker))
         install_approval_web(app, settings, approvals)
     return app
+
+
+def wants_json(request: Request) -> bool:
+    """The JSON API and the .json routes answer JSON; every other route is a page a person reads."""
+    path = request.url.path
+    return path.startswith("/api/") or path.endswith(".json")
+
+
+async def nats_not_answering(request: Request, error: Exception) -> Response:
+    """Any route whose NATS call timed out or was refused: 503 with the reason and Retry-After, logged as one
+    warning, never a 500 with a traceback (a route with a better answer of its own catches bus.NOT_ANSWERING)."""
+    reason = bus.not_answering_reason(error)
+    log.warning("web.nats_unavailable", method=request.method, path=request.url.path, reason=reason)
+    headers = {"Retry-After": str(bus.RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+    if wants_json(request):
+        body = {"error": "unavailable", "detail": f"{reason}; try again shortly", "problems": {}}
+        return JSONResponse(body, status_code=503, headers=headers)
+    message = (
+        f"The bus that keeps the proposals cannot be used just now: {reason}. Reload this page in a few "
+        "seconds; if you had approved, rejected, cancelled or edited something, look at the proposal first: it "
+        "shows whether that went through."
+    )
+    return HTMLResponse(
+        render_plain("Try again in a moment", message), status_code=503, headers={**headers, **SECURITY_HEADERS}
+    )
 
 
 async def missing_for_readiness(broker: NatsBroker) -> list[str]:

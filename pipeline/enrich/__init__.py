@@ -1,7 +1,9 @@
 """Enrich stage: consumes TriggerFired on `impromptu.triggers.fired`; emits EnrichedContent on
 `impromptu.content.enriched`, or EnrichmentFailed on `impromptu.content.failed` when the page is refused,
 unreadable, or still failing on the last delivery. A failure is a message for the rules to weigh, never a
-silent drop: the actions stage proposes from the post's text alone when the rule says `without_article`."""
+silent drop: the actions stage proposes from the post's text alone when the rule says `without_article`. The link's
+episode in impromptu-triggers is marked `unread` too, so that a new share (after a transient failure) or
+`impromptu pages retry URL` can try the page again (pipeline/triggers/state.py)."""
 
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ from pipeline.enrich.cache import PageRecord, cached, remember
 from pipeline.enrich.extract import extract
 from pipeline.enrich.fetch import FetchPolicy, fetch_page
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired
+from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired, utc_now
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 from pipeline.triggers.canonical import link_key
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.scoring import Known, respected_author
+from pipeline.triggers.state import TriggerState, UnreadPage, superseded
 
 log = structlog.get_logger("pipeline.enrich")
 
@@ -111,10 +114,29 @@ def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
     failures = router.output(bus.CONTENT_FAILED, EnrichmentFailed, "The shared page could not be fetched or read.")
     reader = Reader(fetch_policy(settings))
 
+    async def give_up(broker: NatsBroker, trigger: TriggerFired, failure: EnrichmentFailed) -> None:
+        """Publish the failure, then mark the link's episode unread (a redelivery does both again, harmlessly)."""
+        await emit(failures, failure)
+        unread = UnreadPage(
+            trigger_id=trigger.id,
+            reason=failure.reason,
+            detail=failure.detail,
+            retryable=failure.retryable,
+            at=utc_now(),
+        )
+        state = TriggerState(await stores.bucket(broker, stores.TRIGGERS))
+        await state.mark_unread(link_key(trigger.canonical_url), unread)
+
     @router.consume(bus.TRIGGERS_FIRED)
     async def handle_trigger(trigger: TriggerFired, broker: NatsBroker, message: NatsMessage) -> None:
         kv = await stores.bucket(broker, stores.PAGES)
         key = link_key(trigger.canonical_url)
+        episode, _ = await TriggerState(await stores.bucket(broker, stores.TRIGGERS)).episode(key)
+        if superseded(episode, key, trigger.id):
+            assert episode is not None
+            newer = episode.trigger.id if episode.trigger else f"episode {episode.episode}"
+            log.info("content.superseded", trigger_id=trigger.id, by=newer, reason="the link was re-opened since")
+            return
         record = await cached(kv, key)
         if record is None:
             try:
@@ -124,12 +146,12 @@ def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
             except RetryableError as error:
                 if delivery_count(message) < settings.delivery.max_deliveries:
                     raise  # nak with backoff: the stage retries
-                await emit(failures, failed(trigger, reason_of(error), str(error), retryable=True))
+                await give_up(broker, trigger, failed(trigger, reason_of(error), str(error), retryable=True))
                 log.warning("content.failed", url=trigger.share.url, reason=reason_of(error), retries="exhausted")
                 return
             await remember(kv, key, record)
         if record.refused is not None:
-            await emit(failures, failed(trigger, record.refused, record.detail, retryable=False))
+            await give_up(broker, trigger, failed(trigger, record.refused, record.detail, retryable=False))
             log.warning("content.failed", url=trigger.share.url, reason=record.refused, detail=record.detail)
             return
         content = enriched(trigger, record, live.known)

@@ -70,7 +70,8 @@ class StageStatus:
     oldest_unacked_age: float = 0.0  # seconds since the oldest message not yet acknowledged was stored; 0: none
     last_active: datetime | None = None
     live: bool = False
-    dead_letters: int = 0  # waiting (not replayed or discarded) on impromptu.dlq.<stage>, for the whole stage
+    # No dead-letter count here: it is the stage's, not each consumer's (StatusReport.dead_letters), so that no row or
+    # JSON entry repeats it for every consumer of one stage (six actions rows each saying 10 read as 60).
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,10 @@ async def _sampled_info(js: JetStreamContext, durable: str) -> tuple[ConsumerInf
     return info, False
 
 
-async def one_stage(js: JetStreamContext, consumer: StageConsumer, dead_letters: int) -> StageStatus:
+async def one_stage(js: JetStreamContext, consumer: StageConsumer) -> StageStatus:
     info, live = await _sampled_info(js, consumer.durable)
     if info is None:
-        return StageStatus(consumer.durable, consumer.stage, consumer.subject, exists=False, dead_letters=dead_letters)
+        return StageStatus(consumer.durable, consumer.stage, consumer.subject, exists=False)
     now = utc_now()
     return StageStatus(
         durable=consumer.durable,
@@ -169,17 +170,13 @@ async def one_stage(js: JetStreamContext, consumer: StageConsumer, dead_letters:
         oldest_unacked_age=await oldest_unacked_age(js, info, consumer.subject, now),
         last_active=last_activity(info),
         live=live,
-        dead_letters=dead_letters,
     )
 
 
 async def stage_status(
-    js: JetStreamContext,
-    dead_letters: dict[str, int] | None = None,
-    consumers: tuple[StageConsumer, ...] = STAGE_CONSUMERS,
+    js: JetStreamContext, consumers: tuple[StageConsumer, ...] = STAGE_CONSUMERS
 ) -> list[StageStatus]:
-    dead_letters = dead_letters or {}
-    return list(await asyncio.gather(*(one_stage(js, c, dead_letters.get(c.stage, 0)) for c in consumers)))
+    return list(await asyncio.gather(*(one_stage(js, c) for c in consumers)))
 
 
 async def gather_status(broker: NatsBroker) -> StatusReport:
@@ -206,7 +203,7 @@ async def gather_status(broker: NatsBroker) -> StatusReport:
     )
     counts = {stage: waiting[stage] for stage in sorted({*stored, *waiting})}
     broken, unknown = await outreach_troubles(broker)
-    return StatusReport(utc_now(), stream, await stage_status(js, counts), counts, stored, broken, unknown)
+    return StatusReport(utc_now(), stream, await stage_status(js), counts, stored, broken, unknown)
 
 
 async def outreach_troubles(broker: NatsBroker) -> tuple[dict[str, str], list[str]]:
@@ -287,16 +284,35 @@ def _limit(value: float, render: Any = str) -> str:
 
 
 def render(report: StatusReport, problems: list[str]) -> Group:
-    """The status as a rich renderable: one row per durable consumer, the stream, then the verdict and why."""
+    """The status as a rich renderable: one row per durable consumer, grouped by stage, whose name and dead letters
+    are on its first row only (they are the stage's, not each consumer's); the stream, then the verdict and why."""
     table = Table(title=f"Impromptu at {report.taken_at:%H:%M:%S} UTC", title_justify="left")
-    for column in ("consumer", "subject", "pending", "acks", "redelivered", "oldest", "last active", "worker", "dlq"):
+    columns = (
+        "stage",
+        "dlq",
+        "consumer",
+        "subject",
+        "pending",
+        "acks",
+        "redelivered",
+        "oldest",
+        "last active",
+        "worker",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column in {"pending", "acks", "redelivered", "dlq"} else "left")
-    for stage in report.stages:
+    for index, stage in enumerate(report.stages):
+        first = index == 0 or report.stages[index - 1].stage != stage.stage
+        last = index + 1 == len(report.stages) or report.stages[index + 1].stage != stage.stage
+        dead = report.dead_letters.get(stage.stage, 0)
+        heading = (stage.stage, Text(str(dead), "red" if dead else "")) if first else ("", "")
         if not stage.exists:
-            table.add_row(stage.durable, stage.subject, "-", "-", "-", "-", "-", Text("missing", "red"), "-")
+            row = (stage.durable, stage.subject, "-", "-", "-", "-", "-", Text("missing", "red"))
+            table.add_row(*heading, *row, end_section=last)
             continue
         idle = (report.taken_at - stage.last_active).total_seconds() if stage.last_active else None
         table.add_row(
+            *heading,
             stage.durable,
             stage.subject,
             str(stage.pending),
@@ -305,7 +321,7 @@ def render(report: StatusReport, problems: list[str]) -> Group:
             format_age(stage.oldest_unacked_age) if stage.pending + stage.ack_pending else "-",
             f"{format_age(idle)} ago" if idle is not None else "never",
             Text("live", "green") if stage.live else Text("none", "red"),
-            Text(str(stage.dead_letters), "red" if stage.dead_letters else ""),
+            end_section=last,
         )
     s = report.stream
     stream_line = Text(

@@ -251,7 +251,10 @@ def _main_line_ending(journey: Journey) -> str:
     if last.subject == bus.CONTENT_FAILED:
         if _get(body, "trigger", "plan", "without_article"):
             return "waiting for the actions stage to propose from the post's text (the page could not be read)"
-        return f"stopped: the page could not be read ({body.get('reason')}) and the rule needs the article"
+        return (
+            f"stopped: the page could not be read ({body.get('reason')}) and the rule needs the article; "
+            f"to read it again: `impromptu pages retry {body.get('url')} --by NAME`"
+        )
     if last.subject == bus.DECISIONS and body.get("decision") == "rejected":
         reason = f": {body['reason']}" if body.get("reason") else ""
         return f"stopped: rejected by {body.get('decided_by')}{reason}"

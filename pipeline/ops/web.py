@@ -49,6 +49,7 @@ from pipeline.outreach.health import ChannelHealth
 from pipeline.outreach.operations import needing_a_person, reset_channel, resolve_post
 from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
+from pipeline.triggers.retry import RetryRefused, retry_page
 
 log = structlog.get_logger("pipeline.ops.web")
 
@@ -321,14 +322,17 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         return secured(templates.TemplateResponse(request, name, values, status_code=status))
 
     def unavailable(request: Request, who: str, error: Exception) -> Response:
-        log.warning("ops.nats_unavailable", path=request.url.path, error=type(error).__name__)
+        reason = bus.not_answering_reason(error)
+        log.warning("ops.nats_unavailable", path=request.url.path, reason=reason)
         context = {
             "title": "NATS does not answer",
-            "message": f"The bus could not be read ({type(error).__name__}: {error}). Nothing is shown rather than "
+            "message": f"The bus could not be read: {reason}. Nothing is shown rather than "
             "numbers that may be out of date; this page tries again by itself.",
             "refresh": True,
         }
-        return render(request, who, "ops_message.html", context, 503)
+        response = render(request, who, "ops_message.html", context, 503)
+        response.headers["Retry-After"] = str(bus.RETRY_AFTER_SECONDS)
+        return response
 
     def not_found(request: Request, who: str, error: DlqError) -> Response:
         return render(request, who, "ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404)
@@ -381,9 +385,11 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         try:
             view = await gather_view(broker)
         except bus.NOT_ANSWERING as error:
-            log.warning("ops.nats_unavailable", path="/ops/status.json", error=type(error).__name__)
-            body = {"error": "unavailable", "detail": f"NATS does not answer ({type(error).__name__}: {error})"}
-            return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+            reason = bus.not_answering_reason(error)
+            log.warning("ops.nats_unavailable", path="/ops/status.json", reason=reason)
+            body = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
+            headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
+            return JSONResponse(body, status_code=503, headers=headers)
         return JSONResponse(view.as_json(), headers={"Cache-Control": "no-store"})
 
     @router.get("/ops/dead-letters/{seq}", include_in_schema=False)
@@ -439,6 +445,24 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         log.info("ops.outreach_settled", by=who, done=done)
         flash(request, f"{done} (by {who}).")
         return RedirectResponse("/ops#outreach", status_code=303)
+
+    @router.post("/ops/pages/retry", include_in_schema=False)
+    async def retry_unread_page(request: Request, who: Operator) -> Response:
+        url = str((await request.form()).get("url", "")).strip()
+        try:
+            done = await retry_page(broker, url, by=who)
+        except RetryRefused as error:  # never fired, read since, or re-opened by a share: said as it is
+            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
+        except ValueError as error:  # not a URL at all
+            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
+        except bus.NOT_ANSWERING as error:
+            return unavailable(request, who, error)
+        if done.again:
+            flash(request, f"Already retried by {done.by}: {done.trigger.id} was published again (kept once).")
+        else:
+            log.info("ops.page_retried", url=url, by=who, trigger_id=done.trigger.id)
+            flash(request, f"{done.trigger.id} fired again by {who}: the page of {url} is read once more.")
+        return RedirectResponse("/ops#unread", status_code=303)
 
     @router.post("/ops/channels/{name}/reset", include_in_schema=False)
     async def reset_broken_channel(request: Request, who: Operator, name: str) -> Response:

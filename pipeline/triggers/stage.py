@@ -26,6 +26,7 @@ from pipeline.triggers.state import (
     budget_memory,
     local_day,
     next_episode,
+    reopened,
     with_share,
 )
 
@@ -39,6 +40,7 @@ class Outcome:
     kind: str  # "fired" | "joined" | "ignored"
     reason: str
     message: Message | None = None
+    reopens: str | None = None  # the trigger whose page could not be read, when this one tries it again
 
 
 def trigger_of(known: Known, verdict: Verdict, episode: LinkEpisode, trigger_id: str) -> TriggerFired:
@@ -108,6 +110,8 @@ class TriggerJudge:
             episode = next_episode(stored, canonical, now, window)
             if stored is not None and episode.episode != stored.episode and stored.has(share):
                 episode = stored  # a redelivery of a share from the previous episode stays in it
+            elif episode is stored and stored.reopened_by_share(share):
+                episode = reopened(stored, now, by=f"share {share.id}")  # its page failed for a while: try again
             updated = with_share(episode, share)
             changed = updated is not episode or episode is not stored
             if episode.trigger is not None:
@@ -143,7 +147,8 @@ class TriggerJudge:
         trigger_id = episode.trigger_id(key)
         if known.uses_budget:
             budget, budget_revision = await self.state.budget()
-            snapshot = budget.snapshot(known.rules, now, excluding=trigger_id)
+            failed = episode.reopened.failed_trigger_id if episode.reopened else trigger_id
+            snapshot = budget.snapshot(known.rules, now, excluding={trigger_id, failed})
             verdict = evaluate(known, verdict.facts.share, now=now, earlier=earlier, budget=snapshot)
             winner = verdict.winner
             if winner is None:
@@ -158,7 +163,8 @@ class TriggerJudge:
         trigger = trigger_of(known, verdict, episode, trigger_id)
         if not await self.state.write(key, episode.model_copy(update={"trigger": trigger}), revision):
             return None  # another worker wrote the link meanwhile; our reservation is keyed by the same id
-        return Outcome("fired", verdict.summary, trigger)
+        failed = episode.reopened.failed_trigger_id if episode.reopened else None
+        return Outcome("fired", verdict.summary, trigger, reopens=failed)
 
 
 def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
@@ -178,6 +184,8 @@ def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
         if isinstance(outcome.message, TriggerFired):
             await emit(fired, outcome.message)
             log.info("trigger.fired", sharer=share.sharer, url=share.url, summary=outcome.reason)
+            if outcome.reopens is not None:
+                log.info("trigger.reopened", trigger_id=outcome.message.id, failed_trigger_id=outcome.reopens)
         elif isinstance(outcome.message, SharerJoined):
             await emit(also, outcome.message)
             log.info("trigger.joined", sharer=share.sharer, trigger_id=outcome.message.trigger_id)

@@ -8,10 +8,18 @@ Every write is a compare-and-set on the KV revision; on a conflict the caller re
 two workers handling two shares of one link still create one trigger. Trigger ids are derived from the link and
 episode, so a share redelivered after a crash finds its own trigger (or its own budget reservation) and
 re-publishes it instead of creating another.
+
+When the enrich stage gives up on an episode's page it marks the episode `unread` (`mark_unread`). Such an episode
+can be re-opened (`reopened`): as the next episode, with a new trigger id (so a new Nats-Msg-Id that JetStream's
+duplicate window does not drop, and a new proposal id), by a new share of the link when the failure was transient
+(a slow or failing server, not a refusal) and the rule did not already propose from the post, or by an operator's
+`impromptu pages retry URL` whatever the failure. The mark names the trigger it is for, so a redelivered failure of
+an episode that was re-opened since changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -19,13 +27,38 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.errors import RetryableError
 from pipeline.messages import Share, TriggerFired
 from pipeline.triggers.rules import Rules
 from pipeline.triggers.scoring import Budget
 
 MAX_SHARES_KEPT = 50  # beyond this a viral link only counts; 50 sharers already make the crowd term 0.98
 BUDGET_KEY = "budget"
+CAS_ATTEMPTS = 20
 M = TypeVar("M", bound=BaseModel)
+
+
+class UnreadPage(BaseModel):
+    """The enrich stage gave up on the page of the episode's trigger."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trigger_id: str
+    reason: str  # the fetch's reason code: timeout, http_5xx, http_404, blocked_address, ...
+    detail: str = ""
+    retryable: bool = Field(description="Transient (the server was slow or failing): a new share re-opens it.")
+    at: datetime
+
+
+class Reopening(BaseModel):
+    """Why this episode exists although the link's merge window was still open: the last one's page was not read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failed_trigger_id: str
+    reason: str
+    by: str = Field(description="Who re-opened it: an operator's name, or `share <id>`.")
+    at: datetime
 
 
 class LinkEpisode(BaseModel):
@@ -37,12 +70,49 @@ class LinkEpisode(BaseModel):
     shares: list[Share] = Field(default_factory=list)
     more_shares: int = Field(default=0, description="Shares seen beyond MAX_SHARES_KEPT.")
     trigger: TriggerFired | None = None
+    unread: UnreadPage | None = Field(default=None, description="Set when the trigger's page could not be read.")
+    reopened: Reopening | None = None
 
     def has(self, share: Share) -> bool:
         return any(s.id == share.id for s in self.shares)
 
     def trigger_id(self, key: str) -> str:
         return f"fired:{key}.{self.episode}"
+
+    @property
+    def ended_unread(self) -> bool:
+        return self.trigger is not None and self.unread is not None and self.unread.trigger_id == self.trigger.id
+
+    def reopened_by_share(self, share: Share) -> bool:
+        """A new share re-opens an episode whose page failed only for a while; never a redelivered share, a page
+        that was refused (it stays refused), or a rule that proposed from the post already."""
+        return (
+            self.ended_unread
+            and self.unread is not None
+            and self.unread.retryable
+            and self.trigger is not None
+            and not self.trigger.plan.without_article
+            and not self.has(share)
+        )
+
+
+def superseded(episode: LinkEpisode | None, key: str, trigger_id: str) -> bool:
+    """Trigger `trigger_id` of link `key` belongs to an episode that was re-opened since (a stale redelivery): its
+    page is read under the newer trigger; reading it for this one too would make a second proposal."""
+    number = trigger_id.removeprefix(f"fired:{key}.")
+    if episode is None or episode.reopened is None or number == trigger_id or not number.isdigit():
+        return False
+    failed = episode.reopened.failed_trigger_id.removeprefix(f"fired:{key}.")
+    return failed.isdigit() and int(number) <= int(failed) < episode.episode
+
+
+def reopened(episode: LinkEpisode, now: datetime, by: str) -> LinkEpisode:
+    """The next episode of a link whose page was not read: a new merge window and trigger id, the shares kept."""
+    assert episode.trigger is not None and episode.unread is not None
+    why = Reopening(failed_trigger_id=episode.trigger.id, reason=episode.unread.reason, by=by, at=now)
+    return episode.model_copy(
+        update={"episode": episode.episode + 1, "started_at": now, "trigger": None, "unread": None, "reopened": why}
+    )
 
 
 def next_episode(current: LinkEpisode | None, canonical: str, now: datetime, window: timedelta) -> LinkEpisode:
@@ -75,15 +145,15 @@ class BudgetRecord(BaseModel):
 
     firings: dict[str, Firing] = Field(default_factory=dict, description="Trigger id -> firing.")
 
-    def snapshot(self, rules: Rules, now: datetime, *, excluding: str) -> Budget:
-        """The budget as seen by trigger `excluding`: its own reservation (a crash before it was published)
-        must not block it on redelivery."""
+    def snapshot(self, rules: Rules, now: datetime, *, excluding: Collection[str]) -> Budget:
+        """The budget as seen by the triggers `excluding`: its own reservation (a crash before it was published)
+        must not block it on redelivery, nor that of the trigger it re-opens (its page was never read)."""
         today = local_day(rules, now)
         rule_last: dict[str, datetime] = {}
         topic_last: dict[str, datetime] = {}
         today_by_rule: dict[str, int] = {}
         for trigger_id, firing in self.firings.items():
-            if trigger_id == excluding:
+            if trigger_id in excluding:
                 continue
             rule_last[firing.rule] = max(firing.at, rule_last.get(firing.rule, firing.at))
             for topic in firing.topics:
@@ -131,6 +201,19 @@ class TriggerState:
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def mark_unread(self, key: str, unread: UnreadPage) -> bool:
+        """Record that the page of trigger `unread.trigger_id` was not read; False (and nothing written) when the
+        link's episode has moved on since (re-opened, or a new merge window). Idempotent: marking twice is once."""
+        for _ in range(CAS_ATTEMPTS):
+            episode, revision = await self.episode(key)
+            if episode is None or episode.trigger is None or episode.trigger.id != unread.trigger_id:
+                return False
+            if episode.unread is not None and episode.unread.trigger_id == unread.trigger_id:
+                return True
+            if await self.write(key, episode.model_copy(update={"unread": unread}), revision):
+                return True
+        raise RetryableError(f"{key} changed {CAS_ATTEMPTS} times while marking its page unread; will retry")
 
     async def _load(self, key: str, model: type[M]) -> tuple[M | None, int | None]:
         try:

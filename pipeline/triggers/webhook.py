@@ -21,11 +21,9 @@ import asyncio
 import hashlib
 import hmac
 
-import nats.errors
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 
 from pipeline import bus
@@ -43,7 +41,7 @@ SECRET_ENV = "IMPROMPTU_WEBHOOK_SECRET"
 MAX_BODY_BYTES = 64 * 1024
 PUBLISH_TIMEOUT_SECONDS = 5.0
 # What a JetStream publish raises when NATS is down, restarting or unreachable, or the broker is stopping.
-BUS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, ConnectionError, IncorrectState)
+BUS_ERRORS = bus.NOT_ANSWERING
 
 
 def sign(secret: bytes, body: bytes) -> str:

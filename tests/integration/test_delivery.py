@@ -134,17 +134,23 @@ async def test_malformed_messages_on_a_stage_subject_are_dead_lettered_with_the_
     js = jetstream(client)
     await js.publish(bus.SHARES, b'{"id": "x:1", "sharer": "@britz"}', headers={"Nats-Msg-Id": "bad-1"})
     await js.publish(bus.SHARES, b"\xff\xfe not json at all", headers={"Nats-Msg-Id": "bad-2"})
+    await js.publish(bus.SHARES, b'{"id": "x:3", "url":', headers={"Nats-Msg-Id": "bad-3"})
+    await js.publish(bus.SHARES, b"", headers={"Nats-Msg-Id": "bad-4"})
     good = seed_share("https://www.linkedin.com/pulse/leadership-training")
     await bus.publish(client, bus.SHARES, good)
 
-    await wait_for_count(client, bus.dead_letter_subject("trigger"), 2)
+    await wait_for_count(client, bus.dead_letter_subject("trigger"), 4)
     await wait_for_count(client, bus.TRIGGERS_FIRED, 1)
 
-    first, second = await models_on(client, bus.dead_letter_subject("trigger"), DeadLetter)
+    first, second, third, fourth = await models_on(client, bus.dead_letter_subject("trigger"), DeadLetter)
     assert first.permanent and first.deliveries == 1
     assert "invalid" in first.reason and "url" in first.reason and "correlation_id" in first.reason
     assert first.data == '{"id": "x:1", "sharer": "@britz"}'
     assert second.permanent and "\\xff" in second.data
+    # not pydantic's "Input should be a valid dictionary or instance of Share": what is wrong with the body
+    assert second.reason == "body is not UTF-8: invalid start byte (byte 0xff at position 0)"
+    assert third.permanent and third.reason == "body is not JSON: Expecting value at line 1 column 21"
+    assert fourth.permanent and fourth.reason == "body is not JSON: Expecting value at line 1 column 1"
     (fired,) = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
     assert fired.share == good
 

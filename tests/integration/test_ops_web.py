@@ -420,6 +420,7 @@ async def test_when_nats_does_not_answer_the_page_says_so_instead_of_showing_num
     as_json = await olga.get("/ops/status.json")
     assert page.status_code == 503 and "NATS does not answer" in page.text and "data-stage" not in page.text
     assert as_json.status_code == 503 and as_json.json()["error"] == "unavailable"
+    assert page.headers["retry-after"] == as_json.headers["retry-after"] == str(bus.RETRY_AFTER_SECONDS)
 
 
 async def test_outreach_that_needs_a_person_is_shown_and_settled_from_the_page(

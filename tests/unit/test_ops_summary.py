@@ -33,7 +33,15 @@ from pipeline.messages import (
     TriggerFired,
     stable_id,
 )
-from pipeline.ops.status import StageStatus, StatusReport, StreamStatus, health_problems, render
+from pipeline.ops.status import (
+    STAGE_CONSUMERS,
+    StageStatus,
+    StatusReport,
+    StreamStatus,
+    health_problems,
+    render,
+    report_json,
+)
 from pipeline.ops.tail import MESSAGE_TYPES, message_type, parse_since, shows, summarize
 from tests.unit.conftest import NOW, make_content, make_session
 
@@ -236,3 +244,20 @@ def test_replicas_a_lost_node_and_no_leader_are_reported() -> None:
     assert health_problems(on_cluster(None, {})) == [
         "stream IMPROMPTU has no leader: nothing can be published until the cluster elects one"
     ]
+
+
+def test_a_stages_dead_letters_are_shown_once_not_on_each_of_its_consumers_rows() -> None:
+    actions = [c for c in STAGE_CONSUMERS if c.stage == "actions"]
+    assert len(actions) == 6
+    stages = [_stage(durable="enrich", stage="enrich", subject=bus.TRIGGERS_FIRED, last_active=NOW)]
+    stages += [_stage(durable=c.durable, stage="actions", subject=c.subject, last_active=NOW) for c in actions]
+    report = _report(*stages, dead_letters={"actions": 10, "enrich": 0})
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(report, health_problems(report)))
+    rows = [line for line in console.export_text().splitlines() if "impromptu." in line and "│" in line]
+    assert len(rows) == 7
+    cells = [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows]
+    assert [row[:2] for row in cells] == [["enrich", "0"], ["actions", "10"]] + [["", ""]] * 5
+    as_json = report_json(report, [])
+    assert as_json["dead_letters"] == {"actions": 10, "enrich": 0}
+    assert all("dead_letters" not in stage for stage in as_json["stages"])  # no per-consumer copy to add up

@@ -89,12 +89,34 @@ async def _refused(scope: Scope, send: Callable[[Any], Awaitable[None]], message
     await send({"type": "http.response.body", "body": body})
 
 
+async def _unreadable_form(send: Send, error: Exception) -> None:
+    log.warning("web.form_unreadable", error=f"{type(error).__name__}: {error}")
+    body = render_plain(
+        "This form could not be read.",
+        "Its body is not a form this site sends (URL-encoded UTF-8). Go back, reload the page and try again.",
+    ).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class CsrfProtection:
-    """asgi-csrf around the app, checking only the approval pages' form posts."""
+    """asgi-csrf around the app, checking only the approval pages' form posts.
+
+    asgi-csrf reads a form's body itself before the app sees it, and raises on one it cannot parse (bytes that are
+    not UTF-8, a multipart body: its parser does not fit the python-multipart we have): that is a 400, not a 500.
+    An error raised once the app has the request is the app's and passes through."""
+
+    REACHED = "impromptu.csrf_reached"  # a dict in the scope: copies of the scope share it
 
     def __init__(self, app: ASGIApp, *, signing_secret: str, secure: bool) -> None:
+        async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[self.REACHED]["app"] = True
+            await app(scope, receive, send)
+
         self.app = asgi_csrf(
-            app,
+            checked,
             cookie_name=CSRF_COOKIE,
             signing_secret=signing_secret,
             always_protect=_FormPaths(),
@@ -105,4 +127,10 @@ class CsrfProtection:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        reached = {"app": False}
+        try:
+            await self.app({**scope, self.REACHED: reached}, receive, send)
+        except Exception as error:
+            if reached["app"] or scope["type"] != "http":
+                raise
+            await _unreadable_form(send, error)

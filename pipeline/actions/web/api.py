@@ -4,7 +4,7 @@ No cookie is honoured here, so no CSRF token is needed: a browser never sends an
 Refusals are JSON `{"error", "detail", "problems"}`: 404 `not_found`, 409 `refused` (already decided, by whom and
 when; lapsed; not in a state that allows it), 422 `invalid_edit` (`problems`: field -> message). A missing or unknown
 token is 401 `{"detail"}` with WWW-Authenticate: Bearer; a body that is not even JSON of the right shape is FastAPI's
-own 422 `{"detail": [...]}`.
+own 422 `{"detail": [...]}`. When NATS times out or refuses, 503 `unavailable` with Retry-After (pipeline/web.py).
 """
 
 from collections.abc import Awaitable, Callable
@@ -26,7 +26,7 @@ REASON_MAX = 2000
 
 
 class Refusal(BaseModel):
-    error: str = Field(description="not_found, refused or invalid_edit")
+    error: str = Field(description="not_found, refused, invalid_edit or unavailable")
     detail: str = Field(description="What is wrong, for people (e.g. who decided first, and when).")
     problems: dict[str, str] = Field(default_factory=dict, description="invalid_edit: field -> message.")
 
@@ -58,6 +58,7 @@ REFUSALS: dict[int | str, dict[str, object]] = {
     401: {"description": 'No or an unknown Bearer token: `{"detail"}` with WWW-Authenticate: Bearer.'},
     404: {"model": Refusal, "description": "No such proposal."},
     409: {"model": Refusal, "description": "Refused: already decided (by whom, when), lapsed, or not allowed now."},
+    503: {"model": Refusal, "description": "NATS did not answer or refused (the reason); retry after Retry-After."},
 }
 
 
