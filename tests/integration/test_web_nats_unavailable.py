@@ -84,7 +84,7 @@ async def test_each_refusal_of_nats_is_a_503_with_what_nats_said(
     async def refused(*args: object, **kwargs: object) -> None:
         raise error
 
-    for step in ("get", "queue", "approve"):
+    for step in ("get", "in_play", "recent", "listed", "approve"):
         monkeypatch.setattr(Approvals, step, refused)
     says = type(error).__name__
     async with browser(web_app) as ana:
