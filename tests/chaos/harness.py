@@ -289,6 +289,7 @@ class Figures:
     api_calls: Counter[str] = field(default_factory=Counter)
     drain_after_restart: float | None = None
     readyz_flap: list[float] = field(default_factory=list)
+    readyz_reasons: Counter[str] = field(default_factory=Counter)  # why a ready worker's /readyz was not 200
     healthy_after: float | None = None
     consumers_peak: dict[str, int] = field(default_factory=dict)
     consumers_end: dict[str, int] = field(default_factory=dict)
@@ -313,7 +314,9 @@ class Figures:
             f"dropped by JetStream, or the post found already made); retries: {self.retries}",
             "API answers: " + ", ".join(f"{code} {n}" for code, n in sorted(self.api_calls.items())),
             f"drain after the last server restart: {drain}; /readyz flapped for at most {flap:.1f} s "
-            f"({len(self.readyz_flap)} outage(s) seen)",
+            f"({len(self.readyz_flap)} outage(s) seen; not ready because: "
+            + "; ".join(f"{why} x{n}" for why, n in self.readyz_reasons.most_common(3))
+            + ")",
             f"`impromptu status` healthy {healthy} after the last fault",
             f"consumers at peak: {peak or 'none beyond the stage durables'}",
             "consumers at the end: " + ", ".join(f"{name} {n}" for name, n in sorted(self.consumers_end.items())),
@@ -663,9 +666,15 @@ class Chaos:
             while not self.stopping:
                 for worker in self.live_workers():
                     try:
-                        ok = (await http.get(f"{worker.base}/readyz")).status_code == 200
-                    except httpx.HTTPError:
+                        answer = await http.get(f"{worker.base}/readyz")
+                        ok = answer.status_code == 200
+                        if not ok and worker.ready_once:
+                            missing = answer.json().get("missing", []) if answer.status_code == 503 else []
+                            self.figures.readyz_reasons[", ".join(missing[:2]) or str(answer.status_code)] += 1
+                    except (httpx.HTTPError, ValueError) as error:
                         ok = False
+                        if worker.ready_once:
+                            self.figures.readyz_reasons[type(error).__name__] += 1
                     if ok:
                         worker.ready_once = True
                     if worker.ready_once and worker.alive() and not worker.killed:
@@ -924,7 +933,9 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
             poison_seen[msg_id] += 1
             if not letter.reason.strip():
                 broken.append(f"dead letter {msg_id} has no reason")
-            elif chaos.poison_ids[msg_id] == "malformed JSON" and "json" not in letter.reason.lower():
+            elif chaos.poison_ids[msg_id] == "malformed JSON" and not {"json", "utf-8"} & set(
+                letter.reason.lower().replace(":", " ").split()
+            ):
                 broken.append(f"dead letter {msg_id} (malformed JSON) does not say so: {letter.reason[:120]!r}")
         else:
             others[f"{letter.stage}: {letter.reason[:100]}"] += 1
