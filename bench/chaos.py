@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--worker-kills", type=int, default=6)
     parser.add_argument("--mid-post-kills", type=int, default=3)
     parser.add_argument("--server-restarts", type=int, default=2, help="during the load (one more follows it)")
+    parser.add_argument("--fault-seconds", type=float, default=150.0, help="spread the faults over this long")
     parser.add_argument("--keep", type=Path, default=None, help="keep the logs and the store in this folder")
     args = parser.parse_args()
     plan = Plan(
@@ -44,6 +45,7 @@ def main() -> int:
         worker_kills=args.worker_kills,
         mid_post_kills=args.mid_post_kills,
         server_restarts=args.server_restarts,
+        fault_seconds=args.fault_seconds,
         cli_approvals=3,
         cli_recordings=3,
         settle_seconds=600.0,

@@ -67,6 +67,7 @@ class Plan:
     mid_post_kills: int = 1  # kill -9 of the worker posting to Mastodon, after the status exists, before it hears
     server_restarts: int = 1  # kill -9 of nats-server during the load, restarted on the same store and port
     final_server_restart: bool = True  # one more after the last share: the time to drain is measured from it
+    fault_seconds: float = 0.0  # spread the faults over at least this long (default: while shares are published)
     slow_fraction: float = 0.15  # of the articles: the first fetch outlasts the fetch timeout, the next are slow
     poison: bool = True
     cli_approvals: int = 1  # of the approvals, through `impromptu proposals approve` (the others: the API)
@@ -329,13 +330,15 @@ class Chaos:
         self.plan = plan
         self.root = root
         self.say = say
-        self.rng = random.Random(plan.seed)
+        # The fault schedule has its own generator, so the load's random choices never shift it
+        self.fault_rng = random.Random(plan.seed)
+        self.rng = random.Random(plan.seed + 1)
         self.figures = Figures(plan.seed)
         self.nats = NatsProcess(root / "nats")
         self.data_dir = root / "data"
         self.workers: list[Worker] = []
         self.children: list[asyncio.subprocess.Process] = []
-        self.slow = {n for n in range(plan.shares) if self.rng.random() < plan.slow_fraction}
+        self.slow = {n for n in range(plan.shares) if self.fault_rng.random() < plan.slow_fraction}
         self.articles = ArticleServer(self.slow)
         self.mastodon = KillingMastodon()
         self.facebook = FakeFacebook()
@@ -695,7 +698,7 @@ class Chaos:
         self.server_killed_at.append(time.monotonic())
         self.figures.faults["kill -9 nats-server"] += 1
         await self.probe_api_while_down()
-        await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+        await asyncio.sleep(self.fault_rng.uniform(1.0, 3.0))
         await asyncio.to_thread(self.nats.start)
         self.server_down = False
         self.last_fault_at = time.monotonic()
@@ -718,23 +721,27 @@ class Chaos:
 
     async def faults(self, load_seconds: float) -> None:
         """The faults during the load, at seeded random times."""
+        rng, plan = self.fault_rng, self.plan
         events: list[tuple[float, str]] = []
-        events += [(self.rng.uniform(0.1, 0.9) * load_seconds, "worker") for _ in range(self.plan.worker_kills)]
-        events += [(self.rng.uniform(0.2, 0.8) * load_seconds, "server") for _ in range(self.plan.server_restarts)]
-        events += [(self.rng.uniform(0.1, 0.7) * load_seconds, "mid-post") for _ in range(self.plan.mid_post_kills)]
+        events += [(rng.uniform(0.1, 0.9) * load_seconds, "worker") for _ in range(plan.worker_kills)]
+        events += [(rng.uniform(0.2, 0.8) * load_seconds, "server") for _ in range(plan.server_restarts)]
+        events += [(rng.uniform(0.1, 0.7) * load_seconds, "mid-post") for _ in range(plan.mid_post_kills)]
         started = time.monotonic()
         for at, what in sorted(events):
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
             if what == "server":
                 await self.restart_server()
             elif what == "mid-post":
-                self.mid_post_armed += 1  # the next new Mastodon status kills its poster
+                self.mid_post_armed += 1  # the next new Mastodon status kills its poster: wait for it to happen
+                waited = time.monotonic() + 120
+                while self.mid_post_armed and time.monotonic() < waited:
+                    await asyncio.sleep(0.2)
             else:
                 waited = time.monotonic() + 60  # every worker is down (another fault): the next one that is up
                 while not (live := [w for w in self.live_workers() if w.ready_once]) and time.monotonic() < waited:
                     await asyncio.sleep(0.2)
                 if live:
-                    self.kill_worker(self.rng.choice(live), "kill -9 worker")
+                    self.kill_worker(self.fault_rng.choice(live), "kill -9 worker")
 
     # settling and checking
 
@@ -772,7 +779,7 @@ class Chaos:
                 if self.figures.drain_after_restart is None and self.restarts:
                     self.figures.drain_after_restart = time.monotonic() - self.restarts[-1]
                 return
-            idle = moving == 0 and seq == last_seq and len(self.approved) >= counts.get(bus.PROPOSALS_CREATED, 0)
+            idle = moving == 0 and seq == last_seq  # (approvals refused again and again publish nothing either)
             last_seq = seq
             if not idle:
                 quiet_since = None
@@ -1011,7 +1018,7 @@ async def run_chaos(plan: Plan, root: Path, say: Any = print) -> tuple[list[str]
                 chaos.watch_consumers(js),
             )
         ]
-        load_seconds = max(5.0, (plan.shares - plan.burst) / plan.share_rate)
+        load_seconds = max(5.0, (plan.shares - plan.burst) / plan.share_rate, plan.fault_seconds)
         load = [chaos.publish_shares(js), chaos.faults(load_seconds)]
         if plan.poison:
             load.append(chaos.publish_poison(js))
