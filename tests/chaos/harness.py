@@ -342,6 +342,8 @@ class Chaos:
         self.articles = ArticleServer(self.slow)
         self.mastodon = KillingMastodon()
         self.facebook = FakeFacebook()
+        # Providers take a moment to answer: an announcement stays `sending` a while, as a recording may arrive
+        self.mastodon.delay, self.facebook.delay = 0.2, 0.3
         self.mid_post_armed = 0
         self.mid_post_done: list[str] = []
         self.stopping = False
