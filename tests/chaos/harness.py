@@ -900,7 +900,14 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
     expected = {f"{s}.{c}.{k}" for s in sessions for c in CHANNELS for k in KINDS}
     # Mastodon keeps one status per Idempotency-Key (as the real one does for an hour): count the keys that made one
     statuses_per_key = Counter(list(chaos.mastodon._keys))
-    facebook_texts = Counter(post["message"] for post in chaos.facebook.posts.values())
+    # A Facebook post links the session's join URL (its announcement) or its library page (its recording)
+    key_of_link = {m["join_url"]: f"{m['id']}.facebook.scheduled" for m in by_subject[bus.SESSIONS_SCHEDULED]}
+    entries = by_subject[bus.LIBRARY_ENTRIES]
+    key_of_entry = {m["id"]: f"{m['provenance']['session_id']}.facebook.recording" for m in entries}
+    facebook_posts: Counter[str] = Counter()
+    for post in chaos.facebook.posts.values():
+        link = post.get("link") or ""
+        facebook_posts[key_of_link.get(link) or key_of_entry.get(link.rsplit("/", 1)[-1], f"unknown link {link}")] += 1
     outreach_kv = await js.key_value(stores.OUTREACH)
     problems: dict[str, list[str]] = defaultdict(list)
     for key in sorted(expected):
@@ -914,8 +921,7 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
         if channel == "mastodon":
             made = statuses_per_key[key]
         else:
-            texts = {r.text.strip() for r in results.get(key, [])}
-            made = sum(facebook_texts[t] for t in texts)
+            made = facebook_posts[key]
         if made != 1:
             problems[f"{made} post(s) at {channel} ({kind})"].append(key)
         record, _ = await records.read(outreach_kv, key)
