@@ -667,7 +667,7 @@ class Chaos:
             await asyncio.sleep(0.3)
 
     async def watch_readyz(self) -> None:
-        async with httpx.AsyncClient(timeout=1.5) as http:
+        async with httpx.AsyncClient(timeout=3.0) as http:  # a probe that waits longer than this: not ready
             while not self.stopping:
                 for worker in self.live_workers():
                     try:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.nats
 
 @pytest.mark.timeout(420)
 async def test_under_faults_nothing_is_lost_nothing_twice_nothing_left_behind(tmp_path: Path) -> None:
-    plan = Plan(seed=seed_from_env(), shares=40, workers=2, share_rate=2.0)
+    plan = Plan(seed=seed_from_env(), shares=40, workers=3, share_rate=2.0)
     broken, figures = await run_chaos(plan, tmp_path / "chaos")
     report = "\n".join(figures.lines())
     print(report)
