@@ -819,14 +819,15 @@ class Chaos:
 
     def readyz_flaps(self) -> list[float]:
         """For each kill of the server: how long until every worker's /readyz answered 200 again (the last sample
-        that was not 200, over every worker that had been ready)."""
+        that was not 200 before the next kill, over every worker that had been ready)."""
         flaps = []
-        for killed_at in self.server_killed_at:
+        ends = [*self.server_killed_at[1:], float("inf")]
+        for killed_at, next_kill in zip(self.server_killed_at, ends, strict=True):
             failing = [
                 t
                 for samples in self.readyz.values()
                 for t, ok in samples
-                if not ok and killed_at <= t <= killed_at + 180
+                if not ok and killed_at <= t < min(next_kill, killed_at + 180)
             ]
             flaps.append(max(failing) - killed_at if failing else 0.0)
         return flaps
