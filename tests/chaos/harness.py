@@ -315,7 +315,7 @@ class Figures:
             f"dropped by JetStream, or the post found already made); retries: {self.retries}",
             "API answers: " + ", ".join(f"{code} {n}" for code, n in sorted(self.api_calls.items())),
             f"drain after the last server restart: {drain}; /readyz flapped for at most {flap:.1f} s "
-            f"({len(self.readyz_flap)} outage(s) seen; not ready because: "
+            f"(per outage: {', '.join(f'{f:.1f}' for f in self.readyz_flap)} s; not ready because: "
             + "; ".join(f"{why} x{n}" for why, n in self.readyz_reasons.most_common(3))
             + ")",
             f"`impromptu status` healthy {healthy} after the last fault",
