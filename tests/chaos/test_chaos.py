@@ -9,7 +9,7 @@ import pytest
 
 from tests.chaos.harness import Plan, run_chaos, seed_from_env
 
-pytestmark = pytest.mark.nats
+pytestmark = [pytest.mark.nats, pytest.mark.chaos]
 
 
 @pytest.mark.timeout(420)
