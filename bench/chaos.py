@@ -1,7 +1,7 @@
 """The long chaos run: hundreds of shares through several `impromptu run` workers on one external nats-server, with
 every kind of fault, then the invariants of `tests/chaos/` and the figures for bench/README.md.
 
-    .venv/bin/python bench/chaos.py [--seed N] [--shares 300] [--burst 150] [--workers 3] [--keep DIR]
+    .venv/bin/python bench/chaos.py [--seed N] [--shares 600] [--burst 500] [--workers 3] [--keep DIR]
 
 Faults: random kill -9 of workers, kill -9 of the worker posting to Mastodon between `sending` and `posted`, kill
 -9 and restart of nats-server (during the load and once after it), poison messages, slow article pages, and a
@@ -26,8 +26,8 @@ from tests.chaos.harness import Plan, run_chaos, seed_from_env  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=None, help="replay a run (default: a fresh seed, printed)")
-    parser.add_argument("--shares", type=int, default=300)
-    parser.add_argument("--burst", type=int, default=150, help="of the shares, published at once at the start")
+    parser.add_argument("--shares", type=int, default=600)
+    parser.add_argument("--burst", type=int, default=500, help="of the shares, published at once at the start")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--rate", type=float, default=3.0, help="shares/s after the burst")
     parser.add_argument("--worker-kills", type=int, default=6)
