@@ -158,15 +158,13 @@ class ExtractorPool:
         self._threads = ThreadPoolExecutor(max_workers=2 * self.processes, thread_name_prefix="extract-pool")
         loop = asyncio.get_running_loop()
         for _ in range(self.processes):
-            worker = await loop.run_in_executor(self._threads, self._spawn)
-            self._workers.add(worker)
-            self._start_worker(worker)
+            self._start_worker(await loop.run_in_executor(self._threads, self._spawn))
         log.info(
             "extract.pool_started", processes=self.processes, pids=self.worker_pids(), timeout=self.timeout_seconds
         )
 
     def worker_pids(self) -> list[int]:
-        return sorted(w.process.pid for w in self._workers if w.process.pid is not None)
+        return sorted(w.process.pid for w in list(self._workers) if w.process.pid is not None)
 
     async def extract(self, html: str | bytes, *, url: str, final_url: str) -> Extraction:
         """Read one page in a worker. PermanentError for an unreadable page or one that overran the time bound,
@@ -208,20 +206,24 @@ class ExtractorPool:
         idle = []
         while not self._idle.empty():
             idle.append(self._idle.get_nowait())
-        busy = [w for w in self._workers if w not in idle]
+        busy = [w for w in list(self._workers) if w not in idle]  # a snapshot: spawning threads add to it
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(loop.run_in_executor(None, w.stop) for w in idle),
             *(loop.run_in_executor(None, partial(w.kill, close=False)) for w in busy),
         )
-        self._workers.clear()
         assert self._threads is not None
-        self._threads.shutdown(wait=True, cancel_futures=True)
+        await loop.run_in_executor(None, partial(self._threads.shutdown, wait=True, cancel_futures=True))
+        # a worker spawned while its starter was being cancelled joined the set only now
+        late = [w for w in list(self._workers) if w not in idle and w not in busy]
+        await asyncio.gather(*(loop.run_in_executor(None, w.kill) for w in late))
+        self._workers.clear()
         log.info("extract.pool_stopped")
 
     # -- workers ------------------------------------------------------------------------------------------------------
 
     def _spawn(self) -> Worker:
+        """In a thread. The worker joins `_workers` here, so one spawned while the pool stops is still stopped."""
         ours, theirs = CONTEXT.Pipe()
         process = CONTEXT.Process(
             target=worker_main,
@@ -231,7 +233,9 @@ class ExtractorPool:
         )
         process.start()
         theirs.close()
-        return Worker(process, ours)
+        worker = Worker(process, ours)
+        self._workers.add(worker)
+        return worker
 
     def _start_worker(self, worker: Worker | None = None) -> None:
         task = asyncio.get_running_loop().create_task(self._warm(worker), name="extract-worker-start")
@@ -245,12 +249,11 @@ class ExtractorPool:
         while not self._stopping:
             if worker is None:
                 worker = await loop.run_in_executor(self._threads, self._spawn)
-                self._workers.add(worker)
             try:
                 ready = await loop.run_in_executor(self._threads, worker.wait_ready)
-            except BaseException:
+            except BaseException:  # stopped while it warms up: its thread may still be reading the pipe
                 self._workers.discard(worker)
-                await loop.run_in_executor(None, worker.kill)
+                await loop.run_in_executor(None, partial(worker.kill, close=False))
                 raise
             if ready:
                 self._idle.put_nowait(worker)
