@@ -160,16 +160,25 @@ class Bench:
             print(f"  mix: only {self.journeys.count(bus.PROPOSALS_CREATED, fired)} of {len(fired)} proposals")
         return fired
 
-    async def burst(self, js: nats.js.JetStreamContext, label: str, count: int) -> tuple[float, list[str]]:
-        """`count` firing shares at once; proposals/s until the last one's proposal arrived."""
+    async def burst(self, js: nats.js.JetStreamContext, label: str, count: int) -> Burst:
+        """`count` firing shares at once; pages/s until the last one's content, proposals/s until its proposal."""
         batch = [share(self.base, label, n, fires=True) for n in range(count)]
         started = time.perf_counter()
         await asyncio.gather(*(self.publish(js, s) for s in batch))
         ids = [s.correlation_id for s in batch]
         if not await self.wait_for(ids, 300):
             print(f"  {label}: only {self.journeys.count(bus.PROPOSALS_CREATED, ids)} of {count} proposals")
-        last = max(self.journeys.arrived[bus.PROPOSALS_CREATED].get(i, started) for i in ids)
-        return count / (last - started), ids
+        arrived = self.journeys.arrived
+        last_content = max(arrived.get(bus.CONTENT_ENRICHED, {}).get(i, started) for i in ids)
+        last_proposal = max(arrived[bus.PROPOSALS_CREATED].get(i, started) for i in ids)
+        return Burst(count / (last_content - started), count / (last_proposal - started), ids)
+
+
+@dataclass(frozen=True)
+class Burst:
+    pages_per_second: float  # until the last EnrichedContent
+    proposals_per_second: float  # until the last SessionProposal
+    ids: list[str]
 
 
 def env_for(url: str, store: Path, **extra: str) -> dict[str, str]:
@@ -334,9 +343,7 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
                 cpu, wall = tree_cpu_seconds(pids), time.perf_counter()
                 fired = await bench.mix(js, seconds, rate, firing)
                 busy = (tree_cpu_seconds(pids) - cpu) / (time.perf_counter() - wall)
-                if not burst_size:
-                    await bench.burst(js, "unused", 1)  # --burst 0: the mix alone
-                pool_rate, pool_ids = await bench.burst(js, "burst-pool", burst_size or 1)
+                pool = await bench.burst(js, "burst-pool", burst_size or 1)  # --burst 0: the mix alone
             j = bench.journeys
             print(
                 f"mix: {int(seconds * rate)} shares at {rate:g}/s, {len(fired)} firing; one `impromptu run` "
@@ -348,7 +355,7 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
             mix_proposal = j.latencies(bus.PROPOSALS_CREATED, fired)
             print(line("share -> SessionProposal", mix_proposal))
             results["mix_p50"], results["mix_p99"] = statistics.median(mix_proposal), pct(mix_proposal, 99)
-            burst_pool = j.latencies(bus.PROPOSALS_CREATED, pool_ids)
+            burst_pool = j.latencies(bus.PROPOSALS_CREATED, pool.ids)
             await observer.close()
             await nc.close()
         if not burst_size:
@@ -361,8 +368,8 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
             observer = await bench.observe(url)
             with processes(store, ([], env_for(url, store, IMPROMPTU_EXTRACT_PROCESSES="0"))):
                 await bench.warm(js, "inproc")
-                one_rate, one_ids = await bench.burst(js, "burst-inproc", burst_size)
-            burst_one = bench.journeys.latencies(bus.PROPOSALS_CREATED, one_ids)
+                one = await bench.burst(js, "burst-inproc", burst_size)
+            burst_one = bench.journeys.latencies(bus.PROPOSALS_CREATED, one.ids)
             await observer.close()
             await nc.close()
 
@@ -374,20 +381,28 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
             rest = ["--stages", "trigger,actions,outreach,archive"]
             with processes(store, (rest, env_for(url, store)), (["--stages", "enrich"], env_for(url, store))):
                 await bench.warm(js, "split")
-                split_rate, split_ids = await bench.burst(js, "burst-split", burst_size)
-            burst_split = bench.journeys.latencies(bus.PROPOSALS_CREATED, split_ids)
+                split = await bench.burst(js, "burst-split", burst_size)
+            burst_split = bench.journeys.latencies(bus.PROPOSALS_CREATED, split.ids)
             await observer.close()
             await nc.close()
 
-        print(f"burst: {burst_size} firing shares at once, share -> SessionProposal:")
-        print(line(f"one process, in-process extraction ({one_rate:.1f}/s)", burst_one))
-        print(line(f"one process, {CORES} extraction processes ({pool_rate:.1f}/s)", burst_pool))
-        print(line(f"--stages enrich + the rest ({split_rate:.1f}/s)", burst_split))
+        print(f"burst: {burst_size} firing shares at once (rates up to the last content, to the last proposal):")
+        setups = [
+            ("one process, in-process extraction", one, burst_one),
+            (f"one process, {CORES} extraction processes", pool, burst_pool),
+            ("--stages enrich + the rest", split, burst_split),
+        ]
+        for label, burst, latencies in setups:
+            rates = f"{burst.pages_per_second:.1f} pages/s, {burst.proposals_per_second:.1f} proposals/s"
+            print(f"  {label:<44} {rates}")
+            print(line("  share -> SessionProposal", latencies))
         print("summary:")
         print(f"  mix p99 share -> proposal:            {results['mix_p99']:.0f} ms (target < 250)")
         print(f"  mix p50 / same-run floor:             {results['mix_p50'] / floor:.2f} (target <= 2)")
-        print(f"  burst, pool / in-process rate:        {pool_rate / one_rate:.2f} (cores: {CORES})")
-        print(f"  burst, --stages enrich / in-process:  {split_rate / one_rate:.2f} (cores: {CORES})")
+        for label, burst, _latencies in setups[1:]:
+            pages = burst.pages_per_second / one.pages_per_second
+            proposals = burst.proposals_per_second / one.proposals_per_second
+            print(f"  {label} / in-process: pages {pages:.2f}, proposals {proposals:.2f} (cores: {CORES})")
 
 
 if __name__ == "__main__":

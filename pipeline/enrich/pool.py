@@ -5,7 +5,9 @@ One process reads one page at a time, so the GIL is never shared between extract
 overruns `timeout_seconds` fails with `extract_timeout` and its worker is killed and replaced: a page that hangs the
 extractor costs one worker for the bound, never the stage. A worker that dies on a page (a crash in lxml, the OOM
 killer) is replaced too and the page is retried through the delivery policy. Workers end with the stage (`stop`),
-when their pipe closes, and (on Linux) when the stage's process dies, so none outlives it.
+when their pipe closes, and (on Linux) when the stage's process dies, so none outlives it. As with any
+multiprocessing start method but fork, a worker imports the main module first: a script that starts a pool needs
+the `if __name__ == "__main__":` guard (the `impromptu` command has it).
 """
 
 from __future__ import annotations
