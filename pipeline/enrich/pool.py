@@ -154,13 +154,18 @@ class ExtractorPool:
     async def start(self) -> None:
         """Start the workers (the first start also starts the fork server: about a second, in a thread); each joins
         the idle queue once warm."""
-        if self.started:
+        if self.started or self._stopping:
             return
         # one thread per worker for the blocking pipe calls, plus one per worker being started or replaced
         self._threads = ThreadPoolExecutor(max_workers=2 * self.processes, thread_name_prefix="extract-pool")
         loop = asyncio.get_running_loop()
         for _ in range(self.processes):
-            self._start_worker(await loop.run_in_executor(self._threads, self._spawn))
+            if self._stopping:  # Ctrl-C while starting: `stop` owns what was spawned
+                return
+            worker = await loop.run_in_executor(self._threads, self._spawn)
+            if self._stopping:
+                return
+            self._start_worker(worker)
         log.info(
             "extract.pool_started", processes=self.processes, pids=self.worker_pids(), timeout=self.timeout_seconds
         )
@@ -199,9 +204,11 @@ class ExtractorPool:
 
     async def stop(self) -> None:
         """Stop every worker (idle ones leave, busy ones are killed) and wait until each has exited."""
-        if not self.started or self._stopping:
+        if self._stopping:
             return
-        self._stopping = True
+        self._stopping = True  # also when not started yet: a start that comes after does nothing
+        if not self.started:
+            return
         for task in self._starting:
             task.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)

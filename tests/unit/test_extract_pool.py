@@ -121,3 +121,25 @@ async def test_stopping_mid_page_leaves_no_worker_behind() -> None:
     assert not any(alive(pid) for pid in pids)
     with pytest.raises(RetryableError, match="^extract_unavailable"):
         await pool.extract(SEED, url="https://example.com/s", final_url="https://example.com/s")
+
+
+async def test_stopping_while_the_pool_starts_leaves_no_worker_and_raises_nothing() -> None:
+    pool = ExtractorPool(2, timeout_seconds=30, text_limit=1000)
+    spawned: list[int] = []
+    spawn = pool._spawn
+
+    def recording_spawn():  # type: ignore[no-untyped-def]
+        worker = spawn()
+        spawned.append(worker.process.pid)
+        return worker
+
+    pool._spawn = recording_spawn  # type: ignore[method-assign]
+    starting = asyncio.create_task(pool.start())
+    await asyncio.sleep(0)  # Ctrl-C right after the stage came up
+    await pool.stop()
+    await starting
+    assert spawned and not any(alive(pid) for pid in spawned)
+    late = ExtractorPool(1, timeout_seconds=30, text_limit=1000)
+    await late.stop()  # stopped before it ever started: a start after that does nothing
+    await late.start()
+    assert not late.started and late.worker_pids() == []
