@@ -1,7 +1,7 @@
 """Share -> TriggerFired -> EnrichedContent -> SessionProposal latency through real `impromptu run` processes on a
 real nats-server, next to the raw bus round trip and a bare fetch + trafilatura of the same pages in the same run.
 
-    .venv/bin/python bench/bench_latency.py [--seconds 15] [--rate 100] [--firing 0.1] [--burst 200]
+    .venv/bin/python bench/bench_latency.py [--seconds 15] [--rate 100] [--firing 0.1] [--burst 200]   # ~75 s
 
 - **floors**: a raw nats-py JetStream publish until a subscriber has it (the bus round trip), and an HTTP fetch
   of a corpus page plus `trafilatura.bare_extraction` (the page read); the floor of a firing share is three bus
