@@ -33,10 +33,11 @@ from pipeline.logs import configure_logging
 
 log = structlog.get_logger("pipeline.enrich.pool")
 
-# Workers fork from a server process that has imported the extraction once (a replacement starts in milliseconds,
-# and the pages' code is shared copy-on-write); never from the stage itself, which runs an event loop and threads.
+# Workers fork from a server process that has imported the extraction and loaded its models once (`warm.py`): a
+# replacement starts in milliseconds and the models are shared copy-on-write; never from the stage itself, which
+# runs an event loop and threads.
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["pipeline.enrich.extract"])
+CONTEXT.set_forkserver_preload(["pipeline.enrich.warm"])
 START_SECONDS = 60.0  # importing trafilatura, yake, py3langid and warming up: ~1 s, longer on a loaded machine
 STOP_SECONDS = 5.0
 RESTART_DELAY_SECONDS = 1.0
@@ -68,7 +69,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the stage stops us
     _die_with_parent()
     configure_logging(json=log_json, level=log_level)
-    with contextlib.suppress(PermanentError):
+    with contextlib.suppress(PermanentError):  # the models are loaded (warm.py); this warms `read` itself
         read(WARM_UP_PAGE, url="https://warm-up.invalid/", final_url="https://warm-up.invalid/")
     connection.send(("ready", None))
     while True:
