@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import structlog
 from faststream import FastStream
-from faststream.nats import NatsBroker, NatsCredentials, NatsSecurity
+from faststream.nats import NatsBroker, NatsCredentials, NatsRouter, NatsSecurity
 from nats.aio.client import ErrorCallback
 
 from pipeline import bus, stores
@@ -19,12 +19,13 @@ from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.embedded import EmbeddedNats
-from pipeline.enrich import enrich_router, warm_up
+from pipeline.enrich import enrich_router, extractor_pool, warm_up
+from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import ConfigError
 from pipeline.messages import utc_now
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach.stage import outreach_router
-from pipeline.settings import Settings
+from pipeline.settings import STAGE_NAMES, Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.sources import SourceRunner
 from pipeline.triggers.stage import trigger_router
@@ -56,19 +57,23 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
     return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
 
 
-def create_broker(settings: Settings, live: LiveRules | None = None) -> NatsBroker:
+def create_broker(
+    settings: Settings, live: LiveRules | None = None, extractor: ExtractorPool | None = None
+) -> NatsBroker:
+    """A broker with the routers of `settings.stages` (all by default): only their consumers subscribe."""
     if settings.nats_url is None:
         raise ConfigError("no NATS URL: set NATS_URL, or run through `impromptu run` which embeds a server")
     live = live or LiveRules.load(settings.rules_file)
     broker = new_broker(settings.nats_url, settings)
-    for router in (
-        trigger_router(settings, live),
-        enrich_router(settings, live),
-        actions_router(settings, live),
-        outreach_router(settings),
-        archive_router(settings),
-    ):
-        broker.include_router(router)
+    routers: dict[str, Callable[[], NatsRouter]] = {
+        "trigger": lambda: trigger_router(settings, live),
+        "enrich": lambda: enrich_router(settings, live, extractor),
+        "actions": lambda: actions_router(settings, live),
+        "outreach": lambda: outreach_router(settings),
+        "archive": lambda: archive_router(settings),
+    }
+    for stage in settings.stages:
+        broker.include_router(routers[stage]())
     PipelineMetrics().install(broker)  # one registry per pipeline; served at GET /metrics
     return broker
 
@@ -115,8 +120,12 @@ async def index_proposals(broker: NatsBroker) -> None:
 
 
 def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
+    """The stages of `settings.stages` and what goes with them: the sources with trigger, the clock with actions,
+    the extraction processes with enrich (the HTTP server, also with actions, is `serve`'s)."""
     live = live or LiveRules.load(settings.rules_file)
-    broker = create_broker(settings, live)
+    stages = set(settings.stages)
+    extractor = extractor_pool(settings) if "enrich" in stages else None
+    broker = create_broker(settings, live, extractor)
     background: list[asyncio.Task[None]] = []
     sources = SourceRunner(settings, broker, live)
 
@@ -129,12 +138,16 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
             for sub in broker.subscribers
             if sub.config.durable_name
         )
-        log.info("pipeline.ready", nats_url=settings.nats_url, consumers=consumers)
+        log.info("pipeline.ready", nats_url=settings.nats_url, stages=list(settings.stages), consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
-        background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
-        background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
-        background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
-        if settings.sources_enabled:
+        if extractor is not None:
+            await extractor.start()  # its workers warm up in their own processes
+        elif "enrich" in stages:
+            background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
+        if "actions" in stages:
+            background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
+            background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
+        if "trigger" in stages and settings.sources_enabled:
             await sources.start()
 
     async def stop_background() -> None:
@@ -143,12 +156,17 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
 
+    async def stop_extractor() -> None:  # after the broker: pages in flight finish first
+        if extractor is not None:
+            await extractor.stop()
+
     return FastStream(
         broker,
         logger=None,
         on_startup=[declare_stream],
         after_startup=[announce_ready],
         on_shutdown=[stop_background],
+        after_shutdown=[stop_extractor],
     )
 
 
@@ -207,10 +225,25 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
 
 
 async def serve(settings: Settings) -> None:
-    """`impromptu run`: every stage and the HTTP server until SIGINT/SIGTERM; then they drain and NATS stops."""
+    """`impromptu run`: the stages (all, or `settings.stages`) and, with actions, the HTTP server, until
+    SIGINT/SIGTERM; then they drain and an embedded NATS stops."""
+    if settings.stages != STAGE_NAMES and settings.nats_url is None:
+        # Some stages only: they join a pipeline, never embed a server of their own on its port.
+        try:
+            settings = settings.model_copy(update={"nats_url": discover_url(settings)})
+        except ConfigError:
+            raise ConfigError(
+                f"--stages {','.join(settings.stages)} joins a running pipeline: set NATS_URL, or start "
+                "`impromptu run` (every stage, with its embedded NATS) first"
+            ) from None
     with nats_for(settings) as live:
         rules = LiveRules.load(live.rules_file)
         app = create_app(live, rules)
+        if "actions" not in live.stages:  # no HTTP server, so several such workers can share one machine
+            log.info("pipeline.starting", nats_url=live.nats_url, stages=list(live.stages), http="off")
+            await app.run()
+            log.info("pipeline.stopped")
+            return
         web = create_web_app(live, app.broker, Approvals(app.broker, live, rules))
         http_ready = asyncio.Event()
         http = asyncio.create_task(serve_http(live, web, http_ready), name="http")
@@ -220,7 +253,7 @@ async def serve(settings: Settings) -> None:
             await asyncio.gather(http, return_exceptions=True)
 
         app.on_shutdown(stop_http)
-        log.info("pipeline.starting", nats_url=live.nats_url, rules=str(live.rules_file))
+        log.info("pipeline.starting", nats_url=live.nats_url, stages=list(live.stages), rules=str(live.rules_file))
         try:
             # A taken HTTP port fails here, before any stage starts.
             listening = asyncio.create_task(http_ready.wait())

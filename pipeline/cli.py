@@ -51,13 +51,29 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 @cli.command()
-def run() -> None:
-    """Run every stage; embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
+def run(
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            "--stages",
+            help="Only these stages, comma-separated: trigger, enrich, actions, outreach, archive "
+            "(default: IMPROMPTU_STAGES, else all). The HTTP server and the clock go with actions, the sources "
+            "with trigger; some stages only join a running pipeline (NATS_URL, or the one `impromptu run` embeds).",
+        ),
+    ] = None,
+) -> None:
+    """Run every stage (or some); embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
     import structlog
 
     from pipeline.app import serve
+    from pipeline.settings import parse_stages
 
     settings = _settings()
+    if stages is not None:
+        try:
+            settings = settings.model_copy(update={"stages": parse_stages(stages)})
+        except ValueError as error:
+            raise ImpromptuError(f"--stages {stages}: {error}") from None
     try:
         _run(serve(settings))
     except (ImpromptuError, *bus.NOT_ANSWERING) as error:  # a taken port, NATS unreachable: one event, not a line

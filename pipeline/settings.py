@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
@@ -14,9 +15,10 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from pipeline.delivery import DeliveryPolicy
 from pipeline.errors import ConfigError
@@ -27,6 +29,20 @@ DEFAULT_RULES = Path(__file__).parent / "triggers" / "default_rules.yaml"
 
 
 LoginRole = Literal["facilitator", "ops"]
+
+# The pipeline's stages in flow order; `impromptu run --stages` (IMPROMPTU_STAGES) picks some of them.
+STAGE_NAMES = ("trigger", "enrich", "actions", "outreach", "archive")
+
+
+def parse_stages(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """'enrich' or 'trigger,actions' (or a list) -> the stages in flow order; ValueError names an unknown one."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    chosen = {name.strip().lower() for name in names if name.strip()}
+    if unknown := sorted(chosen - set(STAGE_NAMES)):
+        raise ValueError(f"unknown stage {', '.join(map(repr, unknown))}: the stages are {', '.join(STAGE_NAMES)}")
+    if not chosen:
+        raise ValueError(f"no stage named: give one or more of {', '.join(STAGE_NAMES)}")
+    return tuple(name for name in STAGE_NAMES if name in chosen)
 
 
 class FacilitatorLogin(BaseModel):
@@ -94,6 +110,34 @@ class Settings(BaseSettings):
 
     delivery: DeliveryPolicy = DeliveryPolicy()
     ack_wait_seconds: float = 30.0
+
+    stages: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=STAGE_NAMES,
+        description="The stages this process runs, comma-separated (`impromptu run --stages enrich`); default all.",
+    )
+    extract_processes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Processes the enrich stage reads pages in (default: the machine's cores; 0: in the stage's "
+        "own process, without a time bound).",
+    )
+    extract_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A page whose extraction takes longer fails (extract_timeout)."
+    )
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _known_stages(cls, value: object) -> tuple[str, ...]:
+        if not isinstance(value, str | list | tuple):
+            raise ValueError("give stage names, comma-separated")
+        return parse_stages(value)
+
+    @property
+    def extract_pool_size(self) -> int:
+        """Extraction processes for `impromptu run`: the setting, else the cores this process may use."""
+        if self.extract_processes is not None:
+            return self.extract_processes
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     rules_file: Path = DEFAULT_RULES
     trigger_concurrency: int = Field(

@@ -20,6 +20,7 @@ from pipeline import bus, stores
 from pipeline.enrich.cache import PageRecord, cached, remember
 from pipeline.enrich.extract import extract
 from pipeline.enrich.fetch import FetchPolicy, fetch_page
+from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired, utc_now
 from pipeline.settings import Settings
@@ -34,8 +35,10 @@ log = structlog.get_logger("pipeline.enrich")
 TOPIC_TEXT_LIMIT = 50_000  # characters of main text kept for topic matching (and in the cache)
 # Extraction is CPU-bound Python: one thread per process keeps it off the event loop without the GIL hand-offs of
 # several extractions at once (measured: 10 concurrent extractions made each page ~10x slower, none faster).
-# More throughput comes from more worker processes sharing the stage's durable consumer.
+# More throughput comes from extraction processes (pool.py, `impromptu run`) or more workers of the stage.
 EXTRACTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+# With an extraction pool, pages in flight per worker process: while some are read, the others are being fetched.
+PAGES_IN_FLIGHT_PER_PROCESS = 2
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -83,17 +86,34 @@ def failed(trigger: TriggerFired, reason: str, detail: str, *, retryable: bool) 
 
 @dataclass(frozen=True)
 class Reader:
-    """Fetch and extract one page, through the cache."""
+    """Fetch and extract one page, through the cache; in the extraction pool's processes when there is one."""
 
     policy: FetchPolicy
+    pool: ExtractorPool | None = None
 
     async def read(self, url: str, canonical_url: str) -> PageRecord:
         page = await fetch_page(url, self.policy)
-        loop = asyncio.get_running_loop()
-        extraction = await loop.run_in_executor(
-            EXTRACTOR, partial(extract, page.html, url=url, final_url=page.final_url)
-        )
+        if self.pool is not None:
+            extraction = await self.pool.extract(page.html, url=url, final_url=page.final_url)
+        else:
+            extraction = await asyncio.get_running_loop().run_in_executor(
+                EXTRACTOR, partial(extract, page.html, url=url, final_url=page.final_url)
+            )
         return PageRecord.read(canonical_url, extraction.article, extraction.text[:TOPIC_TEXT_LIMIT])
+
+
+def extractor_pool(settings: Settings) -> ExtractorPool | None:
+    """The extraction processes `impromptu run` gives the stage (IMPROMPTU_EXTRACT_PROCESSES), or None for 0."""
+    processes = settings.extract_pool_size
+    if processes == 0:
+        return None
+    return ExtractorPool(
+        processes,
+        settings.extract_timeout_seconds,
+        TOPIC_TEXT_LIMIT,
+        log_json=settings.log_json,
+        log_level=settings.log_level,
+    )
 
 
 async def warm_up() -> None:
@@ -108,11 +128,14 @@ def reason_of(error: Exception) -> str:
     return getattr(error, "reason", None) or str(error).split(":", 1)[0] or type(error).__name__
 
 
-def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
+def enrich_router(settings: Settings, live: LiveRules, pool: ExtractorPool | None = None) -> StageRouter:
+    """The stage; with `pool` (started and stopped by its owner), pages are read in its processes, several at once
+    (their effects are idempotent in any order: a cache write per link, outputs with their own Nats-Msg-Id)."""
     router = StageRouter("enrich", settings)
     output = router.output(bus.CONTENT_ENRICHED, EnrichedContent, "The shared page, fetched and understood.")
     failures = router.output(bus.CONTENT_FAILED, EnrichmentFailed, "The shared page could not be fetched or read.")
-    reader = Reader(fetch_policy(settings))
+    reader = Reader(fetch_policy(settings), pool)
+    concurrency = PAGES_IN_FLIGHT_PER_PROCESS * pool.processes if pool is not None else 1
 
     async def give_up(broker: NatsBroker, trigger: TriggerFired, failure: EnrichmentFailed) -> None:
         """Publish the failure, then mark the link's episode unread (a redelivery does both again, harmlessly)."""
@@ -127,7 +150,7 @@ def enrich_router(settings: Settings, live: LiveRules) -> StageRouter:
         state = TriggerState(await stores.bucket(broker, stores.TRIGGERS))
         await state.mark_unread(link_key(trigger.canonical_url), unread)
 
-    @router.consume(bus.TRIGGERS_FIRED)
+    @router.consume(bus.TRIGGERS_FIRED, concurrency=concurrency)
     async def handle_trigger(trigger: TriggerFired, broker: NatsBroker, message: NatsMessage) -> None:
         kv = await stores.bucket(broker, stores.PAGES)
         key = link_key(trigger.canonical_url)

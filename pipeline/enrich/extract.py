@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ MAX_LIST_ITEMS = 20
 PARSER = HTMLParser(
     encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True, collect_ids=False, default_doctype=False
 )
+# Control characters (Unicode category Cc) but tab, newline, carriage return and form feed; and U+FFFD.
+JUNK_CHAR = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]")
 NOT_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udfff]")
 # No page-wide date guessing: it reads copyright lines ("© 2024") as publication dates.
 DATE_PARAMS = {"extensive_search": False, "original_date": True}
@@ -121,8 +122,7 @@ def parse_html(html: str | bytes) -> HtmlElement:
 
 def junk_share(markup: str) -> float:
     sample = markup[:65536]
-    junk = sum(1 for c in sample if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\t\n\r\f"))
-    return junk / len(sample)
+    return len(JUNK_CHAR.findall(sample)) / len(sample)
 
 
 def run_trafilatura(tree: HtmlElement, final_url: str) -> Document | None:

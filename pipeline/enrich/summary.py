@@ -1,4 +1,4 @@
-"""What a text says, without a model: word counts, its language, key phrases (yake) and an extractive summary.
+"""What a text says, without a model: word counts, its language, key phrases (YAKE) and an extractive summary.
 
 Everything here is statistical and local (no downloads at run time) and works on any language: sentences end at
 `.!?…` or at the CJK full stops, never on capital letters alone, and unspaced scripts (Japanese, Chinese) are
@@ -169,9 +169,92 @@ def key_phrases(text: str, language: str | None, count: int = KEY_PHRASES, *, ti
     if is_unspaced(text, language):
         return _unspaced_key_terms(f"{title}\n{text[:UNSPACED_SAMPLE_CHARS]}", count)
     sample = keyword_sample(text, title)
-    extractor = yake.KeywordExtractor(lan=language or "noLang", n=3, dedup_lim=0.8, top=count * 5)
-    candidates = [phrase.strip(EDGE_PUNCTUATION) for phrase, _score in extractor.extract_keywords(sample)]
+    candidates = [phrase.strip(EDGE_PUNCTUATION) for phrase in yake_ranked(sample, language, count * 5)]
     return _distinct(_rerank_by_repetition(candidates, sample), count)
+
+
+# Where a sentence's word run breaks: no key phrase spans a comma, a bracket, a quote or a dash between spaces.
+PHRASE_BREAK = re.compile(r"[,;:()\[\]{}\"“”«»„]|\s[-–—]\s")
+MAX_PHRASE_WORDS = 3
+
+
+def yake_ranked(sample: str, language: str | None, top: int) -> list[str]:
+    """The `top` best 1-3 word phrases of `sample`, lower case, by YAKE's statistics (Campos et al., 2020).
+
+    The yake package computes the same features through a networkx graph and an object per candidate, at 4-5x the
+    cost of everything else in reading a page; these are its formulas over plain dicts (its window of 1, its stop
+    words: a word under 3 letters is one too). A word's score H (lower is better) weighs where it first appears
+    (position), how often (frequency), in how many sentences (spread), how often capitalised mid-sentence (case)
+    and how many different words stand next to it (relatedness: a word beside anything says little). A phrase
+    scores the product of its words' H over its frequency times (1 + their sum); it starts and ends with a content
+    word and stays inside one run of words.
+    """
+    stop = stopwords(language)
+    frequency: Counter[str] = Counter()
+    acronym: Counter[str] = Counter()
+    named: Counter[str] = Counter()  # capitalised, not opening a sentence
+    sentences_of: dict[str, list[int]] = {}
+    left: dict[str, Counter[str]] = {}
+    right: dict[str, Counter[str]] = {}
+    phrases: Counter[tuple[str, ...]] = Counter()
+    sentences = split_sentences(sample, language)
+    for number, sentence in enumerate(sentences):
+        opening = True
+        for run in PHRASE_BREAK.split(sentence):
+            words: list[str] = []
+            for token in WORD.findall(run):
+                token = token.strip("'’-")
+                if not token:
+                    continue
+                word = token.lower()
+                frequency[word] += 1
+                if token.isupper() and len(token) > 1:
+                    acronym[word] += 1
+                elif token[0].isupper() and not opening:
+                    named[word] += 1
+                opening = False
+                sentences_of.setdefault(word, []).append(number)
+                if words:
+                    left.setdefault(word, Counter())[words[-1]] += 1
+                    right.setdefault(words[-1], Counter())[word] += 1
+                words.append(word)
+            content = [len(w) >= 3 and w not in stop for w in words]
+            for start in range(len(words)):
+                if content[start]:
+                    for end in range(start, min(start + MAX_PHRASE_WORDS, len(words))):
+                        if content[end]:
+                            phrases[tuple(words[start : end + 1])] += 1
+    counts = [n for w, n in frequency.items() if len(w) >= 3 and w not in stop]
+    if not counts:
+        return []
+    mean = sum(counts) / len(counts)
+    spread_of_counts = math.sqrt(sum((n - mean) ** 2 for n in counts) / len(counts))
+    most = max(frequency.values())
+    score: dict[str, float] = {}
+    for word, n in frequency.items():
+        case = max(acronym[word], named[word]) / (1 + math.log(n))
+        position = math.log(math.log(3 + _median(sentences_of[word])))
+        relatedness = 1 + _diversity(left.get(word)) * n / most + _diversity(right.get(word)) * n / most
+        spread = len(set(sentences_of[word])) / len(sentences)
+        frequent = n / (mean + spread_of_counts)
+        score[word] = (position * relatedness) / (case + frequent / relatedness + spread / relatedness)
+    ranked = []
+    for phrase, n in phrases.items():
+        content_scores = [score[w] for w in phrase if len(w) >= 3 and w not in stop]
+        ranked.append((math.prod(content_scores) / (n * (1 + sum(content_scores))), " ".join(phrase)))
+    ranked.sort()
+    return [phrase for _score, phrase in ranked[:top]]
+
+
+def _diversity(neighbours: Counter[str] | None) -> float:
+    """Different neighbours per co-occurrence: 1 when every neighbour is another word."""
+    return len(neighbours) / neighbours.total() if neighbours else 0.0
+
+
+def _median(values: list[int]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def keyword_sample(text: str, title: str = "") -> str:
@@ -222,8 +305,9 @@ def _rerank_by_repetition(candidates: Sequence[str], text: str) -> list[str]:
     coming back to is what the text is about. Each phrase is given in its most frequent spelling in the text.
     """
     tiers: tuple[list[str], list[str], list[str]] = ([], [], [])
+    lowered = text.lower()
     for phrase in candidates:
-        spellings = Counter(re.findall(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE))
+        spellings = Counter(_occurrences(phrase, text, lowered))
         if not spellings:
             continue
         repeats = spellings.total()
@@ -231,6 +315,30 @@ def _rerank_by_repetition(candidates: Sequence[str], text: str) -> list[str]:
         tier = 0 if multiword and repeats >= 2 else 1 if not multiword and repeats >= 3 else 2
         tiers[tier].append(spellings.most_common(1)[0][0])
     return [phrase for tier in tiers for phrase in tier]
+
+
+def _occurrences(phrase: str, text: str, lowered: str) -> list[str]:
+    """Every whole-word occurrence of `phrase` in `text`, ignoring case, as spelled there (`lowered` is
+    text.lower()). str.find on the lowered text: a regex per phrase spent more time compiling than matching."""
+    needle = phrase.lower()
+    if not needle:
+        return []
+    if len(lowered) != len(text) or len(needle) != len(phrase):  # lower() changed a length ("İ"): positions differ
+        return re.findall(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE)
+    found = []
+    start = 0
+    while (at := lowered.find(needle, start)) != -1:
+        end = at + len(needle)
+        if (at == 0 or not _is_word_char(text[at - 1])) and (end == len(text) or not _is_word_char(text[end])):
+            found.append(text[at:end])
+            start = end
+        else:
+            start = at + 1
+    return found
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"  # the regex \w
 
 
 def _distinct(phrases: Iterable[str], count: int) -> list[str]:
