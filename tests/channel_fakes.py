@@ -20,6 +20,7 @@ Handlers run in the server's thread; `received` only ever grows, so tests may re
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import json
 import re
@@ -338,11 +339,22 @@ class FakeFacebook(FakeProvider):
                 return self._no_object("get", page)
             fields = set(request.query_params.get("fields", "id,message,created_time").split(",")) | {"id"}
             limit = int(request.query_params.get("limit", "25"))
-            newest = list(reversed(self.posts.values()))[:limit]
-            data = [{name: post[name] for name in fields if post.get(name)} for post in newest]
+            newest = list(reversed(self.posts.values()))
+            start = 0
+            if after := request.query_params.get("after"):  # Graph's cursors are opaque; ours encode the offset
+                start = int(base64.urlsafe_b64decode(after).decode().removeprefix("offset:"))
+            window = newest[start : start + limit]
+            data = [{name: post[name] for name in fields if post.get(name)} for post in window]
             body: dict[str, Any] = {"data": data}
             if data:
-                body["paging"] = {"cursors": {"before": "QVFIUmFhYmVmb3Jl", "after": "QVFIUmFhYWZ0ZXI"}}
+
+                def cursor(offset: int) -> str:
+                    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+                end = start + len(window)
+                body["paging"] = {"cursors": {"before": cursor(start), "after": cursor(end)}}
+                if end < len(newest):  # as Graph: `next` only while an older page exists
+                    body["paging"]["next"] = f"{request.base_url}{version}/{page}/feed?after={cursor(end)}"
             return JSONResponse(body)
 
         @app.delete("/{version}/{object_id}")

@@ -66,9 +66,34 @@ async def test_find_reads_the_feed_with_a_bearer_token(facebook: tuple[FakeFaceb
     assert found == posted
     seen = fake.received[-1]
     assert (seen.method, seen.path) == ("GET", f"/v23.0/{fake.page_id}/feed")
-    assert seen.params() == {"fields": "id,message,created_time", "limit": "25"}
+    assert seen.params() == {"fields": "id,message,created_time", "limit": "100"}
     assert seen.headers["authorization"] == f"Bearer {fake.token}"
     assert fake.token not in seen.url
+
+
+async def test_find_follows_the_feed_back_past_a_burst_of_newer_posts(
+    facebook: tuple[FakeFacebook, str], post: Post
+) -> None:
+    """A worker killed mid-post is reconciled after others posted hundreds of announcements on the Page."""
+    fake, base = facebook
+    adapter = channel(fake, base)
+    posted = await adapter.post(post)
+    for n in range(250):
+        fake.posts[f"{fake.page_id}_{n}"] = {"id": f"{fake.page_id}_{n}", "message": f"another session {n}"}
+
+    assert await adapter.find(post) == posted
+    feed_reads = [r for r in fake.received if r.method == "GET"]
+    assert len(feed_reads) == 3  # 100 + 100 + the page that holds it
+    assert "after" not in feed_reads[0].params() and feed_reads[1].params()["after"]
+
+
+async def test_find_stops_at_the_end_of_the_feed(facebook: tuple[FakeFacebook, str], post: Post) -> None:
+    fake, base = facebook
+    for n in range(150):
+        fake.posts[f"{fake.page_id}_{n}"] = {"id": f"{fake.page_id}_{n}", "message": f"another session {n}"}
+
+    assert await channel(fake, base).find(post) is None
+    assert len([r for r in fake.received if r.method == "GET"]) == 2  # no `next` after the second page
 
 
 async def test_find_is_none_when_the_text_was_never_posted(facebook: tuple[FakeFacebook, str], post: Post) -> None:

@@ -20,7 +20,8 @@ from pipeline.settings import Settings
 
 PAGE_ENV = "IMPROMPTU_FACEBOOK_PAGE_ID"
 TOKEN_ENV = "IMPROMPTU_FACEBOOK_PAGE_TOKEN"
-FEED_LIMIT = 25  # find() looks this far back: announcements are few, an interrupted one is among the latest
+FEED_LIMIT = 100  # posts per page of the feed that find() reads (the Graph API's most for a Page feed)
+FEED_PAGES = 10  # find() reads this many pages back: under a burst an interrupted post is soon 25 posts deep
 THROTTLED = {4, 17, 32, 613, 80001}  # app, user, Pages, custom and Page (business use case) rate limits
 THROTTLE_WAIT = 600.0  # seconds, when X-Business-Use-Case-Usage does not say when access comes back
 BLOCKED_WAIT = 6 * 3600.0  # code 368: blocked for a while as abusive; posting again soon would prolong it
@@ -76,22 +77,25 @@ class FacebookChannel:
         return _posted(post_id)
 
     async def find(self, post: Post) -> Posted | None:
-        response = await self._request(
-            "GET",
-            f"/{quote(self._page, safe='')}/feed",
-            params={"fields": "id,message,created_time", "limit": str(FEED_LIMIT)},
-            bearer=True,
-        )
-        if not response.is_success:
-            raise self._error(response)
-        body = base.json_or_none(response)
-        items = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise RetryableError(f"{self._where}: the feed could not be read ({self._snippet(response)})")
+        """The post on the Page's feed with exactly this text, newest first, following the feed's `after` cursor
+        up to FEED_PAGES pages (an interrupted post is recent, but a burst of announcements buries it fast)."""
         wanted = post.text.strip()  # Facebook trims the message it keeps
-        for item in items:
-            if isinstance(item, dict) and str(item.get("message", "")).strip() == wanted and item.get("id"):
-                return _posted(str(item["id"]))
+        params = {"fields": "id,message,created_time", "limit": str(FEED_LIMIT)}
+        for _ in range(FEED_PAGES):
+            response = await self._request("GET", f"/{quote(self._page, safe='')}/feed", params=params, bearer=True)
+            if not response.is_success:
+                raise self._error(response)
+            body = base.json_or_none(response)
+            items = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise RetryableError(f"{self._where}: the feed could not be read ({self._snippet(response)})")
+            for item in items:
+                if isinstance(item, dict) and str(item.get("message", "")).strip() == wanted and item.get("id"):
+                    return _posted(str(item["id"]))
+            after = _next_cursor(body)
+            if after is None or not items:
+                return None
+            params = {**params, "after": after}
         return None
 
     async def delete(self, posted: Posted) -> None:
@@ -210,3 +214,13 @@ def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
         timeout=settings.outreach_timeout_seconds,
         transport=transport,
     )
+
+
+def _next_cursor(body: dict[str, object]) -> str | None:
+    """The cursor of the feed's next (older) page: Graph gives `paging.next` only while there is one."""
+    paging = body.get("paging")
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return None
+    cursors = paging.get("cursors")
+    after = cursors.get("after") if isinstance(cursors, dict) else None
+    return after if isinstance(after, str) and after else None
