@@ -13,7 +13,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker, NatsCredentials, NatsRouter, NatsSecurity
 from nats.aio.client import ErrorCallback
 
-from pipeline import bus, stores
+from pipeline import bus, pull_timeouts, stores
 from pipeline.actions import actions_router, index
 from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
@@ -53,6 +53,7 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
         security = NatsSecurity(ssl_context=context)
     # "nats://a:4222,nats://b:4222" (as the nats CLI takes it): every seed server, so a start with one node down works
     servers = [server.strip() for server in url.split(",") if server.strip()]
+    pull_timeouts.install()  # an idle consumer's empty fetches must not pile up dead tasks (see pull_timeouts.py)
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
     return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
 

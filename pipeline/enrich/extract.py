@@ -15,7 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+import justext.core
 import trafilatura
+import trafilatura.external
+from justext.utils import get_stoplist, get_stoplists
 from lxml import etree
 from lxml.html import HtmlElement, HTMLParser, document_fromstring
 from trafilatura.settings import Document
@@ -49,6 +52,33 @@ JUNK_CHAR = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]")
 NOT_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udfff]")
 # No page-wide date guessing: it reads copyright lines ("© 2024") as publication dates.
 DATE_PARAMS = {"extensive_search": False, "original_date": True}
+
+# trafilatura's last fallback, justext (short or login-walled pages: most posts shared from X or LinkedIn), reads
+# with the stop words of all of justext's 100 languages when the page's language is not given. trafilatura keeps
+# them as a tuple and justext's define_stoplist() caches a lower-cased copy of it: 28 MB per process for good, after
+# the first such page. Built once as the lower-cased set justext would make, and handed to it as it is, the same
+# words take 15.5 MB (and justext no longer hashes a 154,000-word tuple to look its copy up on every page).
+_ALL_STOPWORDS: frozenset[str] | None = None
+_define_stoplist = justext.core.define_stoplist
+
+
+def all_stopwords() -> frozenset[str]:
+    global _ALL_STOPWORDS
+    if _ALL_STOPWORDS is None:
+        _ALL_STOPWORDS = frozenset(word.lower() for language in get_stoplists() for word in get_stoplist(language))
+        trafilatura.external.JT_STOPLIST = _ALL_STOPWORDS  # type: ignore[assignment]
+    return _ALL_STOPWORDS
+
+
+def _define_stoplist_once(stoplist: Iterable[str]) -> frozenset[str]:
+    if stoplist is _ALL_STOPWORDS:
+        return _ALL_STOPWORDS
+    return _define_stoplist(stoplist)  # type: ignore[no-any-return]
+
+
+_define_stoplist_once.cache_clear = _define_stoplist.cache_clear  # type: ignore[attr-defined]  # trafilatura.meta
+trafilatura.external.jt_stoplist_init = all_stopwords  # type: ignore[assignment]
+justext.core.define_stoplist = _define_stoplist_once
 
 # Lines of login walls, paywalls, consent and JavaScript prompts: they do not count as readable text.
 WALL_LINE = re.compile(
