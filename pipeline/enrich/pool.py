@@ -1,11 +1,12 @@
 """Reading pages in worker processes: the enrich stage's CPU-bound part (trafilatura, summary, key phrases) on every
-core of the machine, each page under a time bound.
+core of the machine, each page under a time bound. A thin layer over `pebble.ProcessPool`, which runs the workers,
+kills one whose page overruns its bound and replaces any that dies.
 
 One process reads one page at a time, so the GIL is never shared between extractions. A page whose extraction
-overruns `timeout_seconds` fails with `extract_timeout` and its worker is killed and replaced: a page that hangs the
-extractor costs one worker for the bound, never the stage. A worker that dies on a page (a crash in lxml, the OOM
-killer) is replaced too and the page is retried through the delivery policy. Workers end with the stage (`stop`),
-when their pipe closes, and (on Linux) when the stage's process dies, so none outlives it. As with any
+overruns `timeout_seconds` (counted from when a worker takes it) fails with `extract_timeout` and its worker is
+killed and replaced: a page that hangs the extractor costs one worker for the bound, never the stage. A worker that
+dies on a page (a crash in lxml, the OOM killer) is replaced too and the page is retried through the delivery policy.
+Workers end with the stage (`stop`) and (on Linux) when the stage's process dies, so none outlives it. As with any
 multiprocessing start method but fork, a worker imports the main module first: a script that starts a pool needs
 the `if __name__ == "__main__":` guard (the `impromptu` command has it).
 """
@@ -17,15 +18,16 @@ import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from functools import partial
-from multiprocessing.connection import Connection
 from typing import Any
 
+import pebble
 import structlog
+from pebble.pool.process import WORKERS_NAME
 
 from pipeline.enrich.extract import Extraction, extract
 from pipeline.errors import PermanentError, RetryableError
@@ -38,18 +40,8 @@ log = structlog.get_logger("pipeline.enrich.pool")
 # runs an event loop and threads.
 CONTEXT = multiprocessing.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["pipeline.enrich.warm"])
-START_SECONDS = 60.0  # importing trafilatura, yake, py3langid and warming up: ~1 s, longer on a loaded machine
-STOP_SECONDS = 5.0
-RESTART_DELAY_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1
 WARM_UP_PAGE = "<html><head><title>Warm-up</title></head><body><p>" + "Learning in public, live and together. " * 20
-
-
-@dataclass(frozen=True)
-class Job:
-    html: str | bytes
-    url: str
-    final_url: str
 
 
 def _die_with_parent() -> None:
@@ -58,83 +50,40 @@ def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: a closed pipe still ends an idle worker
+    except (OSError, AttributeError):  # not Linux: pebble's closed channel still ends an idle worker
         pass
 
 
-def worker_main(
-    connection: Connection, read: Callable[..., Extraction], text_limit: int, log_json: bool | None, log_level: str
-) -> None:
-    """A worker's life: warm up, say ready, then read pages until the pipe says stop or closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the stage stops us
+def warm_worker(read: Callable[..., Extraction], log_json: bool | None, log_level: str) -> None:
+    """A worker's start (pebble's initializer): die with the stage, log as it does, warm up `read`."""
     _die_with_parent()
     configure_logging(json=log_json, level=log_level)
-    with contextlib.suppress(PermanentError):  # the models are loaded (warm.py); this warms `read` itself
+    with contextlib.suppress(Exception):  # the models are loaded (warm.py); a failure here shows on the first page
         read(WARM_UP_PAGE, url="https://warm-up.invalid/", final_url="https://warm-up.invalid/")
-    connection.send(("ready", None))
-    while True:
-        try:
-            job = connection.recv()
-        except (EOFError, OSError):  # the stage closed the pipe or died
-            return
-        if job is None:
-            return
-        try:
-            extraction = read(job.html, url=job.url, final_url=job.final_url)
-            outcome: tuple[str, Any] = ("ok", Extraction(extraction.article, extraction.text[:text_limit]))
-        except PermanentError as error:
-            outcome = ("permanent", str(error))
-        except Exception as error:  # noqa: BLE001 - extract raises nothing else; if it does, the page is to blame
-            outcome = ("permanent", f"no_content: the page could not be read ({type(error).__name__}: {error})")
-        try:
-            connection.send(outcome)
-        except (EOFError, OSError):
-            return
 
 
-@dataclass(eq=False)  # one per process: compared and hashed by identity
-class Worker:
-    process: multiprocessing.process.BaseProcess
-    connection: Connection
+def read_page(
+    read: Callable[..., Extraction], text_limit: int, html: str | bytes, url: str, final_url: str
+) -> tuple[str, Any]:
+    """In a worker: ("ok", extraction, its text cut so the rest is never sent back) or ("permanent", reason)."""
+    try:
+        extraction = read(html, url=url, final_url=final_url)
+    except PermanentError as error:
+        return ("permanent", str(error))
+    except Exception as error:  # noqa: BLE001 - extract raises nothing else; if it does, the page is to blame
+        return ("permanent", f"no_content: the page could not be read ({type(error).__name__}: {error})")
+    return ("ok", Extraction(extraction.article, extraction.text[:text_limit]))
 
-    def wait_ready(self) -> bool:
-        """In a thread: True once the worker has warmed up; False when it died or took too long."""
-        try:
-            return self.connection.poll(START_SECONDS) and self.connection.recv()[0] == "ready"
-        except (EOFError, OSError):
-            return False
 
-    def run(self, job: Job, timeout: float) -> tuple[str, Any]:
-        """In a thread: the worker's outcome for one page, ("timeout", None) or ("crashed", exit code)."""
-        try:
-            self.connection.send(job)
-            if not self.connection.poll(timeout):
-                return ("timeout", None)
-            return self.connection.recv()
-        except (EOFError, OSError):
-            self.process.join(1)
-            return ("crashed", self.process.exitcode)
-
-    def kill(self, *, close: bool = True) -> None:
-        """Kill and reap the process; `close=False` while another thread may still be reading its pipe (the kill
-        ends that read with EOF; the pipe closes when the worker is collected)."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(STOP_SECONDS)
-        if close:
-            self.connection.close()
-
-    def stop(self) -> None:
-        """An idle worker: ask it to leave, then make sure it has."""
-        with contextlib.suppress(OSError):
-            self.connection.send(None)
-        self.process.join(STOP_SECONDS)
-        self.kill()
+def _stop_and_join(pool: pebble.ProcessPool) -> None:
+    """In a thread: pebble terminates every worker (SIGKILL after 3 s) and waits until each has exited."""
+    pool.stop()
+    pool.join()
 
 
 @dataclass
 class ExtractorPool:
-    """`processes` extraction workers; `extract` waits for an idle one: at most `processes` pages are read at once."""
+    """`processes` extraction workers; pages beyond them wait in pebble's queue: at most `processes` read at once."""
 
     processes: int
     timeout_seconds: float
@@ -142,144 +91,109 @@ class ExtractorPool:
     read: Callable[..., Extraction] = extract  # a module-level function: the workers import it by name
     log_json: bool | None = None
     log_level: str = "INFO"
-    _idle: asyncio.Queue[Worker] = field(default_factory=asyncio.Queue, init=False)
-    _workers: set[Worker] = field(default_factory=set, init=False)
-    _starting: set[asyncio.Task[None]] = field(default_factory=set, init=False)
-    _threads: ThreadPoolExecutor | None = field(default=None, init=False)
+    _pool: pebble.ProcessPool | None = field(default=None, init=False)
+    _launching: asyncio.Future[None] | None = field(default=None, init=False)
+    _stopped: asyncio.Future[None] | None = field(default=None, init=False)
+    _retired: list[asyncio.Future[None]] = field(default_factory=list, init=False)
     _stopping: bool = field(default=False, init=False)
 
     @property
     def started(self) -> bool:
-        return self._threads is not None
+        return self._pool is not None
 
     async def start(self) -> None:
-        """Start the workers (the first start also starts the fork server: about a second, in a thread); each joins
-        the idle queue once warm."""
+        """Start the workers (the first start also starts the fork server: about a second, in a thread)."""
         if self.started or self._stopping:
             return
-        # one thread per worker for the blocking pipe calls, plus one per worker being started or replaced
-        self._threads = ThreadPoolExecutor(max_workers=2 * self.processes, thread_name_prefix="extract-pool")
         loop = asyncio.get_running_loop()
-        for _ in range(self.processes):
-            if self._stopping:  # Ctrl-C while starting: `stop` owns what was spawned
-                return
-            worker = await loop.run_in_executor(self._threads, self._spawn)
-            if self._stopping:
-                return
-            self._start_worker(worker)
+        self._stopped = loop.create_future()
+        self._pool = self._new_pool()
+        self._launching = loop.run_in_executor(None, self._launch, self._pool)
+        await asyncio.shield(self._launching)
+        if self._stopping:  # Ctrl-C while starting: `stop` owns what was spawned
+            return
         log.info(
             "extract.pool_started", processes=self.processes, pids=self.worker_pids(), timeout=self.timeout_seconds
         )
 
     def worker_pids(self) -> list[int]:
-        return sorted(w.process.pid for w in list(self._workers) if w.process.pid is not None)
+        return sorted(p.pid for p in multiprocessing.active_children() if p.name == WORKERS_NAME and p.pid)
 
     async def extract(self, html: str | bytes, *, url: str, final_url: str) -> Extraction:
         """Read one page in a worker. PermanentError for an unreadable page or one that overran the time bound,
-        RetryableError when the worker died under it."""
-        if not self.started or self._stopping:
+        RetryableError when the worker died under it (or the pool stopped)."""
+        if self._pool is None or self._stopped is None or self._stopping:
             raise RetryableError("extract_unavailable: the extraction pool is not running")
-        assert self._threads is not None
-        worker = await self._idle.get()
-        loop = asyncio.get_running_loop()
+        args = (self.read, self.text_limit, html, url, final_url)
         try:
-            kind, value = await loop.run_in_executor(
-                self._threads, worker.run, Job(html, url, final_url), self.timeout_seconds
-            )
-        except BaseException:  # cancelled mid-page (the stage stops): the worker's state is unknown
-            self._replace(worker, reason="cancelled")
+            future = self._pool.schedule(read_page, args=args, timeout=self.timeout_seconds)
+        except RuntimeError as error:  # pebble's pool broke (a worker died with no page under it): the page is
+            self._renew(error)  # not to blame, it goes to the new pool
+            future = self._pool.schedule(read_page, args=args, timeout=self.timeout_seconds)
+        page = asyncio.wrap_future(future)
+        try:
+            await asyncio.wait({page, self._stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            future.cancel()  # a page still queued is never read; one being read runs out its bound
             raise
-        if kind == "ok":
-            self._idle.put_nowait(worker)
-            return value
-        if kind == "permanent":
-            self._idle.put_nowait(worker)
-            raise PermanentError(value)
-        if kind == "timeout":
-            self._replace(worker, reason="timeout", url=url)
+        if not page.done():  # the pool stopped under it: pebble never settles such a future
+            page.cancel()
+            raise RetryableError("extract_crashed: the extraction pool stopped while reading the page")
+        try:
+            kind, value = page.result()
+        except TimeoutError:  # pebble has killed the worker; it starts another
+            log.warning("extract.worker_replaced", reason="timeout", url=url)
             raise PermanentError(
                 f"extract_timeout: reading the page took over {self.timeout_seconds:g} s; its worker was replaced"
-            )
-        self._replace(worker, reason="crashed", url=url, exit_code=value)
-        raise RetryableError(f"extract_crashed: the extraction worker died reading the page (exit code {value})")
+            ) from None
+        except pebble.ProcessExpired as error:
+            log.warning("extract.worker_replaced", pid=error.pid, reason="crashed", url=url, exit_code=error.exitcode)
+            raise RetryableError(
+                f"extract_crashed: the extraction worker died reading the page (exit code {error.exitcode})"
+            ) from None
+        except BrokenProcessPool as error:
+            self._renew(error)
+            raise RetryableError("extract_crashed: the extraction pool broke reading the page") from None
+        if kind == "permanent":
+            raise PermanentError(value)
+        return value
 
     async def stop(self) -> None:
-        """Stop every worker (idle ones leave, busy ones are killed) and wait until each has exited."""
+        """Stop every worker (busy ones too) and wait until each has exited; pages in flight fail as retryable."""
         if self._stopping:
             return
         self._stopping = True  # also when not started yet: a start that comes after does nothing
-        if not self.started:
+        if self._pool is None:
             return
-        for task in self._starting:
-            task.cancel()
-        await asyncio.gather(*self._starting, return_exceptions=True)
-        idle = []
-        while not self._idle.empty():
-            idle.append(self._idle.get_nowait())
-        busy = [w for w in list(self._workers) if w not in idle]  # a snapshot: spawning threads add to it
+        if self._launching is not None:  # pebble must have started its workers before it can stop them
+            await asyncio.gather(self._launching, return_exceptions=True)
+        assert self._stopped is not None
+        self._stopped.set_result(None)
         loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(None, w.stop) for w in idle),
-            *(loop.run_in_executor(None, partial(w.kill, close=False)) for w in busy),
-        )
-        assert self._threads is not None
-        await loop.run_in_executor(None, partial(self._threads.shutdown, wait=True, cancel_futures=True))
-        # a worker spawned while its starter was being cancelled joined the set only now
-        late = [w for w in list(self._workers) if w not in idle and w not in busy]
-        await asyncio.gather(*(loop.run_in_executor(None, w.kill) for w in late))
-        self._workers.clear()
+        await asyncio.gather(loop.run_in_executor(None, _stop_and_join, self._pool), *self._retired)
         log.info("extract.pool_stopped")
 
-    # -- workers ------------------------------------------------------------------------------------------------------
+    # -- pebble's pool ------------------------------------------------------------------------------------------------
 
-    def _spawn(self) -> Worker:
-        """In a thread. The worker joins `_workers` here, so one spawned while the pool stops is still stopped."""
-        ours, theirs = CONTEXT.Pipe()
-        process = CONTEXT.Process(
-            target=worker_main,
-            args=(theirs, self.read, self.text_limit, self.log_json, self.log_level),
-            name="impromptu-extract",
-            daemon=True,
+    def _new_pool(self) -> pebble.ProcessPool:
+        return pebble.ProcessPool(
+            max_workers=self.processes,
+            initializer=warm_worker,
+            initargs=(self.read, self.log_json, self.log_level),
+            context=CONTEXT,
         )
-        process.start()
-        theirs.close()
-        worker = Worker(process, ours)
-        self._workers.add(worker)
-        return worker
 
-    def _start_worker(self, worker: Worker | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(self._warm(worker), name="extract-worker-start")
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+    @staticmethod
+    def _launch(pool: pebble.ProcessPool) -> None:
+        """In a thread: pebble starts its workers with the first task; a trivial one starts them now, not under
+        the first page."""
+        pool.schedule(os.getpid)
 
-    async def _warm(self, worker: Worker | None) -> None:
-        """Put the worker in the idle queue once it is ready; one that is not is replaced, a second later."""
-        assert self._threads is not None
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            if worker is None:
-                worker = await loop.run_in_executor(self._threads, self._spawn)
-            try:
-                ready = await loop.run_in_executor(self._threads, worker.wait_ready)
-            except BaseException:  # stopped while it warms up: its thread may still be reading the pipe
-                self._workers.discard(worker)
-                await loop.run_in_executor(None, partial(worker.kill, close=False))
-                raise
-            if ready:
-                self._idle.put_nowait(worker)
-                return
-            log.warning("extract.worker_not_ready", pid=worker.process.pid, exit_code=worker.process.exitcode)
-            self._workers.discard(worker)
-            await loop.run_in_executor(None, worker.kill)
-            worker = None
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
-
-    def _replace(self, worker: Worker, *, reason: str, **detail: object) -> None:
-        """Kill `worker` (reaped in the background: joining may take a moment) and start another in its place."""
-        log.warning("extract.worker_replaced", pid=worker.process.pid, reason=reason, **detail)
-        self._workers.discard(worker)
-        worker.process.kill()
-        # cancelled mid-page, the thread running the page may still be reading the pipe: it is closed when collected
-        asyncio.get_running_loop().run_in_executor(None, partial(worker.kill, close=reason != "cancelled"))
-        if not self._stopping:
-            self._start_worker()
+    def _renew(self, error: BaseException) -> None:
+        """pebble's pool is unusable once broken (a worker died with no page under it): the next page gets a new one
+        (its workers start with that page); the old one is stopped in the background."""
+        if self._pool is None or self._stopping:
+            return
+        log.warning("extract.pool_replaced", error=f"{type(error).__name__}: {error}")
+        broken, self._pool = self._pool, self._new_pool()
+        self._retired.append(asyncio.get_running_loop().run_in_executor(None, _stop_and_join, broken))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def alive(pid: int) -> bool:
 
 async def wait_idle(pool: ExtractorPool, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while pool._idle.qsize() < count:
-        assert time.monotonic() < deadline, "the workers did not warm up"
+    while len(pool.worker_pids()) < count:
+        assert time.monotonic() < deadline, "the workers did not start"
         await asyncio.sleep(0.05)
 
 
@@ -126,14 +127,13 @@ async def test_stopping_mid_page_leaves_no_worker_behind() -> None:
 async def test_stopping_while_the_pool_starts_leaves_no_worker_and_raises_nothing() -> None:
     pool = ExtractorPool(2, timeout_seconds=30, text_limit=1000)
     spawned: list[int] = []
-    spawn = pool._spawn
+    launch = pool._launch
 
-    def recording_spawn():  # type: ignore[no-untyped-def]
-        worker = spawn()
-        spawned.append(worker.process.pid)
-        return worker
+    def recording_launch(pebble_pool):  # type: ignore[no-untyped-def]
+        launch(pebble_pool)
+        spawned.extend(pool.worker_pids())
 
-    pool._spawn = recording_spawn  # type: ignore[method-assign]
+    pool._launch = recording_launch  # type: ignore[method-assign]
     starting = asyncio.create_task(pool.start())
     await asyncio.sleep(0)  # Ctrl-C right after the stage came up
     await pool.stop()
@@ -143,3 +143,20 @@ async def test_stopping_while_the_pool_starts_leaves_no_worker_and_raises_nothin
     await late.stop()  # stopped before it ever started: a start after that does nothing
     await late.start()
     assert not late.started and late.worker_pids() == []
+
+
+async def test_a_worker_killed_while_idle_costs_no_page() -> None:
+    pool = ExtractorPool(2, timeout_seconds=30, text_limit=1000)
+    await pool.start()
+    try:
+        await wait_idle(pool, 2)
+        first = pool.worker_pids()
+        os.kill(first[0], signal.SIGKILL)  # the OOM killer picks an idle worker
+        await asyncio.sleep(0.5)
+        url = "https://example.com/i"
+        after = await pool.extract(SEED, url=url, final_url=url)
+        now = pool.worker_pids()
+    finally:
+        await pool.stop()
+    assert after.article.title and len(now) == 2
+    assert not any(alive(pid) for pid in first + now)
