@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import ctypes
 import gc
-import http.server
 import json
 import os
 import pickle
@@ -51,9 +50,10 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # bench_enrich's corpus pages, also when the soak test imports bench.soak
+from bench_enrich import PAGE_BODIES, PageHandler  # noqa: E402
+
 IMPROMPTU = Path(sys.executable).parent / "impromptu"
-CORPUS = sorted((ROOT / "tests" / "fixtures" / "articles").glob("*.html"))
-PAGE_BODIES = {f"/{path.name}": path.read_bytes() for path in CORPUS}
 SHARER = "@britz"  # trusted in the default rules file
 SHARE_TEXT = "Leadership and soft skills training, worth a live session"  # hits both of its topics
 BASELINE_DURABLE = "soak-baseline"
@@ -107,26 +107,6 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 # --- the peers: article pages, nats-server --------------------------------------------------------------------------
-
-
-class PageHandler(http.server.BaseHTTPRequestHandler):
-    """The corpus pages at /<file name>?copy=N: every share its own URL, so every fetch is real."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body = PAGE_BODIES.get(self.path.split("?")[0])
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @contextmanager
