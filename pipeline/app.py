@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 import structlog
 from faststream import FastStream
+from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker, NatsCredentials, NatsRouter, NatsSecurity
 from nats.aio.client import ErrorCallback
 
@@ -132,6 +133,8 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
 
     async def declare_stream() -> None:  # FastStream runs startup hooks before it starts the broker
         await prepare_bus(broker, settings)
+        if extractor is not None:
+            await extractor.start()  # its workers warm up in their own processes, before a page can arrive
 
     async def announce_ready() -> None:
         consumers = sorted(
@@ -141,15 +144,16 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, stages=list(settings.stages), consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
-        if extractor is not None:
-            await extractor.start()  # its workers warm up in their own processes
-        elif "enrich" in stages:
+        if extractor is None and "enrich" in stages:
             background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
         if "actions" in stages:
             background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
             background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
         if "trigger" in stages and settings.sources_enabled:
-            await sources.start()
+            try:
+                await sources.start()
+            except IncorrectState:  # SIGINT/SIGTERM came while starting: the broker is closed, nothing to read for
+                log.info("sources.not_started", reason="the pipeline is stopping")
 
     async def stop_background() -> None:
         await sources.stop()

@@ -128,6 +128,25 @@ def test_run_uses_nats_url_and_starts_no_server(tmp_path: Path) -> None:
         assert not (tmp_path / "data" / "nats").exists()
 
 
+def test_a_stop_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """Ctrl-C while the extraction processes start: the sources must not be started on a closed broker (that was
+    `pipeline.failed`, exit 1)."""
+    with EmbeddedNats(tmp_path / "external", port=free_port()) as external:
+        env = _env(tmp_path / "data", NATS_URL=external.url)
+        log_file = tmp_path / "run.log"
+        with log_file.open("wb") as log:
+            process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: any(e["event"] == "pipeline.starting" for e in _log_events(log_file)), what="start")
+            time.sleep(0.5)  # into the start of the extraction processes
+        finally:
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=20)
+        events = [e["event"] for e in _log_events(log_file)]
+        assert code == 0, events
+        assert "pipeline.failed" not in events and events[-1] == "pipeline.stopped"
+
+
 def test_cli_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     done = subprocess.run(
         [IMPROMPTU, "proposals", "list"], env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=60
