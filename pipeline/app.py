@@ -133,8 +133,6 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
 
     async def declare_stream() -> None:  # FastStream runs startup hooks before it starts the broker
         await prepare_bus(broker, settings)
-        if extractor is not None:
-            await extractor.start()  # its workers warm up in their own processes, before a page can arrive
 
     async def announce_ready() -> None:
         consumers = sorted(
@@ -144,7 +142,10 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, stages=list(settings.stages), consumers=consumers)
         background.append(asyncio.create_task(live.watch(settings.rules_reload_seconds), name="rules-reload"))
-        if extractor is None and "enrich" in stages:
+        if extractor is not None:
+            # after the broker: a NATS blip during these seconds must not cost the stages their start
+            await extractor.start()  # its workers warm up in their own processes
+        elif "enrich" in stages:
             background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
         if "actions" in stages:
             background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
