@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,19 +112,27 @@ def test_run_serves_the_facilitator_cli_and_stops_cleanly_on_ctrl_c(running) -> 
     assert journey and {e["correlation_id"] for e in journey} == {journey[0]["correlation_id"]}
 
 
+@contextmanager
+def run_interrupted(env: dict[str, str], log_file: Path) -> Iterator[list[int]]:
+    """`impromptu run` until it logs pipeline.starting, then the body, then Ctrl-C; yields [its exit code]."""
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    code: list[int] = []
+    try:
+        _wait(lambda: any(e["event"] == "pipeline.starting" for e in _log_events(log_file)), what="start")
+        yield code
+    finally:
+        process.send_signal(signal.SIGINT)
+        code.append(process.wait(timeout=20))
+
+
 def test_run_uses_nats_url_and_starts_no_server(tmp_path: Path) -> None:
     with EmbeddedNats(tmp_path / "external", port=free_port()) as external:
         env = _env(tmp_path / "data", NATS_URL=external.url)
-        log_file = tmp_path / "run.log"
-        with log_file.open("wb") as log:
-            process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait(lambda: any(e["event"] == "pipeline.starting" for e in _log_events(log_file)), what="start")
+        with run_interrupted(env, tmp_path / "run.log") as code:
             assert _cli(env, "proposals", "list").strip() == "no proposals"
-        finally:
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=20) == 0
-        events = [e["event"] for e in _log_events(log_file)]
+        assert code == [0]
+        events = [e["event"] for e in _log_events(tmp_path / "run.log")]
         assert "nats.embedded_started" not in events
         assert not (tmp_path / "data" / "nats").exists()
 
@@ -133,17 +142,10 @@ def test_a_stop_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
     `pipeline.failed`, exit 1)."""
     with EmbeddedNats(tmp_path / "external", port=free_port()) as external:
         env = _env(tmp_path / "data", NATS_URL=external.url)
-        log_file = tmp_path / "run.log"
-        with log_file.open("wb") as log:
-            process = subprocess.Popen([IMPROMPTU, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait(lambda: any(e["event"] == "pipeline.starting" for e in _log_events(log_file)), what="start")
+        with run_interrupted(env, tmp_path / "run.log") as code:
             time.sleep(0.5)  # into the start of the extraction processes
-        finally:
-            process.send_signal(signal.SIGINT)
-            code = process.wait(timeout=20)
-        events = [e["event"] for e in _log_events(log_file)]
-        assert code == 0, events
+        events = [e["event"] for e in _log_events(tmp_path / "run.log")]
+        assert code == [0], events
         assert "pipeline.failed" not in events and events[-1] == "pipeline.stopped"
 
 
