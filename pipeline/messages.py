@@ -330,37 +330,130 @@ class OutreachResult(Message):
     reason: str | None = None
 
 
+RecordingSource = Literal["zoom", "youtube", "webhook", "cli", "demo"]
+RecordingFileKind = Literal["video", "audio", "transcript", "chat"]
+
+
+class RecordingFile(BaseModel):
+    """One file of a recording, still where the provider or a person put it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RecordingFileKind = Field(description="video (MP4), audio (M4A), transcript (WebVTT) or chat (text).")
+    location: str = Field(
+        description="Where to get it: an http(s) URL (fetched by the safe fetcher), or `import:<relative path>` "
+        "inside IMPROMPTU_RECORDINGS_IMPORT_DIR. Never a server path."
+    )
+    content_type: str | None = Field(default=None, description="The type the provider states, if any.")
+    size: int | None = Field(default=None, ge=0, description="The size the provider states, if any (bytes).")
+    provider_file_id: str | None = Field(default=None, description="The provider's id of the file (Zoom's `id`).")
+    credential: Literal["none", "zoom"] = Field(
+        default="none",
+        description="zoom: downloaded with the event's download_token (kept in KV for its 24 h, never on the bus) "
+        "or the account's OAuth token.",
+    )
+
+
 class Recording(Message):
-    """A held session's recording, ready to keep."""
+    """A held session's recording arrived: files to keep in the media store, or a video that stays at YouTube.
+
+    Its id derives from the session and what arrived, so the same event delivered twice is one message, and a
+    correction (other media) is a new one that replaces that kind of file in the session's library entry."""
 
     session: ScheduledSession
-    media_url: str = Field(description="URL or path of the recording.")
-    duration_minutes: int = Field(ge=0)
-    recorded_at: datetime = Field(default_factory=utc_now)
+    source: RecordingSource = Field(description="Who handed it in: a provider's webhook or poll, a person, the demo.")
+    files: list[RecordingFile] = Field(default_factory=list)
+    youtube_video_id: str | None = Field(default=None, description="YouTube Live: the broadcast's video, embedded.")
+    thumbnail_url: str | None = Field(default=None, description="The provider's poster image, if it has one.")
+    started_at: datetime | None = Field(default=None, description="When the session really started (provider).")
+    duration_seconds: int | None = Field(default=None, ge=0, description="Its real length (provider), if known.")
+    submitted_by: str = Field(default="", description="The person (CLI) or provider event that handed it in.")
+    download_key: str | None = Field(
+        default=None, description="Zoom: the KV key of the event's download_token (impromptu-downloads, 24 h)."
+    )
+
+
+StoreName = Literal["nats", "s3"]
+
+
+class KeptFile(BaseModel):
+    """A file of a recording, kept in the media store (NATS Object Store or S3) and checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RecordingFileKind
+    store: StoreName
+    key: str = Field(description="The object's name in the store.")
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str = Field(description="Hex SHA-256 of the whole object, checked after the upload.")
+    filename: str = Field(description="The name it is offered under for download (session-title.mp4).")
+
+
+class Resource(BaseModel):
+    """A link shared in the session's chat, kept as a resource of the entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    shared_by: str | None = None
+    at_seconds: float | None = Field(default=None, description="When in the session it was shared.")
 
 
 class Provenance(BaseModel):
+    """Where an entry came from. `rule` and the facilitators are internal: never shown on a public page (the
+    facilitators only when IMPROMPTU_LIBRARY_SHOW_FACILITATORS says so)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shared_by: str
+    shared_by: str = Field(description="The sharer, as the rules file names them (Mark Britz).")
+    sharer_handle: str = Field(default="", description="@britz")
     share_url: str
     share_text: str
+    article_title: str = ""
     article_url: str
     article_author: str | None
+    site_name: str | None = None
+    approved_by: str | None = None
+    host: str | None = Field(default=None, description="The facilitator who hosted.")
     rule: str
     session_id: str
+    provider: str = "jitsi"
+    channels: list[str] = Field(default_factory=list, description="Where the session was announced.")
+
+
+Visibility = Literal["public", "internal"]
 
 
 class LibraryEntry(Message):
-    """A recording kept in the learning library, described for later search."""
+    """A session's recording kept in the learning library (new, or its media corrected), described for later search.
 
+    The entry itself lives in the KV bucket impromptu-library (key `entry.<entry_id>`, with its history); this
+    message says it was kept, e.g. for the "recording available" announcement."""
+
+    entry_id: str = Field(description="Stable per session: a corrected recording keeps its entry.")
+    revision: int = Field(default=1, ge=1, description="1 when first kept; +1 with each corrected recording.")
+    title: str
     tagline: str
     description: str
-    tags: list[str]
-    media_url: str
-    recorded_at: datetime
-    duration_minutes: int
+    tags: list[str] = Field(description="Readable tags (Café Zürich); their URL slugs are derived.")
+    topics: list[str] = Field(default_factory=list)
+    language: str | None = None
+    started_at: datetime = Field(description="When the session really took place.")
+    duration_seconds: int = Field(ge=0)
+    files: list[KeptFile] = Field(default_factory=list, description="Video, audio, transcript, chat as kept.")
+    youtube_video_id: str | None = None
+    thumbnail_url: str | None = None
+    summary: list[str] = Field(default_factory=list, description="Key sentences of the transcript (extractive).")
+    resources: list[Resource] = Field(default_factory=list, description="Links shared in the session's chat.")
+    article_id: str | None = Field(default=None, description="The reading-list item of the article it discussed.")
+    visibility: Visibility = Field(
+        default="public", description="internal: announced on internal channels only, never on a public page."
+    )
     provenance: Provenance
+
+    def file(self, kind: RecordingFileKind) -> KeptFile | None:
+        return next((f for f in self.files if f.kind == kind), None)
 
 
 class DeadLetter(BaseModel):

@@ -269,6 +269,48 @@ class Settings(BaseSettings):
         default_factory=list, description="Who receives announcements by e-mail (with the .ics invite)."
     )
 
+    library_public: bool = Field(
+        default=True,
+        description="Anyone may read the library (pages, feeds, API); false: only logins. Entries of sessions "
+        "announced on internal channels only are never public.",
+    )
+    library_show_facilitators: bool = Field(
+        default=False, description="Show who approved and hosted a session on its library page."
+    )
+    library_page_size: int = Field(default=20, ge=1, le=100, description="Entries per library page.")
+    media_store: Literal["nats", "s3"] = Field(
+        default="nats", description="Where recordings are kept: the NATS JetStream Object Store, or an S3 bucket."
+    )
+    media_bucket: str = Field(default="impromptu-media", description="Object Store bucket, or S3 bucket, of media.")
+    s3_endpoint_url: str | None = Field(default=None, description="An S3-compatible endpoint (unset: AWS).")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = Field(default="", description="Key prefix inside the S3 bucket.")
+    recordings_max_bytes: int = Field(
+        default=8 * 1024**3, gt=0, description="Largest recording file kept (a larger one is refused)."
+    )
+    recordings_import_dir: Path | None = Field(
+        default=None,
+        description="The only folder local recording files are read from (`impromptu record --media FILE`); "
+        "default DATA_DIR/import.",
+    )
+    recordings_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of POST /webhooks/recordings; unset: it refuses everything."
+    )
+    zoom_webhook_secret: SecretStr | None = Field(
+        default=None, description="The Zoom app's secret token: verifies POST /webhooks/zoom; unset: refused."
+    )
+    recordings_poll_seconds: float = Field(
+        default=300.0, gt=0, description="How often sessions that ended without a recording are looked up."
+    )
+    recordings_wait_hours: float = Field(
+        default=72.0, gt=0, description="How long after its end a session's recording is looked for."
+    )
+    recordings_download_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Connect/read timeout of a recording download (no overall bound)."
+    )
+
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a terminal.")
     log_level: str = "INFO"
 
@@ -310,6 +352,11 @@ class Settings(BaseSettings):
     @property
     def library_dir(self) -> Path:
         return self.data_dir / "library"
+
+    @property
+    def import_dir(self) -> Path:
+        """Where local recording files may be read from, and nowhere else."""
+        return self.recordings_import_dir or self.data_dir / "import"
 
     @property
     def embedded_url_file(self) -> Path:

@@ -24,9 +24,11 @@ SOURCES = "impromptu-sources"  # source checkpoints: X since_id, feed ETags, Mas
 
 PAGES = "impromptu-pages"  # link.<id> -> PageRecord: the enrich stage's cache (6 hours)
 LOGINS = "impromptu-logins"  # failed.<name|address>.<sha256> -> recent failed logins (15 minutes)
+LIBRARY = "impromptu-library"  # entry.<id>, text.<id>, article.<id>, awaiting.<session>: the learning library
+DOWNLOADS = "impromptu-downloads"  # zoom.<event>: a Zoom event's download_token, for its 24 hours
 
 # other buckets keep their keys
-TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0, LOGINS: 15 * 60.0}
+TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0, LOGINS: 15 * 60.0, DOWNLOADS: 24 * 3600.0}
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:

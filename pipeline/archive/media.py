@@ -1,0 +1,68 @@
+"""Where recordings are kept: one small interface, two stores (the NATS JetStream Object Store by default, an
+S3-compatible bucket as the option; IMPROMPTU_MEDIA_STORE).
+
+(Interface fixed for the archive stage and the library pages; the implementation is being built.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.errors import PermanentError
+
+if TYPE_CHECKING:
+    from faststream.nats import NatsBroker
+
+    from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str  # hex of the whole object
+    content_type: str
+
+
+class MediaRefused(PermanentError):
+    """The bytes cannot be kept as they are: over the size cap, or not what was expected (digest, size)."""
+
+
+class MediaStore(Protocol):
+    name: str  # "nats" or "s3": KeptFile.store
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+    ) -> StoredObject:
+        """Stream `chunks` into `key`, never holding the whole object in memory. The object becomes visible under
+        `key` only once complete and checked (SHA-256 computed while streaming; MediaRefused when over `max_bytes`
+        or not matching what was expected). An earlier put of `key` cut short (a killed worker) is cleaned up
+        first, so a redelivered recording restarts it and nothing is left behind; a put over an existing object
+        replaces it."""
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None: ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes start..end (inclusive; None: to the end), streamed, for HTTP Range requests."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object (absent already: fine)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+async def media_store(settings: Settings, broker: NatsBroker) -> MediaStore:
+    """The store IMPROMPTU_MEDIA_STORE names."""
+    raise NotImplementedError
