@@ -372,6 +372,20 @@ class Recording(Message):
         default=None, description="Zoom: the KV key of the event's download_token (impromptu-downloads, 24 h)."
     )
 
+    @classmethod
+    def arrived(cls, session: ScheduledSession, *, source: RecordingSource, **fields: Any) -> Recording:
+        """A recording of `session`; its id names the session and what arrived (the files' locations, the video),
+        so the same arrival twice is one message (JetStream drops the repeat) and a correction is a new one."""
+        files = fields.get("files") or []
+        what = [f"{f.kind}={f.location}" for f in files] + [f"youtube={fields.get('youtube_video_id') or ''}"]
+        return cls.caused_by(
+            session,
+            id=stable_id(f"recording:{session.id}", source, *sorted(what)),
+            session=session,
+            source=source,
+            **fields,
+        )
+
 
 StoreName = Literal["nats", "s3"]
 
