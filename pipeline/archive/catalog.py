@@ -161,7 +161,9 @@ async def get_article(kv: KeyValue, article_id: str) -> ArticleItem | None:
     return found[0] if found else None
 
 
-async def update(kv: KeyValue, key: str, model: type[Model], change: Callable[[Model | None], Model | None]) -> Model | None:
+async def update(
+    kv: KeyValue, key: str, model: type[Model], change: Callable[[Model | None], Model | None]
+) -> Model | None:
     """Compare-and-set: `change` gets the current value (None if absent) and returns the new one, or None to leave
     it as it is (an idempotent repeat); after a conflict it runs again on the newer value."""
     for _ in range(CAS_ATTEMPTS):
