@@ -31,7 +31,7 @@ from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
 
 from pipeline import stores
-from pipeline.enrich.fetch import FetchPolicy, stream_media
+from pipeline.enrich.fetch import FetchPolicy, FetchRefused, check_url_form, parse_url, stream_media
 from pipeline.errors import PermanentError
 from pipeline.messages import Recording, RecordingFile, RecordingFileKind
 from pipeline.settings import Settings
@@ -272,3 +272,21 @@ async def _read_chunks(fd: int, size: int) -> AsyncIterator[bytes]:
         if read > size:  # the file grew while being read: someone is still writing it
             raise SourceRefused(f"the file grew past its {size} bytes while being read; import it once it is complete")
         yield chunk
+
+
+def recording_location(value: str, settings: Settings) -> str:
+    """Where a person's recording file is, as a RecordingFile location: an http(s) URL as given (its address is
+    checked now, as the fetcher will), `import:<path>`, or a local path inside the import folder; SourceRefused
+    (naming the folder) otherwise."""
+    if value.startswith(("http://", "https://")):
+        try:
+            check_url_form(parse_url(value), FetchPolicy(allow=tuple(settings.fetch_allow)))
+        except FetchRefused as refused:
+            raise SourceRefused(f"{value}: {refused}") from None
+        return value
+    if value.startswith(IMPORT_PREFIX):
+        relative_parts(value.removeprefix(IMPORT_PREFIX))
+        return value
+    if value.startswith("file:") or "://" in value:
+        raise SourceRefused(f"{value}: only http(s) URLs and files inside the import folder {settings.import_dir}")
+    return import_location(Path(value).expanduser(), settings)
