@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from faststream.nats import NatsBroker
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from faststream.nats import NatsBroker
 
 from pipeline import stores
 from pipeline.archive.sources import SourceRefused, open_file, recording_location
