@@ -23,6 +23,7 @@ from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
+from pipeline.archive.hooks import recordings_router
 from pipeline.archive.web import library_router
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
@@ -47,6 +48,7 @@ def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals 
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)
     app.include_router(webhook_router(settings, broker))
+    app.include_router(recordings_router(settings, broker))  # Zoom's events, Jibri/JaaS/any signed recording
     app.include_router(ops_router(broker))
     app.include_router(library_router(settings))  # public: "recording available" announcements link here
     if approvals is not None:
