@@ -400,16 +400,20 @@ def record(
     A local file is read only from the import folder (IMPROMPTU_RECORDINGS_IMPORT_DIR, default DATA_DIR/import),
     given relative to it or by a path inside it; a URL is fetched by the archive stage's guarded fetcher."""
     import getpass
+    import mimetypes
 
     from pipeline.app import connected
     from pipeline.archive.hooks import session_by_id
+    from pipeline.archive.keep import check_held
     from pipeline.archive.sources import recording_location
     from pipeline.messages import Recording, RecordingFile, utc_now
 
     settings = _settings(quiet=True)
+    # sound only (an .m4a, a .wav) is kept as audio: the library plays it and the podcast feed offers it
+    media_kind = "audio" if (mimetypes.guess_type(media)[0] or "").startswith("audio/") else "video"
     files = [
-        RecordingFile(kind=kind, location=recording_location(value, settings))
-        for kind, value in (("video", media), ("transcript", transcript), ("chat", chat))
+        RecordingFile(kind=kind, location=recording_location(value, settings))  # type: ignore[arg-type]
+        for kind, value in ((media_kind, media), ("transcript", transcript), ("chat", chat))
         if value is not None
     ]
 
@@ -418,11 +422,7 @@ def record(
             session = await session_by_id(broker, session_id)
             if session is None:
                 raise ImpromptuError(f"no scheduled session {session_id!r}: see `impromptu proposals list`")
-            if session.starts_at > utc_now():
-                raise ImpromptuError(
-                    f"session {session.id} has not started (it starts at {session.starts_at.isoformat()}); "
-                    "hand in its recording once it has been held"
-                )
+            await check_held(broker, session, utc_now())  # the archive stage would refuse it: say so now
             recording = Recording.arrived(
                 session, source="cli", files=files, submitted_by=by or getpass.getuser() or "cli"
             )
@@ -431,7 +431,10 @@ def record(
         return recording
 
     _run(publish())
-    print("the archive stage keeps it; see `impromptu library show ENTRY`")
+    from pipeline.archive.describe import entry_id_for
+
+    entry_id = entry_id_for(session_id)
+    print(f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`")
 
 
 @rules_cli.command("check")

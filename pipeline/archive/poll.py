@@ -65,6 +65,8 @@ async def poll_recordings(broker: NatsBroker, settings: Settings) -> None:
             await poll_once(broker, settings, providers)
         except bus.NOT_ANSWERING as error:
             log.warning("recordings.poll_skipped", reason=bus.not_answering_reason(error))
+        except Exception as error:  # one bad pass must not end the polling for the life of the process
+            log.warning("recordings.poll_failed", error=f"{type(error).__name__}: {error}")
         await asyncio.sleep(settings.recordings_poll_seconds)
 
 
