@@ -46,12 +46,11 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
             raise Unsatisfiable
         return max(size - count, 0), size - 1
     start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if end < start:
+    if last != "" and int(last) < start:
         return None  # invalid: ignored
     if start >= size:
         raise Unsatisfiable
-    return start, min(end, size - 1)
+    return start, size - 1 if last == "" else min(int(last), size - 1)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
