@@ -125,10 +125,6 @@ async def store_file(
     return kept, bytes(text)
 
 
-def _applied(record: catalog.LibraryRecord | None, recording: Recording) -> bool:
-    return record is not None and any(change.detail == recording.id for change in record.history)
-
-
 async def keep_recording(
     broker: NatsBroker, settings: Settings, store: MediaStore, recording: Recording, now: datetime | None = None
 ) -> LibraryEntry:
@@ -139,7 +135,7 @@ async def keep_recording(
     await check_held(broker, session, now)
     kv = await catalog.library_bucket(broker)
     current = await catalog.get_record(kv, entry_id)
-    if _applied(current, recording):
+    if catalog.applied(current, recording.id):
         assert current is not None
         await finish(broker, kv, current.entry, session)
         return current.entry
@@ -173,7 +169,9 @@ async def keep_recording(
     article_text = (await catalog.get_text(kv, entry.article_id)).article_text if entry.article_id else ""
     await catalog.put_text(kv, entry_id, SearchText(cues=cues, article_text=article_text))
     record, previous = await catalog.keep(kv, entry, by=recording.submitted_by or recording.source)
-    if previous is not None and record.entry.revision == entry.revision:
+    if record.entry.causation_id != recording.id:  # another recording of the session overtook this one
+        await _remove_replaced(store, entry, record.entry)
+    elif previous is not None:
         await _remove_replaced(store, previous.entry, record.entry)
     await finish(broker, kv, record.entry, session)
     log.info(
@@ -197,6 +195,7 @@ def _cues(transcript: bytes | None, session_id: str) -> list[Cue] | None:
 
 
 async def _remove_replaced(store: MediaStore, before: LibraryEntry, after: LibraryEntry) -> None:
+    """Remove from the store the files `before` names and `after` no longer does."""
     still = {f.key for f in after.files}
     for file in before.files:
         if file.key not in still:
