@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import NatsRouter, PubAck
+from faststream.nats.message import NatsMessage
 from faststream.nats.publisher.usecase import LogicPublisher
 
 from pipeline import bus
 from pipeline.delivery import stage_middleware
 from pipeline.messages import DeadLetter, Message
 from pipeline.settings import Settings
+
+
+@asynccontextmanager
+async def still_working(message: NatsMessage, every: float) -> AsyncIterator[None]:
+    """Tell JetStream every `every` seconds that `message` is still being worked on (a long download), so it is
+    not redelivered to another worker meanwhile; a killed worker stops telling, and it comes back after ack_wait."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):  # NATS away for a moment: the next beat, or a redelivery, follows
+                await message.in_progress()
+
+    beating = asyncio.create_task(beat(), name="in-progress")
+    try:
+        yield
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
 
 
 async def emit(publisher: LogicPublisher, message: Message) -> PubAck:

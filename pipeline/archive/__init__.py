@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from faststream.nats.annotations import NatsBroker
+from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from pipeline import bus
 from pipeline.actions import session_id_for
@@ -26,7 +26,7 @@ from pipeline.archive.media import MediaStore, media_store
 from pipeline.messages import LibraryEntry, ProposalTransition, Recording, ScheduledSession
 from pipeline.outreach.stage import stored_session
 from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit
+from pipeline.stage import StageRouter, emit, still_working
 
 log = structlog.get_logger("pipeline.archive")
 
@@ -57,8 +57,10 @@ def archive_router(settings: Settings, store: StoreOnce | None = None) -> StageR
     stores = store or StoreOnce(settings)
 
     @router.consume(bus.RECORDINGS)
-    async def keep(recording: Recording, broker: NatsBroker) -> None:
-        entry = await keep_recording(broker, settings, await stores.get(broker), recording)
+    async def keep(recording: Recording, broker: NatsBroker, message: NatsMessage) -> None:
+        # a 2 GB download takes minutes: no other worker may start it again meanwhile
+        async with still_working(message, every=settings.ack_wait_seconds / 3):
+            entry = await keep_recording(broker, settings, await stores.get(broker), recording)
         await emit(entries, entry)  # a repeat has the same id: JetStream drops it
 
     @router.consume(bus.PROPOSALS_TRANSITIONS, durable="archive-ended")

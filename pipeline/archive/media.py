@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline import bus, stores
-from pipeline.errors import PermanentError
+from pipeline.errors import NotYet, PermanentError
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
@@ -28,6 +28,11 @@ class StoredObject:
     size: int
     sha256: str  # hex of the whole object
     content_type: str
+
+
+class UploadInProgress(NotYet):
+    """Another worker is still putting this key (its upload marker is fresh): wait, without spending the retry
+    budget, until it finishes or its lease runs out (a killed worker's)."""
 
 
 class MediaRefused(PermanentError):
@@ -81,4 +86,9 @@ async def media_store(settings: Settings, broker: NatsBroker) -> MediaStore:
     from pipeline.archive.objectstore import NatsMediaStore
 
     replicas = await stores.stream_replicas(broker)
-    return await NatsMediaStore.open(bus.jetstream(broker), settings.media_bucket, replicas=replicas)
+    # a live worker's put refreshes its marker (lease / 3) and its message (ack_wait / 3); once a killed worker's
+    # recording comes back (after ack_wait), its marker is stale within another ack_wait
+    lease = max(10.0, 2 * settings.ack_wait_seconds)
+    return await NatsMediaStore.open(
+        bus.jetstream(broker), settings.media_bucket, replicas=replicas, upload_lease_seconds=lease
+    )

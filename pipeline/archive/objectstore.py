@@ -36,7 +36,7 @@ from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import MSG_ROLLUP_SUBJECT
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.archive.media import MediaMissing, MediaRefused, StoredObject
+from pipeline.archive.media import MediaMissing, MediaRefused, StoredObject, UploadInProgress
 from pipeline.errors import RetryableError
 
 log = structlog.get_logger("pipeline.archive")
@@ -313,7 +313,10 @@ class NatsMediaStore:
         marker = UploadMarker.model_validate_json(msg.data)
         age = (datetime.now(UTC) - msg.time).total_seconds() if msg.time else self._lease
         if age < self._lease:
-            raise RetryableError(f"{key}: another put of this key is in progress ({age:.0f} s ago); retried later")
+            raise UploadInProgress(
+                f"{key}: another put of this key is in progress (marked {age:.0f} s ago); waiting for it",
+                retry_after=max(1.0, self._lease - age),
+            )
         current = await self._info(key)
         if current is not None and current.nuid == marker.nuid:
             # it finished writing the meta and died before purging what it replaced

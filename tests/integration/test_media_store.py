@@ -17,7 +17,7 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
 from pipeline import bus
-from pipeline.archive.media import MediaMissing, MediaRefused, MediaStore, media_store
+from pipeline.archive.media import MediaMissing, MediaRefused, MediaStore, UploadInProgress, media_store
 from pipeline.archive.objectstore import CHUNK_BYTES, NatsMediaStore
 from pipeline.errors import RetryableError
 from pipeline.settings import Settings
@@ -230,7 +230,7 @@ async def test_a_second_put_while_one_runs_waits_and_harms_nothing(client: NatsB
 
     running = asyncio.create_task(store.put("s.mp4", slow(), content_type="video/mp4", max_bytes=10 * MB))
     await asyncio.sleep(0.2)
-    with pytest.raises(RetryableError, match="in progress"):
+    with pytest.raises(UploadInProgress, match="in progress"):
         await store.put("s.mp4", pieces(b"other"), content_type="video/mp4", max_bytes=10 * MB)
     release.set()
     await running
