@@ -277,7 +277,7 @@ async def test_a_put_killed_midway_leaves_nothing_once_put_again(store_settings:
             try:
                 await store.put(key, regenerated(size_mb), content_type="video/mp4", max_bytes=size_mb * MB)
                 break
-            except RetryableError:
+            except (RetryableError, UploadInProgress):
                 await asyncio.sleep(0.1)
         stored = await store.stat(key)
         assert stored is not None and stored.sha256 == generated_sha256(1, size_mb)
