@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from pipeline import bus
+from pipeline.archive.cli import library_cli
 from pipeline.errors import ImpromptuError
 from pipeline.logs import configure_logging
 from pipeline.outreach.cli import channels_cli, linkedin_cli, outreach_cli, render_command
@@ -26,12 +27,11 @@ T = TypeVar("T")
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 proposals = typer.Typer(no_args_is_help=True, help="What facilitators do: list, show, edit, approve, reject, cancel.")
 facilitators_cli = typer.Typer(no_args_is_help=True, help="Facilitators' logins for the approval pages and API.")
-library = typer.Typer(no_args_is_help=True, help="The learning library: list and search recordings.")
 rules_cli = typer.Typer(no_args_is_help=True, help="Trigger rules files.")
 schemas_cli = typer.Typer(no_args_is_help=True, help="JSON Schema of every message.")
 cli.add_typer(proposals, name="proposals")
 cli.add_typer(facilitators_cli, name="facilitators")
-cli.add_typer(library, name="library")
+cli.add_typer(library_cli, name="library")
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(schemas_cli, name="schemas")
 cli.add_typer(channels_cli, name="channels")
@@ -419,24 +419,6 @@ def record(
         print(f"{message.id} published")
 
     _run(publish())
-
-
-@library.command("list")
-def library_list() -> None:
-    """Every kept recording, newest first."""
-    from pipeline.archive.library import entries
-
-    for entry in entries(_settings(quiet=True).library_dir):
-        print(f"{entry.id}  {entry.recorded_at:%Y-%m-%d}  {entry.tagline}  [{', '.join(entry.tags)}]")
-
-
-@library.command("search")
-def library_search(query: str) -> None:
-    """Entries matching every word of QUERY (tagline, description, tags, provenance)."""
-    from pipeline.archive.library import search
-
-    for entry in search(_settings(quiet=True).library_dir, query):
-        print(f"{entry.id}  {entry.tagline}\n    {entry.media_url}\n    {entry.description[:160]}")
 
 
 @rules_cli.command("check")

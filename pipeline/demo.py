@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import math
+import shutil
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from pipeline import bus
-from pipeline.actions.approval import decide
+from pipeline.actions.approval import advance_by_clock, decide
 from pipeline.app import connected, create_broker, nats_for, start_stages
 from pipeline.embedded import free_port
 from pipeline.messages import (
@@ -27,6 +30,7 @@ from pipeline.messages import (
     LibraryEntry,
     OutreachResult,
     Recording,
+    RecordingFile,
     ScheduledSession,
     SessionProposal,
     Share,
@@ -85,16 +89,43 @@ def seed_share(url: str) -> Share:
     )
 
 
-def sample_recording(session: ScheduledSession, folder: Path) -> Recording:
-    folder.mkdir(parents=True, exist_ok=True)
-    media = folder / f"{session.id}.txt"
-    media.write_text(f"(sample recording of {session.proposal.title}, {session.join_url})\n")
-    return Recording.caused_by(
+SAMPLE_SECONDS = 30
+
+
+def write_sample_wav(path: Path, seconds: int = SAMPLE_SECONDS) -> None:
+    """A real, playable recording for the demo: a quiet two-tone chime, 8 kHz mono 16-bit PCM."""
+    rate = 8000
+    frames = bytearray()
+    for n in range(rate * seconds):
+        tone = 440.0 if (n // rate) % 2 == 0 else 554.4
+        frames += int(3000 * math.sin(2 * math.pi * tone * n / rate)).to_bytes(2, "little", signed=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(frames))
+
+
+def sample_recording(session: ScheduledSession, import_dir: Path) -> Recording:
+    """The session's recording as a person would hand it in: files put in the import folder (audio, the transcript,
+    the chat with the links people shared), named by their place in it."""
+    folder = import_dir / "demo" / session.id
+    write_sample_wav(folder / "recording.wav")
+    shutil.copyfile(ASSETS / "session-transcript.vtt", folder / "transcript.vtt")
+    shutil.copyfile(ASSETS / "session-chat.txt", folder / "chat.txt")
+    place = f"import:demo/{session.id}"
+    return Recording.arrived(
         session,
-        id=f"recording:{session.id}",
-        session=session,
-        media_url=str(media),
-        duration_minutes=session.proposal.duration_minutes,
+        source="demo",
+        files=[
+            RecordingFile(kind="audio", location=f"{place}/recording.wav", content_type="audio/wav"),
+            RecordingFile(kind="transcript", location=f"{place}/transcript.vtt", content_type="text/vtt"),
+            RecordingFile(kind="chat", location=f"{place}/chat.txt", content_type="text/plain"),
+        ],
+        started_at=session.starts_at,
+        duration_seconds=SAMPLE_SECONDS,
+        submitted_by=FACILITATOR,
     )
 
 
@@ -190,10 +221,19 @@ async def run_story(settings: Settings, article_url: str, say: Callable[[str], N
             announced = await watcher.wait_for(bus.OUTREACH_RESULTS, count=len(proposal.channels))
             say_results(announced, "scheduled", say)
 
-            await bus.publish(client, bus.RECORDINGS, sample_recording(session, Path(settings.data_dir) / "recordings"))
+            # the demo does not wait half an hour: the clock is asked about the session's start, then its end
+            await advance_by_clock(client, now=session.starts_at)
+            started = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
+            say(f"[clock   ] {session.starts_at:%H:%M} UTC (fast-forward): the session is live")
+            say_results(started, "starting", say)
+            await advance_by_clock(client, now=session.ends_at)
+            say(f"[clock   ] {session.ends_at:%H:%M} UTC (fast-forward): the session ended")
+
+            await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
             entry = LibraryEntry.model_validate_json((await watcher.wait_for(bus.LIBRARY_ENTRIES))[0])
-            say(f"[archive ] {entry.id}: {entry.tagline} [tags: {', '.join(entry.tags)}]")
-            everything = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
+            kept = ", ".join(f"{f.kind} {f.size:,} bytes" for f in entry.files)
+            say(f"[archive ] {entry.entry_id}: {entry.tagline} ({kept}) [tags: {', '.join(entry.tags)}]")
+            everything = await watcher.wait_for(bus.OUTREACH_RESULTS, count=3 * len(proposal.channels))
             say_results(everything, "recording", say)  # "the recording is in the library", with its link
 
             journey = sum(1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r)

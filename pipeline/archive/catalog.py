@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+import structlog
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -24,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import stores
 from pipeline.errors import ImpromptuError, RetryableError
 from pipeline.messages import FieldChange, LibraryEntry, Visibility, utc_now
+
+if TYPE_CHECKING:
+    from pipeline.archive.media import MediaStore
+
+log = structlog.get_logger("pipeline.archive")
 
 CAS_ATTEMPTS = 20
 ENTRY = "entry."
@@ -161,7 +167,9 @@ async def get_article(kv: KeyValue, article_id: str) -> ArticleItem | None:
     return found[0] if found else None
 
 
-async def update(kv: KeyValue, key: str, model: type[Model], change: Callable[[Model | None], Model | None]) -> Model | None:
+async def update(
+    kv: KeyValue, key: str, model: type[Model], change: Callable[[Model | None], Model | None]
+) -> Model | None:
     """Compare-and-set: `change` gets the current value (None if absent) and returns the new one, or None to leave
     it as it is (an idempotent repeat); after a conflict it runs again on the newer value."""
     for _ in range(CAS_ATTEMPTS):
@@ -278,3 +286,24 @@ async def forget(kv: KeyValue, entry_id: str) -> None:
 
 def _shown(value: object) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+async def remove(kv: KeyValue, store: MediaStore, entry_id: str, *, by: str) -> LibraryRecord:
+    """Delete an entry for good (a speaker asked to be taken down): its media leave the store, then the entry and its
+    text leave KV (every process's search index follows), and its article no longer links to it."""
+    record = await get_record(kv, entry_id)
+    if record is None:
+        raise EntryMissing(f"no library entry {entry_id!r}: see `impromptu library list`")
+    for file in record.entry.files:
+        await store.delete(file.key)
+    await forget(kv, entry_id)
+    if record.entry.article_id:
+
+        def unlink(current: ArticleItem | None) -> ArticleItem | None:
+            if current is None or entry_id not in current.recordings:
+                return None
+            return current.model_copy(update={"recordings": [r for r in current.recordings if r != entry_id]})
+
+        await update(kv, article_key(record.entry.article_id), ArticleItem, unlink)
+    log.info("library.entry_deleted", entry_id=entry_id, by=by, files=len(record.entry.files))
+    return record

@@ -157,11 +157,13 @@ def _outreach(m: OutreachResult) -> str:
 
 
 def _recording(m: Recording) -> str:
-    return f"recording of {m.session.id}: {m.duration_minutes} min at {clip(m.media_url)}"
+    what = [f.kind for f in m.files] + (["youtube video"] if m.youtube_video_id else [])
+    return f"recording of {m.session.id} from {m.source}: {', '.join(what) or 'nothing'}"
 
 
 def _library(m: LibraryEntry) -> str:
-    return f"{m.id}: {clip(m.tagline)} [{', '.join(m.tags)}]"
+    revised = f" (revision {m.revision})" if m.revision > 1 else ""
+    return f"{m.entry_id}{revised}: {clip(m.tagline)} [{', '.join(m.tags)}]"
 
 
 def _dead_letter(m: DeadLetter) -> str:

@@ -268,9 +268,9 @@ def _main_line_ending(journey: Journey) -> str:
         bus.PROPOSALS_CREATED: f"waiting for a facilitator: `impromptu proposals approve {body.get('id')} --by NAME`",
         bus.DECISIONS: "approved: waiting for the actions stage to schedule the session",
         bus.SESSIONS_SCHEDULED: "scheduled: waiting for outreach to announce it",
-        bus.OUTREACH_RESULTS: "announced: waiting for the recording (`impromptu record SESSION_ID`)",
+        bus.OUTREACH_RESULTS: "announced: waiting for the recording (from its provider, or `impromptu record`)",
         bus.RECORDINGS: "recorded: waiting for the archive stage",
-        bus.LIBRARY_ENTRIES: f"complete: kept in the library as {body.get('id')}",
+        bus.LIBRARY_ENTRIES: f"complete: kept in the library as {body.get('entry_id')}",
     }
     return endings.get(last.subject, f"last message on {last.subject}")
 

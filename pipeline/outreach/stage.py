@@ -114,7 +114,7 @@ def outreach_router(settings: Settings) -> StageRouter:
         session = await stored_session(broker, entry.provenance.session_id)
         if session is None:
             return
-        link = library_link(settings, entry.id)
+        link = library_link(settings, entry.entry_id)
         for channel in session.proposal.channels:
             await emit(due_out, due_for(session, channel, "recording", library_url=link, tagline=entry.tagline))
 

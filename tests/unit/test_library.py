@@ -1,34 +1,46 @@
-"""The learning library: describing a recording, saving it idempotently, keeping media, searching."""
+"""The learning library's descriptions: what an entry says about a recording, its tags, transcript and resources."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from pipeline.archive.library import describe, entries, keep_media, save, search
-from pipeline.messages import LibraryEntry, Recording, ScheduledSession, stable_id
+from pipeline.archive.catalog import Cue
+from pipeline.archive.describe import describe, entry_id_for, readable_tags, reading_item, tag_slug, visibility_of
+from pipeline.archive.transcripts import TranscriptUnreadable, chat_resources, parse_vtt, transcript_text
+from pipeline.messages import KeptFile, LibraryEntry, Recording, RecordingFile, ScheduledSession
 
 BuildSession = Callable[..., ScheduledSession]
-RECORDED = datetime(2025, 3, 4, 11, 50, tzinfo=UTC)
+STARTED = datetime(2025, 3, 4, 10, 47, tzinfo=UTC)
+VIDEO = KeptFile(
+    kind="video", store="nats", key="k/video.mp4", content_type="video/mp4", size=10, sha256="ab" * 32, filename="v.mp4"
+)
+TRANSCRIPT = b"""WEBVTT
+
+1
+00:00:01.000 --> 00:00:05.000
+Mark Britz: Soft skills are learned by practice and feedback, and a module on its own gives neither of them.
+
+2
+00:01:02.500 --> 00:01:06.000
+Ana: The answer is scaffolding around the content: coaching, peers and real situations at work.
+
+3
+00:02:10.000 --> 00:02:16.000
+Ana: Leaders learn from other leaders, which is why social learning should come first in the plan.
+"""
 
 
-def recording(session: ScheduledSession, media_url: str = "https://recordings.example.com/r1.mp4") -> Recording:
-    return Recording.caused_by(
-        session,
-        id=stable_id("recording", session.id),
-        session=session,
-        media_url=media_url,
-        duration_minutes=57,
-        recorded_at=RECORDED,
-    )
+def recording(session: ScheduledSession, **fields: object) -> Recording:
+    files = [RecordingFile(kind="video", location="https://zoom.example/rec/1.mp4")]
+    return Recording.arrived(session, source="zoom", files=files, started_at=STARTED, duration_seconds=3420, **fields)
 
 
 @pytest.fixture
 def entry(build_session: BuildSession) -> LibraryEntry:
-    return describe(recording(build_session()))
+    return describe(recording(build_session()), [VIDEO], revision=1, cues=parse_vtt(TRANSCRIPT), resources=[])
 
 
 def test_tagline_names_the_article_and_author(entry: LibraryEntry) -> None:
@@ -37,86 +49,98 @@ def test_tagline_names_the_article_and_author(entry: LibraryEntry) -> None:
     )
 
 
-def test_tags_hold_topics_author_and_site(entry: LibraryEntry) -> None:
-    assert {"leadership", "learning", "josh-bersin", "linkedin"} <= set(entry.tags)
-    assert entry.tags == sorted(set(entry.tags))
-
-
-def test_tags_are_slugs(build_session: BuildSession) -> None:
-    entry = describe(recording(build_session(author="Renée O'Neil", site_name=None, topics=("Soft Skills", "L&D"))))
-    assert set(entry.tags) == {"ren-e-o-neil", "soft-skills", "l-d"}
-
-
-def test_provenance_carries_sharer_and_article(entry: LibraryEntry, build_session: BuildSession) -> None:
+def test_an_entry_is_one_per_session_and_its_message_one_per_revision(
+    build_session: BuildSession, entry: LibraryEntry
+) -> None:
     session = build_session()
-    assert entry.provenance.shared_by == "@britz"
-    assert entry.provenance.article_url == session.proposal.content.article.final_url
-    assert entry.provenance.article_author == "Josh Bersin"
-    assert entry.provenance.rule == "trusted-share-on-leadership-or-learning"
-    assert entry.provenance.session_id == session.id
+    assert entry.entry_id == entry_id_for(session.id)
+    again = describe(recording(session), [VIDEO], revision=2, cues=[], resources=[])
+    assert again.entry_id == entry.entry_id and again.id != entry.id
 
 
-def test_description_mentions_date_length_and_approver(entry: LibraryEntry) -> None:
-    assert entry.description.startswith("Recorded 2025-03-04, 57 min. @britz shared the article;")
-    assert "facilitator@example.com approved" in entry.description
+def test_real_time_and_length_of_the_session(entry: LibraryEntry) -> None:
+    assert entry.started_at == STARTED and entry.duration_seconds == 3420
+    assert "57 min live session on 4 March 2025" in entry.description
 
 
-def test_describe_is_deterministic(build_session: BuildSession) -> None:
+def test_without_provider_times_the_schedule_counts(build_session: BuildSession) -> None:
     session = build_session()
-    first, again = describe(recording(session)), describe(recording(session))
-    assert first.id == again.id  # the same recording always becomes the same entry
-    assert first.model_dump(exclude={"created_at"}) == again.model_dump(exclude={"created_at"})
+    bare = Recording.arrived(session, source="cli", files=[RecordingFile(kind="audio", location="import:a.m4a")])
+    described = describe(bare, [], revision=1, cues=[], resources=[])
+    assert described.started_at == session.starts_at and described.duration_seconds == 3600
 
 
-def test_save_is_idempotent(tmp_path: Path, entry: LibraryEntry) -> None:
-    first = save(tmp_path / "library", entry)
-    second = save(tmp_path / "library", entry)
-    assert first == second
-    assert sorted(p.name for p in (tmp_path / "library").iterdir()) == [f"{entry.id}.json"]
-    assert LibraryEntry.model_validate_json(first.read_text(encoding="utf-8")) == entry
+def test_tags_stay_readable(build_session: BuildSession) -> None:
+    session = build_session(topics=("Café Zürich", "leadership"), author="José Müller")
+    described = describe(recording(session), [], revision=1, cues=[], resources=[])
+    assert "Café Zürich" in described.tags and "José Müller" in described.tags
+    assert tag_slug("Café Zürich") == "cafe-zurich"
 
 
-def test_keep_media_copies_a_local_file(tmp_path: Path, build_session: BuildSession) -> None:
-    source = tmp_path / "recording.mp4"
-    source.write_bytes(b"\x00\x00\x00 ftypisom fake video")
-    library = tmp_path / "library"
-    entry = describe(recording(build_session(), media_url=str(source)))
-    kept = keep_media(library, entry)
-    assert Path(kept.media_url) == library / "media" / f"{entry.id}.mp4"
-    assert Path(kept.media_url).read_bytes() == source.read_bytes()
-    source.unlink()
-    assert Path(kept.media_url).is_file()  # outlives the original
+def test_tags_are_each_once_whatever_their_case() -> None:
+    assert readable_tags(["Leadership", "leadership", " LEADERSHIP ", "Soft  skills", ""]) == [
+        "Leadership",
+        "Soft skills",
+    ]
 
 
-def test_keep_media_accepts_file_url(tmp_path: Path, build_session: BuildSession) -> None:
-    source = tmp_path / "r.webm"
-    source.write_bytes(b"webm")
-    kept = keep_media(tmp_path / "library", describe(recording(build_session(), media_url=f"file://{source}")))
-    assert Path(kept.media_url).parent == tmp_path / "library" / "media"
+def test_nothing_internal_in_what_people_read(entry: LibraryEntry) -> None:
+    shown = " ".join([entry.title, entry.tagline, entry.description, *entry.tags, *entry.summary])
+    assert entry.provenance.rule not in shown and "facilitator@example.com" not in shown
+    assert entry.provenance.rule == "trusted-share-on-leadership-or-learning"  # kept, for the people who need it
+    assert entry.provenance.approved_by == "facilitator@example.com"
 
 
-def test_keep_media_leaves_remote_urls_alone(tmp_path: Path, entry: LibraryEntry) -> None:
-    assert keep_media(tmp_path / "library", entry) == entry
-    assert not (tmp_path / "library").exists()
+def test_summary_comes_from_what_was_said(entry: LibraryEntry) -> None:
+    assert entry.summary and all(sentence in TRANSCRIPT.decode() for sentence in entry.summary)
 
 
-@pytest.fixture
-def library(tmp_path: Path, entry: LibraryEntry) -> Path:
-    folder = tmp_path / "library"
-    save(folder, entry)
-    return folder
+def test_visibility_follows_where_it_was_announced(build_session: BuildSession) -> None:
+    session = build_session()
+    internal = session.model_copy(update={"proposal": session.proposal.model_copy(update={"channels": ["slack"]})})
+    assert visibility_of(session) == "public" and visibility_of(internal) == "internal"
+    assert reading_item(internal).visibility == "internal"
 
 
-@pytest.mark.parametrize("query", ["leadership", "josh-bersin", "Bersin", "britz", "BERSIN leadership"])
-def test_search_finds(library: Path, entry: LibraryEntry, query: str) -> None:
-    assert search(library, query) == [entry]
+def test_reading_item_names_the_article_and_sharer(build_session: BuildSession) -> None:
+    item = reading_item(build_session())
+    assert item.title.startswith("Why eLearning") and item.author == "Josh Bersin"
+    assert item.tagline.endswith("shared by @britz") and item.recordings == []
 
 
-@pytest.mark.parametrize("query", ["kubernetes", "bersin kubernetes"])
-def test_search_misses_absent_words(library: Path, query: str) -> None:
-    assert search(library, query) == []
+def test_vtt_cues_keep_time_and_speaker() -> None:
+    cues = parse_vtt(TRANSCRIPT)
+    assert [(c.start, c.speaker) for c in cues] == [(1.0, "Mark Britz"), (62.5, "Ana"), (130.0, "Ana")]
+    assert cues[1].text.startswith("The answer is scaffolding")
 
 
-def test_entries_of_missing_folder(tmp_path: Path) -> None:
-    assert entries(tmp_path / "nowhere") == []
-    assert search(tmp_path / "nowhere", "anything") == []
+def test_transcript_text_is_one_paragraph_per_turn() -> None:
+    cues = [Cue(start=0, text="a.", speaker="A"), Cue(start=1, text="b.", speaker="A"), Cue(start=2, text="c.")]
+    assert transcript_text(cues) == "a. b.\n\nc."
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", b"\xff\xfe\x00garbage", b"<html>login</html>"])
+def test_what_is_not_webvtt_is_refused_with_a_reason(data: bytes) -> None:
+    with pytest.raises(TranscriptUnreadable, match="not a WebVTT transcript"):
+        parse_vtt(data)
+
+
+def test_invalid_utf8_in_a_transcript_is_replaced_not_fatal() -> None:
+    cues = parse_vtt(b"WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nGen\xe8ve is lovely\n")
+    assert cues[0].text == "Gen\ufffdve is lovely"
+
+
+def test_chat_links_become_resources_once_each_with_who_and_when() -> None:
+    chat = (
+        b"00:05:12 From  Mark Britz  to  Everyone:\n\thttps://joshbersin.com/a-study.\n"
+        b"00:07:00\t From  Ana : again https://joshbersin.com/a-study and https://example.org/b?c=1)\n"
+    )
+    resources = chat_resources(chat)
+    assert [(r.url, r.shared_by, r.at_seconds) for r in resources] == [
+        ("https://joshbersin.com/a-study", "Mark Britz", 312.0),
+        ("https://example.org/b?c=1", "Ana", 420.0),
+    ]
+
+
+def test_chat_without_links_gives_no_resources() -> None:
+    assert chat_resources(b"00:01:00 From  Ana  to  Everyone:\n\thello all\n") == []

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from pipeline import bus
 from pipeline.actions.sessions import propose
+from pipeline.archive.describe import describe
 from pipeline.errors import ImpromptuError
 from pipeline.messages import (
     BUS_MESSAGES,
@@ -23,15 +24,14 @@ from pipeline.messages import (
     LibraryEntry,
     OutreachResult,
     ProposalTransition,
-    Provenance,
     Recording,
+    RecordingFile,
     ScheduledSession,
     SessionProposal,
     Share,
     Sharer,
     SharerJoined,
     TriggerFired,
-    stable_id,
 )
 from pipeline.ops.status import (
     STAGE_CONSUMERS,
@@ -54,8 +54,8 @@ def every_message() -> dict[type[BaseModel], BaseModel]:
     share = trigger.share
     proposal = propose(content, NOW)
     session = make_session()
-    recording = Recording.caused_by(
-        session, id="recording:1", session=session, media_url="https://media.example/rec.mp4", duration_minutes=55
+    recording = Recording.arrived(
+        session, source="zoom", files=[RecordingFile(kind="video", location="https://media.example/rec.mp4")]
     )
     ana = Sharer(name="Ana", handle="@ana", trust=0.8, share_id="x:2", shared_at=NOW)
     return {
@@ -92,25 +92,7 @@ def every_message() -> dict[type[BaseModel], BaseModel]:
             session, id="out:1", session_id=session.id, channel="x", status="posted", text="Live at 10:45 UTC"
         ),
         Recording: recording,
-        LibraryEntry: LibraryEntry.caused_by(
-            recording,
-            id=stable_id("entry", recording.id),
-            tagline="A live conversation",
-            description="About leadership",
-            tags=["leadership"],
-            media_url=recording.media_url,
-            recorded_at=NOW,
-            duration_minutes=55,
-            provenance=Provenance(
-                shared_by="@britz",
-                share_url=share.url,
-                share_text=share.text,
-                article_url=share.url,
-                article_author="Josh Bersin",
-                rule=trigger.rule,
-                session_id=session.id,
-            ),
-        ),
+        LibraryEntry: describe(recording, [], revision=1, cues=[], resources=[]),
         DeadLetter: DeadLetter(
             stage="enrich",
             subject=bus.TRIGGERS_FIRED,
