@@ -1,7 +1,10 @@
 """Where recordings are kept: one small interface, two stores (the NATS JetStream Object Store by default, an
 S3-compatible bucket as the option; IMPROMPTU_MEDIA_STORE).
 
-(Interface fixed for the archive stage and the library pages; the implementation is being built.)
+    nats  pipeline/archive/objectstore.py: JetStream Object Store bucket IMPROMPTU_MEDIA_BUCKET (stream OBJ_<bucket>)
+    s3    pipeline/archive/s3.py: an S3-compatible bucket (IMPROMPTU_S3_*), multipart uploads
+
+pipeline/archive/media_http.py serves a stored object to the library's player (HTTP ranges, ETag).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pipeline import bus, stores
 from pipeline.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -28,6 +32,10 @@ class StoredObject:
 
 class MediaRefused(PermanentError):
     """The bytes cannot be kept as they are: over the size cap, or not what was expected (digest, size)."""
+
+
+class MediaMissing(PermanentError):
+    """No object under that key (read of a key never stored, or deleted)."""
 
 
 class MediaStore(Protocol):
@@ -53,7 +61,8 @@ class MediaStore(Protocol):
     async def stat(self, key: str) -> StoredObject | None: ...
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes start..end (inclusive; None: to the end), streamed, for HTTP Range requests."""
+        """Bytes start..end (inclusive; None: to the end), streamed, for HTTP Range requests. MediaMissing when
+        there is no such object; RetryableError when it ends early (replaced or deleted during the read)."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -64,5 +73,12 @@ class MediaStore(Protocol):
 
 
 async def media_store(settings: Settings, broker: NatsBroker) -> MediaStore:
-    """The store IMPROMPTU_MEDIA_STORE names."""
-    raise NotImplementedError
+    """The store IMPROMPTU_MEDIA_STORE names, bound to its bucket (created when missing). Close it when done."""
+    if settings.media_store == "s3":
+        from pipeline.archive.s3 import S3MediaStore
+
+        return await S3MediaStore.open(settings)
+    from pipeline.archive.objectstore import NatsMediaStore
+
+    replicas = await stores.stream_replicas(broker)
+    return await NatsMediaStore.open(bus.jetstream(broker), settings.media_bucket, replicas=replicas)
