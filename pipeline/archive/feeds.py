@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from feedgen.ext.base import BaseEntryExtension
 from feedgen.feed import FeedGenerator
+from feedgen.util import xml_elem
 
 from pipeline.archive.catalog import LibraryRecord
 from pipeline.messages import KeptFile, LibraryEntry
@@ -19,6 +21,27 @@ from pipeline.messages import KeptFile, LibraryEntry
 TITLE = "Impromptu learning library"
 SUBTITLE = "Recordings of impromptu sessions about what people shared, with their articles and resources."
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class AtomEnclosure(BaseEntryExtension):
+    """An Atom entry's <link rel="enclosure" type length>: feedgen 1.0 writes an entry's links without their
+    attributes (its loop variable shadows the link), which would turn the enclosure into a second alternate link."""
+
+    def __init__(self) -> None:
+        self.href: str | None = None
+        self.type = ""
+        self.length = ""
+
+    def set(self, href: str, type: str, length: int) -> None:
+        self.href, self.type, self.length = href, type, str(length)
+
+    def extend_atom(self, entry: object) -> object:
+        if self.href:
+            xml_elem("link", entry, href=self.href, rel="enclosure", type=self.type, length=self.length)
+        return entry
+
+    def extend_rss(self, item: object) -> object:
+        return item
 
 
 def entry_url(base_url: str, entry_id: str) -> str:
@@ -77,12 +100,8 @@ def atom_feed(records: list[LibraryRecord], *, base_url: str) -> bytes:
             item.category(term=tag, label=tag)
         kept = enclosure(entry)
         if kept is not None:
-            item.link(
-                href=media_url(base_url, entry.entry_id, kept.kind),
-                rel="enclosure",
-                type=kept.content_type,
-                length=str(kept.size),
-            )
+            item.register_extension("atom_enclosure", AtomEnclosure, atom=True, rss=False)
+            item.atom_enclosure.set(media_url(base_url, entry.entry_id, kept.kind), kept.content_type, kept.size)
     return feed.atom_str(pretty=True)
 
 

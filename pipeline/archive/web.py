@@ -359,7 +359,7 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         href=safe_link,
         clock=clock,
-        length=length,
+        duration=length,
         recorded=recorded,
         day=day,
         entry_path=entry_path,
@@ -706,11 +706,10 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
         if form.get("confirm") != entry_id:
             flash(request, "Not deleted: tick the box to confirm.", "error")
             return see_other(entry_path(entry_id) + "/delete")
-        store = await library.store()
-        for kept in record.entry.files:  # the media first: a failure here leaves the entry, which can be deleted again
-            await store.delete(kept.key)
-        await catalog.forget(await library.kv(), entry_id)
-        log.info("library.deleted", entry_id=entry_id, by=reader.name, files=len(record.entry.files))
+        try:  # the media leave the store first, then the entry (catalog.remove): a failure leaves it deletable
+            await catalog.remove(await library.kv(), await library.store(), entry_id, by=reader.name or "")
+        except EntryMissing:
+            return missing(request, reader)
         await settled(catalog.entry_key(entry_id))
         flash(request, f"Deleted “{record.entry.title}”: its media are removed from the store.")
         return see_other("/library")
