@@ -35,6 +35,8 @@ from pipeline.web import create_web_app, serve_http
 pytestmark = [pytest.mark.nats, pytest.mark.browser]
 
 WAV_SECONDS = 20
+MARCH = datetime(2025, 3, 14, tzinfo=UTC)
+FEBRUARY = datetime(2025, 2, 1, tzinfo=UTC)
 CUES = [
     Cue(start=0, text="Welcome to the session.", speaker="Hugo"),
     Cue(start=6, text="Scaffolding is how a team learns on the job.", speaker="Jane"),
