@@ -75,6 +75,7 @@ RESERVED = (
     "facilitator",
     "ruiz",
     "okafor",
+    "wayfinding",
 )
 
 TAGS = ("Café Zürich", "Communities of Practice", "Working Out Loud", "Lernkultur", "Aprendizaje Social",

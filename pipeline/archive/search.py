@@ -54,7 +54,7 @@ Storage = Literal["memory", "file"]
 
 # bm25 weights, in the order of the FTS columns: title > tagline > tags > description > credits > transcript > article
 COLUMNS = ("title", "tagline", "tags", "description", "credits", "transcript", "article")
-COLUMN_WEIGHTS = (10.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.7)
+COLUMN_WEIGHTS = (10.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.5)
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # Geneve finds Genève, leaders finds leader
 
 MAX_PER_PAGE = 100
