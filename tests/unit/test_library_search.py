@@ -132,12 +132,10 @@ async def test_stemmed_forms_find_each_other(index: LibraryIndex) -> None:
 async def test_accents_both_ways(index: LibraryIndex) -> None:
     for q in ("Geneve", "Genève", "GENÈVE", "genéve"):
         assert await ids(index, q) == ["p-geneve"], q
+    expected = {r.entry.entry_id for r in CORPUS.records if visible(r) and "Café Zürich" in r.entry.tags}
     for q in ("Zurich", "Zürich", "café zurich", '"Cafe Zürich"'):
-        found = await ids(index, q, kinds=("recording",), per_page=100) if False else None
         page = await index.search(SearchQuery(q=q, per_page=100))
-        expected = sum(1 for r in CORPUS.records if visible(r) and "Café Zürich" in r.entry.tags)
-        assert page.total == expected, q
-        assert "p-geneve" in [hit.item_id for hit in page.hits] or page.total > 100, found
+        assert {hit.item_id for hit in page.hits} == expected, q
 
 
 @pytest.mark.parametrize(("word", "query"), [("Zusammenarbeit", "zusammenarbeit"), ("réflexion", "reflexion"),
