@@ -42,6 +42,7 @@ from pipeline.actions.web.pages import TEMPLATES as APPROVAL_TEMPLATES
 from pipeline.archive import catalog, feeds
 from pipeline.archive.catalog import ArticleItem, Cue, EntryMissing, LibraryRecord
 from pipeline.archive.media import MediaStore, media_store
+from pipeline.archive.media_http import media_response
 from pipeline.archive.search import FACETS, LibraryIndex, SearchPage, SearchQuery, Sort
 from pipeline.messages import KeptFile, LibraryEntry
 from pipeline.settings import Settings
@@ -611,18 +612,11 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
         return await serve_media(request, kept, reader)
 
     async def serve_media(request: Request, kept: KeptFile, reader: Reader) -> Response:
-        from pipeline.archive.media_http import media_response  # noqa: PLC0415  (the media helper's module)
-
         response = await media_response(await library.store(), kept, request)
         if reader.logged_in:  # a shared cache must not hand an internal or unpublished file to the next person
             response.headers["Cache-Control"] = "private, no-cache"
-        response.headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(kept.filename, safe='')}"
-        response.headers.update(
-            {
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
-            }
-        )
+        # the bytes are shown, never run (an HTML or SVG file kept by mistake cannot script this site)
+        response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'; sandbox"
         return response
 
     # --- facilitators: edit, unpublish / publish again, delete (forms, CSRF-checked) ---
