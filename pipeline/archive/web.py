@@ -36,7 +36,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from starlette.templating import Jinja2Templates
 
-from pipeline.actions.web.auth import facilitator_for_token, has_role, login_url, session_facilitator
+from pipeline.actions.web.auth import RoleMissing, facilitator_for_token, has_role, login_url, session_facilitator
 from pipeline.actions.web.pages import SECURITY_HEADERS, flash
 from pipeline.actions.web.pages import TEMPLATES as APPROVAL_TEMPLATES
 from pipeline.archive import catalog, feeds
@@ -441,8 +441,9 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
         reader = reader_of(request, settings)
         if not reader.by_cookie:
             raise HTTPException(303, "log in first", headers={"Location": login_url(request)})
-        if not reader.facilitator:
-            raise HTTPException(403, f"{reader.name} has no facilitator role")
+        if not reader.facilitator:  # the approval pages' 403 page (a cookie means they are installed)
+            log.warning("web.role_refused", name=reader.name, role="facilitator", path=request.url.path)
+            raise RoleMissing(reader.name or "", "facilitator")
         return reader
 
     def missing(request: Request, reader: Reader, what: str = "recording") -> Response:
