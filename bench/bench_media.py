@@ -85,7 +85,9 @@ async def main(size_mb: int, runs: int, reads: int) -> None:
             ours, theirs = statistics.median(ours_mbs), statistics.median(raw_mbs)
             print(f"ingest of {size_mb} MiB, median of {runs} runs (MiB/s):")
             print(f"  ours (async reader, streamed put)  {ours:8.1f}   runs: {', '.join(f'{v:.0f}' for v in ours_mbs)}")
-            print(f"  raw nats-py object_store.put       {theirs:8.1f}   runs: {', '.join(f'{v:.0f}' for v in raw_mbs)}")
+            print(
+                f"  raw nats-py object_store.put       {theirs:8.1f}   runs: {', '.join(f'{v:.0f}' for v in raw_mbs)}"
+            )
             print(f"  ratio ours / raw                   {ours / theirs:8.2f}   (target >= 0.8)")
 
             middle = (size_mb // 2) * MIB + 12345

@@ -19,6 +19,7 @@ from pipeline.actions import actions_router, index
 from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
+from pipeline.archive.poll import poll_recordings
 from pipeline.embedded import EmbeddedNats
 from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
@@ -150,6 +151,8 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         if "actions" in stages:
             background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
             background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
+        if "archive" in stages:  # recordings that no webhook brought: asked of Zoom and YouTube
+            background.append(asyncio.create_task(poll_recordings(broker, settings), name="recordings-poll"))
         if "trigger" in stages and settings.sources_enabled:
             try:
                 await sources.start()

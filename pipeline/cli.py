@@ -390,35 +390,51 @@ def enrich(
 @cli.command()
 def record(
     session_id: str,
-    media: Annotated[str, typer.Option(help="URL or path of the recording.")],
-    minutes: Annotated[int, typer.Option(help="Length of the recording.")] = 60,
+    media: Annotated[str, typer.Option(help="The recording: a URL, or a file inside the import folder.")],
+    transcript: Annotated[str | None, typer.Option(help="Its WebVTT transcript: a URL or an imported file.")] = None,
+    chat: Annotated[str | None, typer.Option(help="Its chat, as text: a URL or an imported file.")] = None,
+    by: Annotated[str, typer.Option("--by", help="Who hands it in (kept in the entry's history).")] = "",
 ) -> None:
-    """Hand a session's recording to the archive stage."""
-    from nats.js.errors import KeyNotFoundError
+    """Hand a held session's recording to the archive stage (a correction replaces the media, with history).
 
-    from pipeline import stores
+    A local file is read only from the import folder (IMPROMPTU_RECORDINGS_IMPORT_DIR, default DATA_DIR/import),
+    given relative to it or by a path inside it; a URL is fetched by the archive stage's guarded fetcher."""
+    import getpass
+    import mimetypes
+
     from pipeline.app import connected
-    from pipeline.messages import Recording, ScheduledSession
+    from pipeline.archive.hooks import session_by_id
+    from pipeline.archive.keep import check_held
+    from pipeline.archive.sources import recording_location
+    from pipeline.messages import Recording, RecordingFile, utc_now
 
-    async def publish() -> None:
-        async with connected(_settings(quiet=True)) as broker:
-            kv = await stores.bucket(broker, stores.SESSIONS)
-            try:
-                entry = await kv.get(session_id)
-            except KeyNotFoundError as error:
-                raise ImpromptuError(f"no scheduled session {session_id!r}") from error
-            session = ScheduledSession.model_validate_json(entry.value or b"")
-            message = Recording.caused_by(
-                session,
-                id=f"recording:{session.id}",
-                session=session,
-                media_url=media,
-                duration_minutes=minutes,
+    settings = _settings(quiet=True)
+    # sound only (an .m4a, a .wav) is kept as audio: the library plays it and the podcast feed offers it
+    media_kind = "audio" if (mimetypes.guess_type(media)[0] or "").startswith("audio/") else "video"
+    files = [
+        RecordingFile(kind=kind, location=recording_location(value, settings))  # type: ignore[arg-type]
+        for kind, value in ((media_kind, media), ("transcript", transcript), ("chat", chat))
+        if value is not None
+    ]
+
+    async def publish() -> Recording:
+        async with connected(settings) as broker:
+            session = await session_by_id(broker, session_id)
+            if session is None:
+                raise ImpromptuError(f"no scheduled session {session_id!r}: see `impromptu proposals list`")
+            await check_held(broker, session, utc_now())  # the archive stage would refuse it: say so now
+            recording = Recording.arrived(
+                session, source="cli", files=files, submitted_by=by or getpass.getuser() or "cli"
             )
-            await bus.publish(broker, bus.RECORDINGS, message)
-        print(f"{message.id} published")
+            ack = await bus.publish(broker, bus.RECORDINGS, recording)
+        print(f"{recording.id} {'already handed in' if ack.duplicate else 'handed in'}")
+        return recording
 
     _run(publish())
+    from pipeline.archive.describe import entry_id_for
+
+    entry_id = entry_id_for(session_id)
+    print(f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`")
 
 
 @rules_cli.command("check")

@@ -119,9 +119,9 @@ def sample_recording(session: ScheduledSession, import_dir: Path) -> Recording:
         session,
         source="demo",
         files=[
-            RecordingFile(kind="audio", location=f"{place}/recording.wav", content_type="audio/wav"),
-            RecordingFile(kind="transcript", location=f"{place}/transcript.vtt", content_type="text/vtt"),
-            RecordingFile(kind="chat", location=f"{place}/chat.txt", content_type="text/plain"),
+            RecordingFile(kind="audio", location=f"{place}/recording.wav"),
+            RecordingFile(kind="transcript", location=f"{place}/transcript.vtt"),
+            RecordingFile(kind="chat", location=f"{place}/chat.txt"),
         ],
         started_at=session.starts_at,
         duration_seconds=SAMPLE_SECONDS,

@@ -347,10 +347,10 @@ class RecordingFile(BaseModel):
     content_type: str | None = Field(default=None, description="The type the provider states, if any.")
     size: int | None = Field(default=None, ge=0, description="The size the provider states, if any (bytes).")
     provider_file_id: str | None = Field(default=None, description="The provider's id of the file (Zoom's `id`).")
-    credential: Literal["none", "zoom"] = Field(
+    credential: Literal["none", "zoom", "youtube"] = Field(
         default="none",
         description="zoom: downloaded with the event's download_token (kept in KV for its 24 h, never on the bus) "
-        "or the account's OAuth token.",
+        "or the account's OAuth token; youtube: with the channel owner's OAuth token (a caption track).",
     )
 
 

@@ -24,6 +24,7 @@ from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
 from pipeline.archive.api import library_api_router
+from pipeline.archive.hooks import recordings_router
 from pipeline.archive.web import LibraryServices, library_router
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
@@ -55,6 +56,7 @@ def create_web_app(
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)
     app.include_router(webhook_router(settings, broker))
+    app.include_router(recordings_router(settings, broker))  # Zoom's events, Jibri/JaaS/any signed recording
     app.include_router(ops_router(broker))
     library = library or LibraryServices(settings, broker)
     app.state.library = library

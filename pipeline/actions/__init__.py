@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import timedelta
 from typing import Literal
 
@@ -64,6 +66,18 @@ class ProviderClaim(BaseModel):
 
 def session_id_for(proposal_id: str) -> str:
     return stable_id("session", proposal_id)
+
+
+KV_KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,200}")
+
+
+def provider_key(provider: str, provider_id: str) -> str:
+    """The key, in the sessions bucket, of the session held at `provider` under `provider_id` (a Zoom meeting id, a
+    Jitsi room, a YouTube broadcast): how a provider's recording event finds our session without reading the bucket.
+    An id a NATS key cannot hold is keyed by its digest."""
+    if not KV_KEY_SAFE.fullmatch(provider_id):
+        provider_id = hashlib.sha256(provider_id.encode()).hexdigest()
+    return f"{provider}.{provider_id}"
 
 
 def schedule(decision: FacilitatorDecision, created: CreatedSession) -> ScheduledSession:
@@ -221,6 +235,8 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
             await approval.note_problem(broker, record.proposal.id, str(error))
             raise
         session = await stores.save_once(kv, session_id, schedule(decision, created))
+        # the recording intake matches a provider's event (a Zoom meeting id, a Jitsi room) to this session
+        await kv.put(provider_key(created.provider, created.provider_id), session.id.encode())
         if record.state == "approved":
             link = SessionLink(
                 session_id=session.id,

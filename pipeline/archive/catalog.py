@@ -68,6 +68,7 @@ class EntryChange(BaseModel):
     what: ChangeKind
     changes: dict[str, FieldChange] = Field(default_factory=dict)
     detail: str = ""
+    recording_id: str | None = Field(default=None, description="The recording a kept / media_replaced change applied.")
 
 
 class LibraryRecord(BaseModel):
@@ -204,20 +205,29 @@ async def keep(kv: KeyValue, entry: LibraryEntry, *, by: str) -> tuple[LibraryRe
     def change(current: LibraryRecord | None) -> LibraryRecord | None:
         before[0] = current
         now = utc_now()
+        recording_id = entry.causation_id
         if current is None:
-            return LibraryRecord(entry=entry, history=[EntryChange(at=now, by=by, what="kept", detail=entry.id)])
-        if current.entry.revision >= entry.revision:
-            return None
+            kept = EntryChange(at=now, by=by, what="kept", recording_id=recording_id)
+            return LibraryRecord(entry=entry, history=[kept])
+        if applied(current, recording_id) or current.entry.revision >= entry.revision:
+            return None  # this recording is in already (a redelivery), or a newer one overtook it
         edited = {c for change in current.history if change.what == "edited" for c in change.changes}
         kept = {name: getattr(current.entry, name) for name in ("tagline", "description", "tags") if name in edited}
         replaced = entry.model_copy(update=kept)
         detail = ", ".join(sorted(f"{f.kind} {f.sha256[:12]}" for f in current.entry.files)) or "nothing"
-        history = [*current.history, EntryChange(at=now, by=by, what="media_replaced", detail=f"replaced {detail}")]
-        return current.model_copy(update={"entry": replaced, "history": history})
+        change = EntryChange(
+            at=now, by=by, what="media_replaced", detail=f"replaced {detail}", recording_id=recording_id
+        )
+        return current.model_copy(update={"entry": replaced, "history": [*current.history, change]})
 
     record = await update(kv, entry_key(entry.entry_id), LibraryRecord, change)
     assert record is not None
     return record, before[0]
+
+
+def applied(record: LibraryRecord | None, recording_id: str | None) -> bool:
+    """Whether the recording `recording_id` is already in the entry (kept, or a correction applied)."""
+    return record is not None and any(c.recording_id == recording_id for c in record.history if c.recording_id)
 
 
 EDITABLE = ("tagline", "description", "tags")

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 import structlog
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError
 from slugify import slugify
 
 from pipeline import stores
@@ -25,7 +24,7 @@ from pipeline.actions.approval import DecisionRefused, get_record, mark_archived
 from pipeline.archive import catalog, sources
 from pipeline.archive.catalog import AwaitingRecording, Cue, SearchText
 from pipeline.archive.describe import describe, entry_id_for, reading_item
-from pipeline.archive.media import MediaRefused, MediaStore
+from pipeline.archive.media import MediaStore
 from pipeline.archive.transcripts import MAX_TEXT_BYTES, TranscriptUnreadable, chat_resources, parse_vtt
 from pipeline.enrich.cache import cached
 from pipeline.errors import NotYet, PermanentError
@@ -49,20 +48,13 @@ NOT_HELD = frozenset({"proposed", "rejected", "expired", "cancelled"})
 HELD = frozenset({"live", "ended", "archived"})
 TEXT_KINDS: frozenset[RecordingFileKind] = frozenset({"transcript", "chat"})
 MEDIA_KINDS: frozenset[RecordingFileKind] = frozenset({"video", "audio"})
-# what each kind may be; a provider that says application/octet-stream gets the kind's usual type
-ACCEPTED_TYPES: dict[RecordingFileKind, tuple[str, ...]] = {
-    "video": ("video/", "audio/"),  # a "video" that is sound only still plays
-    "audio": ("audio/",),
-    "transcript": ("text/vtt", "text/plain"),
-    "chat": ("text/plain",),
+EXTENSIONS = {
+    "video/mp4": ".mp4",
+    "audio/mp4": ".m4a",
+    "audio/x-m4a": ".m4a",
+    "text/vtt": ".vtt",
+    "audio/x-wav": ".wav",
 }
-USUAL_TYPE: dict[RecordingFileKind, str] = {
-    "video": "video/mp4",
-    "audio": "audio/mp4",
-    "transcript": "text/vtt",
-    "chat": "text/plain",
-}
-EXTENSIONS = {"video/mp4": ".mp4", "audio/mp4": ".m4a", "audio/x-m4a": ".m4a", "text/vtt": ".vtt", "audio/wav": ".wav"}
 PART_WAIT = timedelta(hours=24)  # a transcript that arrives before its video waits this long for it
 
 
@@ -84,18 +76,6 @@ async def check_held(broker: NatsBroker, session: ScheduledSession, now: datetim
             f"session {session.id} has not started yet (it starts at {session.starts_at:%Y-%m-%d %H:%M} UTC): "
             "a recording is accepted once the session has started"
         )
-
-
-def content_type_of(file: RecordingFile, served: str | None) -> str:
-    """The file's type: what the provider declared, else what the server said, else the kind's usual type; refused
-    when it cannot be that kind of file (a login page instead of a video)."""
-    for candidate in (file.content_type, served):
-        kind_type = (candidate or "").split(";")[0].strip().lower()
-        if kind_type and kind_type not in ("application/octet-stream", "binary/octet-stream"):
-            if not kind_type.startswith(ACCEPTED_TYPES[file.kind]):
-                raise MediaRefused(f"the {file.kind} file is {kind_type}, not {' or '.join(ACCEPTED_TYPES[file.kind])}")
-            return kind_type
-    return USUAL_TYPE[file.kind]
 
 
 def extension_of(content_type: str) -> str:
@@ -121,7 +101,7 @@ async def store_file(
     """Stream one file into the store; returns what was kept and, for a transcript or chat, its text (bounded)."""
     text = bytearray()
     async with sources.open_file(file, recording, settings, broker) as opened:
-        content_type = content_type_of(file, opened.content_type)
+        content_type = opened.content_type
         key = media_key(entry_id, recording, file.kind, content_type)
         chunks = _teed(opened.chunks, text, MAX_TEXT_BYTES) if file.kind in TEXT_KINDS else opened.chunks
         stored = await store.put(
@@ -145,10 +125,6 @@ async def store_file(
     return kept, bytes(text)
 
 
-def _applied(record: catalog.LibraryRecord | None, recording: Recording) -> bool:
-    return record is not None and any(change.detail == recording.id for change in record.history)
-
-
 async def keep_recording(
     broker: NatsBroker, settings: Settings, store: MediaStore, recording: Recording, now: datetime | None = None
 ) -> LibraryEntry:
@@ -159,7 +135,7 @@ async def keep_recording(
     await check_held(broker, session, now)
     kv = await catalog.library_bucket(broker)
     current = await catalog.get_record(kv, entry_id)
-    if _applied(current, recording):
+    if catalog.applied(current, recording.id):
         assert current is not None
         await finish(broker, kv, current.entry, session)
         return current.entry
@@ -193,7 +169,9 @@ async def keep_recording(
     article_text = (await catalog.get_text(kv, entry.article_id)).article_text if entry.article_id else ""
     await catalog.put_text(kv, entry_id, SearchText(cues=cues, article_text=article_text))
     record, previous = await catalog.keep(kv, entry, by=recording.submitted_by or recording.source)
-    if previous is not None and record.entry.revision == entry.revision:
+    if record.entry.causation_id != recording.id:  # another recording of the session overtook this one
+        await _remove_replaced(store, entry, record.entry)
+    elif previous is not None:
         await _remove_replaced(store, previous.entry, record.entry)
     await finish(broker, kv, record.entry, session)
     log.info(
@@ -217,6 +195,7 @@ def _cues(transcript: bytes | None, session_id: str) -> list[Cue] | None:
 
 
 async def _remove_replaced(store: MediaStore, before: LibraryEntry, after: LibraryEntry) -> None:
+    """Remove from the store the files `before` names and `after` no longer does."""
     still = {f.key for f in after.files}
     for file in before.files:
         if file.key not in still:
@@ -228,10 +207,7 @@ async def finish(broker: NatsBroker, kv: catalog.KeyValue, entry: LibraryEntry, 
     """What follows a kept recording, each step idempotent (a redelivery repeats them all): the session is archived,
     no longer awaited, and its article links to it."""
     await mark_archived(broker, session.proposal.id, by="archive")
-    try:
-        await kv.delete(catalog.awaiting_key(session.id))
-    except KeyNotFoundError:
-        pass
+    await stores.erase(kv, catalog.awaiting_key(session.id))  # no delete marker for the pollers' reads to wade through
     await list_article(broker, kv, session, recording_entry=entry.entry_id)
 
 

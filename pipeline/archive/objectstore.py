@@ -187,7 +187,9 @@ class NatsMediaStore:
         info = await self._info(key)
         if info is None:
             return None
-        return StoredObject(key=key, size=info.size or 0, sha256=digest_hex(info.digest), content_type=_content_type(info))
+        return StoredObject(
+            key=key, size=info.size or 0, sha256=digest_hex(info.digest), content_type=_content_type(info)
+        )
 
     # put
     async def put(

@@ -30,7 +30,8 @@ import socket
 import ssl
 import urllib.parse
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpcore
@@ -65,6 +66,8 @@ REASONS = {
     "http_<status>": "an HTTP error: 4xx (and unfollowed 3xx) refused, 429 and 5xx retryable",
     "timeout": "no answer within FetchPolicy.timeout_seconds (retryable)",
     "network": "connection refused, reset or broken (retryable)",
+    "wrong_type": "a media download whose Content-Type the caller does not take",
+    "truncated": "a media download that ended before its declared length (retryable)",
 }
 
 
@@ -498,3 +501,113 @@ class CappedBody:
             except zlib.error:
                 pass
         return bytes(self._body)
+
+
+# --- streaming media (recordings) -----------------------------------------------------------------------------------
+
+MEDIA_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass
+class MediaStream:
+    """An open download: its stated type and length, and its body as it arrives (never whole in memory)."""
+
+    url: str
+    final_url: str
+    content_type: str
+    size: int | None
+    chunks: AsyncIterator[bytes]
+
+
+@asynccontextmanager
+async def stream_media(
+    url: str,
+    policy: FetchPolicy,
+    *,
+    accept: Callable[[str], bool],
+    headers: Mapping[str, str] | None = None,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
+) -> AsyncIterator[MediaStream]:
+    """GET `url` as a media file of a type `accept` takes, under the same address rules as `fetch_page`.
+
+    Unlike a page, a recording may take long: `policy.timeout_seconds` bounds connecting and each read (a stalled
+    server stops), not the whole download. `policy.max_bytes` is checked against Content-Length and counted while
+    streaming. `headers` (an Authorization) are sent to the first host only: a redirect to another host (a CDN)
+    goes without them. Raises FetchRefused (permanent) or FetchFailed (retryable), also while iterating."""
+    backend = GuardedBackend(policy, network_backend or httpcore.AnyIOBackend())
+    async with GuardedTransport(backend) as transport:
+        try:
+            # until the headers arrive, across every hop (resolving included): a server that never answers stops
+            async with asyncio.timeout(policy.timeout_seconds * 3):
+                response, current = await _open_media(url, policy, transport, dict(headers or {}))
+        except TimeoutError as error:
+            raise FetchFailed("timeout", f"{url} did not answer within {policy.timeout_seconds * 3:g}s") from error
+        try:
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if not accept(content_type):
+                raise FetchRefused("wrong_type", f"{current} is {content_type or 'of no stated type'}")
+            coding = response.headers.get("content-encoding", "").strip().lower()
+            if coding not in ("", "identity"):
+                raise FetchRefused("bad_encoding", f"{current} is encoded as {coding!r}; media is read as is")
+            _check_declared_length(current, response, policy.max_bytes)
+            declared = response.headers.get("content-length", "")
+            size = int(declared) if declared.isdigit() else None
+            yield MediaStream(
+                url=url,
+                final_url=str(current),
+                content_type=content_type,
+                size=size,
+                chunks=_media_chunks(response, current, policy.max_bytes, size),
+            )
+        finally:
+            await response.aclose()
+
+
+async def _open_media(
+    url: str, policy: FetchPolicy, transport: httpx.AsyncBaseTransport, headers: dict[str, str]
+) -> tuple[httpx.Response, httpx.URL]:
+    current = parse_url(url)
+    first_origin = (current.scheme, current.host, default_port(current))
+    timeouts = httpx.Timeout(policy.timeout_seconds).as_dict()
+    for _hop in range(MAX_REDIRECTS + 1):
+        check_url_form(current, policy)
+        same_origin = (current.scheme, current.host, default_port(current)) == first_origin
+        sent = {"User-Agent": HEADERS["User-Agent"], "Accept": "*/*", "Accept-Encoding": "identity"}
+        if same_origin:
+            sent.update(headers)  # credentials only to the host they were given for
+        request = httpx.Request("GET", current, headers=sent, extensions={"timeout": timeouts})
+        try:
+            response = await transport.handle_async_request(request)
+        except httpx.TimeoutException as error:
+            raise FetchFailed("timeout", f"{current}: {type(error).__name__}") from error
+        except httpx.TransportError as error:
+            raise FetchFailed("network", f"{current}: {type(error).__name__} {error}") from error
+        if not response.has_redirect_location:
+            try:
+                _check_status(current, response.status_code)
+            except BaseException:
+                await response.aclose()
+                raise
+            return response, current
+        location = response.headers["location"]
+        await response.aclose()
+        current = parse_url(location, base=current)
+    raise FetchRefused("too_many_redirects", f"{url} redirected more than {MAX_REDIRECTS} times")
+
+
+async def _media_chunks(
+    response: httpx.Response, url: httpx.URL, max_bytes: int, declared: int | None
+) -> AsyncIterator[bytes]:
+    received = 0
+    try:
+        async for chunk in response.aiter_raw(MEDIA_CHUNK_BYTES):
+            received += len(chunk)
+            if received > max_bytes:
+                raise FetchRefused("too_large", f"{url} is larger than {max_bytes} bytes")
+            yield chunk
+    except httpx.TimeoutException as error:
+        raise FetchFailed("timeout", f"{url}: no data for a while after {received} bytes") from error
+    except httpx.TransportError as error:
+        raise FetchFailed("network", f"{url}: {type(error).__name__} after {received} bytes") from error
+    if declared is not None and received != declared:
+        raise FetchFailed("truncated", f"{url} sent {received} of the {declared} bytes it declared")

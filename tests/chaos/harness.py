@@ -37,9 +37,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline import bus, stores
+from pipeline.actions.approval import DecisionRefused, transition
 from pipeline.actions.web.auth import token_sha256
 from pipeline.embedded import free_port, nats_server_binary
-from pipeline.messages import DeadLetter, OutreachResult, Recording, ScheduledSession, Share
+from pipeline.errors import RetryableError
+from pipeline.messages import DeadLetter, OutreachResult, Recording, RecordingFile, ScheduledSession, Share
 from pipeline.ops.dlq import discard, list_dead_letters
 from pipeline.ops.status import STAGE_CONSUMERS, gather_status, health_problems
 from pipeline.outreach import records
@@ -48,6 +50,7 @@ from tests.channel_fakes import FakeFacebook, FakeMastodon, Received, serve
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 SHARER = "@chaos"
 CHANNELS = ("mastodon", "facebook")
+RECORDING_BYTES = 64 * 1024
 KINDS = ("scheduled", "recording")  # a recording walks its session to live and ended: no "starting now" post
 API_TOKEN = "chaos-api-token-0123456789"
 FETCH_TIMEOUT_SECONDS = 2.0
@@ -617,18 +620,17 @@ class Chaos:
 
         async def record(session: ScheduledSession, use_cli: bool) -> None:
             await asyncio.sleep(self.rng.uniform(0.0, 0.6))
+            await self.fast_forward(session)
+            media = self.data_dir / "import" / "chaos" / f"{session.id}.mp4"
+            media.parent.mkdir(parents=True, exist_ok=True)
+            media.write_bytes(self.rng.randbytes(RECORDING_BYTES))
             if use_cli:
-                code, _ = await self.cli("record", session.id, "--media", f"https://media.example/{session.id}.mp4")
+                code, _ = await self.cli("record", session.id, "--media", str(media))
                 self.figures.api_calls[f"cli exit {code}"] += 1
                 if code == 0:
                     return
-            recording = Recording.caused_by(
-                session,
-                id=f"recording:{session.id}",
-                session=session,
-                media_url=f"https://media.example/{session.id}.mp4",
-                duration_minutes=45,
-            )
+            video = RecordingFile(kind="video", location=f"import:chaos/{session.id}.mp4", content_type="video/mp4")
+            recording = Recording.arrived(session, source="cli", files=[video])
             await self.publish_raw(js, bus.RECORDINGS, recording.model_dump_json().encode(), recording.id)
 
         while not self.stopping:
@@ -642,6 +644,20 @@ class Chaos:
                         cli_left -= 1
             await asyncio.sleep(0.3)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def fast_forward(self, session: ScheduledSession) -> None:
+        """Stand in for time: the session has been held (its recording is refused before its start). Walked through
+        live and ended as the archive walks a session whose recording arrives before the clock: no "starting now"."""
+        assert self.ops is not None
+        for state in ("live", "ended"):
+            while not self.stopping:
+                try:
+                    await transition(self.ops, session.proposal.id, state, by="archive", reason="chaos: time passes")
+                    break
+                except DecisionRefused:
+                    break  # already there, or further on
+                except (nats.errors.Error, TimeoutError, ConnectionError, RetryableError):
+                    await asyncio.sleep(0.5)
 
     async def janitor(self) -> None:
         """Discard each poison dead letter once it is there (an operator would): only they may be discarded."""
@@ -875,9 +891,9 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
     per_share(bus.SESSIONS_SCHEDULED, "session")
     per_share(bus.LIBRARY_ENTRIES, "library entry")
 
-    library_files = list((chaos.data_dir / "library").glob("*.json"))
-    if len(library_files) != len(correlations):
-        broken.append(f"library: {len(library_files)} entry file(s) for {len(correlations)} firing shares")
+    library_entries = await stores.scan(await js.key_value(stores.LIBRARY), "entry.>")
+    if len(library_entries) != len(correlations):
+        broken.append(f"library: {len(library_entries)} entries in KV for {len(correlations)} firing shares")
 
     # proposals in KV: each one archived (approved, scheduled, walked to the end by its recording)
     kv = await js.key_value(stores.PROPOSALS)
@@ -904,7 +920,7 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
     # A Facebook post links the session's join URL (its announcement) or its library page (its recording)
     key_of_link = {m["join_url"]: f"{m['id']}.facebook.scheduled" for m in by_subject[bus.SESSIONS_SCHEDULED]}
     entries = by_subject[bus.LIBRARY_ENTRIES]
-    key_of_entry = {m["id"]: f"{m['provenance']['session_id']}.facebook.recording" for m in entries}
+    key_of_entry = {m["entry_id"]: f"{m['provenance']['session_id']}.facebook.recording" for m in entries}
     facebook_posts: Counter[str] = Counter()
     for post in chaos.facebook.posts.values():
         link = post.get("link") or ""
@@ -989,7 +1005,7 @@ PUBLISHED_EVENTS = {
     "content.enriched": bus.CONTENT_ENRICHED,
     "proposal.created": bus.PROPOSALS_CREATED,
     "session.scheduled": bus.SESSIONS_SCHEDULED,
-    "library.entry_saved": bus.LIBRARY_ENTRIES,
+    "library.entry_kept": bus.LIBRARY_ENTRIES,
     "outreach.result": bus.OUTREACH_RESULTS,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from faststream.nats import NatsBroker
@@ -14,7 +15,8 @@ from pydantic import BaseModel
 from pipeline import bus
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
-from pipeline.messages import SessionProposal
+from pipeline.messages import LibraryEntry, ScheduledSession, SessionProposal
+from pipeline.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -25,13 +27,12 @@ STORY_STEPS = [
     "propose",
     "approve",
     "schedule",
-    "outreach",
-    "outreach",
-    "outreach",
+    *["outreach"] * 3,  # the session announced on X, LinkedIn and Facebook
+    "clock",  # the demo fast-forwards to the start ...
+    *["outreach"] * 3,  # ... "starting now"
+    "clock",  # ... and to the end
     "archive",
-    "outreach",  # the recording, announced with its library link
-    "outreach",
-    "outreach",
+    *["outreach"] * 3,  # the recording, announced with its library link
     "trace",
 ]
 
@@ -98,3 +99,21 @@ async def seed_proposal(client: NatsBroker) -> SessionProposal:
         await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
     (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
     return proposal
+
+
+async def keep_at_start(client: NatsBroker, settings: Settings, session: ScheduledSession) -> LibraryEntry:
+    """The demo's recording of `session` kept as of a minute after its start, before the clock has moved it (the
+    archive walks it live -> ended -> archived, as "archive", so no "starting now" is said), and its entry put on
+    the bus as the archive stage does: for tests of what follows a kept recording, without waiting half an hour."""
+    from pipeline.archive.keep import keep_recording
+    from pipeline.archive.media import media_store
+    from pipeline.demo import sample_recording
+
+    store = await media_store(settings, client)
+    try:
+        recording = sample_recording(session, settings.import_dir)
+        entry = await keep_recording(client, settings, store, recording, now=session.starts_at + timedelta(minutes=1))
+    finally:
+        await store.close()
+    await bus.publish(client, bus.LIBRARY_ENTRIES, entry)
+    return entry

@@ -19,6 +19,8 @@ from pipeline.actions.approval import DecisionRefused, advance_by_clock, get_rec
 from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
 from pipeline.app import create_broker, start_stages
+from pipeline.archive.keep import keep_recording
+from pipeline.archive.media import media_store
 from pipeline.demo import sample_recording
 from pipeline.messages import ProposalTransition, Recording, ScheduledSession, utc_now
 from pipeline.settings import Settings
@@ -113,7 +115,7 @@ async def test_a_session_lives_from_proposed_to_archived(
     assert [r.state for r in await advance_by_clock(client, session.ends_at)] == ["ended"]
     assert await advance_by_clock(client, session.ends_at) == []  # nothing left for the clock
 
-    recording = sample_recording(session, tmp_path / "recordings")
+    recording = sample_recording(session, settings.import_dir)
     await bus.publish(client, bus.RECORDINGS, recording)
     await wait_until(lambda: _state_is(client, proposal.id, "archived"), what="the proposal to be archived")
 
@@ -136,16 +138,20 @@ async def _state_is(client: NatsBroker, proposal_id: str, state: str) -> bool:
     return (await get_record(client, proposal_id)).state == state
 
 
-async def test_a_recording_before_the_clock_walks_the_session_forward(
-    pipeline: NatsBroker, client: NatsBroker, settings: Settings, tmp_path: Path
+async def test_a_recording_after_the_start_but_before_the_clock_walks_the_session_forward(
+    pipeline: NatsBroker, client: NatsBroker, settings: Settings
 ) -> None:
     proposal = await seed_proposal(client)
     await _approvals(client, settings).approve(proposal.id, by="ana")
     await wait_until(lambda: _state_is(client, proposal.id, "scheduled"), what="the proposal to be scheduled")
     (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
-    recording: Recording = sample_recording(session, tmp_path / "recordings")
-    await bus.publish(client, bus.RECORDINGS, recording)
-    await wait_until(lambda: _state_is(client, proposal.id, "archived"), what="the proposal to be archived")
+    recording: Recording = sample_recording(session, settings.import_dir)
+    store = await media_store(settings, client)
+    try:  # the session has started, the clock has not ticked yet
+        await keep_recording(client, settings, store, recording, now=session.starts_at + timedelta(minutes=1))
+    finally:
+        await store.close()
+    assert (await get_record(client, proposal.id)).state == "archived"
     assert [e.by for e in (await get_record(client, proposal.id)).history][-3:] == ["archive"] * 3
 
 

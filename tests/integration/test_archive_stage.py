@@ -105,7 +105,7 @@ async def test_a_held_sessions_recording_is_kept_once_and_announced_with_its_pag
     store = await media_store(settings, client)
     try:
         audio = entry.file("audio")
-        assert audio is not None and audio.content_type == "audio/wav"
+        assert audio is not None and audio.content_type == "audio/x-wav"
         stored = b"".join([chunk async for chunk in store.read(audio.key)])
         original = (settings.import_dir / "demo" / session.id / "recording.wav").read_bytes()
         assert stored == original and hashlib.sha256(stored).hexdigest() == audio.sha256
@@ -165,7 +165,7 @@ async def test_a_transcript_before_its_video_waits_then_joins_the_entry(
         with pytest.raises(NotYet, match="waits for its video"):
             await keep_recording(client, settings, store, transcript)
         write_sample_wav(settings.import_dir / "a.wav", seconds=1)
-        audio = RecordingFile(kind="audio", location="import:a.wav", content_type="audio/wav")
+        audio = RecordingFile(kind="audio", location="import:a.wav")
         await keep_recording(client, settings, store, Recording.arrived(session, source="zoom", files=[audio]))
         merged = await keep_recording(client, settings, store, transcript)
         assert sorted(f.kind for f in merged.files) == ["audio", "transcript"] and merged.revision == 2

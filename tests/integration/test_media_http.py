@@ -74,7 +74,8 @@ async def test_the_whole_object_with_its_type_etag_and_name(http: httpx.AsyncCli
     assert response.headers["accept-ranges"] == "bytes"
     assert response.headers["etag"] == ETAG
     assert response.headers["content-disposition"] == (
-        "inline; filename=\"Caf_ Z_rich _ a talk.mp4\"; filename*=UTF-8''Caf%C3%A9%20Z%C3%BCrich%20%E2%80%93%20a%20talk.mp4"
+        'inline; filename="Caf_ Z_rich _ a talk.mp4"; '
+        "filename*=UTF-8''Caf%C3%A9%20Z%C3%BCrich%20%E2%80%93%20a%20talk.mp4"
     )
 
 
@@ -173,7 +174,10 @@ async def test_a_client_gone_mid_stream_leaves_no_reader_or_consumer(client: Nat
     try:
         while not server.started:
             await asyncio.sleep(0.02)
-        async with httpx.AsyncClient() as http, http.stream("GET", f"http://127.0.0.1:{port}/media/big.mp4") as response:
+        async with (
+            httpx.AsyncClient() as http,
+            http.stream("GET", f"http://127.0.0.1:{port}/media/big.mp4") as response,
+        ):
             assert response.status_code == 200
             async for _ in response.aiter_raw():
                 assert counting.open_readers == 1

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiobotocore.session import get_session
 from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
@@ -153,7 +152,10 @@ async def test_ranges_are_the_bytes_at_that_place(store: MediaStore) -> None:
         (size - 1000, None),  # what a suffix range `-1000` reads
         (size - 5, size + 100),  # past the end: clipped
     ]:
-        assert await read_all(store, "r.mp4", start, end) == data[start : None if end is None else end + 1], (start, end)
+        assert await read_all(store, "r.mp4", start, end) == data[start : None if end is None else end + 1], (
+            start,
+            end,
+        )
 
 
 async def test_a_replaced_object_leaves_nothing_of_the_old_one(store: MediaStore, client: NatsBroker) -> None:
@@ -194,7 +196,10 @@ async def test_objects_are_readable_both_ways_with_nats_py(client: NatsBroker, s
 
     await nats_py.put("theirs.bin", theirs)  # no index of ours: read by walking its chunks
     assert await read_all(store, "theirs.bin") == theirs
-    assert await read_all(store, "theirs.bin", CHUNK_BYTES + 3, 3 * CHUNK_BYTES) == theirs[CHUNK_BYTES + 3 : 3 * CHUNK_BYTES + 1]
+    assert (
+        await read_all(store, "theirs.bin", CHUNK_BYTES + 3, 3 * CHUNK_BYTES)
+        == theirs[CHUNK_BYTES + 3 : 3 * CHUNK_BYTES + 1]
+    )
     stat = await store.stat("theirs.bin")
     assert stat is not None and stat.sha256 == hashlib.sha256(theirs).hexdigest()
 
@@ -246,9 +251,7 @@ def start_writer(store_settings: Settings, key: str, size_mb: int, *args: str) -
     return subprocess.Popen(command, cwd=WORKTREE, env=env, stdout=subprocess.PIPE, text=True)
 
 
-async def test_a_put_killed_midway_leaves_nothing_once_put_again(
-    store_settings: Settings, client: NatsBroker
-) -> None:
+async def test_a_put_killed_midway_leaves_nothing_once_put_again(store_settings: Settings, client: NatsBroker) -> None:
     key, size_mb = "killed.mp4", 40
     writer = start_writer(store_settings, key, size_mb, "--pause-after-mb", "24")
     try:

@@ -19,14 +19,13 @@ from pipeline import bus, stores
 from pipeline.actions.approval import advance_by_clock
 from pipeline.actions.service import Approvals, ProposalEdit
 from pipeline.app import create_broker, start_stages
-from pipeline.demo import sample_recording
 from pipeline.messages import AnnouncementDue, LibraryEntry, OutreachResult, ScheduledSession
 from pipeline.ops.trace import find_journey, where_it_stopped
 from pipeline.outreach import records
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from tests.channel_fakes import FakeFacebook, FakeMastodon, FakeSlack, serve
-from tests.integration.bus_helpers import jetstream, messages_on, models_on, seed_proposal, wait_until
+from tests.integration.bus_helpers import jetstream, keep_at_start, messages_on, models_on, seed_proposal, wait_until
 from tests.unit.conftest import make_session
 
 pytestmark = pytest.mark.nats
@@ -133,7 +132,7 @@ async def test_a_recording_kept_while_the_announcement_waits_out_a_rate_limit_is
 
         await wait_until(rate_limited, what="the announcement's first try, refused with a 429")
 
-        await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "recordings"))
+        await keep_at_start(client, live_settings, session)
 
         async def recording_due() -> bool:
             return bool(await _dues(client, "recording"))
@@ -151,13 +150,13 @@ async def test_a_recording_kept_while_the_announcement_waits_out_a_rate_limit_is
         await pipeline.stop()
     assert recording.status == "posted"
     assert len(slack.messages) == 2  # the announcement, then the recording: one each, in that order
-    assert session.join_url in str(slack.messages[0]) and f"/library/{entry.id}" in str(slack.messages[1])
+    assert session.join_url in str(slack.messages[0]) and f"/library/{entry.entry_id}" in str(slack.messages[1])
     assert [r.kind for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)] == [
         "scheduled",
         "recording",
     ]
     settled = where_it_stopped(await find_journey(jetstream(client), session.correlation_id))
-    assert settled == f"complete: kept in the library as {entry.id}"
+    assert settled == f"complete: kept in the library as {entry.entry_id}"
 
 
 async def test_a_recording_kept_while_another_worker_is_posting_the_announcement_follows_it_once(
@@ -173,7 +172,7 @@ async def test_a_recording_kept_while_another_worker_is_posting_the_announcement
     await slack.wait_for(1)
     assert await _state(client, f"{session.id}.slack.scheduled") == "sending"
 
-    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "recordings"))
+    await keep_at_start(client, live_settings, session)
     (recording,) = await _results(client, "recording")
     assert recording.status == "posted"
     assert len(slack.messages) == 2 and "library" in str(slack.messages[1])

@@ -21,7 +21,7 @@ from pipeline.messages import AnnouncementDue, LibraryEntry, OutreachResult, Sch
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.web import create_web_app
-from tests.integration.bus_helpers import models_on, seed_proposal, wait_drained, wait_until
+from tests.integration.bus_helpers import keep_at_start, models_on, seed_proposal, wait_drained, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -66,10 +66,10 @@ async def test_starting_now_and_the_recording_follow_the_announcement(
     assert session.join_url in _outbox(settings, "x", session, "starting").read_text()
 
     await advance_by_clock(client, session.ends_at)
-    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "recordings"))
+    await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
     recording = await _results_of(client, "recording", 3)
     (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
-    library_url = f"{settings.base_url}/library/{entry.id}"
+    library_url = f"{settings.base_url}/library/{entry.entry_id}"
     assert all(r.status == "posted" for r in recording)
     for channel in ("mastodon", "x"):
         assert library_url in _outbox(settings, channel, session, "recording").read_text()
@@ -78,7 +78,7 @@ async def test_starting_now_and_the_recording_follow_the_announcement(
     # the link in the announcement leads to the recording's public page
     app = create_web_app(settings, client)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url) as web:
-        page = await web.get(f"/library/{entry.id}")
+        page = await web.get(f"/library/{entry.entry_id}")
         missing = await web.get("/library/entry-0000")
         sneaky = await web.get("/library/..%2Fnats.url")
     assert page.status_code == 200 and escape(entry.tagline) in page.text
@@ -123,8 +123,9 @@ async def test_starting_now_is_not_said_once_the_session_is_over(
     pipeline: NatsBroker, client: NatsBroker, settings: Settings, tmp_path: Path
 ) -> None:
     session = await _scheduled(client, settings, ["x"])
-    # the recording arrives before the clock moved the session: the archive walks it live -> ended -> archived
-    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "recordings"))
+    # the recording arrives after the start, before the clock moved the session: the archive walks it live -> ended
+    # -> archived (by "archive", which outreach does not take for a start)
+    await keep_at_start(client, settings, session)
     (recording,) = await _results_of(client, "recording", 1)
     assert recording.status == "posted"
     await wait_drained(client, "outreach-followups")

@@ -19,7 +19,8 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.demo import ASSETS, article_server
+from pipeline.actions.approval import advance_by_clock
+from pipeline.demo import ASSETS, article_server, write_sample_wav
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import LibraryEntry, ScheduledSession
 from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count
@@ -105,17 +106,21 @@ async def test_an_enrich_process_and_one_with_the_rest_split_the_work_and_tell_t
         _cli(rest_env, "proposals", "approve", proposal_id, "--by", "ana")
         await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1, timeout=30)
         (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
-        _cli(rest_env, "record", session.id, "--media", "https://media.example/rec.mp4")
+        # the session is held (the clock asked about its start and its end), then a person hands in its recording
+        await advance_by_clock(client, session.starts_at)
+        await advance_by_clock(client, session.ends_at)
+        write_sample_wav(tmp_path / "data" / "import" / "rec.wav", seconds=1)
+        _cli(rest_env, "record", session.id, "--media", str(tmp_path / "data" / "import" / "rec.wav"))
         await wait_for_count(client, bus.LIBRARY_ENTRIES, 1, timeout=30)
-        # three announcements and three "recording available" posts, each a due post and its result
-        await wait_for_count(client, bus.OUTREACH_RESULTS, 6, timeout=30)
+        # three announcements, three "starting now" and three "recording available" posts
+        await wait_for_count(client, bus.OUTREACH_RESULTS, 9, timeout=30)
         counts = await subject_counts(client)
         enrich.send_signal(signal.SIGINT)
         rest.send_signal(signal.SIGINT)
         assert enrich.wait(timeout=30) == 0 and rest.wait(timeout=30) == 0
 
     (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
-    assert "Why eLearning Isn't Working" in entry.tagline and entry.media_url.endswith("rec.mp4")
+    assert "Why eLearning Isn't Working" in entry.tagline and [f.kind for f in entry.files] == ["audio"]
     assert not [s for s in counts if s.startswith(bus.DEAD_LETTERS)]
     # Each process subscribed to its own stages' consumers only, and each did its own part of the story.
     assert ready[0]["stages"] == ["enrich"] and {c.split(" <- ")[0] for c in ready[0]["consumers"]} == {"enrich"}

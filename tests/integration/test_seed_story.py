@@ -10,7 +10,7 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.approval import list_records
-from pipeline.archive.library import entries, search
+from pipeline.archive import catalog
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.messages import LibraryEntry, OutreachResult, ScheduledSession, SessionProposal
 from pipeline.settings import Settings
@@ -41,7 +41,7 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
         bus.LIBRARY_ENTRIES,
     ):
         assert counts.get(subject) == 1, (subject, counts)
-    assert counts.get(bus.OUTREACH_RESULTS) == 6  # three channels: the session, then its recording
+    assert counts.get(bus.OUTREACH_RESULTS) == 9  # three channels: the session, "starting now", its recording
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts), counts
 
     (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
@@ -59,22 +59,22 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
     results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
     assert sorted((r.kind, r.channel) for r in results) == [
-        (kind, channel) for kind in ("recording", "scheduled") for channel in ("facebook", "linkedin", "x")
+        (kind, channel) for kind in ("recording", "scheduled", "starting") for channel in ("facebook", "linkedin", "x")
     ]
     for result in results:
         assert result.status == "posted"
         assert result.location is not None
         assert Path(result.location).read_text().strip() == result.text
-        link = session.join_url if result.kind == "scheduled" else f"{settings.base_url}/library/{entry.id}"
+        link = session.join_url if result.kind != "recording" else f"{settings.base_url}/library/{entry.entry_id}"
         assert link in result.text
 
     assert "Why eLearning Isn't Working" in entry.tagline
-    assert {"leadership", "josh-bersin"} <= set(entry.tags)
-    assert entry.provenance.shared_by == "@britz"
+    assert {"leadership", "Josh Bersin"} <= set(entry.tags)
+    assert (entry.provenance.shared_by, entry.provenance.sharer_handle) == ("Mark Britz", "@britz")
     assert entry.provenance.article_author == "Josh Bersin"
-    assert Path(entry.media_url).is_file() and Path(entry.media_url).is_relative_to(settings.library_dir)
-    assert [e.id for e in entries(settings.library_dir)] == [entry.id]
-    assert [e.id for e in search(settings.library_dir, "bersin leadership")] == [entry.id]
+    assert [f.kind for f in entry.files] == ["audio", "transcript", "chat"]
+    record = await catalog.get_record(await catalog.library_bucket(client), entry.entry_id)
+    assert record is not None and record.entry == entry
 
     # One correlation id follows the share through every stage.
     journey = [data for subject in counts for data in await messages_on(client, subject)]

@@ -38,7 +38,10 @@ def test_a_single_range_is_parsed_and_anything_else_is_the_whole_object(
     assert parse_range(header, SIZE) == expected
 
 
-@pytest.mark.parametrize(("header", "size"), [("bytes=1000-", SIZE), ("bytes=2000-3000", SIZE), ("bytes=-0", SIZE), ("bytes=0-", 0), ("bytes=-5", 0)])
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=1000-", SIZE), ("bytes=2000-3000", SIZE), ("bytes=-0", SIZE), ("bytes=0-", 0), ("bytes=-5", 0)],
+)
 def test_a_range_of_nothing_is_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, size)

@@ -132,6 +132,19 @@ class ZoomProvider:
         raise self._failure(response, what)
 
     @property
+    def configured(self) -> bool:
+        """Credentials are set (a token, or what buys one)."""
+        return self._configured
+
+    async def get(self, path: str, what: str, **kwargs: object) -> httpx.Response:
+        """An authorised GET on the API (the recording intake's lookups); the status is left to the caller."""
+        return await self._call("GET", path, what, **kwargs)
+
+    def failure(self, response: httpx.Response, what: str) -> Exception:
+        """The error a failed response maps to (refused: a person must act; busy: retried later)."""
+        return self._failure(response, what)
+
+    @property
     def _user_path(self) -> str:
         return quote(self.user, safe="@")
 
