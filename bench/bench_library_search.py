@@ -47,7 +47,11 @@ def queries(vocabulary: Vocabulary, rng: random.Random, count: int) -> list[Sear
     for n in range(count):
         language = ("en", "de", "fr", "es")[n % 4]
         words = vocabulary.words[language]
-        common, middle, rare = words[rng.randrange(0, 20)], words[rng.randrange(50, 400)], words[rng.randrange(1000, 4000)]
+        common, middle, rare = (
+            words[rng.randrange(0, 20)],
+            words[rng.randrange(50, 400)],
+            words[rng.randrange(1000, 4000)],
+        )
         kind = n % 10
         q = {
             0: rare,
@@ -103,7 +107,11 @@ async def measure(kv: object, storage: str, mixed: list[SearchQuery]) -> dict[st
     assert db is not None
     for query, match in worded:
         t = time.perf_counter()
-        await asyncio.to_thread(lambda m=match: db.execute("SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 20", (m,)).fetchall())
+        await asyncio.to_thread(
+            lambda m=match: db.execute(
+                "SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 20", (m,)
+            ).fetchall()
+        )
         plain.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         await index.search(query)
@@ -128,11 +136,12 @@ async def main(args: argparse.Namespace) -> None:
     rng = random.Random(4)
     vocabulary = Vocabulary(random.Random(15))
     t = time.perf_counter()
-    corpus = generate(args.entries, transcript_words=(args.min_words, args.max_words), article_words=(300, 900),
-                      vocabulary=vocabulary)  # fmt: skip
+    transcript = (args.min_words, args.max_words)
+    corpus = generate(args.entries, transcript_words=transcript, article_words=(300, 900), vocabulary=vocabulary)
     words = sum(len(c.text.split()) for text in corpus.texts.values() for c in text.cues)
-    print(f"generated {len(corpus.records)} entries, {len(corpus.articles)} articles, {words / len(corpus.records):.0f} "
-          f"transcript words each, in {time.perf_counter() - t:.1f}s", flush=True)  # fmt: skip
+    each = words / len(corpus.records)
+    print(f"generated {len(corpus.records)} entries, {len(corpus.articles)} articles, {each:.0f} transcript words each,"
+          f" in {time.perf_counter() - t:.1f}s", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as store, EmbeddedNats(Path(store) / "nats", port=free_port()) as server:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -140,11 +149,12 @@ async def main(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         await write(kv, corpus)
         info = await js.stream_info("KV_" + stores.LIBRARY)
-        print(f"wrote {info.state.messages} keys, {info.state.bytes / 2**20:.0f} MB, into KV in {time.perf_counter() - t:.1f}s",
-              flush=True)  # fmt: skip
+        size = info.state.bytes / 2**20
+        print(f"wrote {info.state.messages} keys, {size:.0f} MB, into KV in {time.perf_counter() - t:.1f}s", flush=True)
         del corpus
         mixed = queries(vocabulary, rng, args.queries)
-        print("| storage | rebuild from KV | RSS growth | search p50 | search p99 | worded p50 (plain FTS5) | worded p99 (plain FTS5) | ratio p50 |")  # fmt: skip
+        print("| storage | rebuild from KV | RSS growth | search p50 | search p99 | worded p50 (plain FTS5) "
+              "| worded p99 (plain FTS5) | ratio p50 |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|")
         for storage in args.storage:
             for run in range(args.runs):
@@ -153,7 +163,8 @@ async def main(args: argparse.Namespace) -> None:
                 print(
                     f"| {storage} (run {run + 1}) | {r['rebuild_s']:.1f} s | {r['rss_mb']:.0f} MB"
                     f"{file} | {r['p50']:.1f} ms | {r['p99']:.1f} ms "
-                    f"| {r['worded_p50']:.1f} ms ({r['plain_p50']:.1f} ms) | {r['worded_p99']:.1f} ms ({r['plain_p99']:.1f} ms) "
+                    f"| {r['worded_p50']:.1f} ms ({r['plain_p50']:.1f} ms) "
+                    f"| {r['worded_p99']:.1f} ms ({r['plain_p99']:.1f} ms) "
                     f"| {r['worded_p50'] / r['plain_p50']:.1f}x |",
                     flush=True,
                 )

@@ -31,7 +31,7 @@ import time
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -233,9 +233,7 @@ class LibraryIndex:
 
     # --- putting records in without NATS (tests, tools) ------------------------------------------------------
 
-    async def add(
-        self, *items: LibraryRecord | ArticleItem, texts: Mapping[str, SearchText] | None = None
-    ) -> None:
+    async def add(self, *items: LibraryRecord | ArticleItem, texts: Mapping[str, SearchText] | None = None) -> None:
         """Index records, articles and search texts directly, as if they had been put in the bucket."""
         changes = [
             KeyChange(ENTRY + item.entry.entry_id, item.model_dump_json().encode(), 0)
@@ -243,7 +241,9 @@ class LibraryIndex:
             else KeyChange(ARTICLE + item.article_id, item.model_dump_json().encode(), 0)
             for item in items
         ]
-        changes += [KeyChange(TEXT + item_id, text.model_dump_json().encode(), 0) for item_id, text in (texts or {}).items()]
+        changes += [
+            KeyChange(TEXT + item_id, text.model_dump_json().encode(), 0) for item_id, text in (texts or {}).items()
+        ]
         await self.apply(changes)
 
     async def apply(self, changes: Sequence[KeyChange]) -> None:
@@ -614,10 +614,14 @@ def _facet_counts(db: sqlite3.Connection, filters: Mapping[str, list[str]]) -> d
                 [facet, *arguments],
             )
         ]
-    return {facet: sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES] for facet, values in counts.items()}
+    return {
+        facet: sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES] for facet, values in counts.items()
+    }
 
 
-def _hits(db: sqlite3.Connection, parsed: ParsedQuery, rows: list[tuple[int, float, ItemKind, str, str, str]]) -> list[Hit]:
+def _hits(
+    db: sqlite3.Connection, parsed: ParsedQuery, rows: list[tuple[int, float, ItemKind, str, str, str]]
+) -> list[Hit]:
     """The page's hits: the record or article, a snippet, and for a recording whose transcript matched, the line that
     matched best (most of the words) as the snippet and its start as the moment."""
     match = parsed.match()
