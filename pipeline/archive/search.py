@@ -383,7 +383,7 @@ CREATE INDEX items_by_item ON items(item_id);
 CREATE TABLE texts(item_id TEXT PRIMARY KEY, transcript TEXT NOT NULL, starts BLOB NOT NULL, article TEXT NOT NULL);
 CREATE TABLE facets(facet TEXT NOT NULL, slug TEXT NOT NULL, item INTEGER NOT NULL, value TEXT NOT NULL,
                     PRIMARY KEY(facet, slug, item)) WITHOUT ROWID;
-CREATE INDEX facets_by_item ON facets(item, facet);
+CREATE INDEX facets_by_item ON facets(item, facet, slug, value);  -- covers the counting
 CREATE VIEW docs_source AS
     SELECT i.id AS id, i.title AS title, i.tagline AS tagline, i.tags AS tags, i.description AS description,
            i.credits AS credits, coalesce(t.transcript, '') AS transcript, coalesce(t.article, '') AS article
@@ -634,7 +634,7 @@ def _hits(
             f"SELECT docs.rowid, highlight(docs, {transcript}, ?, ?), t.starts FROM docs "
             f"JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
             f"WHERE docs MATCH ? AND docs.rowid IN ({marks}) AND i.kind = 'recording'",
-            [MARK_START, MARK_END, match, *(row[0] for row in rows)],
+            [MARK_START, MARK_END, f"{{transcript}} : ({parsed.any_term()})", *(row[0] for row in rows)],
         )
         for rowid, highlighted, starts in found:
             line = _best_line(highlighted or "")
