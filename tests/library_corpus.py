@@ -133,7 +133,9 @@ class Vocabulary:
         return rng.choices(self.words[language], cum_weights=self.cumulative[language], k=length)
 
 
-def cues(words: list[str], *, per_line: int = 12, seconds_per_line: float = 4.0, speakers: tuple[str, ...] = ()) -> list[Cue]:
+def cues(
+    words: list[str], *, per_line: int = 12, seconds_per_line: float = 4.0, speakers: tuple[str, ...] = ()
+) -> list[Cue]:
     lines = [words[i : i + per_line] for i in range(0, len(words), per_line)]
     return [
         Cue(start=n * seconds_per_line, text=" ".join(line), speaker=speakers[n % len(speakers)] if speakers else None)
@@ -255,7 +257,7 @@ def generate(
         article_id = f"art-{i:05d}" if i % articles_every == 0 else None
         started_at = START + timedelta(days=(i * 37) % 1460, hours=i % 9)
 
-        def words(low: int, high: int) -> list[str]:
+        def words(low: int, high: int, language: str = language) -> list[str]:
             return vocabulary.sentence(rng, language, rng.randint(low, high))
 
         title = " ".join(words(3, 7)).capitalize()

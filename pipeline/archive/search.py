@@ -28,9 +28,10 @@ import sqlite3
 import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -63,10 +64,8 @@ MAX_FACET_VALUES = 100  # listed per facet, most first
 SNIPPET_TOKENS = 24
 MARK_START, MARK_END, ELLIPSIS = "\x02", "\x03", "…"
 
-# A transcript line is a row of the cue table with rowid (item << CUE_BITS) + line number: one item's lines are one
-# rowid range, found without scanning. Longer transcripts keep their first MAX_CUES lines searchable line by line.
-CUE_BITS = 20
-MAX_CUES = 1 << CUE_BITS
+# The transcript column holds the cues' lines joined by newlines, and `starts` their start times (packed doubles):
+# which line FTS5 highlights gives the moment of a hit, with the index's own stemming and folding.
 MAX_TEXT_CHARS = 2_000_000  # per transcript and per article text: what a person writes is bounded
 
 WRITE_BATCH_MESSAGES = 500
@@ -75,8 +74,10 @@ HEARTBEAT_SECONDS = 1.0  # an ordered consumer missing two heartbeats is re-crea
 CONSUMER_INACTIVE_SECONDS = 10.0  # a killed process's consumer goes this long after, not nats-py's default
 
 # Control characters out of indexed text: the snippet markers are ours alone, and a transcript line is one line.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_NEWLINES = re.compile(r"[\r\n\u2028\u2029]+")
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F]
+_CLEAN = str.maketrans(dict.fromkeys(_CONTROLS, " "))
+_ONE_LINE = str.maketrans(dict.fromkeys([*_CONTROLS, 0x0A, 0x2028, 0x2029], " "))
+_MARKED = re.compile("\x02([^\x03]*)\x03")
 
 
 @dataclass(frozen=True)
@@ -232,9 +233,7 @@ class LibraryIndex:
 
     # --- putting records in without NATS (tests, tools) ------------------------------------------------------
 
-    async def add(
-        self, *items: LibraryRecord | ArticleItem, texts: Mapping[str, SearchText] | None = None
-    ) -> None:
+    async def add(self, *items: LibraryRecord | ArticleItem, texts: Mapping[str, SearchText] | None = None) -> None:
         """Index records, articles and search texts directly, as if they had been put in the bucket."""
         changes = [
             KeyChange(ENTRY + item.entry.entry_id, item.model_dump_json().encode(), 0)
@@ -242,7 +241,9 @@ class LibraryIndex:
             else KeyChange(ARTICLE + item.article_id, item.model_dump_json().encode(), 0)
             for item in items
         ]
-        changes += [KeyChange(TEXT + item_id, text.model_dump_json().encode(), 0) for item_id, text in (texts or {}).items()]
+        changes += [
+            KeyChange(TEXT + item_id, text.model_dump_json().encode(), 0) for item_id, text in (texts or {}).items()
+        ]
         await self.apply(changes)
 
     async def apply(self, changes: Sequence[KeyChange]) -> None:
@@ -361,7 +362,7 @@ class LibraryIndex:
                 [*arguments, per_page, (page - 1) * per_page],
             ).fetchall()
             facets = _facet_counts(db, filters)
-            hits = [_hit(db, parsed, *row) for row in rows]
+            hits = _hits(db, parsed, rows)
         return SearchPage(query, total, hits, facets, page, math.ceil(total / per_page))
 
 
@@ -379,17 +380,16 @@ CREATE TABLE items(
     UNIQUE(kind, item_id)
 );
 CREATE INDEX items_by_item ON items(item_id);
-CREATE TABLE texts(item_id TEXT PRIMARY KEY, transcript TEXT NOT NULL, starts TEXT NOT NULL, article TEXT NOT NULL);
+CREATE TABLE texts(item_id TEXT PRIMARY KEY, transcript TEXT NOT NULL, starts BLOB NOT NULL, article TEXT NOT NULL);
 CREATE TABLE facets(facet TEXT NOT NULL, slug TEXT NOT NULL, item INTEGER NOT NULL, value TEXT NOT NULL,
                     PRIMARY KEY(facet, slug, item)) WITHOUT ROWID;
-CREATE INDEX facets_by_item ON facets(item, facet);
+CREATE INDEX facets_by_item ON facets(item, facet, slug, value);  -- covers the counting
 CREATE VIEW docs_source AS
     SELECT i.id AS id, i.title AS title, i.tagline AS tagline, i.tags AS tags, i.description AS description,
            i.credits AS credits, coalesce(t.transcript, '') AS transcript, coalesce(t.article, '') AS article
     FROM items i LEFT JOIN texts t ON t.item_id = i.item_id;
 CREATE VIRTUAL TABLE docs USING fts5({", ".join(COLUMNS)}, content='docs_source', content_rowid='id',
                                      tokenize='{TOKENIZER}');
-CREATE VIRTUAL TABLE cues USING fts5(text, content='', tokenize='{TOKENIZER}');
 CREATE TEMP TABLE m(id INTEGER PRIMARY KEY, score REAL NOT NULL, at REAL NOT NULL);
 """
 
@@ -421,11 +421,11 @@ def _changed_at(value: bytes, prefix: str) -> datetime | None:
 
 
 def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)
+    return text.translate(_CLEAN)
 
 
 def _line(text: str) -> str:
-    return _NEWLINES.sub(" ", _clean(text))
+    return text.translate(_ONE_LINE)
 
 
 def _put_item(db: sqlite3.Connection, kind: ItemKind, item_id: str, item: LibraryRecord | ArticleItem | None) -> None:
@@ -466,9 +466,8 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
     if text is None:
         db.execute("DELETE FROM texts WHERE item_id = ?", (item_id,))
     else:
-        cues = text.cues[:MAX_CUES]
-        lines, starts, size = [], [], 0
-        for cue in cues:
+        lines, starts, size = [], array("d"), 0
+        for cue in text.cues:
             line = _line(cue.text)
             size += len(line) + 1
             if size > MAX_TEXT_CHARS:
@@ -477,7 +476,7 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
             starts.append(cue.start)
         db.execute(
             "INSERT OR REPLACE INTO texts(item_id, transcript, starts, article) VALUES (?, ?, ?, ?)",
-            (item_id, "\n".join(lines), json.dumps(starts), _clean(text.article_text[:MAX_TEXT_CHARS])),
+            (item_id, "\n".join(lines), starts.tobytes(), _clean(text.article_text[:MAX_TEXT_CHARS])),
         )
     for rowid in rowids:
         _index(db, rowid)
@@ -486,30 +485,17 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
 def _index(db: sqlite3.Connection, rowid: int) -> None:
     row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
     db.execute(f"INSERT INTO docs(rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row))
-    transcript = row[COLUMNS.index("transcript")]
-    if transcript:
-        base = rowid << CUE_BITS
-        db.executemany(
-            "INSERT INTO cues(rowid, text) VALUES (?, ?)", [(base + n, line) for n, line in enumerate(transcript.split("\n"))]
-        )
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
-    """Take an item out of both FTS tables, with exactly the values it was indexed with (what external-content and
-    contentless FTS5 tables need), read from its source before that changes."""
+    """Take an item out of the FTS table with exactly the values it was indexed with (what an external-content FTS5
+    table needs), read from its source before that changes."""
     row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
     if row is None:
         return
     db.execute(
         f"INSERT INTO docs(docs, rowid, {', '.join(COLUMNS)}) VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row)
     )
-    transcript = row[COLUMNS.index("transcript")]
-    if transcript:
-        base = rowid << CUE_BITS
-        db.executemany(
-            "INSERT INTO cues(cues, rowid, text) VALUES ('delete', ?, ?)",
-            [(base + n, line) for n, line in enumerate(transcript.split("\n"))],
-        )
 
 
 def _item_fields(item: LibraryRecord | ArticleItem) -> tuple[int, int, float, str, str, str, str, str, str]:
@@ -628,37 +614,76 @@ def _facet_counts(db: sqlite3.Connection, filters: Mapping[str, list[str]]) -> d
                 [facet, *arguments],
             )
         ]
-    return {facet: sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES] for facet, values in counts.items()}
+    return {
+        facet: sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES] for facet, values in counts.items()
+    }
 
 
-def _hit(
-    db: sqlite3.Connection, parsed: ParsedQuery, rowid: int, score: float, kind: ItemKind, item_id: str, doc: str, tagline: str
-) -> Hit:
+def _hits(
+    db: sqlite3.Connection, parsed: ParsedQuery, rows: list[tuple[int, float, ItemKind, str, str, str]]
+) -> list[Hit]:
+    """The page's hits: the record or article, a snippet, and for a recording whose transcript matched, the line that
+    matched best (most of the words) as the snippet and its start as the moment."""
     match = parsed.match()
-    snippet = tagline
-    moment = None
-    if match is not None:
+    snippets: dict[int, str] = {}
+    moments: dict[int, float] = {}
+    if match is not None and rows:
+        marks = ", ".join("?" * len(rows))
+        transcript = COLUMNS.index("transcript")
         found = db.execute(
-            f"SELECT snippet(docs, -1, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs WHERE docs MATCH ? AND rowid = ?",
-            (MARK_START, MARK_END, ELLIPSIS, match, rowid),
-        ).fetchone()
-        snippet = found[0] if found and found[0] else tagline
+            f"SELECT docs.rowid, highlight(docs, {transcript}, ?, ?), t.starts FROM docs "
+            f"JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
+            f"WHERE docs MATCH ? AND docs.rowid IN ({marks}) AND i.kind = 'recording'",
+            [MARK_START, MARK_END, f"{{transcript}} : ({parsed.any_term()})", *(row[0] for row in rows)],
+        )
+        for rowid, highlighted, starts in found:
+            line = _best_line(highlighted or "")
+            if line is not None:
+                number, text = line
+                moments[rowid] = array("d", starts)[number]
+                snippets[rowid] = _around_marks(text)
+        rest = [row[0] for row in rows if row[0] not in snippets]
+        if rest:
+            marks = ", ".join("?" * len(rest))
+            found = db.execute(
+                f"SELECT rowid, snippet(docs, -1, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs "
+                f"WHERE docs MATCH ? AND rowid IN ({marks})",
+                [MARK_START, MARK_END, ELLIPSIS, match, *rest],
+            )
+            snippets.update((rowid, snippet) for rowid, snippet in found if snippet)
+    hits = []
+    for rowid, score, kind, item_id, doc, tagline in rows:
+        snippet = snippets.get(rowid, tagline)
         if kind == "recording":
-            moment = _moment(db, parsed, rowid, item_id)
-    if kind == "recording":
-        return Hit(kind, item_id, -score or 0.0, snippet, moment, LibraryRecord.model_validate_json(doc), None)
-    return Hit(kind, item_id, -score or 0.0, snippet, None, None, ArticleItem.model_validate_json(doc))
+            record = LibraryRecord.model_validate_json(doc)
+            hits.append(Hit(kind, item_id, -score or 0.0, snippet, moments.get(rowid), record, None))
+        else:
+            hits.append(Hit(kind, item_id, -score or 0.0, snippet, None, None, ArticleItem.model_validate_json(doc)))
+    return hits
 
 
-def _moment(db: sqlite3.Connection, parsed: ParsedQuery, rowid: int, item_id: str) -> float | None:
-    """Start of the transcript line that matches the words best, when one matches any."""
-    base = rowid << CUE_BITS
-    found = db.execute(
-        "SELECT rowid FROM cues WHERE cues MATCH ? AND rowid >= ? AND rowid < ? ORDER BY rank LIMIT 1",
-        (parsed.any_term(), base, base + MAX_CUES),
-    ).fetchone()
-    if found is None:
+def _best_line(highlighted: str) -> tuple[int, str] | None:
+    """(number, text) of the transcript line with the most distinct highlighted words (the first of equals)."""
+    if MARK_START not in highlighted:
         return None
-    starts = db.execute("SELECT starts FROM texts WHERE item_id = ?", (item_id,)).fetchone()
-    line = found[0] - base
-    return float(json.loads(starts[0])[line]) if starts and line < len(json.loads(starts[0])) else None
+    best: tuple[int, int, str] | None = None
+    for number, line in enumerate(highlighted.split("\n")):
+        if MARK_START not in line:
+            continue
+        words = len({match.casefold() for match in _MARKED.findall(line)})
+        if best is None or words > best[0]:
+            best = (words, number, line)
+    return (best[1], best[2]) if best else None
+
+
+def _around_marks(line: str, width: int = 160) -> str:
+    """A long line cut around its first highlighted word."""
+    if len(line) <= width:
+        return line
+    first = max(line.index(MARK_START) - width // 3, 0)
+    start = line.rfind(" ", 0, first) + 1 if first else 0
+    piece = line[start : start + width]
+    piece = piece[: piece.rfind(" ")] if len(line) > start + width and " " in piece else piece
+    if piece.count(MARK_START) > piece.count(MARK_END):
+        piece += MARK_END
+    return (ELLIPSIS if start else "") + piece + (ELLIPSIS if start + len(piece) < len(line) else "")

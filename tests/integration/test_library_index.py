@@ -81,7 +81,9 @@ async def test_rebuilds_at_start_and_follows_every_change_another_worker_makes(
         assert await found(index, "wayfinding") == ["n-1"]
         assert await found(index, "zurich", kinds=("recording",)) >= ["n-1"]
 
-        await catalog.put_text(theirs, "n-1", SearchText(cues=[Cue(start=0, text="hello"), Cue(start=95.5, text="onboarding")]))
+        await catalog.put_text(
+            theirs, "n-1", SearchText(cues=[Cue(start=0, text="hello"), Cue(start=95.5, text="onboarding")])
+        )
         assert await index.wait_for(catalog.text_key("n-1"), await last_revision(theirs))
         hit = (await index.search(SearchQuery(q="onboarding"))).hits[0]
         assert (hit.item_id, hit.moment) == ("n-1", 95.5)
@@ -137,8 +139,13 @@ async def test_two_indexes_on_two_connections_agree(client: NatsBroker, other_wo
         revision = await last_revision(kv)
         assert await first.wait_for(catalog.entry_key("rec-00003"), revision)
         assert await second.wait_for(catalog.entry_key("rec-00003"), revision)
-        for query in (SearchQuery(per_page=100), SearchQuery(q="team", per_page=100), SearchQuery(q="der", sort="newest"),
-                      SearchQuery(filters={"tag": ["cafe-zurich"]}, include_unlisted=True, include_internal=True)):  # fmt: skip
+        everything = {"include_unlisted": True, "include_internal": True}
+        for query in (
+            SearchQuery(per_page=100),
+            SearchQuery(q="team", per_page=100),
+            SearchQuery(q="der", sort="newest"),
+            SearchQuery(filters={"tag": ["cafe-zurich"]}, **everything),  # type: ignore[arg-type]
+        ):
             one, other = await first.search(query), await second.search(query)
             assert [(h.item_id, round(h.score, 6), h.moment) for h in one.hits] == [
                 (h.item_id, round(h.score, 6), h.moment) for h in other.hits

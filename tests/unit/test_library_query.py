@@ -67,8 +67,10 @@ def test_any_text_is_a_valid_fts5_query(text: str) -> None:
     assert_valid(text)
 
 
-@given(st.lists(st.sampled_from(['"', "-", "(", ")", "*", ":", "^", "{", "}", "AND", "OR", "NOT", "NEAR", "a", "b", " "]),
-                max_size=40))  # fmt: skip
+SYNTAX = ['"', "-", "(", ")", "*", ":", "^", "{", "}", "AND", "OR", "NOT", "NEAR", "a", "b", " "]
+
+
+@given(st.lists(st.sampled_from(SYNTAX), max_size=40))
 def test_fts5_syntax_pieces_never_break_the_query(pieces: list[str]) -> None:
     assert_valid("".join(pieces))
 

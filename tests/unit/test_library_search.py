@@ -138,8 +138,15 @@ async def test_accents_both_ways(index: LibraryIndex) -> None:
         assert {hit.item_id for hit in page.hits} == expected, q
 
 
-@pytest.mark.parametrize(("word", "query"), [("Zusammenarbeit", "zusammenarbeit"), ("réflexion", "reflexion"),
-                                              ("conversación", "conversacion"), ("curiosity", "Curiosity")])  # fmt: skip
+LANGUAGE_WORDS = [
+    ("Zusammenarbeit", "zusammenarbeit"),
+    ("réflexion", "reflexion"),
+    ("conversación", "conversacion"),
+    ("curiosity", "Curiosity"),
+]
+
+
+@pytest.mark.parametrize(("word", "query"), LANGUAGE_WORDS)
 async def test_a_word_of_each_language_finds_exactly_the_items_that_contain_it(
     index: LibraryIndex, word: str, query: str
 ) -> None:
@@ -245,7 +252,11 @@ async def test_a_correlation_id_matches_nothing(index: LibraryIndex) -> None:
 async def test_public_readers_see_neither_unpublished_nor_internal_nor_unlisted(index: LibraryIndex) -> None:
     assert await ids(index, "kaleidoscope") == ["v-public"]
     assert sorted(await ids(index, "kaleidoscope", include_internal=True)) == ["v-internal", "v-public"]
-    assert sorted(await ids(index, "kaleidoscope", include_unlisted=True)) == ["v-public", "v-unlisted", "v-unpublished"]
+    assert sorted(await ids(index, "kaleidoscope", include_unlisted=True)) == [
+        "v-public",
+        "v-unlisted",
+        "v-unpublished",
+    ]
     everything = await ids(index, "kaleidoscope", include_unlisted=True, include_internal=True)
     assert sorted(everything) == ["v-internal", "v-public", "v-unlisted", "v-unpublished"]
 
@@ -295,7 +306,9 @@ async def test_filters_and_across_facets_or_within_one_with_counts_that_show_wha
     assert as_counters(page)["tag"] == expected_facets(in_2023)["tag"]
     with_tags = [r for r in records if visible(r) and tags & set(r.entry.tags)]  # type: ignore[union-attr]
     assert as_counters(page)["year"] == expected_facets(with_tags)["year"]
-    by_slug = await index.search(SearchQuery(filters={"tag": ["cafe-zurich", "mentoring"], "year": ["2023"]}, per_page=100))
+    by_slug = await index.search(
+        SearchQuery(filters={"tag": ["cafe-zurich", "mentoring"], "year": ["2023"]}, per_page=100)
+    )
     assert [hit.item_id for hit in by_slug.hits] == [hit.item_id for hit in page.hits]
     assert facet_slug("Café Zürich") == "cafe-zurich"
 
@@ -345,8 +358,26 @@ async def test_excluding_a_word_alone_leaves_everything_else(index: LibraryIndex
 
 
 @pytest.mark.parametrize(
-    "q", ['"', '""', "-", "- -", "AND", "OR NOT", "(", "*", "NEAR(a b)", "{title}: x", "^", "a" * 600, "€ $ % ...",
-          "\x00\x02", '"unclosed phrase', "x " * 200, "ſ ﬁ ℌ"],  # fmt: skip
+    "q",
+    [
+        '"',
+        '""',
+        "-",
+        "- -",
+        "AND",
+        "OR NOT",
+        "(",
+        "*",
+        "NEAR(a b)",
+        "{title}: x",
+        "^",
+        "a" * 600,
+        "€ $ % ...",
+        "\x00\x02",
+        '"unclosed phrase',
+        "x " * 200,
+        "ſ ﬁ ℌ",
+    ],  # fmt: skip
 )
 async def test_any_input_is_text_never_an_error(index: LibraryIndex, q: str) -> None:
     page = await index.search(SearchQuery(q=q))
@@ -360,9 +391,7 @@ async def test_unknown_facets_and_odd_paging_are_bounded(index: LibraryIndex) ->
 
 
 async def test_updated_at_is_the_newest_change(index: LibraryIndex) -> None:
-    newest = max(
-        [r.history[-1].at for r in CORPUS.records] + [a.first_shared_at for a in CORPUS.articles]
-    )
+    newest = max([r.history[-1].at for r in CORPUS.records] + [a.first_shared_at for a in CORPUS.articles])
     assert index.updated_at() == newest
 
 
