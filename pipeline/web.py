@@ -23,8 +23,9 @@ from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
+from pipeline.archive.api import library_api_router
 from pipeline.archive.hooks import recordings_router
-from pipeline.archive.web import library_router
+from pipeline.archive.web import LibraryServices, library_router
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
 from pipeline.ops.web import ops_pages_router
@@ -38,11 +39,18 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals | None = None) -> FastAPI:
+def create_web_app(
+    settings: Settings,
+    broker: NatsBroker,
+    approvals: Approvals | None = None,
+    library: LibraryServices | None = None,
+) -> FastAPI:
     """The HTTP app; `broker` is the pipeline's own, connected by whoever runs the stages.
 
     With `approvals`, also the facilitators' approval pages and JSON API (login cookie, CSRF-checked forms), and
     the ops page (/ops, for logins with the ops role), which relies on the same login cookie and CSRF check.
+    The learning library (pages, media, feeds, /api/library) reads `library` (default: its search index and media
+    store started on first use, stopped by serve_http; app.state.library).
     """
     app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
     for error_type in bus.NOT_ANSWERING:
@@ -50,7 +58,11 @@ def create_web_app(settings: Settings, broker: NatsBroker, approvals: Approvals 
     app.include_router(webhook_router(settings, broker))
     app.include_router(recordings_router(settings, broker))  # Zoom's events, Jibri/JaaS/any signed recording
     app.include_router(ops_router(broker))
-    app.include_router(library_router(settings))  # public: "recording available" announcements link here
+    library = library or LibraryServices(settings, broker)
+    app.state.library = library
+    # public unless IMPROMPTU_LIBRARY_PUBLIC=false: "recording available" announcements link here
+    app.include_router(library_router(settings, library))
+    app.include_router(library_api_router(settings, library))
     if approvals is not None:
         app.include_router(ops_pages_router(settings, broker))
         install_approval_web(app, settings, approvals)
@@ -187,4 +199,7 @@ async def serve_http(settings: Settings, app: FastAPI, ready: asyncio.Event | No
         server.should_exit = True
         await serving  # uvicorn stops accepting, lets in-flight requests finish, closes the socket
         sock.close()
+        library = getattr(app.state, "library", None)
+        if isinstance(library, LibraryServices):
+            await library.close()  # the search index's consumer and the media store's connections go with it
         log.info("http.stopped")

@@ -4,7 +4,8 @@
 need: Starlette's signed session cookie (the login) and asgi-csrf (a signed token in a cookie that every form must
 echo). CSRF is checked only on the approval pages' forms; the JSON API authenticates by an Authorization header a
 browser never sends by itself, and `POST /shares` is HMAC-signed, so neither needs (or gets) a CSRF token.
-The ops page's forms (under /ops, pipeline/ops/web.py) rely on the same login cookie and CSRF check. A logged-in
+The ops page's forms (under /ops, pipeline/ops/web.py) and the library's facilitator forms (under /library/,
+pipeline/archive/web.py) rely on the same login cookie and CSRF check. A logged-in
 person without a page's role gets a 403 page (RoleMissing).
 
 Every action goes through `Approvals` (pipeline/actions/service.py), the same service the CLI uses.
@@ -66,7 +67,7 @@ def is_form_path(scope: Scope) -> bool:
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path in FORM_PATHS or path == "/ops" or path.startswith(("/proposals/", "/ops/"))
+    return path in FORM_PATHS or path == "/ops" or path.startswith(("/proposals/", "/ops/", "/library/"))
 
 
 class _FormPaths:
