@@ -262,6 +262,14 @@ async def serve(settings: Settings) -> None:
             await asyncio.gather(http, return_exceptions=True)
 
         app.on_shutdown(stop_http)
+
+        async def warm_library() -> None:  # the search index is rebuilt from KV now, not on the first reader's visit
+            try:
+                await web.state.library.index()
+            except Exception as error:  # NATS away: the first request tries again
+                log.warning("library.index_not_ready", error=f"{type(error).__name__}: {error}")
+
+        app.after_startup(warm_library)
         log.info("pipeline.starting", nats_url=live.nats_url, stages=list(live.stages), rules=str(live.rules_file))
         try:
             # A taken HTTP port fails here, before any stage starts.

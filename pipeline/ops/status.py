@@ -54,6 +54,8 @@ STAGE_CONSUMERS: tuple[StageConsumer, ...] = (
     StageConsumer("outreach-recordings", "outreach", bus.LIBRARY_ENTRIES),
     StageConsumer("outreach-post", "outreach", bus.OUTREACH_DUE),
     StageConsumer("archive", "archive", bus.RECORDINGS),
+    StageConsumer("archive-ended", "archive", bus.PROPOSALS_TRANSITIONS),
+    StageConsumer("archive-reading-list", "archive", bus.SESSIONS_SCHEDULED),
 )
 
 
