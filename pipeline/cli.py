@@ -83,11 +83,19 @@ def run(
 
 
 @cli.command()
-def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the stages' logs too.")] = False) -> None:
-    """The seed story end to end, in seconds, on an embedded NATS server."""
+def demo(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the stages' logs too.")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep the library (and the bus) up afterwards, until Ctrl-C.")
+    ] = False,
+) -> None:
+    """The seed story end to end, in seconds, on an embedded NATS server; ends with the recording in the library."""
     from pipeline.demo import run_demo
 
-    _run(run_demo(_settings(quiet=not verbose)))
+    settings = load_settings()
+    # the story's own lines only, unless asked: the demo's settings are a demo's (no webhook secret, say)
+    configure_logging(json=settings.log_json, level=settings.log_level if verbose else "ERROR")
+    _run(run_demo(settings, serve=serve))
 
 
 @cli.command()

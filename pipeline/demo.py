@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from nats.aio.msg import Msg
 
 from pipeline import bus
@@ -37,6 +38,7 @@ from pipeline.messages import (
     TriggerFired,
 )
 from pipeline.settings import Settings
+from pipeline.web import create_web_app, serve_http
 
 ASSETS = Path(__file__).parent / "demo_assets"
 ARTICLE_PATH = "/pulse/why-elearning-isnt-working-leadership-soft-skills-josh-bersin"
@@ -155,7 +157,8 @@ class Watcher:
         return self.seen[subject][:count]
 
 
-async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> None:
+async def run_demo(settings: Settings, say: Callable[[str], None] = print, *, serve: bool = False) -> None:
+    """The seed story; with `serve`, the library and the bus stay up afterwards (until Ctrl-C) to be looked at."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="impromptu-demo-") as scratch:
         html = (ASSETS / "bersin-article.html").read_bytes()
@@ -166,12 +169,17 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> No
                     # the fixture page is on loopback: allow exactly that, nothing else
                     "fetch_allow": [*settings.fetch_allow, "127.0.0.1/32"],
                     "embedded_nats_port": free_port(),
+                    # the library is served here, and the announcements link here
+                    "http_host": "127.0.0.1",
+                    "http_port": free_port(),
+                    "public_url": None,
                 }
             )
             with nats_for(demo_settings) as live:
                 say(f"[bus     ] NATS JetStream at {live.nats_url} (file store in a temp folder)")
-                await run_story(live, article_url, say)
-    say(f"[done    ] the seed story ran end to end in {time.monotonic() - started:.1f}s")
+                await run_story(live, article_url, say, serve=serve, started=started)
+    if not serve:
+        say(f"[done    ] the seed story ran end to end in {time.monotonic() - started:.1f}s")
 
 
 def say_results(raws: list[bytes], kind: str, say: Callable[[str], None]) -> None:
@@ -181,9 +189,19 @@ def say_results(raws: list[bytes], kind: str, say: Callable[[str], None]) -> Non
         say(f"[outreach] {result.channel:<8} {kind} {result.status}: {first_line}")
 
 
-async def run_story(settings: Settings, article_url: str, say: Callable[[str], None]) -> None:
+async def run_story(
+    settings: Settings,
+    article_url: str,
+    say: Callable[[str], None],
+    *,
+    serve: bool = False,
+    started: float | None = None,
+) -> None:
     pipeline = create_broker(settings)
     await start_stages(pipeline, settings)
+    web = create_web_app(settings, pipeline)
+    listening = asyncio.Event()
+    http = asyncio.create_task(serve_http(settings, web, listening), name="demo-http")
     try:
         async with connected(settings) as client:
             watcher = Watcher()
@@ -238,8 +256,34 @@ async def run_story(settings: Settings, article_url: str, say: Callable[[str], N
 
             journey = sum(1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r)
             say(f"[trace   ] correlation id {share.correlation_id} carried by {journey} messages")
+
+            await listening.wait()
+            await show_library(settings, entry, say)
+            if serve:
+                say(f"[done    ] the seed story ran in {time.monotonic() - (started or 0):.1f}s; serving until Ctrl-C")
+                await asyncio.Event().wait()
     finally:
+        http.cancel()
+        await asyncio.gather(http, return_exceptions=True)
         await pipeline.stop()
+
+
+async def show_library(settings: Settings, entry: LibraryEntry, say: Callable[[str], None]) -> None:
+    """Open the entry's page and the feeds as a reader would, and say where they are."""
+    page_url = f"{settings.base_url}/library/{entry.entry_id}"
+    async with httpx.AsyncClient(timeout=10) as web:
+        page = await web.get(page_url)
+        feed = await web.get(f"{settings.base_url}/library/feed.xml")
+        podcast = await web.get(f"{settings.base_url}/library/podcast.xml")
+    player = "a player" if "<audio" in page.text or "<video" in page.text else "no player"
+    lines = page.text.count('<li id="c')
+    said = f"{page.status_code}: {player}, {lines} transcript lines, {len(entry.resources)} resources"
+    say(f"[library ] {page_url} ({said})")
+    episodes = podcast.text.count("<enclosure")
+    say(
+        f"[library ] feeds: {settings.base_url}/library/feed.xml ({feed.status_code}, {feed.text.count('<entry>')} "
+        f"entry), {settings.base_url}/library/podcast.xml ({podcast.status_code}, {episodes} episode)"
+    )
 
 
 def main(settings: Settings) -> None:

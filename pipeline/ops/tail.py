@@ -75,7 +75,7 @@ STAGE_SUBJECTS: dict[str, tuple[str, ...]] = {
         bus.OUTREACH_DUE,
         bus.OUTREACH_RESULTS,
     ),
-    "archive": (bus.RECORDINGS, bus.LIBRARY_ENTRIES),
+    "archive": (bus.RECORDINGS, bus.PROPOSALS_TRANSITIONS, bus.SESSIONS_SCHEDULED, bus.LIBRARY_ENTRIES),
 }
 
 SUMMARY_LIMIT = 200

@@ -34,6 +34,8 @@ STORY_STEPS = [
     "archive",
     *["outreach"] * 3,  # the recording, announced with its library link
     "trace",
+    "library",  # its page, opened as a reader would
+    "library",  # its feeds
 ]
 
 

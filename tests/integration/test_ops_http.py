@@ -12,7 +12,7 @@ from faststream.nats import NatsBroker
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import bus
-from pipeline.actions.approval import decide
+from pipeline.actions.approval import advance_by_clock, decide
 from pipeline.app import create_broker, prepare_bus, run_clock, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
@@ -74,7 +74,7 @@ async def settled(broker: NatsBroker) -> bool:
     return (await jetstream(broker).stream_info(bus.STREAM)).state.last_seq == last
 
 
-async def run_seed_story_and_more(client: NatsBroker, tmp_path: Path) -> None:
+async def run_seed_story_and_more(client: NatsBroker, settings: Settings) -> None:
     """The seed story to the library, plus a page that cannot be read and a message the archive cannot read."""
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         await bus.publish(client, bus.SHARES, seed_share(url))
@@ -89,7 +89,10 @@ async def run_seed_story_and_more(client: NatsBroker, tmp_path: Path) -> None:
     await decide(client, seed.id, "approved", by="ana")
     await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
     (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
-    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "media"))
+    await advance_by_clock(client, session.starts_at)  # the session is held: it starts ("starting now") and ends
+    await wait_for_count(client, bus.OUTREACH_RESULTS, 6)
+    await advance_by_clock(client, session.ends_at)
+    await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
     await client.publish(b"not json", bus.RECORDINGS, stream=bus.STREAM, headers={"Nats-Msg-Id": "garbage-1"})
     await wait_for_count(client, bus.LIBRARY_ENTRIES, 1)
     await wait_for_count(client, bus.dead_letter_subject("archive"), 1)
@@ -98,7 +101,7 @@ async def run_seed_story_and_more(client: NatsBroker, tmp_path: Path) -> None:
 async def test_metrics_count_exactly_the_messages_on_the_bus(
     settings: Settings, stages: NatsBroker, client: NatsBroker, tmp_path: Path
 ) -> None:
-    await run_seed_story_and_more(client, tmp_path)
+    await run_seed_story_and_more(client, settings)
     await wait_until(lambda: settled(stages), what="every stage to settle")
     counts = await subject_counts(client)
     results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
@@ -131,7 +134,7 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
         await wait_until(counters_caught_up, what="the counters to match the stream")
         metrics = await scraped()
 
-    assert counts[bus.SHARES] == 2 and counts[bus.OUTREACH_RESULTS] == 6  # the story ran as planned
+    assert counts[bus.SHARES] == 2 and counts[bus.OUTREACH_RESULTS] == 9  # the story ran as planned
     assert total(metrics, "impromptu_shares_received_total", source="x") == 2
     assert total(metrics, "impromptu_triggers_fired_total", rule="trusted-share-on-leadership-or-learning") == 2
     assert total(metrics, "impromptu_proposals_decided_total", decision="approved") == 1
@@ -140,7 +143,7 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
         assert total(metrics, "impromptu_outreach_posts_total", **labels) == 1
     assert total(metrics, "impromptu_fetch_refusals_total", reason="http_404") == 1
     assert total(metrics, "impromptu_dead_letters_total", stage="archive") == 1
-    for state in ("approved", "scheduled", "live", "ended", "archived"):  # the recording walks it to archived
+    for state in ("approved", "scheduled", "live", "ended", "archived"):  # the clock, then the recording
         assert total(metrics, "impromptu_proposals_entered_total", state=state) == 1, state
     # FastStream's own middleware shares the registry: it saw every stage's handler and publisher.
     assert total(metrics, "faststream_received_messages_total", handler=bus.SHARES) == 2

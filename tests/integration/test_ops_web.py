@@ -253,7 +253,7 @@ async def test_after_the_seed_story_each_stage_shows_the_streams_counts(
     assert (numbers["trigger"]["in"], numbers["trigger"]["out"]) == (1, 1)
     assert stage_inputs("outreach") == (bus.SESSIONS_SCHEDULED, bus.PROPOSALS_TRANSITIONS, bus.LIBRARY_ENTRIES)
     assert stage_outputs("outreach") == (bus.OUTREACH_RESULTS,)  # its due posts stay inside it
-    assert numbers["outreach"]["out"] == counts[bus.OUTREACH_RESULTS] == 6  # announced, then the recording
+    assert numbers["outreach"]["out"] == counts[bus.OUTREACH_RESULTS] == 9  # announced, "starting now", the recording
     assert numbers["archive"]["out"] == 1
     for subject, count in counts.items():
         assert (

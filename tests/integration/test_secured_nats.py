@@ -19,6 +19,7 @@ from pipeline.actions.approval import list_records
 from pipeline.app import connected
 from pipeline.delivery import DeliveryPolicy
 from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.embedded import free_port
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import STORY_STEPS
@@ -35,6 +36,7 @@ def secured_settings(tmp_path: Path, url: str, **security: Any) -> Settings:
         fetch_timeout_seconds=5,
         delivery=DeliveryPolicy(max_deliveries=3, backoff_base_seconds=0.05, backoff_max_seconds=0.2),
         ack_wait_seconds=5,
+        http_port=free_port(),  # the story serves its library page there
         **security,
     )
 

@@ -12,6 +12,7 @@ from pipeline import bus
 from pipeline.actions.approval import list_records
 from pipeline.archive import catalog
 from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.embedded import free_port
 from pipeline.messages import LibraryEntry, OutreachResult, ScheduledSession, SessionProposal
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import STORY_STEPS, messages_on, models_on, subject_counts
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.nats
 
 
 async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker) -> None:
+    settings = settings.model_copy(update={"http_port": free_port()})  # the story serves its library page there
     lines: list[str] = []
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         await run_story(settings, url, lines.append)
@@ -28,6 +30,8 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     assert steps == STORY_STEPS
     assert "@britz" in lines[0] and "fired" in lines[0]
     assert "Josh Bersin" in lines[1]
+    assert "(200: a player, 7 transcript lines, 2 resources)" in lines[-2]
+    assert "/library/feed.xml (200, 1 entry)" in lines[-1] and "/library/podcast.xml (200, 1 episode)" in lines[-1]
 
     counts = await subject_counts(client)
     for subject in (
