@@ -27,6 +27,32 @@ class ProviderBusy(RetryableError):
         self.retry_after = retry_after
 
 
+class ApiAccess:
+    """What the recording intake may use of a provider adapter beside sessions: whether credentials are set, an
+    authorised GET, and the error a failed answer maps to. The adapter provides `_configured`, `_call`, `_failure`."""
+
+    _configured: bool
+
+    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def _failure(self, response: httpx.Response, what: str) -> Exception:
+        raise NotImplementedError
+
+    @property
+    def configured(self) -> bool:
+        """Credentials are set (a token, or what buys one)."""
+        return self._configured
+
+    async def get(self, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        """An authorised GET on the API (the recording intake's lookups); the status is left to the caller."""
+        return await self._call("GET", path, what, **kwargs)
+
+    def failure(self, response: httpx.Response, what: str) -> Exception:
+        """The error a failed response maps to (refused: a person must act; busy: retried later)."""
+        return self._failure(response, what)
+
+
 class HttpApi:
     """One provider's HTTP calls: every reason is prefixed with the provider's name and scrubbed of secrets."""
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.actions.providers.http import (
+    ApiAccess,
     HttpApi,
     Model,
     TokenCache,
@@ -97,7 +98,7 @@ def _plain(text: str) -> str:
     return text.replace("<", "‹").replace(">", "›")
 
 
-class YouTubeProvider:
+class YouTubeProvider(ApiAccess):
     name = "youtube"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
@@ -140,19 +141,6 @@ class YouTubeProvider:
         await self._delete("liveBroadcasts", created.provider_id)
         if stream_id := created.details.get("stream_id"):
             await self._delete("liveStreams", stream_id)  # unused once its broadcast is gone
-
-    @property
-    def configured(self) -> bool:
-        """Credentials are set (a token, or what buys one)."""
-        return self._configured
-
-    async def get(self, path: str, what: str, **kwargs: object) -> httpx.Response:
-        """An authorised GET on the API (the recording intake's lookups); the status is left to the caller."""
-        return await self._call("GET", path, what, **kwargs)
-
-    def failure(self, response: httpx.Response, what: str) -> Exception:
-        """The error a failed response maps to (refused: a person must act; busy: retried later)."""
-        return self._failure(response, what)
 
     async def _find_broadcast(self, request: SessionRequest) -> _Broadcast | None:
         what = "list broadcasts"

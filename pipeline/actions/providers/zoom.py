@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.actions.providers.http import (
+    ApiAccess,
     HttpApi,
     Model,
     TokenCache,
@@ -62,7 +63,7 @@ class _Token(BaseModel):
     expires_in: float = 3599
 
 
-class ZoomProvider:
+class ZoomProvider(ApiAccess):
     name = "zoom"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
@@ -130,19 +131,6 @@ class ZoomProvider:
         if response.is_success or error_object(response).get("code") == NO_MEETING:
             return  # already gone counts as cancelled: a redelivered cancel must not fail
         raise self._failure(response, what)
-
-    @property
-    def configured(self) -> bool:
-        """Credentials are set (a token, or what buys one)."""
-        return self._configured
-
-    async def get(self, path: str, what: str, **kwargs: object) -> httpx.Response:
-        """An authorised GET on the API (the recording intake's lookups); the status is left to the caller."""
-        return await self._call("GET", path, what, **kwargs)
-
-    def failure(self, response: httpx.Response, what: str) -> Exception:
-        """The error a failed response maps to (refused: a person must act; busy: retried later)."""
-        return self._failure(response, what)
 
     @property
     def _user_path(self) -> str:
