@@ -241,9 +241,9 @@ async def run_story(
 
             # the demo does not wait half an hour: the clock is asked about the session's start, then its end
             await advance_by_clock(client, now=session.starts_at)
-            started = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
+            live_now = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
             say(f"[clock   ] {session.starts_at:%H:%M} UTC (fast-forward): the session is live")
-            say_results(started, "starting", say)
+            say_results(live_now, "starting", say)
             await advance_by_clock(client, now=session.ends_at)
             say(f"[clock   ] {session.ends_at:%H:%M} UTC (fast-forward): the session ended")
 

@@ -67,6 +67,8 @@ def when(started_at: datetime) -> str:
 
 
 def length_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
     minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"
@@ -111,7 +113,7 @@ def describe(
     shared_by = sharer.name if sharer else share.sharer
     said = f" {summary[0]}" if summary else ""
     description = (
-        f'A {length_text(duration)} live session on {when(started_at)} about "{article.title}"{by_author}, '
+        f'A live session of {length_text(duration)} on {when(started_at)} about "{article.title}"{by_author}, '
         f"shared by {shared_by}.{said} {article.summary}".strip()
     )
     tags = readable_tags(

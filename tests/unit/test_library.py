@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.archive.catalog import Cue
-from pipeline.archive.describe import describe, entry_id_for, readable_tags, reading_item, tag_slug, visibility_of
+from pipeline.archive.describe import (
+    describe,
+    entry_id_for,
+    length_text,
+    readable_tags,
+    reading_item,
+    tag_slug,
+    visibility_of,
+)
 from pipeline.archive.transcripts import TranscriptUnreadable, chat_resources, parse_vtt, transcript_text
 from pipeline.messages import KeptFile, LibraryEntry, Recording, RecordingFile, ScheduledSession
 
@@ -60,7 +68,7 @@ def test_an_entry_is_one_per_session_and_its_message_one_per_revision(
 
 def test_real_time_and_length_of_the_session(entry: LibraryEntry) -> None:
     assert entry.started_at == STARTED and entry.duration_seconds == 3420
-    assert "57 min live session on 4 March 2025" in entry.description
+    assert "live session of 57 min on 4 March 2025" in entry.description
 
 
 def test_without_provider_times_the_schedule_counts(build_session: BuildSession) -> None:
@@ -144,3 +152,10 @@ def test_chat_links_become_resources_once_each_with_who_and_when() -> None:
 
 def test_chat_without_links_gives_no_resources() -> None:
     assert chat_resources(b"00:01:00 From  Ana  to  Everyone:\n\thello all\n") == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"), [(30, "30 s"), (59, "59 s"), (60, "1 min"), (3420, "57 min"), (5400, "1 h 30 min")]
+)
+def test_lengths_read_as_people_say_them(seconds: int, said: str) -> None:
+    assert length_text(seconds) == said
