@@ -67,6 +67,8 @@ MARK_START, MARK_END, ELLIPSIS = "\x02", "\x03", "…"
 # The transcript column holds the cues' lines joined by newlines, and `starts` their start times (packed doubles):
 # which line FTS5 highlights gives the moment of a hit, with the index's own stemming and folding.
 MAX_TEXT_CHARS = 2_000_000  # per transcript and per article text: what a person writes is bounded
+MOMENT_WINDOW_CHARS = 2_000  # a moment is looked for in the transcript's opening lines first (see _moments)
+SHORT_COLUMNS = COLUMNS.index("transcript")  # title .. credits: short enough to highlight whole
 
 WRITE_BATCH_MESSAGES = 500
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
@@ -198,6 +200,16 @@ class _FacetSets:
         return counts
 
 
+class _Window:
+    """How many characters of a transcript FTS5 reads back (the SQL function transcript_window())."""
+
+    def __init__(self) -> None:
+        self.chars = MAX_TEXT_CHARS + 1
+
+    def get(self) -> int:
+        return self.chars
+
+
 def _bitset(items: Iterable[int]) -> int:
     buffer = bytearray()
     for item in items:
@@ -227,6 +239,7 @@ class LibraryIndex:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._updated: datetime | None = None
         self._facets = _FacetSets()
+        self._window = _Window()  # how much of a transcript highlight() reads
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -378,6 +391,7 @@ class LibraryIndex:
             else:
                 target = ":memory:"
             db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            db.create_function("transcript_window", 0, self._window.get)
             db.executescript(_SCHEMA)
             if self._storage == "file":
                 db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;")
@@ -446,7 +460,7 @@ class LibraryIndex:
             newest = query.sort == "newest" or parsed.match() is None
             rows = _page_rows(db, filters, newest, per_page, (page - 1) * per_page)
             facets = self._facets.counts(matched_before_filters, chosen)
-            hits = _hits(db, parsed, rows)
+            hits = _hits(db, self._window, parsed, rows)
         return SearchPage(query, total, hits, facets, page, math.ceil(total / per_page))
 
 
@@ -468,10 +482,16 @@ CREATE TABLE texts(item_id TEXT PRIMARY KEY, transcript TEXT NOT NULL, starts BL
 CREATE TABLE facets(facet TEXT NOT NULL, slug TEXT NOT NULL, item INTEGER NOT NULL, value TEXT NOT NULL,
                     PRIMARY KEY(facet, slug, item)) WITHOUT ROWID;
 CREATE INDEX facets_by_item ON facets(item);
-CREATE VIEW docs_source AS
+CREATE VIEW items_text AS
     SELECT i.id AS id, i.title AS title, i.tagline AS tagline, i.tags AS tags, i.description AS description,
            i.credits AS credits, coalesce(t.transcript, '') AS transcript, coalesce(t.article, '') AS article
     FROM items i LEFT JOIN texts t ON t.item_id = i.item_id;
+-- What FTS5 reads back for highlight() and snippet(): the transcript only up to transcript_window() characters
+-- (positions of a prefix are those of the whole), so finding a moment near the start does not tokenize it all.
+CREATE VIEW docs_source AS
+    SELECT id, title, tagline, tags, description, credits, substr(transcript, 1, transcript_window()) AS transcript,
+           article
+    FROM items_text;
 CREATE VIRTUAL TABLE docs USING fts5({", ".join(COLUMNS)}, content='docs_source', content_rowid='id',
                                      tokenize='{TOKENIZER}');
 CREATE TEMP TABLE m(id INTEGER PRIMARY KEY, score REAL NOT NULL, at REAL NOT NULL);
@@ -579,14 +599,14 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
 
 
 def _index(db: sqlite3.Connection, rowid: int) -> None:
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
+    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items_text WHERE id = ?", (rowid,)).fetchone()
     db.execute(f"INSERT INTO docs(rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row))
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
     """Take an item out of the FTS table with exactly the values it was indexed with (what an external-content FTS5
     table needs), read from its source before that changes."""
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
+    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items_text WHERE id = ?", (rowid,)).fetchone()
     if row is None:
         return
     db.execute(
@@ -700,37 +720,37 @@ def _page_rows(
 
 
 def _hits(
-    db: sqlite3.Connection, parsed: ParsedQuery, rows: list[tuple[int, float, ItemKind, str, str, str]]
+    db: sqlite3.Connection,
+    window: _Window,
+    parsed: ParsedQuery,
+    rows: list[tuple[int, float, ItemKind, str, str, str]],
 ) -> list[Hit]:
     """The page's hits: the record or article, a snippet, and for a recording whose transcript matched, the line that
-    matched best (most of the words) as the snippet and its start as the moment."""
+    matched best as the snippet and its start as the moment. Only the page's rows are read, and of each only what it
+    needs: the transcript's opening lines when they hold the words, the short fields, the article text."""
     match = parsed.match()
     snippets: dict[int, str] = {}
     moments: dict[int, float] = {}
     if match is not None and rows:
-        marks = ", ".join("?" * len(rows))
-        transcript = COLUMNS.index("transcript")
-        found = db.execute(
-            f"SELECT docs.rowid, highlight(docs, {transcript}, ?, ?), t.starts FROM docs "
-            f"JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
-            f"WHERE docs MATCH ? AND docs.rowid IN ({marks}) AND i.kind = 'recording'",
-            [MARK_START, MARK_END, f"{{transcript}} : ({parsed.any_term()})", *(row[0] for row in rows)],
-        )
-        for rowid, highlighted, starts in found:
-            line = _best_line(highlighted or "")
-            if line is not None:
-                number, text = line
-                moments[rowid] = array("d", starts)[number]
-                snippets[rowid] = _around_marks(text)
+        recordings = [row[0] for row in rows if row[2] == "recording"]
+        if recordings:
+            for rowid, (moment, line) in _moments(db, window, parsed, recordings).items():
+                moments[rowid] = moment
+                snippets[rowid] = _around_marks(line)
         rest = [row[0] for row in rows if row[0] not in snippets]
         if rest:
+            snippets.update(_short_snippets(db, match, rest))
+        for column in (COLUMNS.index("article"), -1):  # the article text, then whatever matched
+            rest = [row[0] for row in rows if row[0] not in snippets]
+            if not rest:
+                break
             marks = ", ".join("?" * len(rest))
             found = db.execute(
-                f"SELECT rowid, snippet(docs, -1, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs "
+                f"SELECT rowid, snippet(docs, {column}, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs "
                 f"WHERE docs MATCH ? AND rowid IN ({marks})",
                 [MARK_START, MARK_END, ELLIPSIS, match, *rest],
             )
-            snippets.update((rowid, snippet) for rowid, snippet in found if snippet)
+            snippets.update((rowid, snippet) for rowid, snippet in found if snippet and MARK_START in snippet)
     hits = []
     for rowid, score, kind, item_id, doc, tagline in rows:
         snippet = snippets.get(rowid, tagline)
@@ -742,18 +762,79 @@ def _hits(
     return hits
 
 
-def _best_line(highlighted: str) -> tuple[int, str] | None:
-    """(number, text) of the transcript line with the most distinct highlighted words (the first of equals)."""
+def _moments(
+    db: sqlite3.Connection, window: _Window, parsed: ParsedQuery, rowids: list[int]
+) -> dict[int, tuple[float, str]]:
+    """(start, highlighted line) of the best-matching transcript line of each recording whose transcript matched.
+
+    The opening MOMENT_WINDOW_CHARS characters first: a line there with as many distinct matched words as the query
+    has terms is taken (the first such); otherwise the whole transcript is read and the first line with the most
+    distinct matched words is. Common words are found near the start, so a page of them does not tokenize twenty
+    whole transcripts."""
+    terms = f"{{transcript}} : ({parsed.any_term()})"
+    found: dict[int, tuple[float, str]] = {}
+    todo = rowids
+    for chars in (MOMENT_WINDOW_CHARS, MAX_TEXT_CHARS + 1):
+        marks = ", ".join("?" * len(todo))
+        window.chars = chars
+        try:
+            highlighted = db.execute(
+                f"SELECT docs.rowid, highlight(docs, {COLUMNS.index('transcript')}, ?, ?), length(t.transcript), "
+                f"t.starts FROM docs JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
+                f"WHERE docs MATCH ? AND docs.rowid IN ({marks})",
+                [MARK_START, MARK_END, terms, *todo],
+            ).fetchall()
+        finally:
+            window.chars = MAX_TEXT_CHARS + 1
+        todo = []
+        for rowid, text, length, starts in highlighted:
+            cut = length > chars
+            line = _best_line(text or "", drop_last=cut)
+            if cut and (line is None or line[2] < len(parsed.include)):
+                todo.append(rowid)  # not enough of the words in the opening lines: read the whole transcript
+            elif line is not None:
+                found[rowid] = (array("d", starts)[line[0]], line[1])
+        if not todo:
+            break
+    return found
+
+
+def _short_snippets(db: sqlite3.Connection, match: str, rowids: list[int]) -> dict[int, str]:
+    """The short field (title .. credits) with the most distinct matched words, the first of equals, highlighted."""
+    marks = ", ".join("?" * len(rowids))
+    columns = ", ".join(f"highlight(docs, {column}, ?, ?)" for column in range(SHORT_COLUMNS))
+    found = db.execute(
+        f"SELECT rowid, {columns} FROM docs WHERE docs MATCH ? AND rowid IN ({marks})",
+        [*[MARK_START, MARK_END] * SHORT_COLUMNS, match, *rowids],
+    )
+    snippets = {}
+    for rowid, *fields in found:
+        best, most = None, 0
+        for text in fields:
+            words = len({word.casefold() for word in _MARKED.findall(text or "")})
+            if words > most:
+                best, most = text, words
+        if best is not None:
+            snippets[rowid] = _around_marks(best)
+    return snippets
+
+
+def _best_line(highlighted: str, drop_last: bool = False) -> tuple[int, str, int] | None:
+    """(number, text, words) of the transcript line with the most distinct highlighted words (the first of equals);
+    `drop_last`: the text was cut, so its last line may be a piece of one."""
     if MARK_START not in highlighted:
         return None
+    lines = highlighted.split("\n")
+    if drop_last:
+        lines.pop()
     best: tuple[int, int, str] | None = None
-    for number, line in enumerate(highlighted.split("\n")):
+    for number, line in enumerate(lines):
         if MARK_START not in line:
             continue
         words = len({match.casefold() for match in _MARKED.findall(line)})
         if best is None or words > best[0]:
             best = (words, number, line)
-    return (best[1], best[2]) if best else None
+    return (best[1], best[2], best[0]) if best else None
 
 
 def _around_marks(line: str, width: int = 160) -> str:
