@@ -67,6 +67,8 @@ MARK_START, MARK_END, ELLIPSIS = "\x02", "\x03", "…"
 # The transcript column holds the cues' lines joined by newlines, and `starts` their start times (packed doubles):
 # which line FTS5 highlights gives the moment of a hit, with the index's own stemming and folding.
 MAX_TEXT_CHARS = 2_000_000  # per transcript and per article text: what a person writes is bounded
+MOMENT_WINDOW_CHARS = 2_000  # a moment is looked for in the transcript's opening lines first (see _moments)
+SHORT_COLUMNS = COLUMNS.index("transcript")  # title .. credits: short enough to highlight whole
 
 WRITE_BATCH_MESSAGES = 500
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
@@ -128,6 +130,96 @@ def facet_slug(value: str) -> str:
     return slugify(value) or value.strip().casefold()
 
 
+class _FacetSets:
+    """Which items have each facet value, as bitsets (a Python int whose bit n is items.id n): counting a facet over
+    the matches is one AND and a popcount per value, not a GROUP BY over every match's facet rows (~100,000 rows for
+    a common word in 10,000 entries). Kept in step with the facets table by each write; after a rolled-back write
+    they are `stale` and read again from the table."""
+
+    def __init__(self) -> None:
+        self.bits: dict[str, dict[str, dict[str, int]]] = {facet: {} for facet in FACETS}  # facet -> slug -> value
+        self.stale = False
+
+    def load(self, db: sqlite3.Connection) -> None:
+        members: dict[tuple[str, str, str], list[int]] = {}
+        for facet, slug, value, item in db.execute("SELECT facet, slug, value, item FROM facets"):
+            members.setdefault((facet, slug, value), []).append(item)
+        self.bits = {facet: {} for facet in FACETS}
+        for (facet, slug, value), items in members.items():
+            self.bits.setdefault(facet, {}).setdefault(slug, {})[value] = _bitset(items)
+        self.stale = False
+
+    def change(self, item: int, rows: Iterable[tuple[str, str, str]], present: bool) -> None:
+        bit = 1 << item
+        for facet, slug, value in rows:
+            variants = self.bits.setdefault(facet, {}).setdefault(slug, {})
+            if present:
+                variants[value] = variants.get(value, 0) | bit
+                continue
+            left = variants.get(value, 0) & ~bit
+            if left:
+                variants[value] = left
+            else:
+                variants.pop(value, None)
+                if not variants:
+                    del self.bits[facet][slug]
+
+    def chosen(self, filters: Mapping[str, list[str]]) -> dict[str, int]:
+        """Per filtered facet, the items having any of its chosen values."""
+        chosen = {}
+        for facet, slugs in filters.items():
+            bits = 0
+            for slug in slugs:
+                for variant in self.bits.get(facet, {}).get(slug, {}).values():
+                    bits |= variant
+            chosen[facet] = bits
+        return chosen
+
+    def counts(self, matched: int, chosen: Mapping[str, int]) -> dict[str, list[tuple[str, int]]]:
+        """(value, count) per facet over the matched items, most first. A facet with a filter of its own is counted
+        as if that filter were not set: its other values are what choosing them too (OR) would add. A slug's value
+        is shown as the first (by sort order) of its spellings among the matches."""
+        counts: dict[str, list[tuple[str, int]]] = {}
+        for facet in FACETS:
+            base = matched
+            for other, bits in chosen.items():
+                if other != facet:
+                    base &= bits
+            values = []
+            if base:
+                for variants in self.bits.get(facet, {}).values():
+                    count, shown = 0, None
+                    for value, bits in variants.items():
+                        found = (base & bits).bit_count()
+                        if found:
+                            count += found
+                            shown = value if shown is None or value < shown else shown
+                    if shown is not None:
+                        values.append((shown, count))
+            counts[facet] = sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES]
+        return counts
+
+
+class _Window:
+    """How many characters of a transcript FTS5 reads back (the SQL function transcript_window())."""
+
+    def __init__(self) -> None:
+        self.chars = MAX_TEXT_CHARS + 1
+
+    def get(self) -> int:
+        return self.chars
+
+
+def _bitset(items: Iterable[int]) -> int:
+    buffer = bytearray()
+    for item in items:
+        byte = item >> 3
+        if byte >= len(buffer):
+            buffer.extend(bytes(byte + 1 - len(buffer) + len(buffer) // 2))
+        buffer[byte] |= 1 << (item & 7)
+    return int.from_bytes(buffer, "little")
+
+
 class LibraryIndex:
     """One per process that serves search. `start(kv)` rebuilds from the bucket and follows it; `stop()` deletes
     the server-side consumer it used. `search` never blocks the event loop for long (queries are bounded).
@@ -146,6 +238,8 @@ class LibraryIndex:
         self._position = 0  # stream sequence of the last change applied
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._updated: datetime | None = None
+        self._facets = _FacetSets()
+        self._window = _Window()  # how much of a transcript highlight() reads
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -297,10 +391,12 @@ class LibraryIndex:
             else:
                 target = ":memory:"
             db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            db.create_function("transcript_window", 0, self._window.get)
             db.executescript(_SCHEMA)
             if self._storage == "file":
                 db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;")
             self._db = db
+            self._facets = _FacetSets()
 
     def _count(self) -> int:
         with self._lock:
@@ -319,6 +415,7 @@ class LibraryIndex:
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._facets.stale = True
                 raise
 
     def _apply_one(self, db: sqlite3.Connection, change: KeyChange) -> None:
@@ -329,10 +426,10 @@ class LibraryIndex:
                 _put_text(db, item_id, text)
             elif prefix + "." == ENTRY:
                 record = LibraryRecord.model_validate_json(change.value) if change.value else None
-                _put_item(db, "recording", item_id, record)
+                _put_item(db, self._facets, "recording", item_id, record)
             elif prefix + "." == ARTICLE:
                 article = ArticleItem.model_validate_json(change.value) if change.value else None
-                _put_item(db, "article", item_id, article)
+                _put_item(db, self._facets, "article", item_id, article)
             else:
                 return
         except ValidationError as error:  # someone put what is not a record there: the item stays as it was
@@ -351,18 +448,19 @@ class LibraryIndex:
             db = self._db
             if db is None:
                 return SearchPage(query, 0, [], {facet: [] for facet in FACETS}, page, 0)
+            if self._facets.stale:
+                self._facets.load(db)
             _collect_matches(db, parsed, query)
-            where, arguments = _filter_clause(filters)
-            total = int(db.execute(f"SELECT count(*) FROM m WHERE 1 {where}", arguments).fetchone()[0])
+            matched_before_filters = _bitset(row[0] for row in db.execute("SELECT id FROM m"))
+            chosen = self._facets.chosen(filters)
+            matched = matched_before_filters
+            for bits in chosen.values():
+                matched &= bits
+            total = matched.bit_count()
             newest = query.sort == "newest" or parsed.match() is None
-            order = "m.at DESC, m.id DESC" if newest else "m.score, m.at DESC, m.id DESC"
-            rows = db.execute(
-                f"SELECT m.id, m.score, i.kind, i.item_id, i.doc, i.tagline FROM m JOIN items i ON i.id = m.id "
-                f"WHERE 1 {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                [*arguments, per_page, (page - 1) * per_page],
-            ).fetchall()
-            facets = _facet_counts(db, filters)
-            hits = _hits(db, parsed, rows)
+            rows = _page_rows(db, filters, newest, per_page, (page - 1) * per_page)
+            facets = self._facets.counts(matched_before_filters, chosen)
+            hits = _hits(db, self._window, parsed, rows)
         return SearchPage(query, total, hits, facets, page, math.ceil(total / per_page))
 
 
@@ -383,11 +481,17 @@ CREATE INDEX items_by_item ON items(item_id);
 CREATE TABLE texts(item_id TEXT PRIMARY KEY, transcript TEXT NOT NULL, starts BLOB NOT NULL, article TEXT NOT NULL);
 CREATE TABLE facets(facet TEXT NOT NULL, slug TEXT NOT NULL, item INTEGER NOT NULL, value TEXT NOT NULL,
                     PRIMARY KEY(facet, slug, item)) WITHOUT ROWID;
-CREATE INDEX facets_by_item ON facets(item, facet, slug, value);  -- covers the counting
-CREATE VIEW docs_source AS
+CREATE INDEX facets_by_item ON facets(item);
+CREATE VIEW items_text AS
     SELECT i.id AS id, i.title AS title, i.tagline AS tagline, i.tags AS tags, i.description AS description,
            i.credits AS credits, coalesce(t.transcript, '') AS transcript, coalesce(t.article, '') AS article
     FROM items i LEFT JOIN texts t ON t.item_id = i.item_id;
+-- What FTS5 reads back for highlight() and snippet(): the transcript only up to transcript_window() characters
+-- (positions of a prefix are those of the whole), so finding a moment near the start does not tokenize it all.
+CREATE VIEW docs_source AS
+    SELECT id, title, tagline, tags, description, credits, substr(transcript, 1, transcript_window()) AS transcript,
+           article
+    FROM items_text;
 CREATE VIRTUAL TABLE docs USING fts5({", ".join(COLUMNS)}, content='docs_source', content_rowid='id',
                                      tokenize='{TOKENIZER}');
 CREATE TEMP TABLE m(id INTEGER PRIMARY KEY, score REAL NOT NULL, at REAL NOT NULL);
@@ -428,10 +532,17 @@ def _line(text: str) -> str:
     return text.translate(_ONE_LINE)
 
 
-def _put_item(db: sqlite3.Connection, kind: ItemKind, item_id: str, item: LibraryRecord | ArticleItem | None) -> None:
+def _put_item(
+    db: sqlite3.Connection,
+    facets: _FacetSets,
+    kind: ItemKind,
+    item_id: str,
+    item: LibraryRecord | ArticleItem | None,
+) -> None:
     row = db.execute("SELECT id FROM items WHERE kind = ? AND item_id = ?", (kind, item_id)).fetchone()
     if row is not None:
         _unindex(db, row[0])
+        facets.change(row[0], db.execute("SELECT facet, slug, value FROM facets WHERE item = ?", (row[0],)), False)
         db.execute("DELETE FROM facets WHERE item = ?", (row[0],))
     if item is None:
         if row is not None:
@@ -452,10 +563,15 @@ def _put_item(db: sqlite3.Connection, kind: ItemKind, item_id: str, item: Librar
             "description = ?, credits = ? WHERE id = ?",
             (*fields, rowid),
         )
+    rows = {}
+    for facet, value in _facet_values(item):
+        if value.strip():
+            rows.setdefault((facet, facet_slug(value)), value)  # one value per slug and item: the first
     db.executemany(
-        "INSERT OR IGNORE INTO facets(facet, slug, item, value) VALUES (?, ?, ?, ?)",
-        [(facet, facet_slug(value), rowid, value) for facet, value in _facet_values(item) if value.strip()],
+        "INSERT INTO facets(facet, slug, item, value) VALUES (?, ?, ?, ?)",
+        [(facet, slug, rowid, value) for (facet, slug), value in rows.items()],
     )
+    facets.change(rowid, [(facet, slug, value) for (facet, slug), value in rows.items()], True)
     _index(db, rowid)
 
 
@@ -483,14 +599,14 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
 
 
 def _index(db: sqlite3.Connection, rowid: int) -> None:
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
+    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items_text WHERE id = ?", (rowid,)).fetchone()
     db.execute(f"INSERT INTO docs(rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row))
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
     """Take an item out of the FTS table with exactly the values it was indexed with (what an external-content FTS5
     table needs), read from its source before that changes."""
-    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM docs_source WHERE id = ?", (rowid,)).fetchone()
+    row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items_text WHERE id = ?", (rowid,)).fetchone()
     if row is None:
         return
     db.execute(
@@ -591,66 +707,50 @@ def _collect_matches(db: sqlite3.Connection, parsed: ParsedQuery, query: SearchQ
     db.execute(f"INSERT INTO m(id, score, at) SELECT i.id, 0, i.at FROM items i WHERE {visible}", arguments)
 
 
-def _facet_counts(db: sqlite3.Connection, filters: Mapping[str, list[str]]) -> dict[str, list[tuple[str, int]]]:
-    """Counts over every match. A facet with a filter of its own is counted as if that filter were not set: its
-    other values are what choosing them too (OR) would add."""
-    counts: dict[str, list[tuple[str, int]]] = {facet: [] for facet in FACETS}
+def _page_rows(
+    db: sqlite3.Connection, filters: Mapping[str, list[str]], newest: bool, limit: int, offset: int
+) -> list[tuple[int, float, ItemKind, str, str, str]]:
     where, arguments = _filter_clause(filters)
-    rows = db.execute(
-        f"SELECT f.facet, min(f.value), count(*) AS n FROM m JOIN facets f ON f.item = m.id WHERE 1 {where} "
-        "GROUP BY f.facet, f.slug",
-        arguments,
+    order = "m.at DESC, m.id DESC" if newest else "m.score, m.at DESC, m.id DESC"
+    return db.execute(
+        f"SELECT m.id, m.score, i.kind, i.item_id, i.doc, i.tagline FROM m JOIN items i ON i.id = m.id "
+        f"WHERE 1 {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*arguments, limit, offset],
     ).fetchall()
-    for facet, value, count in rows:
-        if facet not in filters:
-            counts[facet].append((value, count))
-    for facet in filters:
-        where, arguments = _filter_clause(filters, leave_out=facet)
-        counts[facet] = [
-            (value, count)
-            for value, count in db.execute(
-                f"SELECT min(f.value), count(*) FROM m JOIN facets f ON f.item = m.id AND f.facet = ? WHERE 1 {where} "
-                "GROUP BY f.slug",
-                [facet, *arguments],
-            )
-        ]
-    return {
-        facet: sorted(values, key=lambda vc: (-vc[1], vc[0]))[:MAX_FACET_VALUES] for facet, values in counts.items()
-    }
 
 
 def _hits(
-    db: sqlite3.Connection, parsed: ParsedQuery, rows: list[tuple[int, float, ItemKind, str, str, str]]
+    db: sqlite3.Connection,
+    window: _Window,
+    parsed: ParsedQuery,
+    rows: list[tuple[int, float, ItemKind, str, str, str]],
 ) -> list[Hit]:
     """The page's hits: the record or article, a snippet, and for a recording whose transcript matched, the line that
-    matched best (most of the words) as the snippet and its start as the moment."""
+    matched best as the snippet and its start as the moment. Only the page's rows are read, and of each only what it
+    needs: the transcript's opening lines when they hold the words, the short fields, the article text."""
     match = parsed.match()
     snippets: dict[int, str] = {}
     moments: dict[int, float] = {}
     if match is not None and rows:
-        marks = ", ".join("?" * len(rows))
-        transcript = COLUMNS.index("transcript")
-        found = db.execute(
-            f"SELECT docs.rowid, highlight(docs, {transcript}, ?, ?), t.starts FROM docs "
-            f"JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
-            f"WHERE docs MATCH ? AND docs.rowid IN ({marks}) AND i.kind = 'recording'",
-            [MARK_START, MARK_END, f"{{transcript}} : ({parsed.any_term()})", *(row[0] for row in rows)],
-        )
-        for rowid, highlighted, starts in found:
-            line = _best_line(highlighted or "")
-            if line is not None:
-                number, text = line
-                moments[rowid] = array("d", starts)[number]
-                snippets[rowid] = _around_marks(text)
+        recordings = [row[0] for row in rows if row[2] == "recording"]
+        if recordings:
+            for rowid, (moment, line) in _moments(db, window, parsed, recordings).items():
+                moments[rowid] = moment
+                snippets[rowid] = _around_marks(line)
         rest = [row[0] for row in rows if row[0] not in snippets]
         if rest:
+            snippets.update(_short_snippets(db, match, rest))
+        for column in (COLUMNS.index("article"), -1):  # the article text, then whatever matched
+            rest = [row[0] for row in rows if row[0] not in snippets]
+            if not rest:
+                break
             marks = ", ".join("?" * len(rest))
             found = db.execute(
-                f"SELECT rowid, snippet(docs, -1, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs "
+                f"SELECT rowid, snippet(docs, {column}, ?, ?, ?, {SNIPPET_TOKENS}) FROM docs "
                 f"WHERE docs MATCH ? AND rowid IN ({marks})",
                 [MARK_START, MARK_END, ELLIPSIS, match, *rest],
             )
-            snippets.update((rowid, snippet) for rowid, snippet in found if snippet)
+            snippets.update((rowid, snippet) for rowid, snippet in found if snippet and MARK_START in snippet)
     hits = []
     for rowid, score, kind, item_id, doc, tagline in rows:
         snippet = snippets.get(rowid, tagline)
@@ -662,18 +762,79 @@ def _hits(
     return hits
 
 
-def _best_line(highlighted: str) -> tuple[int, str] | None:
-    """(number, text) of the transcript line with the most distinct highlighted words (the first of equals)."""
+def _moments(
+    db: sqlite3.Connection, window: _Window, parsed: ParsedQuery, rowids: list[int]
+) -> dict[int, tuple[float, str]]:
+    """(start, highlighted line) of the best-matching transcript line of each recording whose transcript matched.
+
+    The opening MOMENT_WINDOW_CHARS characters first: a line there with as many distinct matched words as the query
+    has terms is taken (the first such); otherwise the whole transcript is read and the first line with the most
+    distinct matched words is. Common words are found near the start, so a page of them does not tokenize twenty
+    whole transcripts."""
+    terms = f"{{transcript}} : ({parsed.any_term()})"
+    found: dict[int, tuple[float, str]] = {}
+    todo = rowids
+    for chars in (MOMENT_WINDOW_CHARS, MAX_TEXT_CHARS + 1):
+        marks = ", ".join("?" * len(todo))
+        window.chars = chars
+        try:
+            highlighted = db.execute(
+                f"SELECT docs.rowid, highlight(docs, {COLUMNS.index('transcript')}, ?, ?), length(t.transcript), "
+                f"t.starts FROM docs JOIN items i ON i.id = docs.rowid JOIN texts t ON t.item_id = i.item_id "
+                f"WHERE docs MATCH ? AND docs.rowid IN ({marks})",
+                [MARK_START, MARK_END, terms, *todo],
+            ).fetchall()
+        finally:
+            window.chars = MAX_TEXT_CHARS + 1
+        todo = []
+        for rowid, text, length, starts in highlighted:
+            cut = length > chars
+            line = _best_line(text or "", drop_last=cut)
+            if cut and (line is None or line[2] < len(parsed.include)):
+                todo.append(rowid)  # not enough of the words in the opening lines: read the whole transcript
+            elif line is not None:
+                found[rowid] = (array("d", starts)[line[0]], line[1])
+        if not todo:
+            break
+    return found
+
+
+def _short_snippets(db: sqlite3.Connection, match: str, rowids: list[int]) -> dict[int, str]:
+    """The short field (title .. credits) with the most distinct matched words, the first of equals, highlighted."""
+    marks = ", ".join("?" * len(rowids))
+    columns = ", ".join(f"highlight(docs, {column}, ?, ?)" for column in range(SHORT_COLUMNS))
+    found = db.execute(
+        f"SELECT rowid, {columns} FROM docs WHERE docs MATCH ? AND rowid IN ({marks})",
+        [*[MARK_START, MARK_END] * SHORT_COLUMNS, match, *rowids],
+    )
+    snippets = {}
+    for rowid, *fields in found:
+        best, most = None, 0
+        for text in fields:
+            words = len({word.casefold() for word in _MARKED.findall(text or "")})
+            if words > most:
+                best, most = text, words
+        if best is not None:
+            snippets[rowid] = _around_marks(best)
+    return snippets
+
+
+def _best_line(highlighted: str, drop_last: bool = False) -> tuple[int, str, int] | None:
+    """(number, text, words) of the transcript line with the most distinct highlighted words (the first of equals);
+    `drop_last`: the text was cut, so its last line may be a piece of one."""
     if MARK_START not in highlighted:
         return None
+    lines = highlighted.split("\n")
+    if drop_last:
+        lines.pop()
     best: tuple[int, int, str] | None = None
-    for number, line in enumerate(highlighted.split("\n")):
+    for number, line in enumerate(lines):
         if MARK_START not in line:
             continue
         words = len({match.casefold() for match in _MARKED.findall(line)})
         if best is None or words > best[0]:
             best = (words, number, line)
-    return (best[1], best[2]) if best else None
+    return (best[1], best[2], best[0]) if best else None
 
 
 def _around_marks(line: str, width: int = 160) -> str:

@@ -416,3 +416,39 @@ async def test_an_edit_deletion_and_a_late_transcript_are_applied() -> None:
         assert (await library.search(SearchQuery(q="plan"))).total == 0
     finally:
         await library.stop()
+
+
+async def test_the_moment_is_the_line_with_all_the_words_even_far_past_one_with_some() -> None:
+    """Moments are looked for in the opening lines first (MOMENT_WINDOW_CHARS): a line there with only some of the
+    words must not win over a later line with all of them."""
+    filler = [f"{FILLER[n % len(FILLER)]}" for n in range(12 * 80)]
+    words = ["compass", *filler[:11], *filler, "compass", "harbour", *filler[:10]]
+    library = LibraryIndex()
+    try:
+        await library.add(record("m-1", title="A long walk"), texts={"m-1": SearchText(cues=cues(words))})
+        both = (await library.search(SearchQuery(q="compass harbour"))).hits[0]
+        assert both.moment == 81 * 4.0 and "\x02harbour\x03" in both.snippet
+        one = (await library.search(SearchQuery(q="compass"))).hits[0]
+        assert one.moment == 0.0
+    finally:
+        await library.stop()
+
+
+async def test_facet_counts_follow_edits_and_deletions() -> None:
+    library = LibraryIndex()
+    try:
+        first, second = record("f-1", title="One", tags=("Mentoring",)), record("f-2", title="Two", tags=("Mentoring",))
+        await library.add(first, second)
+        assert (await library.search(SearchQuery())).facets["tag"] == [("Mentoring", 2)]
+        retagged = first.model_copy(update={"entry": first.entry.model_copy(update={"tags": ["Café Zürich"]})})
+        await library.add(retagged)
+        page = await library.search(SearchQuery(filters={"tag": ["cafe zurich"]}))
+        assert [hit.item_id for hit in page.hits] == ["f-1"] and page.total == 1
+        assert sorted(page.facets["tag"]) == [("Café Zürich", 1), ("Mentoring", 1)]
+        from pipeline.archive.search import KeyChange
+
+        await library.apply([KeyChange("entry.f-2", None, 0)])
+        assert (await library.search(SearchQuery())).facets["tag"] == [("Café Zürich", 1)]
+        assert (await library.search(SearchQuery(filters={"tag": ["Mentoring"]}))).total == 0
+    finally:
+        await library.stop()
