@@ -350,8 +350,9 @@ class Driver:
 
     async def record(self, session: object) -> None:
         from pipeline import bus
-        from pipeline.demo import sample_recording
+        from pipeline.demo import hold, sample_recording
 
+        await hold(self.client, session)  # type: ignore[arg-type]  # its recording is accepted once it was held
         await bus.publish(self.client, bus.RECORDINGS, sample_recording(session, self.recordings_dir))  # type: ignore[arg-type]
         self.recordings += 1
 
@@ -482,7 +483,7 @@ class SoakRun:
         async with connected(Settings(nats_url=nats_url, data_dir=self.folder / "data")) as client:
             nc = client.config.connection_state.connection
             js = nc.jetstream()
-            driver = Driver(client, api, self.folder / "recordings")
+            driver = Driver(client, api, self.folder / "data" / "import")  # the workers' import folder
             await nc.subscribe(bus.PROPOSALS_CREATED, cb=driver.on_proposal)
             await nc.subscribe(bus.SESSIONS_SCHEDULED, cb=driver.on_session)
             started = time.monotonic()

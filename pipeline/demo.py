@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock, decide
+from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, transition
 from pipeline.app import connected, create_broker, nats_for, start_stages
 from pipeline.embedded import free_port
 from pipeline.messages import (
@@ -129,6 +130,17 @@ def sample_recording(session: ScheduledSession, import_dir: Path) -> Recording:
         duration_seconds=SAMPLE_SECONDS,
         submitted_by=FACILITATOR,
     )
+
+
+async def hold(broker: NatsBroker, session: ScheduledSession) -> None:
+    """For runs that cannot wait for the clock (soaks, chaos runs): walk `session` through live and ended as the
+    archive does for a recording that arrives before the clock's tick, so its recording is accepted and no "starting
+    now" is said. The clock itself moves every other proposal as usual."""
+    for state in ("live", "ended"):
+        try:
+            await transition(broker, session.proposal.id, state, by="archive", reason="held (time passes)")
+        except DecisionRefused:
+            pass  # already there, or further on
 
 
 class Watcher:

@@ -46,6 +46,7 @@ def settings(nats_server: EmbeddedNats, tmp_path: Path) -> Settings:
         fetch_timeout_seconds=5,
         delivery=DeliveryPolicy(max_deliveries=3, backoff_base_seconds=0.05, backoff_max_seconds=0.2),
         ack_wait_seconds=5,
+        http_port=free_port(),  # what serves HTTP in a test (the demo's story serves its library) never takes 8000
     )
 
 

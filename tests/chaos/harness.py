@@ -37,8 +37,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline import bus, stores
-from pipeline.actions.approval import DecisionRefused, transition
 from pipeline.actions.web.auth import token_sha256
+from pipeline.demo import hold
 from pipeline.embedded import free_port, nats_server_binary
 from pipeline.errors import RetryableError
 from pipeline.messages import DeadLetter, OutreachResult, Recording, RecordingFile, ScheduledSession, Share
@@ -51,6 +51,7 @@ IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 SHARER = "@chaos"
 CHANNELS = ("mastodon", "facebook")
 RECORDING_BYTES = 64 * 1024
+MP4_HEADER = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 KINDS = ("scheduled", "recording")  # a recording walks its session to live and ended: no "starting now" post
 API_TOKEN = "chaos-api-token-0123456789"
 FETCH_TIMEOUT_SECONDS = 2.0
@@ -623,7 +624,7 @@ class Chaos:
             await self.fast_forward(session)
             media = self.data_dir / "import" / "chaos" / f"{session.id}.mp4"
             media.parent.mkdir(parents=True, exist_ok=True)
-            media.write_bytes(self.rng.randbytes(RECORDING_BYTES))
+            media.write_bytes(MP4_HEADER + self.rng.randbytes(RECORDING_BYTES))  # looks like a video from its start
             if use_cli:
                 code, _ = await self.cli("record", session.id, "--media", str(media))
                 self.figures.api_calls[f"cli exit {code}"] += 1
@@ -646,18 +647,15 @@ class Chaos:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def fast_forward(self, session: ScheduledSession) -> None:
-        """Stand in for time: the session has been held (its recording is refused before its start). Walked through
-        live and ended as the archive walks a session whose recording arrives before the clock: no "starting now"."""
+        """Stand in for time: the session has been held (its recording is refused before its start); retried while
+        the server is away."""
         assert self.ops is not None
-        for state in ("live", "ended"):
-            while not self.stopping:
-                try:
-                    await transition(self.ops, session.proposal.id, state, by="archive", reason="chaos: time passes")
-                    break
-                except DecisionRefused:
-                    break  # already there, or further on
-                except (nats.errors.Error, TimeoutError, ConnectionError, RetryableError):
-                    await asyncio.sleep(0.5)
+        while not self.stopping:
+            try:
+                await hold(self.ops, session)
+                return
+            except (nats.errors.Error, TimeoutError, ConnectionError, RetryableError):
+                await asyncio.sleep(0.5)
 
     async def janitor(self) -> None:
         """Discard each poison dead letter once it is there (an operator would): only they may be discarded."""

@@ -12,7 +12,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import decide
+from pipeline.actions.approval import advance_by_clock, decide
 from pipeline.actions.service import Approvals
 from pipeline.app import connected, create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
@@ -67,7 +67,7 @@ async def cluster_client(cluster: Cluster, cluster_settings: Settings) -> AsyncI
 
 
 async def test_the_seed_story_on_three_nodes_with_workers_on_two_of_them(
-    workers: list[NatsBroker], cluster_client: NatsBroker, tmp_path: Path
+    workers: list[NatsBroker], cluster_client: NatsBroker, cluster_settings: Settings
 ) -> None:
     client = cluster_client
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
@@ -77,7 +77,9 @@ async def test_the_seed_story_on_three_nodes_with_workers_on_two_of_them(
     await decide(client, proposal.id, "approved", by="ana")
     await wait_for_count(client, bus.OUTREACH_RESULTS, len(proposal.channels), timeout=30)
     (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
-    await bus.publish(client, bus.RECORDINGS, sample_recording(session, tmp_path / "media"))
+    await advance_by_clock(client, session.starts_at)  # held: it starts and ends, then its recording is kept
+    await advance_by_clock(client, session.ends_at)
+    await bus.publish(client, bus.RECORDINGS, sample_recording(session, cluster_settings.import_dir))
     await wait_for_count(client, bus.LIBRARY_ENTRIES, 1, timeout=30)
 
     counts = await subject_counts(client)

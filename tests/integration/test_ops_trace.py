@@ -33,12 +33,13 @@ STORY_SUBJECTS = [  # the main line; outreach's due posts and results interleave
     bus.DECISIONS,
     bus.PROPOSALS_TRANSITIONS,  # approved -> scheduled
     bus.SESSIONS_SCHEDULED,
+    *[bus.PROPOSALS_TRANSITIONS] * 2,  # scheduled -> live -> ended, by the clock
     bus.RECORDINGS,
-    *[bus.PROPOSALS_TRANSITIONS] * 3,  # scheduled -> live -> ended -> archived, as the recording arrives
+    bus.PROPOSALS_TRANSITIONS,  # ended -> archived, as the recording is kept
     bus.LIBRARY_ENTRIES,
 ]
-# three channels announce the session, then the recording: each a due post and its result
-OUTREACH = {bus.OUTREACH_DUE: 6, bus.OUTREACH_RESULTS: 6}
+# three channels announce the session, say it starts, then the recording: each a due post and its result
+OUTREACH = {bus.OUTREACH_DUE: 9, bus.OUTREACH_RESULTS: 9}
 JOURNEY_LENGTH = len(STORY_SUBJECTS) + sum(OUTREACH.values())
 
 

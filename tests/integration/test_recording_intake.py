@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from pipeline import bus, stores
 from pipeline.actions import provider_key
 from pipeline.app import connected
+from pipeline.archive.describe import entry_id_for
 from pipeline.archive.hooks import sign
 from pipeline.cli import cli
 from pipeline.embedded import EmbeddedNats
@@ -182,7 +183,8 @@ def test_record_hands_in_an_imported_file_and_refuses_what_it_must(nats_server: 
     asyncio.run(setup())
     code, out = run_record(nats_server, data_dir, held.id, "--media", "talk.mp4", "--by", "Mark")
     assert code == 0, out
-    assert "the archive stage keeps it; see `impromptu library show ENTRY`" in out
+    entry_id = entry_id_for(held.id)
+    assert f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`" in out
     code, out = run_record(nats_server, data_dir, held.id, "--media", str(outside))
     assert code == 1 and "not inside the import folder" in out and str((data_dir / "import").resolve()) in out
     code, out = run_record(nats_server, data_dir, future.id, "--media", "talk.mp4")
