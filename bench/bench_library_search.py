@@ -109,22 +109,17 @@ async def measure(kv: object, storage: str, mixed: list[SearchQuery]) -> dict[st
     plain, plain_run, ours_worded = [], [], []
     db = index._db
     assert db is not None
+
+    def plain_query(table: str, match: str | None) -> None:
+        db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT 20", (match,)).fetchall()
+
     for query, parsed in worded:
         t = time.perf_counter()
-        await asyncio.to_thread(
-            lambda m=parsed.literal(): db.execute(
-                "SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 20", (m,)
-            ).fetchall()
-        )
+        await asyncio.to_thread(plain_query, "docs", parsed.literal())
         plain.append((time.perf_counter() - t) * 1000)
-        table = "short_docs" if parsed.short_only else "docs"
-        run = " AND ".join(parsed.words) if parsed.short_only else parsed.match()
+        run = ("short_docs", " AND ".join(parsed.words)) if parsed.short_only else ("docs", parsed.match())
         t = time.perf_counter()
-        await asyncio.to_thread(
-            lambda m=run: db.execute(
-                f"SELECT rowid FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT 20", (m,)
-            ).fetchall()
-        )
+        await asyncio.to_thread(plain_query, *run)
         plain_run.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         await index.search(query)
