@@ -69,6 +69,7 @@ MARK_START, MARK_END, ELLIPSIS = "\x02", "\x03", "…"
 MAX_TEXT_CHARS = 2_000_000  # per transcript and per article text: what a person writes is bounded
 MOMENT_WINDOW_CHARS = 2_000  # a moment is looked for in the transcript's opening lines first (see _moments)
 SHORT_COLUMNS = COLUMNS.index("transcript")  # title .. credits: short enough to highlight whole
+_SHORT = ", ".join(COLUMNS[:SHORT_COLUMNS])
 
 WRITE_BATCH_MESSAGES = 500
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
@@ -494,6 +495,9 @@ CREATE VIEW docs_source AS
     FROM items_text;
 CREATE VIRTUAL TABLE docs USING fts5({", ".join(COLUMNS)}, content='docs_source', content_rowid='id',
                                      tokenize='{TOKENIZER}');
+-- The short fields again, on their own: a query of stop words only is ranked there, without reading the long texts.
+CREATE VIRTUAL TABLE short_docs USING fts5({", ".join(COLUMNS[:SHORT_COLUMNS])}, content='items', content_rowid='id',
+                                           tokenize='{TOKENIZER}');
 CREATE TEMP TABLE m(id INTEGER PRIMARY KEY, score REAL NOT NULL, at REAL NOT NULL);
 """
 
@@ -601,6 +605,7 @@ def _put_text(db: sqlite3.Connection, item_id: str, text: SearchText | None) -> 
 def _index(db: sqlite3.Connection, rowid: int) -> None:
     row = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items_text WHERE id = ?", (rowid,)).fetchone()
     db.execute(f"INSERT INTO docs(rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row))
+    db.execute(f"INSERT INTO short_docs(rowid, {_SHORT}) VALUES (?, ?, ?, ?, ?, ?)", (rowid, *row[:SHORT_COLUMNS]))
 
 
 def _unindex(db: sqlite3.Connection, rowid: int) -> None:
@@ -611,6 +616,10 @@ def _unindex(db: sqlite3.Connection, rowid: int) -> None:
         return
     db.execute(
         f"INSERT INTO docs(docs, rowid, {', '.join(COLUMNS)}) VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)", (rowid, *row)
+    )
+    db.execute(
+        f"INSERT INTO short_docs(short_docs, rowid, {_SHORT}) VALUES ('delete', ?, ?, ?, ?, ?, ?)",
+        (rowid, *row[:SHORT_COLUMNS]),
     )
 
 
@@ -692,6 +701,18 @@ def _collect_matches(db: sqlite3.Connection, parsed: ParsedQuery, query: SearchQ
     arguments += kinds
     visible = " AND ".join(scope)
     match = parsed.match()
+    if match is not None and parsed.short_only:  # stop words only: ranked in the short fields, not the long texts
+        weights = ", ".join(map(str, COLUMN_WEIGHTS[:SHORT_COLUMNS]))
+        excluded = parsed.excluded()
+        if excluded is not None:
+            visible += " AND i.id NOT IN (SELECT rowid FROM docs WHERE docs MATCH ?)"
+            arguments.append(excluded)
+        db.execute(
+            f"INSERT INTO m(id, score, at) SELECT short_docs.rowid, bm25(short_docs, {weights}), i.at FROM short_docs "
+            f"JOIN items i ON i.id = short_docs.rowid WHERE short_docs MATCH ? AND {visible}",
+            [" AND ".join(parsed.words), *arguments],
+        )
+        return
     if match is not None:
         weights = ", ".join(map(str, COLUMN_WEIGHTS))
         db.execute(
@@ -733,7 +754,7 @@ def _hits(
     moments: dict[int, float] = {}
     if match is not None and rows:
         recordings = [row[0] for row in rows if row[2] == "recording"]
-        if recordings:
+        if recordings and not parsed.short_only:  # stop words only are found in the short fields
             for rowid, (moment, line) in _moments(db, window, parsed, recordings).items():
                 moments[rowid] = moment
                 snippets[rowid] = _around_marks(line)
@@ -790,7 +811,7 @@ def _moments(
         for rowid, text, length, starts in highlighted:
             cut = length > chars
             line = _best_line(text or "", drop_last=cut)
-            if cut and (line is None or line[2] < len(parsed.include)):
+            if cut and (line is None or line[2] < len(parsed.words)):
                 todo.append(rowid)  # not enough of the words in the opening lines: read the whole transcript
             elif line is not None:
                 found[rowid] = (array("d", starts)[line[0]], line[1])

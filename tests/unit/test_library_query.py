@@ -86,3 +86,39 @@ def test_the_match_finds_what_the_words_say() -> None:
     assert hits("soft -geneve") == 0
     assert hits("b:loud") == 0  # not a column filter: the words b and loud together
     assert isinstance(parse(""), ParsedQuery) and parse("").empty
+
+
+def test_stop_words_beside_other_words_neither_constrain_nor_rank() -> None:
+    parsed = parse("the culture OF feedback -the")
+    assert parsed.include == ('"the"', '"culture"', '"OF"', '"feedback"')  # as typed
+    assert parsed.words == ('"culture"', '"feedback"')
+    assert parsed.match() == '("culture" AND "feedback") NOT ("the")'  # an exclusion is kept as typed
+    assert parsed.literal() == '("the" AND "culture" AND "OF" AND "feedback") NOT ("the")'
+    assert parsed.any_term() == '"culture" OR "feedback"'
+    assert not parsed.short_only
+
+
+def test_a_query_of_stop_words_only_is_for_the_short_fields() -> None:
+    for q in ("the", "to be or not to be", "der die das", "le la", "el y"):
+        parsed = parse(q)
+        assert parsed.short_only, q
+        assert parsed.words == parsed.include and parsed.match() == parsed.literal(), q
+    assert not parse("").short_only and not parse("-the").short_only
+
+
+def test_quoted_stop_words_are_kept() -> None:
+    assert parse('"the art of war"').words == ('"the art of war"',)
+    assert not parse('"the art of war"').short_only
+    assert parse('"the" culture').words == ('"the"', '"culture"')
+    assert not parse('"the"').short_only
+    assert not parse('the "the"').short_only  # typed both ways: the quoted one counts
+
+
+def test_stop_words_come_from_the_projects_lists_without_words_another_language_means() -> None:
+    from pipeline.archive.query import STOP_WORDS
+    from pipeline.enrich.summary import stopwords
+
+    assert STOP_WORDS <= set().union(*(stopwords(language) for language in ("en", "de", "fr", "es")))
+    assert {"the", "of", "der", "die", "und", "le", "de", "et", "el", "y", "que"} <= STOP_WORDS
+    assert not {"war", "man", "hat", "son", "sin", "era", "red", "plus"} & STOP_WORDS
+    assert parse("war").words == ('"war"',) and not parse("war").short_only

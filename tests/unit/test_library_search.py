@@ -452,3 +452,57 @@ async def test_facet_counts_follow_edits_and_deletions() -> None:
         assert (await library.search(SearchQuery(filters={"tag": ["Mentoring"]}))).total == 0
     finally:
         await library.stop()
+
+
+async def test_stop_words_beside_other_words_neither_constrain_nor_rank() -> None:
+    library = LibraryIndex()
+    try:
+        await library.add(record("s-1", title="Notes"), texts={"s-1": SearchText(cues=cues("harbour compass".split()))})
+        page = await library.search(SearchQuery(q="The harbour OF compass"))
+        assert [hit.item_id for hit in page.hits] == ["s-1"]
+        assert page.hits[0].moment == 0.0 and "\x02harbour\x03" in page.hits[0].snippet
+    finally:
+        await library.stop()
+
+
+async def test_a_query_of_stop_words_only_looks_in_the_short_fields_quoted_everywhere() -> None:
+    library = LibraryIndex()
+    try:
+        spoken = SearchText(cues=cues("we sailed to the harbour".split()))
+        await library.add(
+            record("s-title", title="The harbour"),
+            record("s-tag", title="Notes", tags=("To be or not to be",)),
+            record("s-spoken", title="Notes"),
+            texts={"s-spoken": spoken, "s-title": spoken},
+        )
+        page = await library.search(SearchQuery(q="THE"))
+        assert [hit.item_id for hit in page.hits] == ["s-title"]
+        assert page.hits[0].moment is None and page.hits[0].snippet == "\x02The\x03 harbour"
+        assert [hit.item_id for hit in (await library.search(SearchQuery(q="to be or not to be"))).hits] == ["s-tag"]
+        assert (await library.search(SearchQuery(q="the -harbour"))).total == 0  # exclusions look everywhere
+        quoted = await library.search(SearchQuery(q='"the"'))
+        assert sorted(hit.item_id for hit in quoted.hits) == ["s-spoken", "s-title"]
+        assert {hit.moment for hit in quoted.hits} == {0.0}
+    finally:
+        await library.stop()
+
+
+async def test_a_phrase_keeps_its_stop_words() -> None:
+    library = LibraryIndex()
+    try:
+        await library.add(
+            record("s-war", title="Notes"),
+            record("s-apart", title="Notes"),
+            texts={
+                "s-war": SearchText(cues=cues("on the art of war today".split())),
+                "s-apart": SearchText(cues=cues("the war of art today".split())),
+            },
+        )
+        assert [hit.item_id for hit in (await library.search(SearchQuery(q='"the art of war"'))).hits] == ["s-war"]
+        assert {hit.item_id for hit in (await library.search(SearchQuery(q="the art of war"))).hits} == {
+            "s-war",
+            "s-apart",
+        }
+        assert (await library.search(SearchQuery(q="war"))).total == 2  # a word in English: never a stop word
+    finally:
+        await library.stop()
