@@ -165,7 +165,8 @@ class Settings(BaseSettings):
 
     fetch_allow: list[str] = Field(
         default_factory=list,
-        description="Hosts or CIDRs that may be fetched although private (local test servers only).",
+        description="Hosts, addresses or CIDRs, each best with its port (127.0.0.1:8080, [::1]:8080, "
+        "10.0.0.0/8:443, wiki.internal:8443), that may be fetched although private (local test servers only).",
     )
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024
