@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for POST /shares; unset: the webhook refuses every share."
     )
+    webhook_allow_untimed: bool = Field(
+        default=False,
+        description="Also take POST /shares signed over the body alone, without X-Impromptu-Timestamp (older "
+        "senders): such a request can be replayed once the 24 h duplicate window has passed.",
+    )
 
     fetch_allow: list[str] = Field(
         default_factory=list,
