@@ -178,8 +178,8 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print, *, se
             demo_settings = settings.model_copy(
                 update={
                     "data_dir": Path(scratch),
-                    # the fixture page is on loopback: allow exactly that, nothing else
-                    "fetch_allow": [*settings.fetch_allow, "127.0.0.1/32"],
+                    # the fixture page is on loopback: allow exactly its address and port, nothing else
+                    "fetch_allow": [*settings.fetch_allow, f"127.0.0.1:{httpx.URL(article_url).port}"],
                     "embedded_nats_port": free_port(),
                     # the library is served here, and the announcements link here
                     "http_host": "127.0.0.1",

@@ -162,10 +162,16 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for POST /shares; unset: the webhook refuses every share."
     )
+    webhook_allow_untimed: bool = Field(
+        default=False,
+        description="Also take POST /shares signed over the body alone, without X-Impromptu-Timestamp (older "
+        "senders): such a request can be replayed once the 24 h duplicate window has passed.",
+    )
 
     fetch_allow: list[str] = Field(
         default_factory=list,
-        description="Hosts or CIDRs that may be fetched although private (local test servers only).",
+        description="Hosts, addresses or CIDRs, each best with its port (127.0.0.1:8080, [::1]:8080, "
+        "10.0.0.0/8:443, wiki.internal:8443), that may be fetched although private (local test servers only).",
     )
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024

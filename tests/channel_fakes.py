@@ -194,6 +194,28 @@ def make_post(
     )
 
 
+# Text strangers write, dressed as links to somewhere else: the article's title, author and summary come from the
+# page, the sharer's name from the share.
+EVIL = "https://evil.example"
+HOSTILE_TITLE = f"Read this [Join here]({EVIL}/join) first"
+HOSTILE_NAME = f"[Josh Bersin]({EVIL}/author)"
+HOSTILE_SUMMARY = (
+    f'Nested: [the [real] session]({EVIL}/nested). Spaced: [Join] ({EVIL}/spaced). Titled: [Join]({EVIL}/t "ok").\n\n'
+    f"By reference: [Join now][1] and [Join now].\n\n[1]: {EVIL}/ref\n[join now]: {EVIL}/shortcut\n\n"
+    f"Slack-style: <{EVIL}/slack|Join here> and <!channel>."
+)
+
+
+def hostile_session(build_session: Callable[..., ScheduledSession]) -> ScheduledSession:
+    """A session whose every stranger-written text carries a link made to look like ours."""
+    session = build_session(title=HOSTILE_TITLE, author=HOSTILE_NAME, summary=HOSTILE_SUMMARY)
+    content = session.proposal.content
+    share = content.trigger.share.model_copy(update={"sharer": f"[@britz]({EVIL}/sharer)"})
+    trigger = content.trigger.model_copy(update={"share": share})
+    proposal = session.proposal.model_copy(update={"content": content.model_copy(update={"trigger": trigger})})
+    return session.model_copy(update={"proposal": proposal})
+
+
 # --- checks every channel's tests make ------------------------------------------------------------------------
 
 Fake = TypeVar("Fake", bound="FakeProvider")

@@ -16,8 +16,12 @@ Design, in the order a fetch meets it:
 4. The body is decoded by us with zlib's `max_length`, so a gzip bomb never inflates past the cap, and both the
    declared length and the bytes on the wire are capped too.
 
-Only the allow-list (`IMPROMPTU_FETCH_ALLOW`: host names or CIDRs) admits a non-public address: that is how the demo
-and the tests reach their loopback servers. Every refusal carries a short reason code (see `REASONS`).
+Only the allow-list (`IMPROMPTU_FETCH_ALLOW`) admits a non-public address: that is how the demo and the tests reach
+their loopback servers. An entry is a host name, an address or a CIDR, each optionally with a port (`127.0.0.1:8080`,
+`[::1]:8080`, `10.0.0.0/8:443`, `wiki.internal:8443`); an entry without a port admits every port of its hosts, which
+is logged at start (`fetch.allow_any_port`), and an entry that can match nothing is logged (`fetch.allow_ignored`)
+and ignored. The port is checked on every hop, so a redirect to another port of an admitted host is refused.
+Every refusal carries a short reason code (see `REASONS`).
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ from dataclasses import dataclass, field
 
 import httpcore
 import httpx
+import structlog
 
 from pipeline.errors import PermanentError, RetryableError
+
+log = structlog.get_logger("pipeline.enrich")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
@@ -90,21 +97,104 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    allow: tuple[str, ...] = ()  # hosts or CIDRs that may be fetched although not public
+    allow: tuple[str, ...] = ()  # IMPROMPTU_FETCH_ALLOW entries (see AllowRule): may be fetched although not public
     timeout_seconds: float = 10.0
     max_bytes: int = 5 * 1024 * 1024
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)  # tests pass a stub
 
-    def allows(self, host: str, address: IPAddress) -> bool:
-        for entry in self.allow:
-            if entry == host:
-                return True
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:  # a host name entry
-                continue
-        return False
+    def __post_init__(self) -> None:
+        allow_rules(self.allow)  # read (and warned about) once per process, when the first policy is made
+
+    def allows(self, host: str, address: IPAddress, port: int) -> bool:
+        return any(rule.admits(host, address, port) for rule in allow_rules(self.allow))
+
+
+AllowNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+BRACKETED = re.compile(r"\[(?P<inside>[^\]]+)\](?::(?P<port>[^:]*))?")
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """One allow-list entry: a host name (matched as written in the URL, whatever it resolves to) or a network,
+    and a port (None: any port)."""
+
+    entry: str
+    host: str | None = None
+    network: AllowNetwork | None = None
+    port: int | None = None
+
+    def admits(self, host: str, address: IPAddress, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if self.host is not None:
+            return host == self.host
+        assert self.network is not None
+        return address.version == self.network.version and address in self.network
+
+
+def parse_allow_entry(entry: str) -> AllowRule:
+    """`entry` as a rule; ValueError says why it can match nothing."""
+    text = entry.strip()
+    if not text:
+        raise ValueError("empty")
+    if "://" in text or "@" in text or "?" in text or text.count("/") > 1:
+        raise ValueError("a URL, not a host: write host, host:port, address:port or CIDR:port")
+    if bracketed := BRACKETED.fullmatch(text):  # [::1], [::1]:8080, [fd00::/8]:443
+        return AllowRule(entry, network=_network(bracketed["inside"]), port=_port(bracketed["port"]))
+    try:  # an address or CIDR without a port; IPv6 ones need brackets to carry a port
+        return AllowRule(entry, network=ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        pass
+    if text.count(":") > 1:
+        raise ValueError("not an IPv6 address or network: write it in brackets to give a port ([::1]:8080)")
+    name, _, port_text = text.partition(":")
+    port = _port(port_text) if ":" in text else None
+    if "/" in name or NUMERIC_LABEL.fullmatch(name.rstrip(".").rsplit(".", 1)[-1]):  # no top-level domain is numeric
+        return AllowRule(entry, network=_network(name), port=port)  # 10.0.0.0/8:443, 127.0.0.1:8080
+    host = name.lower()  # as httpx gives a URL's host
+    if not HOST_NAME.fullmatch(host) or host.startswith(("-", ".")):
+        raise ValueError("not a host name (letters, digits, '-', '.', '_'; no wildcards)")
+    return AllowRule(entry, host=host, port=port)
+
+
+def _network(text: str) -> AllowNetwork:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            "not an address or network (an address in a short, octal, hex or integer spelling is never fetched: "
+            "write it as 127.0.0.1)"
+        ) from None
+
+
+def _port(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{text!r} is not a port (1 to 65535)")
+    return int(text)
+
+
+@functools.cache
+def allow_rules(entries: tuple[str, ...]) -> tuple[AllowRule, ...]:
+    """The rules of an allow-list, each problem logged once: entries that match nothing are ignored
+    (`fetch.allow_ignored`), entries without a port admit every port (`fetch.allow_any_port`)."""
+    rules = []
+    for entry in entries:
+        try:
+            rule = parse_allow_entry(entry)
+        except ValueError as error:
+            log.warning("fetch.allow_ignored", entry=entry, reason=str(error), setting=ALLOW_SETTING)
+            continue
+        if rule.port is None:
+            log.warning(
+                "fetch.allow_any_port",
+                entry=entry,
+                reason="admits every port of these hosts, to shared links and their redirects",
+                hint=f"name the port in {ALLOW_SETTING}: 127.0.0.1:8080, [::1]:8080, 10.0.0.0/8:443, host:8443",
+            )
+        rules.append(rule)
+    return tuple(rules)
 
 
 @dataclass(frozen=True)
@@ -240,11 +330,12 @@ def check_url_form(url: httpx.URL, policy: FetchPolicy) -> None:
         raise FetchRefused("bad_url", f"{url} has no valid port")
     address = literal_address(url.host)
     if address is not None:
-        if not policy.allows(url.host, address):
+        port = default_port(url)
+        if not policy.allows(url.host, address, port):
             raise FetchRefused(
                 "literal_ip",
-                f"{url.host} is an IP address, not a host name (to fetch a local test server, "
-                f"add it to {ALLOW_SETTING})",
+                f"{url.host} (port {port}) is an IP address, not a host name (to fetch a local test server, "
+                f"add it with its port to {ALLOW_SETTING})",
             )
         return
     if not HOST_NAME.fullmatch(url.host):
@@ -275,11 +366,11 @@ async def checked_addresses(host: str, port: int, policy: FetchPolicy) -> list[I
     addresses = [literal] if literal is not None else await resolve(host, port, policy.resolver)
     for address in addresses:
         blocked = blocked_range(address)
-        if blocked and not policy.allows(host, address):
+        if blocked and not policy.allows(host, address, port):
             raise FetchRefused(
                 "blocked_address",
                 f"{host} resolves to {address} ({blocked}), which is not a public address "
-                f"(to fetch a local test server, add it to {ALLOW_SETTING})",
+                f"(to fetch a local test server on port {port}, add it with its port to {ALLOW_SETTING})",
             )
     return addresses
 

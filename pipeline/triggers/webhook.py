@@ -1,12 +1,15 @@
 """`POST /shares`: any system that can sign a small JSON body can hand the pipeline a share.
 
-The body (`ShareBody`: `{"url": ..., "by": ..., ...}`) is signed with HMAC-SHA256 over its raw bytes and the shared
-secret IMPROMPTU_WEBHOOK_SECRET, sent as `X-Impromptu-Signature: sha256=<hex>`. Checks run in this order and the
-first that fails answers:
+The body (`ShareBody`: `{"url": ..., "by": ..., ...}`) is signed with the shared secret IMPROMPTU_WEBHOOK_SECRET as
+every signed webhook of ours is (pipeline/signing.py): `X-Impromptu-Timestamp: <Unix seconds>` and
+`X-Impromptu-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>`, refused once more than 5
+minutes from now. The older body-only signature (no timestamp; replayable whenever the 24 h duplicate window has
+passed) is taken only with IMPROMPTU_WEBHOOK_ALLOW_UNTIMED=true. Checks run in this order and the first that fails
+answers:
 
 - 503 `webhook_disabled`: no secret is configured, so nothing can be verified;
 - 413 `body_too_large`: more than 64 KiB (refused from Content-Length, or while reading);
-- 401 `bad_signature`: missing, malformed or not matching;
+- 401 `bad_signature`: missing, malformed, not matching, or too old (or too far ahead: a clock to set right);
 - 422 `invalid_body`: not JSON, or not a share; `detail` lists each problem as {field, message};
 - 503 `bus_unavailable`: NATS did not acknowledge the share; the sender should retry.
 
@@ -18,15 +21,15 @@ Neither the secret nor a signature is ever logged or echoed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import time
+from collections.abc import Mapping
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 
-from pipeline import bus
+from pipeline import bus, signing
 from pipeline.messages import Share
 from pipeline.settings import Settings
 from pipeline.triggers.share_body import InvalidShare, ShareBody, body_from_json
@@ -35,30 +38,26 @@ log = structlog.get_logger("pipeline.webhook")
 
 SOURCE = "webhook"
 PATH = "/shares"
-SIGNATURE_HEADER = "X-Impromptu-Signature"
-SIGNATURE_PREFIX = "sha256="
+SIGNATURE_HEADER = signing.SIGNATURE_HEADER
+TIMESTAMP_HEADER = signing.TIMESTAMP_HEADER
 SECRET_ENV = "IMPROMPTU_WEBHOOK_SECRET"
+UNTIMED_ENV = "IMPROMPTU_WEBHOOK_ALLOW_UNTIMED"
 MAX_BODY_BYTES = 64 * 1024
 PUBLISH_TIMEOUT_SECONDS = 5.0
 # What a JetStream publish raises when NATS is down, restarting or unreachable, or the broker is stopping.
 BUS_ERRORS = bus.NOT_ANSWERING
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The header value a sender puts in X-Impromptu-Signature for `body`."""
-    return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def signature_problem(secret: bytes, body: bytes, header: str | None) -> str | None:
-    """Why `header` does not sign `body` (None when it does); the reason never includes the signature."""
-    if header is None:
-        return f"missing {SIGNATURE_HEADER} header"
-    if not header.startswith(SIGNATURE_PREFIX):
-        return f"{SIGNATURE_HEADER} must be {SIGNATURE_PREFIX}<hex HMAC-SHA256 of the raw body>"
-    # Starlette decodes headers as latin-1; compare bytes, since compare_digest refuses non-ASCII str.
-    if not hmac.compare_digest(sign(secret, body).encode(), header.encode("latin-1")):
-        return "signature does not match the body"
-    return None
+def signature_problem(
+    secret: bytes, body: bytes, headers: Mapping[str, str], now: float, *, allow_untimed: bool = False
+) -> str | None:
+    """Why the request (`headers` with lowercase names) does not sign `body` now (None when it does)."""
+    if TIMESTAMP_HEADER.lower() in headers:
+        return signing.signature_problem(secret, headers, body, now)
+    if allow_untimed:
+        return signing.untimed_signature_problem(secret, body, headers.get(SIGNATURE_HEADER.lower()))
+    problem = signing.signature_problem(secret, headers, body, now)  # names what is missing
+    return f"{problem} (a body-only signature is taken only with {UNTIMED_ENV}=true)"
 
 
 Detail = str | list[dict[str, str]]
@@ -81,16 +80,19 @@ async def read_at_most(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-async def admit(request: Request, secret: bytes) -> Share | JSONResponse:
+async def admit(request: Request, secret: bytes, allow_untimed: bool = False) -> Share | JSONResponse:
     """The share the request carries, or the refusal of the first check it fails (size, signature, body)."""
     raw = await read_at_most(request, MAX_BODY_BYTES)
     if raw is None:
         log.warning("webhook.refused", reason="body_too_large", client=_client(request))
         return refusal(413, "body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
-    problem = signature_problem(secret, raw, request.headers.get(SIGNATURE_HEADER))
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    problem = signature_problem(secret, raw, headers, time.time(), allow_untimed=allow_untimed)
     if problem is not None:
         log.warning("webhook.refused", reason="bad_signature", detail=problem, client=_client(request))
         return refusal(401, "bad_signature", problem)
+    if TIMESTAMP_HEADER.lower() not in headers:
+        log.warning("webhook.untimed", client=_client(request), hint=f"have the sender sign a {TIMESTAMP_HEADER}")
     try:
         return body_from_json(raw).to_share(SOURCE)
     except InvalidShare as invalid:
@@ -136,7 +138,7 @@ def webhook_router(settings: Settings, broker: NatsBroker) -> APIRouter:
     async def receive_share(request: Request) -> JSONResponse:
         if secret is None:
             return refusal(503, "webhook_disabled", f"the webhook is off: set {SECRET_ENV} to accept shares")
-        admitted = await admit(request, secret)
+        admitted = await admit(request, secret, settings.webhook_allow_untimed)
         if isinstance(admitted, JSONResponse):
             return admitted
         return await publish_share(broker, admitted)

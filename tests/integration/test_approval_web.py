@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +26,8 @@ from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals
 from pipeline.actions.web.auth import hash_password, new_api_token
 from pipeline.settings import FacilitatorLogin, Settings
+from pipeline.signing import sign
 from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.webhook import SIGNATURE_HEADER, sign
 from pipeline.web import create_web_app
 from tests.integration.bus_helpers import seed_proposal, wait_for_count
 
@@ -320,7 +321,7 @@ async def test_json_api_and_webhook_need_no_csrf_token_even_next_to_a_login_cook
 ) -> None:
     assert (await log_in(http, "ana", PASSWORDS["ana"])).status_code == 303  # the jar now holds both cookies
     share = json.dumps({"url": "https://example.com/leadership", "by": "@britz", "id": "hook-web-1"}).encode()
-    headers = {SIGNATURE_HEADER: sign(WEBHOOK_SECRET.encode(), share), "content-type": "application/json"}
+    headers = {**sign(WEBHOOK_SECRET.encode(), str(int(time.time())), share), "content-type": "application/json"}
 
     webhook = await http.post("/shares", content=share, headers=headers)
     api = await http.post("/api/proposals/proposal-nope/reject", json={"reason": "x"}, headers=bearer("ana"))

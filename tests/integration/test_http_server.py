@@ -24,7 +24,7 @@ from pipeline.embedded import EmbeddedNats
 from pipeline.errors import ConfigError
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.webhook import SIGNATURE_HEADER, sign
+from pipeline.signing import sign
 from pipeline.web import create_web_app, serve_http
 from tests.integration.bus_helpers import models_on, wait_for_count
 
@@ -33,7 +33,11 @@ pytestmark = pytest.mark.nats
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 SECRET = "integration-secret-never-logged"
 BODY = json.dumps({"url": "https://example.com/leadership", "by": "@britz", "id": "hook-1"}).encode()
-SIGNED = {SIGNATURE_HEADER: sign(SECRET.encode(), BODY), "content-type": "application/json"}
+
+
+def signed() -> dict[str, str]:
+    """Headers signing BODY now (a signature carries its time: one made at import could be stale by the test)."""
+    return {**sign(SECRET.encode(), str(int(time.time())), BODY), "content-type": "application/json"}
 
 
 def _events(log_file: Path) -> list[dict[str, object]]:
@@ -68,7 +72,7 @@ async def test_impromptu_run_answers_post_shares_and_stops_the_server_on_ctrl_c(
         url = str(_wait_for_event(log_file, "http.listening")["url"])
         _wait_for_event(log_file, "pipeline.ready")
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            accepted = await http.post("/shares", content=BODY, headers=SIGNED)
+            accepted = await http.post("/shares", content=BODY, headers=signed())
             unsigned = await http.post("/shares", content=BODY)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
@@ -85,7 +89,7 @@ async def test_impromptu_run_answers_post_shares_and_stops_the_server_on_ctrl_c(
     (share,) = await models_on(client, bus.SHARES, Share)
     assert (share.id, share.source) == ("webhook:hook-1", "webhook")
     with pytest.raises(httpx.ConnectError):
-        httpx.post(f"{url}/shares", content=BODY, headers=SIGNED)
+        httpx.post(f"{url}/shares", content=BODY, headers=signed())
     assert [e["event"] for e in _events(log_file)][-1] == "pipeline.stopped"
     assert SECRET not in log_file.read_text()
 
@@ -102,7 +106,7 @@ async def test_serve_http_reports_the_real_port_and_stops_when_cancelled(
     url = str(listening["url"])
     try:
         async with httpx.AsyncClient(base_url=url) as http:
-            response = await http.post("/shares", content=BODY, headers=SIGNED)
+            response = await http.post("/shares", content=BODY, headers=signed())
     finally:
         server.cancel()
         with pytest.raises(asyncio.CancelledError):

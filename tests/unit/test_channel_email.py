@@ -17,7 +17,7 @@ from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, 
 from pipeline.outreach.channels.email import EmailChannel, from_settings, invite
 from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
-from tests.channel_fakes import make_post
+from tests.channel_fakes import HOSTILE_TITLE, hostile_session, make_post
 from tests.smtp_server import Mailbox, free_port, smtp_server
 
 RECIPIENTS = ["ada@example.org", "Grace Hopper <grace@example.org>"]
@@ -233,3 +233,17 @@ async def test_find_and_delete_are_not_offered(build_session: BuildSession) -> N
     channel = channel_for(free_port())
     with pytest.raises(NotImplementedError):
         await channel.find(post_for(build_session(), "scheduled"))
+
+
+async def test_links_in_stranger_text_stay_plain_text(smtp: tuple[int, Mailbox], build_session: BuildSession) -> None:
+    port, mailbox = smtp
+    session = hostile_session(build_session)
+
+    await channel_for(port).post(post_for(session, "scheduled"))
+
+    (got,) = mailbox.messages()
+    kinds = {part.get_content_type() for part in got.walk() if not part.is_multipart()}  # type: ignore[misc]
+    assert kinds == {"text/plain", "text/calendar"}  # no HTML part: nothing renders markup, a link is its text
+    plain = next(p for p in got.walk() if p.get_content_type() == "text/plain").get_content()  # type: ignore[misc]
+    assert HOSTILE_TITLE in plain and session.join_url in plain
+    assert "\n" not in got["Subject"].replace("\n ", "") and "[Join here]" in got["Subject"]  # one header line

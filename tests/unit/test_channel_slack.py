@@ -4,18 +4,33 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from pipeline.embedded import free_port
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.outreach.channels.slack import SlackChannel, from_settings
+from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
-from tests.channel_fakes import FakeSlack, assert_hidden, hanging, make_post, outcome_unknown, running, unreachable
+from tests.channel_fakes import (
+    HOSTILE_NAME,
+    HOSTILE_TITLE,
+    FakeSlack,
+    assert_hidden,
+    hanging,
+    hostile_session,
+    make_post,
+    outcome_unknown,
+    running,
+    unreachable,
+)
 
 PAYLOAD = {
     "text": "Live session at 10:45 UTC: Why eLearning Isn't Working",
@@ -195,3 +210,43 @@ async def test_a_webhook_can_neither_find_nor_delete(post: Post) -> None:
         await channel.delete(Posted())
     with pytest.raises(NotImplementedError):
         await channel.find(post)
+
+
+# --- text strangers wrote -------------------------------------------------------------------------------------------
+
+LIBRARY_URL = "https://impromptu.example.org/library/entry-1"
+SLACK_LINK = re.compile(r"<([^<>]*)>")  # <url>, <url|label>, <!channel>, <@U123>: all Slack's markup
+
+
+def mrkdwn_texts(node: Any) -> list[str]:
+    """Every text Slack reads as mrkdwn: the fallback `text` and the text objects of type mrkdwn."""
+    if isinstance(node, list):
+        return [text for item in node for text in mrkdwn_texts(item)]
+    if not isinstance(node, dict):
+        return []
+    texts = [text for value in node.values() for text in mrkdwn_texts(value)]
+    if node.get("type") == "mrkdwn" or ("blocks" in node and isinstance(node.get("text"), str)):
+        texts.append(node["text"])
+    return texts
+
+
+@pytest.mark.parametrize("kind", ["scheduled", "starting", "recording", "cancelled"])
+async def test_links_in_stranger_text_reach_slack_as_text(
+    slack: tuple[FakeSlack, str], build_session: Callable[..., ScheduledSession], kind: Kind
+) -> None:
+    fake, webhook = slack
+    session = hostile_session(build_session)
+    library_url = LIBRARY_URL if kind == "recording" else None
+    text = render(environment(), "slack", kind, session, library_url=library_url, reason=HOSTILE_NAME)
+    post = make_post(session, "slack", text, kind=kind, link=library_url)
+
+    await SlackChannel(webhook, timeout=2).post(post)
+
+    payload = fake.received[-1].json()
+    texts = mrkdwn_texts(payload)
+    markup = [inner for text in texts for inner in SLACK_LINK.findall(text)]
+    ours = {session.join_url, LIBRARY_URL, session.proposal.content.article.url}
+    assert markup and all(inner.split("|", 1)[0] in ours for inner in markup), markup  # no <!channel>, no <evil|…>
+    shown = html.unescape(" ".join(texts))
+    assert HOSTILE_TITLE in shown  # as the text it is (Slack's mrkdwn has no [label](url) links)
+    assert HOSTILE_NAME in shown

@@ -9,14 +9,28 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
 
 from pipeline.embedded import free_port
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.teams import MAX_BYTES, TeamsChannel, envelope, from_settings
+from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.outreach.channels.teams import MAX_BYTES, WORD_JOINER, TeamsChannel, envelope, from_settings, unlinked
+from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
-from tests.channel_fakes import FakeTeams, assert_hidden, hanging, make_post, outcome_unknown, running, unreachable
+from tests.channel_fakes import (
+    EVIL,
+    HOSTILE_NAME,
+    HOSTILE_TITLE,
+    FakeTeams,
+    assert_hidden,
+    hanging,
+    hostile_session,
+    make_post,
+    outcome_unknown,
+    running,
+    unreachable,
+)
 
 CARD: dict[str, Any] = {
     "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -221,3 +235,93 @@ async def test_a_workflow_can_neither_find_nor_delete(post: Post) -> None:
         await channel.delete(Posted())
     with pytest.raises(NotImplementedError):
         await channel.find(post)
+
+
+# --- text strangers wrote -------------------------------------------------------------------------------------------
+
+LIBRARY_URL = "https://impromptu.example.org/library/entry-1"
+
+
+def markdown_links(text: str) -> list[tuple[str, str]]:
+    """(href, visible text) of every link a CommonMark renderer makes of `text`."""
+    links: list[tuple[str, str]] = []
+    href: str | None = None
+    label: list[str] = []
+    for block in MarkdownIt("commonmark").parse(text):
+        for token in block.children or []:
+            if token.type == "link_open":
+                href, label = str(token.attrGet("href")), []
+            elif token.type == "link_close" and href is not None:
+                links.append((href, "".join(label)))
+                href = None
+            elif href is not None:
+                label.append(token.content)
+    return links
+
+
+def markdown_texts(node: Any) -> list[str]:
+    """What Teams renders as markdown in a card: TextBlock texts, Fact titles and values."""
+    if isinstance(node, list):
+        return [text for item in node for text in markdown_texts(item)]
+    if not isinstance(node, dict):
+        return []
+    texts = [text for value in node.values() for text in markdown_texts(value)]
+    if node.get("type") == "TextBlock":
+        texts.append(node["text"])
+    for fact in node.get("facts", []) if node.get("type") == "FactSet" else []:
+        texts += [fact["title"], fact["value"]]
+    return texts
+
+
+@pytest.mark.parametrize("kind", ["scheduled", "starting", "recording", "cancelled"])
+async def test_links_in_stranger_text_reach_teams_as_text(
+    teams: tuple[FakeTeams, str], build_session: Callable[..., ScheduledSession], kind: Kind
+) -> None:
+    fake, webhook = teams
+    session = hostile_session(build_session)
+    library_url = LIBRARY_URL if kind == "recording" else None
+    text = render(environment(), "teams", kind, session, library_url=library_url, reason=HOSTILE_NAME)
+    post = make_post(session, "teams", text, kind=kind, link=library_url)
+    assert EVIL in text  # the template let the stranger's markdown through
+
+    await TeamsChannel(webhook, timeout=2).post(post)
+
+    [card] = fake.cards
+    texts = markdown_texts(card)
+    links = [link for text in texts for link in markdown_links(text)]
+    ours = {session.join_url, LIBRARY_URL, session.proposal.content.article.url}
+    assert [(href, label) for href, label in links if href not in ours and href != label] == []
+    shown = " ".join(texts).replace(WORD_JOINER, "")
+    assert HOSTILE_TITLE in shown  # shown as the text it is, not dropped
+    assert HOSTILE_NAME in shown  # the author, or the cancellation's reason
+    buttons = {action["url"] for action in card["actions"] if action["type"] == "Action.OpenUrl"}
+    assert buttons <= ours and buttons  # our own links stay real buttons
+
+
+def test_our_own_markdown_links_stay_links() -> None:
+    join = "https://meet.jit.si/Impromptu-Live-1"
+    text = f"[Join the session]({join}), not [Join here]({EVIL}/join) or [x]({join}.evil.example)"
+
+    assert markdown_links(unlinked(text, {join})) == [(join, "Join the session")]
+    assert markdown_links(unlinked(text)) == []
+    assert unlinked(text, {join}).replace(WORD_JOINER, "") == text
+
+
+def test_facts_and_nested_text_blocks_are_unlinked_too() -> None:
+    card = CARD | {
+        "body": [
+            {"type": "Container", "items": [{"type": "TextBlock", "text": HOSTILE_NAME}]},
+            {"type": "FactSet", "facts": [{"title": HOSTILE_NAME, "value": HOSTILE_TITLE}]},
+            {
+                "type": "ColumnSet",
+                "columns": [{"type": "Column", "items": [{"type": "TextBlock", "text": HOSTILE_TITLE}]}],
+            },
+        ]
+    }
+
+    sent = json.loads(envelope(json.dumps(card)))["attachments"][0]["content"]
+
+    texts = markdown_texts(sent)
+    assert len(texts) == 4
+    assert [link for text in texts for link in markdown_links(text)] == []
+    assert sent["actions"] == CARD["actions"]

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler
 
 import httpcore
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.demo import loopback_http_server
 from pipeline.enrich.fetch import (
@@ -25,10 +26,12 @@ from pipeline.enrich.fetch import (
     FetchPolicy,
     FetchRefused,
     IPAddress,
+    allow_rules,
     blocked_range,
     check_url,
     fetch_page,
     is_public,
+    parse_allow_entry,
 )
 
 PUBLIC = "93.184.216.34"  # stands for the article site's address; the stand-in backend routes it to loopback
@@ -405,6 +408,105 @@ async def test_allow_listed_name_does_not_open_its_address(
     target = urllib.parse.quote(target.format(internal=internal_port), safe="")
     error = await refusal(f"http://article.test:{site_port}/redirect?to={target}", internet, local)
     assert error.reason == reason
+
+
+# --- ports in the allow-list ---------------------------------------------------------------------------------------
+
+LOCAL_SITE = StubResolver(names(**{"article.test": ["127.0.0.1"]}))
+
+
+@pytest.mark.parametrize(
+    ("entry", "start", "target", "reason"),
+    [
+        ("127.0.0.1:{site}", "http://127.0.0.1:{site}", "http://127.0.0.1:{internal}/", "literal_ip"),
+        ("127.0.0.0/8:{site}", "http://127.0.0.1:{site}", "http://127.0.0.1:{internal}/", "literal_ip"),
+        ("127.0.0.1:{site}", "http://127.0.0.1:{site}", "http://localhost.test:{internal}/", "blocked_address"),
+        ("article.test:{site}", "http://article.test:{site}", "http://article.test:{internal}/", "blocked_address"),
+    ],
+)
+async def test_a_port_in_the_allow_list_opens_that_port_only(
+    entry: str, start: str, target: str, reason: str, internet: InternetStandIn, site_port: int, internal_port: int
+) -> None:
+    # the demo's case: one local server allowed; a link or redirect to another port of the same host stays refused
+    ports = {"site": site_port, "internal": internal_port}
+    local = policy(LOCAL_SITE, allow=[entry.format(**ports)])
+    page = await fetch_page(start.format(**ports) + "/page", local, network_backend=internet)
+    assert page.html == PUBLIC_PAGE.decode()
+    redirect = start.format(**ports) + "/redirect?to=" + urllib.parse.quote(target.format(**ports), safe="")
+    error = await refusal(redirect, internet, local)
+    assert error.reason == reason
+    assert f"port {internal_port}" in str(error)
+    error = await refusal(target.format(**ports), internet, local)  # and as the shared link itself
+    assert error.reason == reason
+
+
+async def test_an_entry_without_a_port_still_opens_every_port_and_says_so(
+    internet: InternetStandIn, site_port: int, internal_port: int
+) -> None:
+    allow_rules.cache_clear()
+    with capture_logs() as logs:
+        wide = policy(allow=["127.0.0.1/32"])
+    page = await fetch_page(f"http://127.0.0.1:{site_port}/page", wide, network_backend=internet)
+    assert page.html == PUBLIC_PAGE.decode()
+    await check_url(f"http://127.0.0.1:{internal_port}/", wide)  # compatibility: any port, as before
+    [warning] = [e for e in logs if e["event"] == "fetch.allow_any_port"]
+    assert warning["log_level"] == "warning"
+    assert warning["entry"] == "127.0.0.1/32"
+    assert "127.0.0.1:8080" in warning["hint"]
+    with capture_logs() as again:
+        policy(allow=["127.0.0.1/32"])
+    assert again == []  # once per process, not once per fetch
+
+
+@pytest.mark.parametrize(
+    ("entry", "host", "network", "port"),
+    [
+        ("127.0.0.1:8080", None, "127.0.0.1/32", 8080),
+        ("[::1]:8080", None, "::1/128", 8080),
+        ("[fd00::/8]:443", None, "fd00::/8", 443),
+        ("10.0.0.0/8:443", None, "10.0.0.0/8", 443),
+        ("Wiki.Internal:8443", "wiki.internal", None, 8443),
+        ("localhost", "localhost", None, None),
+        ("::1", None, "::1/128", None),
+        ("192.168.0.0/16", None, "192.168.0.0/16", None),
+    ],
+)
+def test_allow_list_entries(entry: str, host: str | None, network: str | None, port: int | None) -> None:
+    rule = parse_allow_entry(entry)
+    assert (rule.host, rule.network, rule.port) == (
+        host,
+        ipaddress.ip_network(network) if network else None,
+        port,
+    )
+
+
+IGNORED_ENTRIES = {
+    "http://127.0.0.1:8080": "a URL, not a host",
+    "127.1:8080": "never fetched",
+    "0x7f000001": "never fetched",
+    "127.0.0.1:http": "'http' is not a port",
+    "localhost:0": "'0' is not a port",
+    "localhost:65536": "'65536' is not a port",
+    "10.0.0.0/33": "not an address or network",
+    "*.internal": "no wildcards",
+    "fe80::1:x": "in brackets",
+    " ": "empty",
+}
+
+
+async def test_entries_that_match_nothing_are_ignored_with_a_warning(internet: InternetStandIn, site_port: int) -> None:
+    allow_rules.cache_clear()
+    entries = [*IGNORED_ENTRIES, f"127.0.0.1:{site_port}"]
+    with capture_logs() as logs:
+        checked = policy(allow=entries)
+    ignored = {e["entry"]: e["reason"] for e in logs if e["event"] == "fetch.allow_ignored"}
+    assert ignored.keys() == IGNORED_ENTRIES.keys()
+    for entry, why in IGNORED_ENTRIES.items():
+        assert why in ignored[entry], entry
+    assert not [e for e in logs if e["event"] == "fetch.allow_any_port"]
+    assert len(allow_rules(checked.allow)) == 1
+    page = await fetch_page(f"http://127.0.0.1:{site_port}/page", checked, network_backend=internet)
+    assert page.html == PUBLIC_PAGE.decode()  # the good entry still works
 
 
 @pytest.mark.parametrize("hops", [MAX_REDIRECTS + 1, 10])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -13,12 +14,12 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from pipeline import bus
+from pipeline import bus, signing
 from pipeline.app import new_broker
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import Share, stable_id
 from pipeline.settings import Settings
-from pipeline.triggers.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, sign
+from pipeline.triggers.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from pipeline.web import create_web_app
 from tests.integration.bus_helpers import models_on, subject_counts
 
@@ -32,8 +33,15 @@ def encode(body: object) -> bytes:
     return json.dumps(body).encode()
 
 
-def signed_headers(raw: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {SIGNATURE_HEADER: sign(secret.encode(), raw), "content-type": "application/json"}
+def signed_headers(raw: bytes, secret: str = SECRET, age: float = 0) -> dict[str, str]:
+    """Headers signing `raw` as sent `age` seconds ago."""
+    timestamp = str(int(time.time() - age))
+    return {**signing.sign(secret.encode(), timestamp, raw), "content-type": "application/json"}
+
+
+def sign(secret: bytes, raw: bytes) -> str:
+    """The X-Impromptu-Signature of `raw` signed now (with its timestamp in signed_headers)."""
+    return signed_headers(raw, secret.decode())[SIGNATURE_HEADER]
 
 
 def http_client(settings: Settings, broker: NatsBroker) -> httpx.AsyncClient:
@@ -98,18 +106,20 @@ async def test_every_field_of_the_body_reaches_the_share(http: httpx.AsyncClient
 @pytest.mark.parametrize(
     "headers",
     [
-        {},
-        {SIGNATURE_HEADER: "sha256=" + "0" * 64},
-        {SIGNATURE_HEADER: sign(b"another key", encode(BODY))},
-        {SIGNATURE_HEADER: sign(SECRET.encode(), encode(BODY)).removeprefix("sha256=")},
-        {SIGNATURE_HEADER: "sha256=\u00e9t\u00e9".encode("latin-1")},  # refused, not a crash in compare_digest
+        lambda: {},
+        lambda: {SIGNATURE_HEADER: "sha256=" + "0" * 64},
+        lambda: signed_headers(encode(BODY), "another key"),
+        lambda: {SIGNATURE_HEADER: sign(SECRET.encode(), encode(BODY)).removeprefix("sha256=")},
+        lambda: {SIGNATURE_HEADER: "sha256=\u00e9t\u00e9".encode("latin-1")},  # refused, not a crash in compare_digest
+        lambda: {**signed_headers(encode(BODY)), TIMESTAMP_HEADER: str(int(time.time()) - 1)},  # the time is signed
     ],
-    ids=["unsigned", "wrong-hex", "wrong-key", "no-prefix", "non-ascii"],
+    ids=["unsigned", "wrong-hex", "wrong-key", "no-prefix", "non-ascii", "other-timestamp"],
 )
 async def test_a_share_without_a_valid_signature_is_refused_401(
-    http: httpx.AsyncClient, client: NatsBroker, headers: dict[str, str | bytes]
+    http: httpx.AsyncClient, client: NatsBroker, headers: Callable[[], dict[str, str | bytes]]
 ) -> None:
-    response = await http.post("/shares", content=encode(BODY), headers=headers)
+    now = str(int(time.time()))
+    response = await http.post("/shares", content=encode(BODY), headers={TIMESTAMP_HEADER: now, **headers()})
 
     assert response.status_code == 401
     assert response.json()["error"] == "bad_signature"
@@ -255,13 +265,14 @@ async def test_neither_the_secret_nor_a_signature_is_ever_logged_or_echoed(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     good = encode(BODY)
-    signature = sign(SECRET.encode(), good)
+    signed = signed_headers(good)
+    signature = signed[SIGNATURE_HEADER]
     bad = encode({"by": "@britz"})
     with capture_logs() as logs:
         async with http_client(webhook_settings, client) as http:
             responses = [
                 await http.post("/shares", content=good, headers=signed_headers(good)),
-                await http.post("/shares", content=good, headers={SIGNATURE_HEADER: signature[:-4] + "beef"}),
+                await http.post("/shares", content=good, headers={**signed, SIGNATURE_HEADER: signature[:-4] + "beef"}),
                 await http.post("/shares", content=bad, headers=signed_headers(bad)),
                 await http.post("/shares", content=b"x" * (MAX_BODY_BYTES + 1), headers=signed_headers(good)),
             ]
@@ -274,3 +285,63 @@ async def test_neither_the_secret_nor_a_signature_is_ever_logged_or_echoed(
     assert signature.removeprefix("sha256=") not in everything
     assert signature[:-4] not in everything
     assert sign(SECRET.encode(), bad).removeprefix("sha256=") not in everything
+
+
+# --- replays: the signed timestamp ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("age", [301, 25 * 3600, -301], ids=["6-minutes-old", "a-day-old", "from-the-future"])
+async def test_a_signed_share_out_of_its_time_is_refused_401(
+    http: httpx.AsyncClient, client: NatsBroker, age: float
+) -> None:
+    raw = encode(BODY)
+
+    response = await http.post("/shares", content=raw, headers=signed_headers(raw, age=age))
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "bad_signature", "detail": response.json()["detail"]}
+    assert "more than 300 s from now" in response.json()["detail"]
+    assert await shares_on_bus(client) == 0
+
+
+async def test_a_share_signed_four_minutes_ago_is_still_taken(http: httpx.AsyncClient) -> None:
+    raw = encode(BODY)
+
+    response = await http.post("/shares", content=raw, headers=signed_headers(raw, age=240))
+
+    assert response.status_code == 202, response.text
+
+
+def untimed_headers(raw: bytes) -> dict[str, str]:
+    """The older form: the body alone signed, no timestamp (replayable at any time)."""
+    return {SIGNATURE_HEADER: signing.sign_untimed(SECRET.encode(), raw), "content-type": "application/json"}
+
+
+async def test_the_body_only_signature_is_refused_by_default(http: httpx.AsyncClient, client: NatsBroker) -> None:
+    raw = encode(BODY)
+
+    response = await http.post("/shares", content=raw, headers=untimed_headers(raw))
+
+    assert response.status_code == 401
+    assert TIMESTAMP_HEADER in response.json()["detail"]
+    assert "IMPROMPTU_WEBHOOK_ALLOW_UNTIMED=true" in response.json()["detail"]
+    assert await shares_on_bus(client) == 0
+
+
+async def test_the_body_only_signature_is_taken_with_the_setting_and_logged(
+    webhook_settings: Settings, client: NatsBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMPROMPTU_WEBHOOK_ALLOW_UNTIMED", "true")
+    allowing = webhook_settings.model_copy(update={"webhook_allow_untimed": Settings().webhook_allow_untimed})
+    raw = encode(BODY)
+    with capture_logs() as logs:
+        async with http_client(allowing, client) as http:
+            untimed = await http.post("/shares", content=raw, headers=untimed_headers(raw))
+            wrong = await http.post("/shares", content=raw, headers=untimed_headers(raw + b" "))
+            stale = await http.post("/shares", content=raw, headers=signed_headers(raw, age=3600))
+
+    assert untimed.status_code == 202, untimed.text
+    assert wrong.status_code == 401  # the body-only form is still checked
+    assert stale.status_code == 401  # a timestamp, when sent, is still checked
+    assert "webhook.untimed" in [e["event"] for e in logs]
+    assert await shares_on_bus(client) == 1

@@ -4,11 +4,20 @@ The rendered post is an Adaptive Card (JSON); it is wrapped in the message envel
 answers 202 with an empty body and runs later, so a card that Teams cannot show is never reported back: the card
 is checked (JSON object, AdaptiveCard, size) before it is sent. The URL carries its signature (`sig=`), so the
 whole URL is a secret: reasons only ever name its host.
+
+Teams renders markdown in a TextBlock's text and a Fact's title and value, and the card carries text strangers wrote
+(the article's title, author and summary, the sharer's name): `[Join here](https://evil.example)` would be a real
+link under our name. Before sending, every markdown link in those texts is broken up so it shows as the text it is
+(an invisible word joiner after its `]`), unless it leads to one of the post's own links (the join URL, the library
+page, the article). Our buttons are Action.OpenUrl, which is not markdown and is left as it is.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Collection
+from typing import Any
 
 import httpx
 
@@ -24,6 +33,10 @@ MAX_BYTES = 28_000
 _RECREATE = f"create the workflow again and set {TEAMS_ENV}"
 _TEMPLATES = "check the Teams announcement templates (IMPROMPTU_OUTREACH_TEMPLATES_DIR)"
 _BROKEN = {401, 403, 404, 410}  # the flow was deleted or turned off, or the URL's signature is not valid
+# `](url)`, `][ref]` and `]: url` (a reference definition) are how a `]` turns text into a link; whitespace
+# between them is allowed by some markdown dialects, so it is crossed too
+_LINK_AFTER_BRACKET = re.compile(r"\](?=\s*[(\[:])")
+WORD_JOINER = "\u2060"  # invisible, not whitespace: `]` + it + `(` is no link in any markdown
 
 
 class TeamsChannel:
@@ -42,7 +55,7 @@ class TeamsChannel:
 
     async def post(self, post: Post) -> Posted:
         base.require("Teams", self.missing())
-        return self._outcome(await self._hook.post_json(envelope(post.text)))
+        return self._outcome(await self._hook.post_json(envelope(post.text, own_links(post))))
 
     async def find(self, post: Post) -> Posted | None:
         raise NotImplementedError("Teams workflow webhooks cannot read back what they posted (can_find is False)")
@@ -78,15 +91,57 @@ class TeamsChannel:
         return base.redact(base.printable(text), self._hook.secrets) or "no body"
 
 
-def envelope(card_json: str) -> bytes:
-    """The Workflows message envelope around the rendered Adaptive Card, as UTF-8 JSON; PostRefused when the card
-    is not an Adaptive Card object or the message would be larger than Teams takes."""
+def own_links(post: Post) -> set[str]:
+    """The links a card may carry as markdown: the post's own (join URL or library page) and the article's."""
+    session = post.session
+    return {post.link, session.join_url, session.proposal.content.article.url} - {""}
+
+
+def unlinked(text: str, allowed: Collection[str] = ()) -> str:
+    """`text` with every markdown link broken up (shown as text), but for links to `allowed` URLs."""
+
+    def bracket(match: re.Match[str]) -> str:
+        rest = text[match.end() :]
+        if any(rest.startswith(f"({url})") for url in allowed):
+            return "]"
+        return "]" + WORD_JOINER
+
+    return _LINK_AFTER_BRACKET.sub(bracket, text)
+
+
+def _unlink_card(node: Any, allowed: Collection[str]) -> Any:
+    """The card with the markdown texts Teams renders (TextBlock text, Fact title and value) unlinked; every nested
+    element (containers, columns, cards of Action.ShowCard) is walked."""
+    if isinstance(node, list):
+        return [_unlink_card(item, allowed) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copy = {key: _unlink_card(value, allowed) for key, value in node.items()}
+    if node.get("type") == "TextBlock" and isinstance(copy.get("text"), str):
+        copy["text"] = unlinked(copy["text"], allowed)
+    if node.get("type") == "FactSet" and isinstance(copy.get("facts"), list):
+        copy["facts"] = [_unlink_fact(fact, allowed) for fact in copy["facts"]]
+    return copy
+
+
+def _unlink_fact(fact: Any, allowed: Collection[str]) -> Any:
+    if not isinstance(fact, dict):
+        return fact
+    markdown = {key: unlinked(fact[key], allowed) for key in ("title", "value") if isinstance(fact.get(key), str)}
+    return fact | markdown
+
+
+def envelope(card_json: str, allowed_links: Collection[str] = ()) -> bytes:
+    """The Workflows message envelope around the rendered Adaptive Card, as UTF-8 JSON, its markdown links broken
+    up but for `allowed_links`; PostRefused when the card is not an Adaptive Card object or the message would be
+    larger than Teams takes."""
     try:
         card = json.loads(card_json)
     except ValueError as error:
         raise PostRefused(f"Teams: the rendered card is not JSON ({error}); {_TEMPLATES}") from None
     if not isinstance(card, dict) or card.get("type") != "AdaptiveCard":
         raise PostRefused(f'Teams: the rendered card is not an object with "type": "AdaptiveCard"; {_TEMPLATES}')
+    card = _unlink_card(card, allowed_links)
     attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
     message = {"type": "message", "attachments": [attachment]}
     body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
