@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,7 +21,7 @@ from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.archive.poll import poll_recordings
-from pipeline.embedded import EmbeddedNats
+from pipeline.embedded import BusUser, BusUsers, EmbeddedNats
 from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import ConfigError
@@ -37,7 +38,7 @@ log = structlog.get_logger("pipeline.app")
 
 
 def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallback | None = None) -> NatsBroker:
-    """A broker for `url`; with `settings`, also their NATS credentials file and TLS (an external cluster)."""
+    """A broker for `url`; with `settings`, also their NATS credentials (a .creds file or an nkey seed) and TLS."""
     context: ssl.SSLContext | None = None
     if settings is not None and (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
         context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
@@ -53,11 +54,20 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
             ) from error
     elif context is not None:
         security = NatsSecurity(ssl_context=context)
+    identity: dict[str, str] = {}
+    if settings is not None and settings.nats_nkey_seed is not None:
+        if settings.nats_credentials is not None:
+            raise ConfigError("set IMPROMPTU_NATS_CREDENTIALS or IMPROMPTU_NATS_NKEY_SEED, not both")
+        if not os.access(settings.nats_nkey_seed, os.R_OK):
+            raise ConfigError(f"IMPROMPTU_NATS_NKEY_SEED: cannot read {settings.nats_nkey_seed}")
+        identity["nkeys_seed"] = str(settings.nats_nkey_seed)  # nats-py reads it to sign the server's nonce
     # "nats://a:4222,nats://b:4222" (as the nats CLI takes it): every seed server, so a start with one node down works
     servers = [server.strip() for server in url.split(",") if server.strip()]
     pull_timeouts.install()  # an idle consumer's empty fetches must not pile up dead tasks (see pull_timeouts.py)
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
+    return NatsBroker(
+        servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb, **identity
+    )
 
 
 def create_broker(
@@ -181,18 +191,29 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
 
 @contextmanager
 def nats_for(settings: Settings) -> Iterator[Settings]:
-    """Settings pointing at a NATS server: NATS_URL as given, or an embedded server for this block."""
+    """Settings pointing at a NATS server: NATS_URL as given, or an embedded server for this block, which only its
+    users may join (made at its first start in DATA_DIR/nats-auth); the settings yielded are the pipeline user's."""
     if settings.nats_url is not None:
         yield settings
         return
+    users = BusUsers.ensure(settings.nats_auth_dir)
     with EmbeddedNats(
-        settings.nats_store_dir, host=settings.embedded_nats_host, port=settings.embedded_nats_port
+        settings.nats_store_dir, host=settings.embedded_nats_host, port=settings.embedded_nats_port, users=users
     ) as server:
         settings.embedded_url_file.write_text(server.url)
         try:
-            yield settings.model_copy(update={"nats_url": server.url})
+            yield _as_user(settings, server.url, "pipeline")
         finally:
             settings.embedded_url_file.unlink(missing_ok=True)
+
+
+def _as_user(settings: Settings, url: str, user: BusUser) -> Settings:
+    """`settings` joining the embedded server at `url` as `user` (no seed yet: its server predates them)."""
+    seed = BusUsers(settings.nats_auth_dir).seed_file(user)
+    update: dict[str, object] = {"nats_url": url}
+    if seed.exists():
+        update.update(nats_nkey_seed=seed, nats_credentials=None)
+    return settings.model_copy(update=update)
 
 
 def discover_url(settings: Settings) -> str:
@@ -204,6 +225,14 @@ def discover_url(settings: Settings) -> str:
     raise ConfigError("no NATS server to talk to: start the pipeline with `make run`, or set NATS_URL")
 
 
+def discover(settings: Settings, user: BusUser = "admin") -> Settings:
+    """`settings` joining a running pipeline: NATS_URL with its own credentials as given, else the embedded server
+    `impromptu run` started, as its `user` (the CLI and ops: admin; a worker started with --stages: pipeline)."""
+    if settings.nats_url is not None:
+        return settings
+    return _as_user(settings, discover_url(settings), user)
+
+
 CONNECT_SECONDS = 10.0
 
 
@@ -211,7 +240,8 @@ CONNECT_SECONDS = 10.0
 async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
     """A broker with no subscribers, for the CLI: publish, read KV. A TLS failure is reported at once (retrying
     cannot fix a certificate), an unreachable server after CONNECT_SECONDS, each with the cause nats-py met."""
-    url = discover_url(settings)
+    settings = discover(settings, "admin")
+    url = settings.nats_url or ""
     failures: list[Exception] = []
 
     async def fail_fast_on_tls(error: Exception) -> None:
@@ -239,7 +269,7 @@ async def serve(settings: Settings) -> None:
     if settings.stages != STAGE_NAMES and settings.nats_url is None:
         # Some stages only: they join a pipeline, never embed a server of their own on its port.
         try:
-            settings = settings.model_copy(update={"nats_url": discover_url(settings)})
+            settings = discover(settings, "pipeline")
         except ConfigError:
             raise ConfigError(
                 f"--stages {','.join(settings.stages)} joins a running pipeline: set NATS_URL, or start "
