@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 import structlog
 from faststream import FastStream
 from faststream.exceptions import IncorrectState
-from faststream.nats import NatsBroker, NatsCredentials, NatsRouter, NatsSecurity
+from faststream.nats import NatsBroker, NatsCredentials, NatsNKey, NatsRouter, NatsSecurity
 from nats.aio.client import ErrorCallback
 
 from pipeline import bus, pull_timeouts, stores
@@ -45,29 +45,25 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
         if settings.nats_tls_cert_file:
             context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
     security: NatsSecurity | None = None
-    if settings is not None and settings.nats_credentials is not None:
-        try:
+    if settings is not None and settings.nats_credentials is not None and settings.nats_nkey_seed is not None:
+        raise ConfigError("set IMPROMPTU_NATS_CREDENTIALS or IMPROMPTU_NATS_NKEY_SEED, not both")
+    try:
+        if settings is not None and settings.nats_credentials is not None:
             security = NatsCredentials.from_file(settings.nats_credentials, ssl_context=context)
-        except ImportError as error:
-            raise ConfigError(
-                'IMPROMPTU_NATS_CREDENTIALS needs the nkeys package: pip install "nats-py[nkeys]"'
-            ) from error
-    elif context is not None:
-        security = NatsSecurity(ssl_context=context)
-    identity: dict[str, str] = {}
-    if settings is not None and settings.nats_nkey_seed is not None:
-        if settings.nats_credentials is not None:
-            raise ConfigError("set IMPROMPTU_NATS_CREDENTIALS or IMPROMPTU_NATS_NKEY_SEED, not both")
-        if not os.access(settings.nats_nkey_seed, os.R_OK):
-            raise ConfigError(f"IMPROMPTU_NATS_NKEY_SEED: cannot read {settings.nats_nkey_seed}")
-        identity["nkeys_seed"] = str(settings.nats_nkey_seed)  # nats-py reads it to sign the server's nonce
+        elif settings is not None and settings.nats_nkey_seed is not None:
+            if not os.access(settings.nats_nkey_seed, os.R_OK):
+                raise ConfigError(f"IMPROMPTU_NATS_NKEY_SEED: cannot read {settings.nats_nkey_seed}")
+            # a path, read by nats-py at each (re)connect to sign the server's nonce: the seed stays in its file
+            security = NatsNKey.from_file(settings.nats_nkey_seed, ssl_context=context)
+        elif context is not None:
+            security = NatsSecurity(ssl_context=context)
+    except ImportError as error:
+        raise ConfigError('NATS credentials need the nkeys package: pip install "nats-py[nkeys]"') from error
     # "nats://a:4222,nats://b:4222" (as the nats CLI takes it): every seed server, so a start with one node down works
     servers = [server.strip() for server in url.split(",") if server.strip()]
     pull_timeouts.install()  # an idle consumer's empty fetches must not pile up dead tasks (see pull_timeouts.py)
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(
-        servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb, **identity
-    )
+    return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
 
 
 def create_broker(
