@@ -251,7 +251,13 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
     except Exception as error:
         await broker.stop()
         cause = error if not isinstance(error, TimeoutError) or not failures else failures[-1]
-        raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from error
+        hint = ""
+        if "authorization violation" in str(cause).lower() and settings.nats_nkey_seed is None:
+            hint = (
+                f"; `impromptu run`'s own server takes only its users: leave NATS_URL unset to find it through "
+                f"{settings.embedded_url_file}, or set IMPROMPTU_NATS_NKEY_SEED={settings.nats_auth_dir / 'admin.nk'}"
+            )
+        raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}{hint}") from error
     try:
         await bus.ensure_stream(broker, settings, update=False)
         yield broker

@@ -5,9 +5,11 @@ folder (a server path, a file:// URL, a link out of the folder to a 0600 file) i
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +23,11 @@ from nats.js.api import StreamConfig
 from pipeline import bus
 from pipeline.actions.approval import advance_by_clock
 from pipeline.actions.service import Approvals
-from pipeline.app import connected, nats_for, new_broker
+from pipeline.app import connected, discover, nats_for, new_broker
 from pipeline.archive import catalog
 from pipeline.archive.describe import entry_id_for
 from pipeline.embedded import BUS_USERS, EmbeddedNats, free_port
+from pipeline.errors import ConfigError
 from pipeline.messages import DeadLetter, LibraryEntry, Recording, RecordingFile, ScheduledSession, Share
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
@@ -72,6 +75,15 @@ async def test_a_client_without_the_credentials_is_refused(
     assert "Authorization Violation" in await _refused(url, nkeys_seed=str(stranger))
     assert await _refused(url, nkeys_seed=str(run_settings.nats_auth_dir / "admin.nk")) == ""
 
+    # `NATS_URL=… impromptu proposals reject … --by <anyone>` from an empty data dir: refused, with the way in
+    with pytest.raises(ConfigError, match="Authorization Violation") as refused:
+        async with connected(Settings(nats_url=url, data_dir=tmp_path / "empty")):
+            pass
+    assert "IMPROMPTU_NATS_NKEY_SEED=" in str(refused.value)
+    with warnings.catch_warnings():  # nats-py drops a refused connection's socket unclosed (the CLI exits anyway)
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
     # The CLI finds the server through data/nats.url and joins as admin, no step of the user's own
     async with connected(run_settings) as cli:
         await bus.publish(cli, bus.SHARES, _share("a"))
@@ -93,6 +105,11 @@ async def test_the_credentials_are_made_once_private_and_kept(run_settings: Sett
     with nats_for(run_settings) as live:
         async with connected(live):
             pass
+        joining = discover(Settings(data_dir=run_settings.data_dir), "pipeline")  # `impromptu run --stages enrich`
+        assert joining.nats_url == live.nats_url and joining.nats_nkey_seed == folder / "pipeline.nk"
+        worker = new_broker(joining.nats_url or "", joining)
+        await worker.connect()
+        await worker.stop()
     assert {user: (folder / f"{user}.nk").read_bytes() for user in BUS_USERS} == seeds
     assert stat.S_IMODE((folder / "admin.nk").stat().st_mode) == 0o600
 
