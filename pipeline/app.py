@@ -234,8 +234,9 @@ CONNECT_SECONDS = 10.0
 
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
-    """A broker with no subscribers, for the CLI: publish, read KV. A TLS failure is reported at once (retrying
-    cannot fix a certificate), an unreachable server after CONNECT_SECONDS, each with the cause nats-py met."""
+    """A broker with no subscribers, for the CLI: publish, read KV; on the embedded server as its admin user. A TLS
+    failure is reported at once (retrying cannot fix a certificate), an unreachable server after CONNECT_SECONDS,
+    each with the cause nats-py met."""
     settings = discover(settings, "admin")
     url = settings.nats_url or ""
     failures: list[Exception] = []
@@ -252,10 +253,12 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
         await broker.stop()
         cause = error if not isinstance(error, TimeoutError) or not failures else failures[-1]
         hint = ""
-        if "authorization violation" in str(cause).lower() and settings.nats_nkey_seed is None:
+        anonymous = settings.nats_nkey_seed is None and settings.nats_credentials is None
+        if anonymous and "authorization violation" in str(cause).lower():
             hint = (
-                f"; `impromptu run`'s own server takes only its users: leave NATS_URL unset to find it through "
-                f"{settings.embedded_url_file}, or set IMPROMPTU_NATS_NKEY_SEED={settings.nats_auth_dir / 'admin.nk'}"
+                f"; if it is `impromptu run`'s own server, it takes only its users: leave NATS_URL unset to find it "
+                f"through {settings.embedded_url_file}, or set "
+                f"IMPROMPTU_NATS_NKEY_SEED={settings.nats_auth_dir / 'admin.nk'}"
             )
         raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}{hint}") from error
     try:

@@ -125,13 +125,15 @@ class BusUsers:
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A pre-exec for the server: the kernel sends it SIGTERM (a clean JetStream shutdown) when the thread that
     started it exits, so start it from the main thread (every caller does). Linux only; elsewhere a no-op."""
+    try:  # looked up here, before the fork: the child only makes the call (no dlopen between fork and exec)
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None
 
     def set_death_signal() -> None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
+        if prctl is None:
             return
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before prctl took effect: the signal would never come
             os.kill(os.getpid(), signal.SIGTERM)
 
