@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 import structlog
 from faststream import FastStream
 from faststream.exceptions import IncorrectState
-from faststream.nats import NatsBroker, NatsCredentials, NatsRouter, NatsSecurity
+from faststream.nats import NatsBroker, NatsCredentials, NatsNKey, NatsRouter, NatsSecurity
 from nats.aio.client import ErrorCallback
 
 from pipeline import bus, pull_timeouts, stores
@@ -20,7 +21,7 @@ from pipeline.actions.approval import advance_by_clock, reindex
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.archive.poll import poll_recordings
-from pipeline.embedded import EmbeddedNats
+from pipeline.embedded import BusUser, BusUsers, EmbeddedNats
 from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import ConfigError
@@ -37,22 +38,27 @@ log = structlog.get_logger("pipeline.app")
 
 
 def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallback | None = None) -> NatsBroker:
-    """A broker for `url`; with `settings`, also their NATS credentials file and TLS (an external cluster)."""
+    """A broker for `url`; with `settings`, also their NATS credentials (a .creds file or an nkey seed) and TLS."""
     context: ssl.SSLContext | None = None
     if settings is not None and (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
         context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
         if settings.nats_tls_cert_file:
             context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
     security: NatsSecurity | None = None
-    if settings is not None and settings.nats_credentials is not None:
-        try:
+    if settings is not None and settings.nats_credentials is not None and settings.nats_nkey_seed is not None:
+        raise ConfigError("set IMPROMPTU_NATS_CREDENTIALS or IMPROMPTU_NATS_NKEY_SEED, not both")
+    try:
+        if settings is not None and settings.nats_credentials is not None:
             security = NatsCredentials.from_file(settings.nats_credentials, ssl_context=context)
-        except ImportError as error:
-            raise ConfigError(
-                'IMPROMPTU_NATS_CREDENTIALS needs the nkeys package: pip install "nats-py[nkeys]"'
-            ) from error
-    elif context is not None:
-        security = NatsSecurity(ssl_context=context)
+        elif settings is not None and settings.nats_nkey_seed is not None:
+            if not os.access(settings.nats_nkey_seed, os.R_OK):
+                raise ConfigError(f"IMPROMPTU_NATS_NKEY_SEED: cannot read {settings.nats_nkey_seed}")
+            # a path, read by nats-py at each (re)connect to sign the server's nonce: the seed stays in its file
+            security = NatsNKey.from_file(settings.nats_nkey_seed, ssl_context=context)
+        elif context is not None:
+            security = NatsSecurity(ssl_context=context)
+    except ImportError as error:
+        raise ConfigError('NATS credentials need the nkeys package: pip install "nats-py[nkeys]"') from error
     # "nats://a:4222,nats://b:4222" (as the nats CLI takes it): every seed server, so a start with one node down works
     servers = [server.strip() for server in url.split(",") if server.strip()]
     pull_timeouts.install()  # an idle consumer's empty fetches must not pile up dead tasks (see pull_timeouts.py)
@@ -181,18 +187,29 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
 
 @contextmanager
 def nats_for(settings: Settings) -> Iterator[Settings]:
-    """Settings pointing at a NATS server: NATS_URL as given, or an embedded server for this block."""
+    """Settings pointing at a NATS server: NATS_URL as given, or an embedded server for this block, which only its
+    users may join (made at its first start in DATA_DIR/nats-auth); the settings yielded are the pipeline user's."""
     if settings.nats_url is not None:
         yield settings
         return
+    users = BusUsers.ensure(settings.nats_auth_dir)
     with EmbeddedNats(
-        settings.nats_store_dir, host=settings.embedded_nats_host, port=settings.embedded_nats_port
+        settings.nats_store_dir, host=settings.embedded_nats_host, port=settings.embedded_nats_port, users=users
     ) as server:
         settings.embedded_url_file.write_text(server.url)
         try:
-            yield settings.model_copy(update={"nats_url": server.url})
+            yield _as_user(settings, server.url, "pipeline")
         finally:
             settings.embedded_url_file.unlink(missing_ok=True)
+
+
+def _as_user(settings: Settings, url: str, user: BusUser) -> Settings:
+    """`settings` joining the embedded server at `url` as `user` (no seed yet: its server predates them)."""
+    seed = BusUsers(settings.nats_auth_dir).seed_file(user)
+    update: dict[str, object] = {"nats_url": url}
+    if seed.exists():
+        update.update(nats_nkey_seed=seed, nats_credentials=None)
+    return settings.model_copy(update=update)
 
 
 def discover_url(settings: Settings) -> str:
@@ -204,14 +221,24 @@ def discover_url(settings: Settings) -> str:
     raise ConfigError("no NATS server to talk to: start the pipeline with `make run`, or set NATS_URL")
 
 
+def discover(settings: Settings, user: BusUser = "admin") -> Settings:
+    """`settings` joining a running pipeline: NATS_URL with its own credentials as given, else the embedded server
+    `impromptu run` started, as its `user` (the CLI and ops: admin; a worker started with --stages: pipeline)."""
+    if settings.nats_url is not None:
+        return settings
+    return _as_user(settings, discover_url(settings), user)
+
+
 CONNECT_SECONDS = 10.0
 
 
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
-    """A broker with no subscribers, for the CLI: publish, read KV. A TLS failure is reported at once (retrying
-    cannot fix a certificate), an unreachable server after CONNECT_SECONDS, each with the cause nats-py met."""
-    url = discover_url(settings)
+    """A broker with no subscribers, for the CLI: publish, read KV; on the embedded server as its admin user. A TLS
+    failure is reported at once (retrying cannot fix a certificate), an unreachable server after CONNECT_SECONDS,
+    each with the cause nats-py met."""
+    settings = discover(settings, "admin")
+    url = settings.nats_url or ""
     failures: list[Exception] = []
 
     async def fail_fast_on_tls(error: Exception) -> None:
@@ -225,7 +252,15 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
     except Exception as error:
         await broker.stop()
         cause = error if not isinstance(error, TimeoutError) or not failures else failures[-1]
-        raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from error
+        hint = ""
+        anonymous = settings.nats_nkey_seed is None and settings.nats_credentials is None
+        if anonymous and "authorization violation" in str(cause).lower():
+            hint = (
+                f"; if it is `impromptu run`'s own server, it takes only its users: leave NATS_URL unset to find it "
+                f"through {settings.embedded_url_file}, or set "
+                f"IMPROMPTU_NATS_NKEY_SEED={settings.nats_auth_dir / 'admin.nk'}"
+            )
+        raise ConfigError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}{hint}") from error
     try:
         await bus.ensure_stream(broker, settings, update=False)
         yield broker
@@ -239,7 +274,7 @@ async def serve(settings: Settings) -> None:
     if settings.stages != STAGE_NAMES and settings.nats_url is None:
         # Some stages only: they join a pipeline, never embed a server of their own on its port.
         try:
-            settings = settings.model_copy(update={"nats_url": discover_url(settings)})
+            settings = discover(settings, "pipeline")
         except ConfigError:
             raise ConfigError(
                 f"--stages {','.join(settings.stages)} joins a running pipeline: set NATS_URL, or start "

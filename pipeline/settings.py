@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     nats_credentials: Path | None = Field(
         default=None, description="A NATS .creds file (JWT + NKey) for an external server or cluster."
     )
+    nats_nkey_seed: Path | None = Field(
+        default=None,
+        description="A file holding a NATS user's NKey seed (SU...), for a server whose users are nkeys: an external "
+        "one, or the embedded one's `DATA_DIR/nats-auth/admin.nk` when reached through NATS_URL.",
+    )
     nats_tls_ca_file: Path | None = Field(default=None, description="CA bundle to verify the NATS server's TLS.")
     nats_tls_cert_file: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
     nats_tls_key_file: Path | None = Field(default=None, description="Client key for mutual TLS.")
@@ -323,6 +328,11 @@ class Settings(BaseSettings):
     @property
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
+
+    @property
+    def nats_auth_dir(self) -> Path:
+        """The embedded server's users (nkey seeds, 0600) and its config; made at its first start."""
+        return self.data_dir / "nats-auth"
 
     @property
     def base_url(self) -> str:
