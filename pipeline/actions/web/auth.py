@@ -32,6 +32,8 @@ log = structlog.get_logger("pipeline.web.auth")
 
 SESSION_COOKIE = "impromptu_session"
 SESSION_KEY = "facilitator"
+EPOCH_KEY = "epoch"  # the login's epoch when this cookie was made (sessions.py): logging out changes it
+CREDENTIAL_KEY = "credential"  # digest of the password hash logged in with: a reset ends the cookie
 SECRET_FILE = "web-secret"
 TOKEN_PREFIX = "imp_"
 MIN_SECRET_CHARS = 32
@@ -156,13 +158,22 @@ def has_role(settings: Settings, name: str, role: LoginRole) -> bool:
     return login is not None and role in login.roles
 
 
+def credential_digest(password_hash: str) -> str:
+    """What a login cookie keeps of the password hash it was made with (argon2 salts every hash anew, so any
+    reset changes it); a digest, since the cookie is signed but readable."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
 def session_facilitator(request: Request, settings: Settings) -> str | None:
-    """The facilitator logged in with this request's cookie, if their login still exists in the settings."""
+    """The facilitator logged in with this request's cookie, if their login still exists in the settings with the
+    password it logged in with (the cookie's epoch is checked by sessions.SessionCheck before the route runs)."""
     name = request.session.get(SESSION_KEY)
     if isinstance(name, str):
         login = settings.current_logins().get(name)
         if login is not None and login.password_hash:
-            return name
+            offered = str(request.session.get(CREDENTIAL_KEY, ""))
+            if hmac.compare_digest(offered.encode(), credential_digest(login.password_hash).encode()):
+                return name
     return None
 
 
