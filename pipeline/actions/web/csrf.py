@@ -1,11 +1,12 @@
 """CSRF protection of the pages' forms: a signed token in a cookie that every form posts back (double submit).
 
 Any page asks `request.scope["csrftoken"]()` for the token to put in its forms (the logout button is on every
-page); a browser without the cookie gets one with that page. Every POST (any method but GET/HEAD/OPTIONS/TRACE) to a form path must carry the token as the field
-`csrftoken`, URL-encoded or multipart (read with Starlette's own form parser), equal to the cookie, whose signature
-(HMAC with a key derived from the web secret) shows this site made it: a cookie planted by a neighbouring host does
-not pass. Without it: 403. A body that is not a form this site sends (not UTF-8, a broken multipart): 400. The
-body is read whole, at most what BodyLimit (the outer middleware) allows, then handed to the route unchanged.
+page); a browser without the cookie gets one with that page. Every POST (any method but GET/HEAD/OPTIONS/TRACE)
+to a form path must carry the token as the field `csrftoken`, URL-encoded or multipart (read with Starlette's own
+form parser; no form here takes a file, so a file part is refused), equal to the cookie, whose signature (HMAC
+with a key derived from the web secret) shows this site made it: a cookie planted by a neighbouring host does not
+pass. Without it: 403. A body that is not a form this site sends (not UTF-8, a broken multipart, a file): 400.
+The body is read whole, at most what BodyLimit (the outer middleware) allows, then handed to the route unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = structlog.get_logger("pipeline.web.csrf")
 CSRF_COOKIE = "impromptu_csrf"
 CSRF_FIELD = "csrftoken"
 FORM_FIELDS_MAX = 200  # our largest form has a dozen fields
+FORM_FILES_MAX = 0  # and none takes a file: a file part is refused (400), never spooled to disk
 TOKEN_SCOPE_KEY = "csrftoken"  # what pages call for the token
 
 
@@ -129,7 +131,7 @@ async def _submitted_token(scope: Scope, body: bytes) -> str | None:
         return None  # no form at all: nothing that could carry the token
     request = Request(scope, _replay(body))
     try:
-        form = await request.form(max_files=FORM_FIELDS_MAX, max_fields=FORM_FIELDS_MAX)
+        form = await request.form(max_files=FORM_FILES_MAX, max_fields=FORM_FIELDS_MAX)
     except MultiPartException as error:
         raise FormUnreadable(error.message) from None
     except HTTPException as error:  # Starlette's form() turns a MultiPartException into a 400 of its own
@@ -138,7 +140,7 @@ async def _submitted_token(scope: Scope, body: bytes) -> str | None:
         value = form.get(CSRF_FIELD)
         return value if isinstance(value, str) and value else None
     finally:
-        await form.close()  # a file part is spooled to a temporary file: gone now
+        await form.close()
 
 
 def _html_headers() -> list[tuple[bytes, bytes]]:
