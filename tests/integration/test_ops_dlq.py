@@ -67,6 +67,7 @@ def share(n: int) -> Share:
 def impromptu(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")}
     env.update(NATS_URL=settings.nats_url or "", IMPROMPTU_DATA_DIR=str(settings.data_dir), IMPROMPTU_LOG_JSON="true")
+    env["IMPROMPTU_FACILITATOR_LOGINS"] = '{"ana": {}, "bob": {}}'  # --by names a login
     return subprocess.run([IMPROMPTU, *args], env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.nats
 __all__ = ["web_settings"]  # fixture shared with test_approval_web
 
 CLI = str(Path(sys.executable).parent / "impromptu")
+CHECKOUT = (
+    Path(__file__).resolve().parents[2]
+)  # this checkout's code, whichever checkout the command was installed from
 
 
 def copy_of(cookies: httpx.Cookies) -> dict[str, str]:
@@ -74,7 +77,7 @@ async def test_a_copied_cookie_dies_when_its_person_logs_out_on_another_worker(
 
 async def test_a_copied_cookie_dies_when_the_password_is_reset(settings: Settings, client: NatsBroker) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")}
-    env["IMPROMPTU_DATA_DIR"] = str(settings.data_dir)
+    env.update(IMPROMPTU_DATA_DIR=str(settings.data_dir), PYTHONPATH=str(CHECKOUT))
 
     def facilitators_add(password: str) -> None:
         done = subprocess.run(

@@ -25,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ImpromptuError
 from pipeline.settings import FacilitatorLogin, LoginRole, Settings
 
 log = structlog.get_logger("pipeline.web.auth")
@@ -151,6 +151,24 @@ class RoleMissing(Exception):
         super().__init__(f"{name} has no {role} role")
         self.name = name
         self.role = role
+
+
+class UnknownLogin(ImpromptuError):
+    """--by names no login: said with the logins there are, and exit 1."""
+
+
+def known_login(settings: Settings, name: str) -> str:
+    """`name` when it is one of the logins (`impromptu facilitators add`), else UnknownLogin listing them: what a
+    command records as who decided or edited (--by) is a real login, never an invented name."""
+    logins = sorted(settings.current_logins())
+    if name in logins:
+        return name
+    if not logins:
+        raise UnknownLogin(
+            f"--by {name!r}: there are no logins yet; `impromptu facilitators add NAME` adds one (decisions and "
+            "edits are recorded under a login's name)"
+        )
+    raise UnknownLogin(f"--by {name!r} is not a login; the logins are: {', '.join(logins)}")
 
 
 def has_role(settings: Settings, name: str, role: LoginRole) -> bool:
