@@ -218,9 +218,7 @@ def ops_router(settings: Settings, broker: NatsBroker, app: FastAPI) -> APIRoute
             return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
         return JSONResponse({"status": "ready", "missing": []})
 
-    @router.get(
-        "/docs/asyncapi", summary="AsyncAPI 3.0 document of every subject and message.", dependencies=operator
-    )
+    @router.get("/docs/asyncapi", summary="AsyncAPI 3.0 document of every subject and message.", dependencies=operator)
     async def asyncapi_json() -> dict[str, object]:
         if not asyncapi:
             asyncapi.update(asyncapi_document(broker))
