@@ -131,7 +131,7 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     # Replaying twice is refused; a replay retried after a crash (same message id) is dropped by JetStream.
     with pytest.raises(DlqError, match="cannot replay dead letter .*: already replayed by ana"):
         await replay(client, seq, "bob")
-    again = impromptu(settings, "dlq", "replay", str(seq))
+    again = impromptu(settings, "dlq", "replay", str(seq), "--by", "bob")
     assert again.returncode == 1 and "already replayed by ana" in again.stderr
     dead = (await get_dead_letter(client, seq)).dead_letter
     retried = await jetstream(client).publish(dead.subject, dead.data.encode(), headers=replay_headers(after, "ana"))
