@@ -206,10 +206,17 @@ def proposals_show(
     _run(show())
 
 
-By = Annotated[str, typer.Option("--by", help="Facilitator's name, for the audit log.")]
+By = Annotated[str, typer.Option("--by", help="Your login's name (`impromptu facilitators list`), for the audit log.")]
 
 
 Reason = Annotated[str, typer.Option(help="Why, for the audit log.")]
+
+
+def _checked_by(name: str) -> str:
+    """--by NAME: one of the logins (the audit trail holds no invented names); UnknownLogin listing them."""
+    from pipeline.actions.web.auth import known_login
+
+    return known_login(load_settings(), name)
 
 
 def _decide(proposal_id: str, done: str, step: Callable[[Approvals], Awaitable[object]]) -> None:
@@ -224,18 +231,21 @@ def _decide(proposal_id: str, done: str, step: Callable[[Approvals], Awaitable[o
 @proposals.command("approve")
 def proposals_approve(proposal_id: str, by: By) -> None:
     """Approve: the session is created at the provider and announced."""
+    by = _checked_by(by)
     _decide(proposal_id, f"approved by {by}", lambda a: a.approve(proposal_id, by=by))
 
 
 @proposals.command("reject")
 def proposals_reject(proposal_id: str, by: By, reason: Reason = "") -> None:
     """Reject: nothing is created at the provider, nothing is announced."""
+    by = _checked_by(by)
     _decide(proposal_id, f"rejected by {by}", lambda a: a.reject(proposal_id, by=by, reason=reason))
 
 
 @proposals.command("cancel")
 def proposals_cancel(proposal_id: str, by: By, reason: Reason = "") -> None:
     """Cancel a proposed, approved or scheduled session; one already made is removed at the provider."""
+    by = _checked_by(by)
     _decide(proposal_id, f"cancelled by {by}", lambda a: a.cancel(proposal_id, by=by, reason=reason))
 
 
@@ -253,6 +263,8 @@ def proposals_edit(
 ) -> None:
     """Change a proposal before deciding; every change is validated and kept in its history."""
     from pipeline.actions.service import ProposalEdit
+
+    by = _checked_by(by)
 
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
@@ -559,7 +571,10 @@ def dlq_show(seq: int) -> None:
 @dlq_cli.command("replay")
 def dlq_replay(
     seq: int,
-    by: Annotated[str | None, typer.Option("--by", help="Who replays it, for the record (default: you).")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Your login's name, for the record (default: your user name, if a login)."),
+    ] = None,
 ) -> None:
     """Put the original message back on its subject (once; fix the cause first)."""
     import getpass
@@ -567,7 +582,7 @@ def dlq_replay(
     from pipeline.app import connected
     from pipeline.ops.dlq import replay
 
-    who = by or getpass.getuser()
+    who = _checked_by(by or getpass.getuser())
 
     async def act() -> None:
         async with connected(_settings(quiet=True)) as broker:
@@ -580,12 +595,14 @@ def dlq_replay(
 @dlq_cli.command("discard")
 def dlq_discard(
     seq: int,
-    by: Annotated[str, typer.Option("--by", help="Who gives up on it.")],
+    by: Annotated[str, typer.Option("--by", help="Your login's name, for the record.")],
     reason: Annotated[str, typer.Option(help="Why, for the record.")],
 ) -> None:
     """Give up on a dead letter, recording who and why (it stays in the stream)."""
     from pipeline.app import connected
     from pipeline.ops.dlq import discard
+
+    by = _checked_by(by)
 
     async def act() -> None:
         async with connected(_settings(quiet=True)) as broker:
@@ -602,7 +619,10 @@ cli.add_typer(pages_cli, name="pages")
 @pages_cli.command("retry")
 def pages_retry(
     url: Annotated[str, typer.Argument(help="The shared link whose page could not be read.")],
-    by: Annotated[str | None, typer.Option("--by", help="Who retries it, for the record (default: you).")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Your login's name, for the record (default: your user name, if a login)."),
+    ] = None,
 ) -> None:
     """Read a page again that the enrich stage gave up on (a slow or failing server, or a refusal since fixed):
     the link's trigger fires once more under a new id; run twice, it still fires once."""
@@ -611,7 +631,7 @@ def pages_retry(
     from pipeline.app import connected
     from pipeline.triggers.retry import retry_page
 
-    who = by or getpass.getuser()
+    who = _checked_by(by or getpass.getuser())
 
     async def act() -> None:
         async with connected(_settings(quiet=True)) as broker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -152,6 +153,34 @@ class Settings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="Where the pipeline's HTTP server listens.")
     http_port: int = Field(default=8000, description="Port of the HTTP server (webhook; 0: any free port).")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of the reverse proxies whose X-Forwarded-For/-Proto are believed, "
+        "comma-separated (default none: the client is the peer, whatever headers it sends).",
+    )
+    ops_endpoints: Literal["public", "login"] | None = Field(
+        default=None,
+        description="/metrics, /docs, /docs/asyncapi, /openapi.json: public, or only to logins (ops: /metrics and "
+        "the AsyncAPI document; any login: the API docs), by Bearer token or login cookie. Default: public while "
+        "the server listens on loopback only and no non-loopback IMPROMPTU_PUBLIC_URL is set, else login.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, list | tuple):
+            parts = [str(part).strip() for part in value if str(part).strip()]
+        else:
+            raise ValueError("give addresses or CIDRs, comma-separated")
+        for part in parts:
+            if part != "*":
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(f"{part!r} is not an address or CIDR (nor *, every peer)") from None
+        return parts
 
     sources_enabled: bool = Field(default=True, description="Poll X, Mastodon and feeds from `impromptu run`.")
     x_bearer_token: SecretStr | None = Field(default=None, description="X API v2 app token; unset: X is off.")

@@ -24,6 +24,7 @@ SOURCES = "impromptu-sources"  # source checkpoints: X since_id, feed ETags, Mas
 
 PAGES = "impromptu-pages"  # link.<id> -> PageRecord: the enrich stage's cache (6 hours)
 LOGINS = "impromptu-logins"  # failed.<name|address>.<sha256> -> recent failed logins (15 minutes)
+SIGNINS = "impromptu-signins"  # login.<sha256 of name> -> the login's epoch; logging out replaces it (no TTL)
 LIBRARY = "impromptu-library"  # entry.<id>, text.<id>, article.<id>, awaiting.<session>: the learning library
 DOWNLOADS = "impromptu-downloads"  # zoom.<event>: a Zoom event's download_token, for its 24 hours
 

@@ -2,26 +2,37 @@
 
 `create_web_app` only includes routers; each feature (the share webhook; the approval pages and API in
 pipeline/actions/web/; the ops page in pipeline/ops/web.py) keeps its routes beside its own code. The operator's
-machine-readable routes live here: /metrics (Prometheus), /healthz, /readyz and /docs/asyncapi.
-`serve_http` runs the app inside the pipeline's event loop, next to the stages.
+machine-readable routes live here: /metrics (Prometheus), /healthz, /readyz, /docs, /openapi.json and
+/docs/asyncapi; the last four and /readyz's details only to logins unless IMPROMPTU_OPS_ENDPOINTS=public (the
+default on loopback). Every request passes BodyLimit (413 past a route's limit) and BearerFirst (the JSON API's
+token checked before its body is read), pipeline/actions/web/limits.py.
+`serve_http` runs the app inside the pipeline's event loop, next to the stages; it believes X-Forwarded-For only
+from IMPROMPTU_TRUSTED_PROXIES.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Annotated
+from urllib.parse import urlsplit
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
+from pipeline.actions.web.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
+from pipeline.actions.web.limits import BearerFirst, BodyLimit
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
 from pipeline.archive.api import library_api_router
 from pipeline.archive.hooks import recordings_router
@@ -30,7 +41,7 @@ from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
 from pipeline.ops.web import ops_pages_router
 from pipeline.schema_export import asyncapi_document
-from pipeline.settings import Settings
+from pipeline.settings import LoginRole, Settings
 from pipeline.triggers.webhook import webhook_router
 
 log = structlog.get_logger("pipeline.web")
@@ -52,12 +63,19 @@ def create_web_app(
     The learning library (pages, media, feeds, /api/library) reads `library` (default: its search index and media
     store started on first use, stopped by serve_http; app.state.library).
     """
-    app = FastAPI(title="Impromptu", summary="Shares in; metrics, health and the bus's AsyncAPI.", version="0.1.0")
+    app = FastAPI(
+        title="Impromptu",
+        summary="Shares in; metrics, health and the bus's AsyncAPI.",
+        version="0.1.0",
+        docs_url=None,  # served by ops_router, behind IMPROMPTU_OPS_ENDPOINTS
+        redoc_url=None,
+        openapi_url=None,
+    )
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)
     app.include_router(webhook_router(settings, broker))
     app.include_router(recordings_router(settings, broker))  # Zoom's events, Jibri/JaaS/any signed recording
-    app.include_router(ops_router(broker))
+    app.include_router(ops_router(settings, broker, app))
     library = library or LibraryServices(settings, broker)
     app.state.library = library
     # public unless IMPROMPTU_LIBRARY_PUBLIC=false: "recording available" announcements link here
@@ -66,6 +84,8 @@ def create_web_app(
     if approvals is not None:
         app.include_router(ops_pages_router(settings, broker))
         install_approval_web(app, settings, approvals)
+    app.add_middleware(BearerFirst, settings=settings)
+    app.add_middleware(BodyLimit)  # outermost: no body passes its limit, whoever reads it
     return app
 
 
@@ -114,12 +134,63 @@ async def missing_for_readiness(broker: NatsBroker) -> list[str]:
     return sorted(missing)
 
 
-def ops_router(broker: NatsBroker) -> APIRouter:
+def is_loopback(host: str | None) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address((host or "").strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def ops_endpoints_public(settings: Settings) -> bool:
+    """IMPROMPTU_OPS_ENDPOINTS, else public only while nobody but this machine can reach the server."""
+    if settings.ops_endpoints is not None:
+        return settings.ops_endpoints == "public"
+    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
+    return is_loopback(settings.http_host) and (settings.public_url is None or is_loopback(public_host))
+
+
+def who_asks(request: Request, settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The login behind a Bearer token (401 when unknown), else behind the login cookie, else None."""
+    if credentials is not None:
+        return token_user(settings, credentials, request.url.path)
+    return session_facilitator(request, settings) if "session" in request.scope else None
+
+
+def ops_viewer(settings: Settings, roles: tuple[LoginRole, ...], page: bool = False) -> Callable[..., str | None]:
+    """Dependency of the ops endpoints: nothing when they are public; else a login with one of `roles` (401
+    without one, 403 without the role; a page asked for by a browser goes to the login page instead)."""
+    public = ops_endpoints_public(settings)
+
+    def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str | None:
+        if public:
+            return None
+        name = who_asks(request, settings, credentials)
+        if name is None:
+            if page:
+                raise HTTPException(status_code=303, detail="log in first", headers={"Location": login_url(request)})
+            detail = f"send Authorization: Bearer <token> of a login with the {' or '.join(roles)} role"
+            raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+        if not any(has_role(settings, name, role) for role in roles):
+            raise role_refused(name, roles[0], request.url.path)
+        return name
+
+    return dependency
+
+
+def ops_router(settings: Settings, broker: NatsBroker, app: FastAPI) -> APIRouter:
     router = APIRouter(tags=["ops"])
     metrics = metrics_of(broker) or PipelineMetrics()  # a broker without metrics serves an empty registry
     asyncapi: dict[str, object] = {}  # built on first request: the broker's routers are all included by then
+    public = ops_endpoints_public(settings)
+    operator = [Depends(ops_viewer(settings, ("ops",)))]
+    reader = [Depends(ops_viewer(settings, ("facilitator", "ops")))]
+    page_reader = [Depends(ops_viewer(settings, ("facilitator", "ops"), page=True))]
 
-    @router.get("/metrics", summary="Prometheus metrics of this pipeline process.")
+    @router.get("/metrics", summary="Prometheus metrics of this pipeline process.", dependencies=operator)
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
@@ -127,18 +198,39 @@ def ops_router(broker: NatsBroker) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Connected to NATS and every stage's durable consumer bound (else 503).")
-    async def readyz() -> JSONResponse:
+    @router.get(
+        "/readyz",
+        summary="Connected to NATS and every stage's durable consumer bound (else 503); what is missing is named "
+        "only to ops logins unless the ops endpoints are public.",
+    )
+    async def readyz(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> JSONResponse:
         missing = await missing_for_readiness(broker)
+        if missing and not public:
+            try:
+                name = who_asks(request, settings, credentials)
+            except HTTPException:
+                name = None
+            if name is None or not has_role(settings, name, "ops"):
+                missing = sorted({"nats: not connected" if m.startswith("nats:") else "a stage" for m in missing})
         if missing:
             return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
         return JSONResponse({"status": "ready", "missing": []})
 
-    @router.get("/docs/asyncapi", summary="AsyncAPI 3.0 document of every subject and message.")
+    @router.get("/docs/asyncapi", summary="AsyncAPI 3.0 document of every subject and message.", dependencies=operator)
     async def asyncapi_json() -> dict[str, object]:
         if not asyncapi:
             asyncapi.update(asyncapi_document(broker))
         return asyncapi
+
+    @router.get("/openapi.json", include_in_schema=False, dependencies=reader)
+    async def openapi_json() -> dict[str, object]:
+        return app.openapi()
+
+    @router.get("/docs", include_in_schema=False, dependencies=page_reader)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
 
     return router
 
@@ -181,6 +273,10 @@ async def serve_http(settings: Settings, app: FastAPI, ready: asyncio.Event | No
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # X-Forwarded-For decides the client address the login throttle counts: believed only from the proxies
+        # named (uvicorn's own default believes any loopback peer, so anyone on this machine could pose as many)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
     sock = listen(settings.http_host, settings.http_port)
     server = _SignalFreeServer(config)

@@ -25,7 +25,7 @@ library_cli = typer.Typer(
     no_args_is_help=True, help="The learning library: list, search, show, edit, unpublish, publish, delete."
 )
 
-By = Annotated[str, typer.Option("--by", help="Who does it, for the entry's history (a facilitator's login).")]
+By = Annotated[str, typer.Option("--by", help="Your login's name (`impromptu facilitators list`), for the history.")]
 
 
 class NothingFound(ImpromptuError):
@@ -36,6 +36,13 @@ def _settings() -> Settings:
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING")
     return settings
+
+
+def _checked_by(settings: Settings, name: str) -> str:
+    """--by NAME: one of the logins (an entry's history holds no invented names); UnknownLogin listing them."""
+    from pipeline.actions.web.auth import known_login
+
+    return known_login(settings, name)
 
 
 @asynccontextmanager
@@ -192,6 +199,7 @@ def library_edit(
     from pipeline.archive.describe import readable_tags
 
     settings = _settings()
+    by = _checked_by(settings, by)
     if tagline is None and description is None and tags is None:
         raise ImpromptuError("nothing to change: give --tagline, --description and/or --tags")
     new_tags = readable_tags(tags.split(",")) if tags is not None else None
@@ -207,6 +215,7 @@ def library_edit(
 
 def _publish(entry_id: str, by: str, published: bool, reason: str) -> None:
     settings = _settings()
+    by = _checked_by(settings, by)
 
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         return await catalog.set_published(kv, entry_id, published, by=by, reason=reason)
@@ -239,6 +248,7 @@ def library_delete(
     from pipeline.archive.media import media_store
 
     settings = _settings()
+    by = _checked_by(settings, by)
     if not yes:
         raise ImpromptuError(f"this deletes {entry_id} and its media for good: add --yes (or `unpublish` instead)")
 

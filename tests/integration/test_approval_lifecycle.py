@@ -252,6 +252,7 @@ async def test_the_slot_follows_the_hosts_days_and_edits_outside_them_are_refuse
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")}
     env.update(NATS_URL=settings.nats_url or "", IMPROMPTU_DATA_DIR=str(settings.data_dir))
+    env["IMPROMPTU_FACILITATOR_LOGINS"] = '{"ana": {}}'  # --by names a login
     command = [str(Path(sys.executable).parent / "impromptu"), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 

@@ -26,6 +26,7 @@ IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_") and k != "NATS_URL"}
     env.update(NATS_URL=settings.nats_url or "", IMPROMPTU_DATA_DIR=str(settings.data_dir))
+    env["IMPROMPTU_FACILITATOR_LOGINS"] = '{"ana": {}}'  # --by names a login
     return subprocess.run([IMPROMPTU, "library", *args], env=env, capture_output=True, text=True, timeout=60)
 
 

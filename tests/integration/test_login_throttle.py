@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
 import nats.errors
 import pytest
 from faststream.nats import NatsBroker
@@ -17,7 +20,7 @@ from pipeline.app import connected
 from pipeline.embedded import EmbeddedNats
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web import create_web_app, serve_http
 from tests.integration import test_approval_web
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in
 
@@ -147,3 +150,43 @@ async def test_a_count_that_cannot_be_saved_leaves_the_answer_to_the_login_as_it
             right = await log_in(ana, "ana", PASSWORDS["ana"])
     assert (wrong.status_code, right.status_code) == (400, 303)  # still a wrong password; still logged in
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["web.login_count_unsaved"] * 2
+
+
+async def guess(http: httpx.AsyncClient, name: str, forwarded_for: str) -> int:
+    """One wrong password for `name`, the request claiming to come from `forwarded_for` (X-Forwarded-For)."""
+    form = await http.get("/login")
+    data = {"csrftoken": csrf_of(form.text), "name": name, "password": "a wrong guess", "next": "/proposals"}
+    return (await http.post("/login", data=data, headers={"X-Forwarded-For": forwarded_for})).status_code
+
+
+async def test_rotating_x_forwarded_for_from_an_untrusted_peer_is_still_throttled(
+    web_settings: Settings, client: NatsBroker
+) -> None:
+    """A real server on loopback, as `make run` serves it: the peer is 127.0.0.1, which uvicorn by default trusts."""
+    async with serving(web_settings, client) as base, httpx.AsyncClient(base_url=base, timeout=20) as guesser:
+        answers = [await guess(guesser, f"name-{n}", f"198.51.100.{n}") for n in range(PER_ADDRESS.allowed + 5)]
+    assert answers[: PER_ADDRESS.allowed] == [400] * PER_ADDRESS.allowed
+    assert set(answers[PER_ADDRESS.allowed :]) == {429}  # one address, whatever the header says
+
+
+async def test_a_trusted_proxys_x_forwarded_for_names_the_client(web_settings: Settings, client: NatsBroker) -> None:
+    behind_proxy = web_settings.model_copy(update={"trusted_proxies": ["127.0.0.1/32"]})
+    async with serving(behind_proxy, client) as base, httpx.AsyncClient(base_url=base, timeout=20) as proxy:
+        answers = [await guess(proxy, f"name-{n}", "203.0.113.7") for n in range(PER_ADDRESS.allowed + 1)]
+        another_client = await guess(proxy, "name-other", "203.0.113.8")
+    assert answers[-1] == 429 and set(answers[:-1]) == {400}
+    assert another_client == 400  # the proxy's other clients are not locked out with the guesser
+
+
+@asynccontextmanager
+async def serving(settings: Settings, client: NatsBroker) -> AsyncIterator[str]:
+    app = create_web_app(settings, client, Approvals(client, settings, LiveRules.load(settings.rules_file)))
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve_http(settings, app, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield f"http://{settings.http_host}:{settings.http_port}"
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server

@@ -67,6 +67,7 @@ def share(n: int) -> Share:
 def impromptu(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_")}
     env.update(NATS_URL=settings.nats_url or "", IMPROMPTU_DATA_DIR=str(settings.data_dir), IMPROMPTU_LOG_JSON="true")
+    env["IMPROMPTU_FACILITATOR_LOGINS"] = '{"ana": {}, "bob": {}}'  # --by names a login
     return subprocess.run([IMPROMPTU, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -130,7 +131,7 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     # Replaying twice is refused; a replay retried after a crash (same message id) is dropped by JetStream.
     with pytest.raises(DlqError, match="cannot replay dead letter .*: already replayed by ana"):
         await replay(client, seq, "bob")
-    again = impromptu(settings, "dlq", "replay", str(seq))
+    again = impromptu(settings, "dlq", "replay", str(seq), "--by", "bob")
     assert again.returncode == 1 and "already replayed by ana" in again.stderr
     dead = (await get_dead_letter(client, seq)).dead_letter
     retried = await jetstream(client).publish(dead.subject, dead.data.encode(), headers=replay_headers(after, "ana"))

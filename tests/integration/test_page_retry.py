@@ -180,6 +180,7 @@ async def test_a_refused_page_is_not_reopened_by_a_share_but_an_operator_retries
 
     # as a person runs it: the same command again says it was done, and publishes nothing new
     env = {**os.environ, "NATS_URL": settings.nats_url or "", "IMPROMPTU_DATA_DIR": str(settings.data_dir)}
+    env["IMPROMPTU_FACILITATOR_LOGINS"] = '{"olga": {"roles": ["ops"]}}'  # --by names a login
     again = subprocess.run([IMPROMPTU, "pages", "retry", url, "--by", "olga"], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("already retried by ") and retried.id in again.stdout

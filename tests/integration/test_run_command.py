@@ -32,6 +32,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]',
         IMPROMPTU_HTTP_PORT="0",  # any free port: the default 8000 may be taken on a test machine
         IMPROMPTU_LOG_JSON="true",
+        IMPROMPTU_FACILITATOR_LOGINS='{"ana": {}}',  # --by names a login
         **extra,
     )
     return env

@@ -40,6 +40,7 @@ def _env(tmp_path: Path, nats_url: str | None, **extra: str) -> dict[str, str]:
         IMPROMPTU_HTTP_PORT="0",
         IMPROMPTU_SOURCES_ENABLED="false",
         IMPROMPTU_LOG_JSON="true",
+        IMPROMPTU_FACILITATOR_LOGINS='{"ana": {}}',  # --by names a login
         **extra,
     )
     return env

@@ -95,11 +95,13 @@ def test_impromptu_run_writes_only_json_lines_through_bad_requests_and_a_lost_na
         url = _wait_for_url(err, process)
         for request in MALFORMED:
             assert _raw(url, request).startswith(b"HTTP/1.1 400")
-        # forms asgi-csrf cannot parse, a path that is not UTF-8
+        # forms the CSRF check cannot parse (or a multipart one without the token), a path that is not UTF-8
         multipart = {"Content-Type": "multipart/form-data; boundary=zz"}
         part = b'--zz\r\nContent-Disposition: form-data; name="a"\r\n\r\nb'
+        broken = b"--zz\r\nnot a header line\r\n\r\nb\r\n--zz--"
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert httpx.post(f"{url}/login", content=part, headers=multipart).status_code == 400
+        assert httpx.post(f"{url}/login", content=part, headers=multipart).status_code == 403
+        assert httpx.post(f"{url}/login", content=broken, headers=multipart).status_code == 400
         no_boundary = {"Content-Type": "multipart/form-data"}
         assert httpx.post(f"{url}/login", content=b"xx", headers=no_boundary).status_code == 400
         assert httpx.post(f"{url}/login", content=b"name=\xff\xfe&password=x", headers=form).status_code == 400

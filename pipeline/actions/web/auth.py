@@ -25,13 +25,15 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ImpromptuError
 from pipeline.settings import FacilitatorLogin, LoginRole, Settings
 
 log = structlog.get_logger("pipeline.web.auth")
 
 SESSION_COOKIE = "impromptu_session"
 SESSION_KEY = "facilitator"
+EPOCH_KEY = "epoch"  # the login's epoch when this cookie was made (sessions.py): logging out changes it
+CREDENTIAL_KEY = "credential"  # digest of the password hash logged in with: a reset ends the cookie
 SECRET_FILE = "web-secret"
 TOKEN_PREFIX = "imp_"
 MIN_SECRET_CHARS = 32
@@ -151,18 +153,45 @@ class RoleMissing(Exception):
         self.role = role
 
 
+class UnknownLogin(ImpromptuError):
+    """--by names no login: said with the logins there are, and exit 1."""
+
+
+def known_login(settings: Settings, name: str) -> str:
+    """`name` when it is one of the logins (`impromptu facilitators add`), else UnknownLogin listing them: what a
+    command records as who decided or edited (--by) is a real login, never an invented name."""
+    logins = sorted(settings.current_logins())
+    if name in logins:
+        return name
+    if not logins:
+        raise UnknownLogin(
+            f"--by {name!r}: there are no logins yet; `impromptu facilitators add NAME` adds one (decisions and "
+            "edits are recorded under a login's name)"
+        )
+    raise UnknownLogin(f"--by {name!r} is not a login; the logins are: {', '.join(logins)}")
+
+
 def has_role(settings: Settings, name: str, role: LoginRole) -> bool:
     login = settings.current_logins().get(name)
     return login is not None and role in login.roles
 
 
+def credential_digest(password_hash: str) -> str:
+    """What a login cookie keeps of the password hash it was made with (argon2 salts every hash anew, so any
+    reset changes it); a digest, since the cookie is signed but readable."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
 def session_facilitator(request: Request, settings: Settings) -> str | None:
-    """The facilitator logged in with this request's cookie, if their login still exists in the settings."""
+    """The facilitator logged in with this request's cookie, if their login still exists in the settings with the
+    password it logged in with (the cookie's epoch is checked by sessions.SessionCheck before the route runs)."""
     name = request.session.get(SESSION_KEY)
     if isinstance(name, str):
         login = settings.current_logins().get(name)
         if login is not None and login.password_hash:
-            return name
+            offered = str(request.session.get(CREDENTIAL_KEY, ""))
+            if hmac.compare_digest(offered.encode(), credential_digest(login.password_hash).encode()):
+                return name
     return None
 
 

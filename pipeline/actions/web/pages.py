@@ -1,7 +1,7 @@
 """The facilitator's HTML pages: log in, the queue, one proposal (previews, edit, approve, reject, cancel, history).
 
 Server-rendered (Jinja2, autoescaped: every title, summary and post is data), no JavaScript. Every form carries
-asgi-csrf's token; every POST answers 303 back to the page with a flash message, or, when the service refuses,
+the CSRF token (csrf.py); every POST answers 303 back to the page with a flash message, or, when the service refuses,
 the page again with the reason: 409 (already decided, cannot change now) or 422 (an edit that does not validate).
 """
 
@@ -22,14 +22,18 @@ from pipeline import bus
 from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import (
+    CREDENTIAL_KEY,
+    EPOCH_KEY,
     SESSION_KEY,
     RoleMissing,
+    credential_digest,
     has_role,
     page_facilitator,
     safe_next,
     session_facilitator,
     verify_password,
 )
+from pipeline.actions.web.sessions import LoginEpochs
 from pipeline.actions.web.throttle import LoginThrottle
 from pipeline.messages import utc_now
 from pipeline.settings import Settings
@@ -114,7 +118,7 @@ templates = Jinja2Templates(env=_environment())
 
 
 def render_plain(title: str, message: str) -> str:
-    """A page with no request behind it (the CSRF refusal, which asgi-csrf sends itself)."""
+    """A page with no request behind it (the CSRF refusal and others sent by a middleware)."""
     context = {"title": title, "message": message, "facilitator": None, "csrftoken": "", "flashes": [], "errors": []}
     return templates.get_template("message.html").render(context)
 
@@ -298,6 +302,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         return any(login.password_hash for login in settings.current_logins().values())
 
     throttle = LoginThrottle(approvals.broker)
+    epochs = LoginEpochs(approvals.broker)
 
     async def recorded(change: Awaitable[None]) -> None:
         """The count was just read, so the bus answers; should it drop now, the answer to the login stands."""
@@ -329,10 +334,14 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             response = page(request, "login.html", context, 429)
             response.headers["Retry-After"] = str(round(wait))
             return response
-        if name and password and await asyncio.to_thread(verify_password, settings.current_logins(), name, password):
+        logins = settings.current_logins()
+        if name and password and await asyncio.to_thread(verify_password, logins, name, password):
             await recorded(throttle.forget(name))
+            epoch = await epochs.for_login(name)
             request.session.clear()  # a fresh session: nothing from before the login carries over
             request.session[SESSION_KEY] = name
+            request.session[EPOCH_KEY] = epoch
+            request.session[CREDENTIAL_KEY] = credential_digest(logins[name].password_hash or "")
             log.info("web.login", name=name)
             flash(request, f"Logged in as {name}.")
             if target == "/proposals" and not has_role(settings, name, "facilitator"):
@@ -351,6 +360,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         name = session_facilitator(request, settings)
+        if name:
+            await epochs.revoke(name)  # first: should the bus not answer (503), the person is still logged in here
         request.session.clear()
         if name:
             log.info("web.logout", name=name)
