@@ -201,7 +201,10 @@ def proposals_show(
     async def show() -> None:
         async with _approvals() as approvals:
             record = await approvals.get(proposal_id)
-            print(record.model_dump_json(indent=2) if as_json else describe_record(record, approvals.previews(record)))
+            if as_json:
+                print(record.model_dump_json(indent=2))
+            else:
+                print(describe_record(record, await approvals.previews(record)))
 
     _run(show())
 
