@@ -90,8 +90,8 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("template_budget", default=None
 
 
 def _spend() -> None:
-    """Called at every step a template can repeat (call, attribute, item, operator, loop step): past the deadline,
-    the render stops here, so the error carries the template line that was running."""
+    """Called at every step a template can repeat (call, filter or test applied per item, attribute, item, operator,
+    loop step): past the deadline the render stops here, so the error carries the template line that was running."""
     budget = _BUDGET.get()
     if budget is not None and time.monotonic() > budget.deadline:
         raise TemplateOverrun("template_timeout", f"rendering took over {budget.seconds:g} s")
@@ -152,6 +152,14 @@ class _Sandbox(SandboxedEnvironment):
     def call(self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
         return super().call(__context, __obj, *args, **kwargs)
+
+    def call_filter(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:  # map, select: once per item
+        _spend()
+        return super().call_filter(name, value, *args, **kwargs)
+
+    def call_test(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _spend()
+        return super().call_test(name, value, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _spend()
