@@ -72,7 +72,7 @@ def create_broker(
     """A broker with the routers of `settings.stages` (all by default): only their consumers subscribe."""
     if settings.nats_url is None:
         raise ConfigError("no NATS URL: set NATS_URL, or run through `impromptu run` which embeds a server")
-    live = live or LiveRules.load(settings.rules_file)
+    live = live or LiveRules.of(settings)
     broker = new_broker(settings.nats_url, settings)
     routers: dict[str, Callable[[], NatsRouter]] = {
         "trigger": lambda: trigger_router(settings, live),
@@ -131,7 +131,7 @@ async def index_proposals(broker: NatsBroker) -> None:
 def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
     """The stages of `settings.stages` and what goes with them: the sources with trigger, the clock with actions,
     the extraction processes with enrich (the HTTP server, also with actions, is `serve`'s)."""
-    live = live or LiveRules.load(settings.rules_file)
+    live = live or LiveRules.of(settings)
     stages = set(settings.stages)
     extractor = extractor_pool(settings) if "enrich" in stages else None
     broker = create_broker(settings, live, extractor)
@@ -281,7 +281,7 @@ async def serve(settings: Settings) -> None:
                 "`impromptu run` (every stage, with its embedded NATS) first"
             ) from None
     with nats_for(settings) as live:
-        rules = LiveRules.load(live.rules_file)
+        rules = LiveRules.of(live)
         app = create_app(live, rules)
         if "actions" not in live.stages:  # no HTTP server, so several such workers can share one machine
             log.info("pipeline.starting", nats_url=live.nats_url, stages=list(live.stages), http="off")

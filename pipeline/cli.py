@@ -153,7 +153,7 @@ async def _approvals() -> AsyncIterator[Approvals]:
 
     settings = _settings(quiet=True)
     async with connected(settings) as broker:
-        yield Approvals(broker, settings, LiveRules.load(settings.rules_file))
+        yield Approvals(broker, settings, LiveRules.of(settings))
 
 
 @proposals.command("list")
@@ -201,7 +201,10 @@ def proposals_show(
     async def show() -> None:
         async with _approvals() as approvals:
             record = await approvals.get(proposal_id)
-            print(record.model_dump_json(indent=2) if as_json else describe_record(record, approvals.previews(record)))
+            if as_json:
+                print(record.model_dump_json(indent=2))
+            else:
+                print(describe_record(record, await approvals.previews(record)))
 
     _run(show())
 
@@ -379,7 +382,7 @@ def enrich(
     from pipeline.enrich import TOPIC_TEXT_LIMIT, fetch_policy, topic_scores
     from pipeline.enrich.extract import extract
     from pipeline.enrich.fetch import fetch_page
-    from pipeline.triggers.rules import load_rules
+    from pipeline.triggers.rules import load_rules, rules_bounds
     from pipeline.triggers.scoring import Known, respected_author
 
     settings = _settings(quiet=True)
@@ -395,7 +398,7 @@ def enrich(
     else:
         raise ImpromptuError("give a URL, or --html FILE [--url URL]")
     extraction = extract(page_html, url=where, final_url=final_url)
-    known = Known.of(load_rules(settings.rules_file))
+    known = Known.of(load_rules(settings.rules_file, rules_bounds(settings)))
     author = respected_author(known, final_url, " ".join(extraction.article.authors))
     result = {
         "article": extraction.article.model_dump(mode="json"),
@@ -461,10 +464,10 @@ def record(
 def rules_check(file: Path) -> None:
     """Validate a rules file: exit 0 with a summary, or exit 1 with every error as FILE:LINE:COLUMN: field: message."""
     from pipeline.errors import ConfigError
-    from pipeline.triggers.rules import load_rules
+    from pipeline.triggers.rules import load_rules, rules_bounds
 
     try:
-        rules = load_rules(file)
+        rules = load_rules(file, rules_bounds(load_settings()))  # the bounds the running pipeline applies
     except ConfigError as error:  # one FILE:LINE:COLUMN line per error, nothing else: editors and grep parse it
         print(error, file=sys.stderr)
         raise typer.Exit(1) from None
@@ -491,10 +494,10 @@ def rules_explain(
     from pipeline.messages import utc_now
     from pipeline.triggers.explain import explain
     from pipeline.triggers.replay import share_from_cli, share_from_file
-    from pipeline.triggers.rules import load_rules
+    from pipeline.triggers.rules import load_rules, rules_bounds
     from pipeline.triggers.scoring import Known
 
-    known = Known.of(load_rules(file))
+    known = Known.of(load_rules(file, rules_bounds(load_settings())))
     now = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else utc_now()
     if not 1971 <= now.year <= 9000:  # time zones cannot be applied at the ends of the calendar
         raise ImpromptuError(f"--at {now.isoformat()}: give a time between the years 1971 and 9000")

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         default=16, ge=1, description="Shares one trigger worker judges at once (state writes are compare-and-set)."
     )
     rules_reload_seconds: float = Field(default=1.0, description="How often the rules file is checked for edits.")
+    rules_max_bytes: int = Field(
+        default=1_048_576, ge=1024, description="A larger rules file is refused before it is parsed (1 MB)."
+    )
+    rules_max_depth: int = Field(
+        default=64, ge=8, description="A rules file nested deeper (brackets, braces, indentation) is refused unparsed."
+    )
 
     http_host: str = Field(default="127.0.0.1", description="Where the pipeline's HTTP server listens.")
     http_port: int = Field(default=8000, description="Port of the HTTP server (webhook; 0: any free port).")
@@ -266,6 +272,16 @@ class Settings(BaseSettings):
         default=None, description="Your own announcement templates (CHANNEL/KIND.j2); shipped ones fill the gaps."
     )
     outreach_timeout_seconds: float = Field(default=15.0, description="How long one post may take.")
+    template_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How long rendering one announcement may take; then it is refused."
+    )
+    template_max_output: int = Field(
+        default=65_536, ge=1024, description="Characters one render may write, before the channel's own limit."
+    )
+    template_processes: int = Field(default=1, ge=1, le=16, description="Worker processes that render templates.")
+    template_memory_mb: int = Field(
+        default=256, ge=32, description="Memory (MB) one template worker may add while rendering."
+    )
     outreach_follow_up_wait_hours: float = Field(
         default=24.0,
         gt=0,

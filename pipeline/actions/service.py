@@ -7,6 +7,8 @@ session may have been booked since the proposal was made.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,9 +22,10 @@ from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
+from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
-from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, environment, render, weighted_length
+from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, weighted_length
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.rules import Facilitator
@@ -101,29 +104,37 @@ def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> Scheduled
     )
 
 
-def channel_previews(proposal: SessionProposal, settings: Settings) -> list[ChannelPreview]:
-    """Each channel's announcement exactly as the outreach stage will render it (same templates, same limits)."""
-    env = environment(settings.outreach_templates_dir)
+async def channel_previews(proposal: SessionProposal, settings: Settings) -> list[ChannelPreview]:
+    """Each channel's announcement exactly as the outreach stage will render it (same templates, same limits, the
+    same bounded worker processes: a runaway custom template costs a preview its bound, never the event loop)."""
+    templates = TemplateWorkers.of(settings)
     session = preview_session(proposal, settings.jitsi_base_url)
-    previews = []
-    for channel in proposal.channels:
+
+    async def preview(channel: str) -> ChannelPreview:
         limit = settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
         try:
-            text = render(env, channel, KIND, session, limit=limit)
+            text = await templates.render(channel, KIND, session, limit=limit)
         except TemplateRefused as error:
-            previews.append(ChannelPreview(channel=channel, problem=str(error), limit=limit))
-            continue
+            return ChannelPreview(channel=channel, problem=str(error), limit=limit)
         shown = readable(channel, text)
-        previews.append(
-            ChannelPreview(
-                channel=channel,
-                text=text,
-                length=weighted_length(channel, text),
-                limit=limit,
-                readable=shown if shown != text else None,
-            )
+        return ChannelPreview(
+            channel=channel,
+            text=text,
+            length=weighted_length(channel, text),
+            limit=limit,
+            readable=shown if shown != text else None,
         )
-    return previews
+
+    return list(await asyncio.gather(*(preview(channel) for channel in proposal.channels)))
+
+
+async def preview_problems(proposal: SessionProposal, settings: Settings) -> dict[str, str]:
+    """What `revised_proposal` reports for each channel whose announcement the proposal would not fit."""
+    return {
+        f"channel {preview.channel}": preview.problem
+        for preview in await channel_previews(proposal, settings)
+        if preview.problem
+    }
 
 
 def session_request(proposal: SessionProposal, session_id: str, timezone: str) -> SessionRequest:
@@ -162,8 +173,10 @@ def revised_proposal(
     busy: list[Busy],
     settings: Settings,
     default_timezone: str = "UTC",
+    channel_problems: Mapping[str, str] | None = None,
 ) -> SessionProposal:
-    """The proposal with `edit` applied, or EditRefused naming every field that is wrong."""
+    """The proposal with `edit` applied, or EditRefused naming every field that is wrong. `channel_problems` are
+    those of `preview_problems`, rendered beforehand (off the event loop) for the edited proposal."""
     problems: dict[str, str] = {}
     changes = edit.model_dump(exclude_none=True)
     if "title" in changes:
@@ -197,9 +210,7 @@ def revised_proposal(
             proposal.starts_at, proposal.duration_minutes, host, busy, now, default_timezone=default_timezone
         ):
             problems["starts_at"] = problem
-    for preview in channel_previews(proposal, settings):
-        if preview.problem:
-            problems[f"channel {preview.channel}"] = preview.problem
+    problems.update(channel_problems or {})
     if problems:
         raise EditRefused(problems)
     return proposal
@@ -246,8 +257,8 @@ class Approvals:
     async def get(self, proposal_id: str) -> ProposalRecord:
         return await approval.get_record(self.broker, proposal_id)
 
-    def previews(self, record: ProposalRecord) -> list[ChannelPreview]:
-        return channel_previews(record.proposal, self.settings)
+    async def previews(self, record: ProposalRecord) -> list[ChannelPreview]:
+        return await channel_previews(record.proposal, self.settings)
 
     async def announcements(self, record: ProposalRecord) -> list[Announcement]:
         """The session's posts on each channel, as the outreach stage recorded them."""
@@ -273,6 +284,11 @@ class Approvals:
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
         busy = await booked_now(self.broker, except_id=proposal_id)
+        # the announcements are rendered here, in the template workers, not in `revised` (which runs on the loop);
+        # a concurrent edit between the two is re-validated field by field but not re-rendered: the post itself is
+        current = (await self.get(proposal_id)).proposal
+        draft = current.model_copy(update=edit.model_dump(exclude_none=True))
+        channel_problems = await preview_problems(draft, self.settings)
 
         def revised(record: ProposalRecord, now: datetime) -> SessionProposal:
             return revised_proposal(
@@ -284,6 +300,7 @@ class Approvals:
                 busy=busy,
                 settings=self.settings,
                 default_timezone=self.live.rules.timezone,
+                channel_problems=channel_problems,
             )
 
         return await approval.revise(self.broker, proposal_id, by=by, revised=revised)

@@ -5,20 +5,28 @@ file by file (the shipped ones fill the gaps). User-written text (share text, ar
 arrives as variables, never as template source. Every render is checked against the channel's rules (length, JSON
 structure, e-mail layout); a render that is too long is tried again with the article title and summary shortened at
 word boundaries before it is refused.
+
+Every render is bounded: it stops once it has run `seconds` (each template call, attribute, item, operator and loop
+step checks the clock) or written `max_output` characters, refused with the template's name and line. That bound
+is cooperative (a single huge C-level operation is not interrupted): the pipeline renders in worker processes with a
+hard time and memory limit on top (bounded.py); `impromptu render` renders here, in its own process.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
+from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import PermanentError
@@ -40,6 +48,8 @@ SUBJECT_MAX = 200
 SHORT_TITLE = 90  # `short_article_title`, for channels where the title shares little room
 _PRIVATE = re.compile(r"attribute '_")
 MAX_OUTPUT = 200_000  # a sandboxed `*` may not build strings or lists longer than this
+RENDER_SECONDS = 2.0  # one announcement (every shortening step of it) renders within this
+RENDER_MAX_OUTPUT = 65_536  # characters one render may write, before the channel's own limit is checked
 
 # Graceful shortening: on a too-long render, try again with these limits (title, summary, reason), longest first.
 SHORTENING_STEPS: tuple[tuple[int | None, int | None], ...] = (
@@ -60,6 +70,38 @@ SHORTENING_STEPS: tuple[tuple[int | None, int | None], ...] = (
 
 class TemplateRefused(PermanentError):
     """A template is missing, broken, unsafe, uses an unknown variable, or renders outside the channel's rules."""
+
+
+class TemplateOverrun(jinja2.exceptions.SecurityError):
+    """A render went past its bound: `code` is template_timeout or template_output."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Budget:
+    seconds: float
+    deadline: float
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+
+
+def _spend() -> None:
+    """Called at every step a template can repeat (call, filter or test applied per item, attribute, item, operator,
+    loop step): past the deadline the render stops here, so the error carries the template line that was running."""
+    budget = _BUDGET.get()
+    if budget is not None and time.monotonic() > budget.deadline:
+        raise TemplateOverrun("template_timeout", f"rendering took over {budget.seconds:g} s")
+
+
+def _bounded_loop(iterable: Any) -> Iterator[Any]:
+    """Every `{% for %}` iterates through this (see `_Sandbox._parse`): nested loops over anything stop in time."""
+    for item in iterable:
+        _spend()
+        yield item
 
 
 # --- filters ------------------------------------------------------------------------------------------------------
@@ -95,17 +137,49 @@ def slack_url(url: str) -> str:
 
 
 class _Sandbox(SandboxedEnvironment):
-    """The sandbox, plus a cap on `*` and `**` so a custom template cannot exhaust memory ("a" * 10**10)."""
+    """The sandbox, plus a cap on `*` and `**` so a custom template cannot exhaust memory ("a" * 10**10), and the
+    render's time budget checked at every call, attribute, item, operator and loop step."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    LOOP_FILTER = "bounded_loop"
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):  # {% for x in ITER %} becomes {% for x in ITER|bounded_loop %}
+            loop.iter = nodes.Filter(loop.iter, self.LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+        return tree
+
+    def call(self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _spend()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_filter(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:  # map, select: once per item
+        _spend()
+        return super().call_filter(name, value, *args, **kwargs)
+
+    def call_test(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _spend()
+        return super().call_test(name, value, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _spend()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _spend()
+        return super().getitem(obj, argument)
 
     def call_binop(self, context: jinja2.runtime.Context, operator_name: str, left: Any, right: Any) -> Any:
+        _spend()
         if operator_name == "**" and isinstance(right, int) and abs(right) > 100:
             raise jinja2.exceptions.SecurityError("exponents above 100 are not allowed in templates")
         if operator_name == "*":
             for sized, count in ((left, right), (right, left)):
                 if isinstance(sized, str | list | tuple) and isinstance(count, int) and len(sized) * count > MAX_OUTPUT:
                     raise jinja2.exceptions.SecurityError("the result would be too large")
+        if operator_name == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            if len(left) + len(right) > MAX_OUTPUT:  # doubling a string twenty times is a memory bomb too
+                raise jinja2.exceptions.SecurityError("the result would be too large")
         return super().call_binop(context, operator_name, left, right)
 
 
@@ -124,6 +198,7 @@ def environment(folder: Path | None = None) -> SandboxedEnvironment:
         keep_trailing_newline=False,
     )
     env.filters.update(shorten=shorten, oneline=oneline, mrkdwn=mrkdwn, slack_escape=mrkdwn, slack_url=slack_url)
+    env.filters[_Sandbox.LOOP_FILTER] = _bounded_loop
     return env
 
 
@@ -203,13 +278,34 @@ def render(
     tagline: str | None = None,
     reason: str | None = "",
     limit: int | None = None,
+    seconds: float = RENDER_SECONDS,
+    max_output: int = RENDER_MAX_OUTPUT,
 ) -> str:
     """The announcement for `channel` and `kind`, checked against the channel's rules. `limit` overrides the
-    channel's length limit (a Mastodon instance's own). Raises TemplateRefused with a reason code first."""
+    channel's length limit (a Mastodon instance's own). Raises TemplateRefused with a reason code first. The whole
+    render (every shortening step) runs within `seconds` and each step writes at most `max_output` characters."""
     name = f"{channel}/{kind}.j2"
     template = _load(env, name)
     if kind == "recording" and not library_url:
         raise TemplateRefused(f"template_variable: {name}: a recording announcement needs library_url")
+    token = _BUDGET.set(_Budget(seconds, time.monotonic() + seconds))
+    try:
+        return _render_within_rules(template, name, channel, session, library_url, tagline, reason, limit, max_output)
+    finally:
+        _BUDGET.reset(token)
+
+
+def _render_within_rules(
+    template: jinja2.Template,
+    name: str,
+    channel: str,
+    session: ScheduledSession,
+    library_url: str | None,
+    tagline: str | None,
+    reason: str | None,
+    limit: int | None,
+    max_output: int,
+) -> str:
     problem: Problem | None = None
     for title_limit, summary_limit in SHORTENING_STEPS:
         variables = template_variables(
@@ -220,7 +316,7 @@ def render(
             title_limit=title_limit,
             summary_limit=summary_limit,
         )
-        text = _render(template, name, variables)
+        text = _render(template, name, variables, max_output)
         text, problem = check(channel, text, limit)
         if problem is None:
             return text
@@ -240,9 +336,11 @@ def _load(env: SandboxedEnvironment, name: str) -> jinja2.Template:
         raise TemplateRefused(f"template_syntax: {name}:{error.lineno}: {error.message}") from error
 
 
-def _render(template: jinja2.Template, name: str, variables: dict[str, object]) -> str:
+def _render(template: jinja2.Template, name: str, variables: dict[str, object], max_output: int) -> str:
     try:
-        return template.render(variables).strip()
+        return _generate(template, variables, max_output).strip()
+    except TemplateOverrun as error:
+        raise TemplateRefused(f"{error.code}: {_where(name, template, error)}: {error}") from error
     except jinja2.exceptions.SecurityError as error:
         raise TemplateRefused(f"template_unsafe: {_where(name, template, error)}: {error}") from error
     except jinja2.UndefinedError as error:
@@ -254,6 +352,23 @@ def _render(template: jinja2.Template, name: str, variables: dict[str, object]) 
     except Exception as error:  # any other failure inside a template is the template's fault: retrying won't help
         where = _where(name, template, error)
         raise TemplateRefused(f"template_error: {where}: {type(error).__name__}: {error}") from error
+
+
+def _generate(template: jinja2.Template, variables: dict[str, object], max_output: int) -> str:
+    """The render, piece by piece: it stops as soon as it has written more than `max_output` characters."""
+    pieces: list[str] = []
+    written = 0
+    stream = template.generate(variables)
+    try:
+        for piece in stream:
+            written += len(piece)
+            if written > max_output:
+                # thrown into the template's generator, so the traceback (and the refusal) names the line writing
+                stream.throw(TemplateOverrun("template_output", f"renders more than {max_output} characters"))
+            pieces.append(piece)
+    finally:
+        stream.close()
+    return "".join(pieces)
 
 
 def _where(name: str, template: jinja2.Template, error: BaseException) -> str:

@@ -23,10 +23,11 @@ from pipeline.messages import (
     utc_now,
 )
 from pipeline.outreach import health, records
+from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.channels import build_channels
 from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
 from pipeline.outreach.records import PostRecord
-from pipeline.outreach.render import TemplateRefused, environment, render
+from pipeline.outreach.render import TemplateRefused
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 
@@ -90,7 +91,7 @@ def outreach_router(settings: Settings) -> StageRouter:
     due_out = router.output(bus.OUTREACH_DUE, AnnouncementDue, "One channel's announcement, waiting to be made.")
     results = router.output(bus.OUTREACH_RESULTS, OutreachResult, "What each channel's announcement did.")
     channels = build_channels(settings)
-    templates = environment(settings.outreach_templates_dir)
+    templates = TemplateWorkers.of(settings)  # off the event loop, each render bounded in time and memory
 
     @router.consume(bus.SESSIONS_SCHEDULED)
     async def plan_announcements(session: ScheduledSession) -> None:
@@ -168,8 +169,7 @@ def outreach_router(settings: Settings) -> StageRouter:
         if due.kind == "cancelled" and channel.can_delete:
             return await take_down(kv, channel, due)
         try:
-            text = render(
-                templates,
+            text = await templates.render(
                 due.channel,
                 due.kind,
                 due.session,

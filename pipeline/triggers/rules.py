@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import SessionPlan
-from pipeline.yaml_errors import Location, load_yaml_model
+from pipeline.settings import Settings
+from pipeline.yaml_errors import DEFAULT_BOUNDS, Location, YamlBounds, load_yaml_model
 
 
 def _one_or_many(value: Any) -> Any:
@@ -362,5 +363,11 @@ def normalise_handle(network: str, handle: str) -> str:
     return handle.strip().lower().lstrip("@")
 
 
-def load_rules(path: Path) -> Rules:
-    return load_yaml_model(path, Rules, checks=(cross_checks,))
+def load_rules(path: Path, bounds: YamlBounds = DEFAULT_BOUNDS) -> Rules:
+    """The rules, or ConfigError with FILE:LINE:COLUMN lines; a file beyond `bounds` (size, nesting) is refused
+    before it is parsed (IMPROMPTU_RULES_MAX_BYTES, IMPROMPTU_RULES_MAX_DEPTH)."""
+    return load_yaml_model(path, Rules, checks=(cross_checks,), bounds=bounds)
+
+
+def rules_bounds(settings: Settings) -> YamlBounds:
+    return YamlBounds(max_bytes=settings.rules_max_bytes, max_depth=settings.rules_max_depth)

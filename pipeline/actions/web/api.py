@@ -113,7 +113,7 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
             return record
         return ProposalDetail(
             record=record,
-            previews=approvals.previews(record),
+            previews=await approvals.previews(record),
             channels_available=approvals.channels_available(),
             announcements=await approvals.announcements(record),
         )

@@ -254,7 +254,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "row": queue_row(record),
             "record": record,
             "proposal": record.proposal,
-            "previews": approvals.previews(record),
+            "previews": await approvals.previews(record),
             "announcements": await approvals.announcements(record),
             "host_time": approvals.host_time(record.proposal),
             "channels_available": approvals.channels_available(),
