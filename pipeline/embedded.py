@@ -7,17 +7,13 @@ server dies with the process that started it (PR_SET_PDEATHSIG), so a pipeline k
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -25,12 +21,12 @@ from typing import Any, Literal
 import structlog
 
 from pipeline.errors import ConfigError
+from pipeline.lifetime import death_signal_preexec
 
 log = structlog.get_logger("pipeline.embedded")
 
 BusUser = Literal["admin", "pipeline"]
 BUS_USERS: tuple[BusUser, ...] = ("admin", "pipeline")
-PR_SET_PDEATHSIG = 1
 
 # The workers (every stage and, in the same connection, the HTTP server) publish the bus's subjects and use
 # JetStream, KV and the Object Store through their APIs; they need purge (KV purge by key, the object store's
@@ -122,24 +118,6 @@ class BusUsers:
         return self.config_file
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A pre-exec for the server: the kernel sends it SIGTERM (a clean JetStream shutdown) when the thread that
-    started it exits, so start it from the main thread (every caller does). Linux only; elsewhere a no-op."""
-    try:  # looked up here, before the fork: the child only makes the call (no dlopen between fork and exec)
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-
-    def set_death_signal() -> None:
-        if prctl is None:
-            return
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect: the signal would never come
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_death_signal
-
-
 def nats_server_binary() -> Path:
     beside_python = Path(sys.executable).parent / "nats-server"
     if beside_python.exists():
@@ -198,7 +176,7 @@ class EmbeddedNats:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 (fork from the main thread: see above)
+            preexec_fn=death_signal_preexec(),  # noqa: PLW1509 (fork from the main thread: see above)
         )
         log_file.close()
         deadline = time.monotonic() + timeout

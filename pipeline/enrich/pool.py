@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
-import signal
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from pebble.pool.process import WORKERS_NAME
 
 from pipeline.enrich.extract import Extraction, extract
 from pipeline.errors import PermanentError, RetryableError
+from pipeline.lifetime import die_with_parent
 from pipeline.logs import configure_logging
 
 log = structlog.get_logger("pipeline.enrich.pool")
@@ -40,23 +38,12 @@ log = structlog.get_logger("pipeline.enrich.pool")
 # runs an event loop and threads.
 CONTEXT = multiprocessing.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["pipeline.enrich.warm"])
-PR_SET_PDEATHSIG = 1
 WARM_UP_PAGE = "<html><head><title>Warm-up</title></head><body><p>" + "Learning in public, live and together. " * 20
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when its parent dies: the fork server, which ends with the stage's
-    process (even at kill -9, mid-extraction)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: pebble's closed channel still ends an idle worker
-        pass
 
 
 def warm_worker(read: Callable[..., Extraction], log_json: bool | None, log_level: str) -> None:
     """A worker's start (pebble's initializer): die with the stage, log as it does, warm up `read`."""
-    _die_with_parent()
+    die_with_parent()  # with the fork server, which ends with the stage's process (even at kill -9)
     configure_logging(json=log_json, level=log_level)
     with contextlib.suppress(Exception):  # the models are loaded (warm.py); a failure here shows on the first page
         read(WARM_UP_PAGE, url="https://warm-up.invalid/", final_url="https://warm-up.invalid/")

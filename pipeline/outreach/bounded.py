@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import resource
-import signal
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ import structlog
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import RetryableError
+from pipeline.lifetime import die_with_parent
 from pipeline.messages import ScheduledSession
 from pipeline.outreach.render import RENDER_MAX_OUTPUT, RENDER_SECONDS, TemplateRefused, environment, render
 from pipeline.settings import Settings
@@ -39,7 +37,6 @@ log = structlog.get_logger("pipeline.outreach")
 
 CONTEXT = multiprocessing.get_context("forkserver")  # never fork the stage itself: it runs an event loop and threads
 GRACE_SECONDS = 1.0  # past its own bound, a render's worker is killed: the sandbox's clock did not stop it
-PR_SET_PDEATHSIG = 1
 
 
 # --- in a worker ---------------------------------------------------------------------------------------------------
@@ -49,9 +46,7 @@ _environments: dict[Path | None, SandboxedEnvironment] = {}  # one per templates
 
 def start_worker(memory_mb: int) -> None:
     """A worker's start: die with its parent, and cap its address space at what it uses now plus `memory_mb`."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: pebble's closed channel still ends a worker
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent()  # not Linux: pebble's closed channel still ends a worker
     with contextlib.suppress(OSError, ValueError):
         with open("/proc/self/statm") as statm:
             in_use = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
