@@ -24,7 +24,6 @@ from typing import Any
 
 import pebble
 import structlog
-from pebble.pool.process import WORKERS_NAME
 
 from pipeline.enrich.extract import Extraction, extract
 from pipeline.errors import PermanentError, RetryableError
@@ -104,7 +103,12 @@ class ExtractorPool:
         )
 
     def worker_pids(self) -> list[int]:
-        return sorted(p.pid for p in multiprocessing.active_children() if p.name == WORKERS_NAME and p.pid)
+        """This pool's live workers (not another pebble pool's in the same process, such as the template workers';
+        pebble keeps its workers by pid in the pool's manager, privately)."""
+        if self._pool is None:
+            return []
+        workers = self._pool._pool_manager.worker_manager.workers
+        return sorted(pid for pid, process in list(workers.items()) if process.is_alive())
 
     async def extract(self, html: str | bytes, *, url: str, final_url: str) -> Extraction:
         """Read one page in a worker. PermanentError for an unreadable page or one that overran the time bound,

@@ -80,6 +80,7 @@ async def test_a_client_without_the_credentials_is_refused(
         async with connected(Settings(nats_url=url, data_dir=tmp_path / "empty")):
             pass
     assert "IMPROMPTU_NATS_NKEY_SEED=" in str(refused.value)
+    del refused  # its traceback holds the refused client: collected here, not in whichever test runs next
     with warnings.catch_warnings():  # nats-py drops a refused connection's socket unclosed (the CLI exits anyway)
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
