@@ -131,6 +131,9 @@ def worker_env(nats_url: str, data_dir: Path, http_port: int, snapshot_dir: Path
         IMPROMPTU_HTTP_PORT=str(http_port),
         IMPROMPTU_LOG_JSON="true",
         IMPROMPTU_LOG_LEVEL="INFO",
+        # the library's search index grows with every recording kept, by design: in a file it stays out of the RSS
+        # this soak watches for leaks
+        IMPROMPTU_LIBRARY_INDEX_STORAGE="file",
     )
     if snapshot_dir is not None:
         env["SOAK_SNAPSHOT_DIR"] = str(snapshot_dir)

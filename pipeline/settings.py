@@ -334,6 +334,11 @@ class Settings(BaseSettings):
         default=False, description="Show who approved and hosted a session on its library page."
     )
     library_page_size: int = Field(default=20, ge=1, le=100, description="Entries per library page.")
+    library_index_storage: Literal["memory", "file"] = Field(
+        default="memory",
+        description="Where each process keeps its search index: in memory (fastest; grows with the library) or in "
+        "a temporary file (RSS stays flat).",
+    )
     media_store: Literal["nats", "s3"] = Field(
         default="nats", description="Where recordings are kept: the NATS JetStream Object Store, or an S3 bucket."
     )

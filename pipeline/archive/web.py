@@ -118,7 +118,7 @@ class LibraryServices:
         if self._index is None:
             async with self._lock:
                 if self._index is None:
-                    index = LibraryIndex()
+                    index = LibraryIndex(storage=self.settings.library_index_storage)
                     await index.start(await self.kv())
                     self._owned.append(index)
                     self._index = index
