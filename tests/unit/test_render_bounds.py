@@ -3,7 +3,6 @@ with the template's name and line) and in the template workers (a hard time and 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from pipeline.messages import ScheduledSession
 from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.render import CHANNELS, TemplateRefused, environment, render
+from tests.loop_pauses import loop_pauses
 
 BuildSession = Callable[..., ScheduledSession]
 NESTED_RANGES = "Hello {{ title }}\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n"
@@ -107,21 +107,11 @@ async def test_workers_refuse_a_runaway_while_the_event_loop_runs(
 ) -> None:
     templates = workers(NESTED_RANGES, seconds=0.5)
     assert (await templates.render("linkedin", "scheduled", session)).strip()  # started, and a shipped template
-    gaps: list[float] = []
-
-    async def ticking() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            gaps.append(time.monotonic() - last)
-            last = time.monotonic()
-
-    ticker = asyncio.create_task(ticking())
-    started = time.monotonic()
-    with pytest.raises(TemplateRefused) as caught:
-        await templates.render("x", "scheduled", session)
-    took = time.monotonic() - started
-    ticker.cancel()
+    async with loop_pauses() as gaps:
+        started = time.monotonic()
+        with pytest.raises(TemplateRefused) as caught:
+            await templates.render("x", "scheduled", session)
+        took = time.monotonic() - started
     assert str(caught.value).startswith("template_timeout: x/scheduled.j2:2: rendering took over 0.5 s")
     assert took < 2.5
     assert len(gaps) > 20 and max(gaps) < 0.2  # the loop kept running all along

@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.rules import load_rules
 from pipeline.yaml_errors import YamlBounds, nesting_too_deep
+from tests.loop_pauses import loop_pauses
 
 WORKTREE = Path(__file__).resolve().parents[2]
 DEFAULT_RULES = (WORKTREE / "pipeline" / "triggers" / "default_rules.yaml").read_text()
@@ -160,26 +161,16 @@ async def test_a_large_valid_edit_reloads_without_stalling_the_loop(tmp_path: Pa
     started = time.monotonic()  # the same-run baseline: the load as it ran before, all of it on the loop
     assert len(load_rules(path).people) == 12_001
     on_the_loop = time.monotonic() - started
-    gaps: list[float] = []
-
-    async def ticking() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            gaps.append(time.monotonic() - last)
-            last = time.monotonic()
-
-    ticker = asyncio.create_task(ticking())
-    watcher = asyncio.create_task(live.watch(every=0.01))
-    try:
-        for _ in range(3000):
-            if len(live.rules.people) == 12_001:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # the ticker's next tick measures any stall up to now
-    finally:
-        watcher.cancel()
-        ticker.cancel()
+    async with loop_pauses() as gaps:
+        watcher = asyncio.create_task(live.watch(every=0.01))
+        try:
+            for _ in range(3000):
+                if len(live.rules.people) == 12_001:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the ticker's next tick measures any stall up to now
+        finally:
+            watcher.cancel()
     assert len(live.rules.people) == 12_001
     # before, the loop stood still for the whole load; now its longest pause is a fraction of it, whatever the load
     # on the machine (measured alone: 0.1 s against 1.5-3 s)
