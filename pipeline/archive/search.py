@@ -395,7 +395,7 @@ class LibraryIndex:
             db.create_function("transcript_window", 0, self._window.get)
             db.executescript(_SCHEMA)
             if self._storage == "file":
-                db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;")
+                db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4096;")
             self._db = db
             self._facets = _FacetSets()
 
