@@ -11,7 +11,7 @@ discarded.
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -132,6 +132,7 @@ def _environment() -> jinja2.Environment:
         IN_PLAY=IN_PLAY,
         TEXT_CHANGE=TEXT_CHANGE,
         ACCOUNT_NAME=ACCOUNT_NAME,
+        MINUTE=timedelta(minutes=1),
     )
     return env
 
@@ -305,6 +306,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "typed_texts": typed_texts or {},
             "zone": zone.key,
             "problems": problems,
+            "form_problems": {k: v for k, v in problems.items() if not k.startswith(TEXT_CHANGE)},
             "errors": errors,
             "unsaved": unsaved,
             "editable": record.state in OPEN,
@@ -447,13 +449,13 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         }
         return page(request, "queue.html", context)
 
-    @router.get("/proposals/{proposal_id}/{action}")
-    @router.get("/proposals/{proposal_id}/texts/{channel}")
-    async def form_url(request: Request, who: Facilitator, proposal_id: str, action: str = "texts") -> Response:
+    async def form_url(who: Facilitator, proposal_id: str) -> Response:
         """A form's URL opened with GET (a reload after a refused edit, a bookmark): the proposal's page."""
-        if action not in FORM_ACTIONS and action != "texts":
-            return not_found(request, who, proposal_id)
         return see_other(f"/proposals/{proposal_id}")
+
+    for action in FORM_ACTIONS:
+        router.add_api_route(f"/proposals/{{proposal_id}}/{action}", form_url, methods=["GET"])
+    router.add_api_route("/proposals/{proposal_id}/texts/{channel}", form_url, methods=["GET"])
 
     @router.get("/proposals/{proposal_id}")
     async def proposal_page(request: Request, who: Facilitator, proposal_id: str) -> Response:
