@@ -49,7 +49,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
 FORM_ACTIONS = ("edit", "approve", "reject", "cancel")  # POST /proposals/ID/<action>; a GET goes to the page
 INPUT_TIME = "%Y-%m-%d %H:%M"  # the start as typed, 24 h, in the zone named beside it (as "20:27 UTC" elsewhere)
-TEXT_MAX = 65_536  # a channel's text written by hand, as the form may carry it
 REASON_MAX = 2000
 NAME_MAX = 200
 # No script runs on these pages; nothing may frame them (the approve button must not be clickjacked).
@@ -506,7 +505,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
     async def write_text(request: Request, who: Facilitator, proposal_id: str, channel: str) -> Response:
         """A channel's announcement written by hand (`action=save`), or given back to its template (`template`)."""
         data = await request.form()
-        text = str(data.get("text", ""))[:TEXT_MAX].replace("\r\n", "\n").strip()
+        # the body is bounded (limits.py); the text's own length is the service's to refuse, never cut silently
+        text = str(data.get("text", "")).replace("\r\n", "\n").strip()
         back_to_template = data.get("action") == "template"
         try:
             record = await approvals.get(proposal_id)
