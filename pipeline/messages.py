@@ -237,6 +237,11 @@ class SessionProposal(Message):
     slot_reason: str = Field(default="", description="Why this start time was suggested.")
     channels: list[str]
     expires_at: datetime = Field(description="No decision by then: the proposal lapses.")
+    texts: dict[str, str] = Field(
+        default_factory=dict,
+        description="A channel's announcement as a facilitator wrote it, used instead of its template's; "
+        "`{join_url}` marks where the join link goes.",
+    )
 
 
 class FacilitatorDecision(Message):

@@ -247,12 +247,16 @@ def moved(
     return record.model_copy(update={"state": to, "history": [*record.history, entry], **(record_fields or {})})
 
 
-def _transition(to: ProposalState, by: str, reason: str, fields: dict[str, object]) -> Change:
+def _transition(
+    to: ProposalState, by: str, reason: str, fields: dict[str, object], seen_version: int | None = None
+) -> Change:
     def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
         if record.state == to and record.last is not None and record.last.by == by:
             return None  # the same step by the same actor again (a retry, a redelivery): already done
         if to not in NEXT.get(record.state, frozenset()):
             raise DecisionRefused(f"{who_decided(record)}; it cannot become {to}")
+        if seen_version is not None and version_of(record) != seen_version:
+            raise DecisionRefused(f"{what_changed_since(record, seen_version)}; look at it again, then decide")
         if to == "approved" and at >= record.proposal.expires_at:
             raise DecisionRefused(
                 f"proposal {record.proposal.id} lapsed at {record.proposal.expires_at:%H:%M} UTC; "
@@ -272,10 +276,13 @@ async def transition(
     reason: str = "",
     now: datetime | None = None,
     record_fields: dict[str, object] | None = None,
+    seen_version: int | None = None,
 ) -> ProposalRecord:
     """Move a proposal to `to` if the state machine allows it from where it is now; raise DecisionRefused if not.
-    `record_fields` are set on the record in the same write (e.g. the session's link)."""
-    change = _transition(to, by, reason, record_fields or {})
+    `record_fields` are set on the record in the same write (e.g. the session's link). With `seen_version` (the
+    `version_of` the record the decider was shown), a record changed since is refused: nobody approves a time or
+    a text they did not see."""
+    change = _transition(to, by, reason, record_fields or {}, seen_version)
     return await _apply(broker, proposal_id, change, now, republish=True)
 
 
@@ -287,12 +294,22 @@ async def decide(
     by: str,
     reason: str = "",
     now: datetime | None = None,
+    seen_version: int | None = None,
 ) -> FacilitatorDecision:
     """Approve or reject, exactly once, and put the decision on the bus for the actions stage to act on."""
     if decision not in ("approved", "rejected"):
         raise DecisionRefused(f"unknown decision {decision!r}: approved or rejected")
     extra = {"decided_by": by, "decided_at": now or utc_now(), "reason": reason}
-    record = await transition(broker, proposal_id, decision, by=by, reason=reason, now=now, record_fields=extra)  # type: ignore[arg-type]
+    record = await transition(
+        broker,
+        proposal_id,
+        decision,  # type: ignore[arg-type]
+        by=by,
+        reason=reason,
+        now=now,
+        record_fields=extra,
+        seen_version=seen_version,
+    )
     message = FacilitatorDecision.caused_by(
         record.proposal,
         id=f"decision:{proposal_id}",
@@ -332,6 +349,7 @@ async def revise(
 
 
 EDITABLE = ("title", "description", "starts_at", "duration_minutes", "channels", "facilitator")
+TEXT_CHANGE = "text."  # + channel: an audit entry's change of that channel's text written by hand
 
 
 def changed_fields(before: SessionProposal, after: SessionProposal) -> dict[str, FieldChange]:
@@ -342,11 +360,35 @@ def changed_fields(before: SessionProposal, after: SessionProposal) -> dict[str,
             return ", ".join(map(str, value))
         return "" if value is None else str(value)
 
-    return {
+    changes = {
         name: FieldChange(before=shown(getattr(before, name)), after=shown(getattr(after, name)))
         for name in EDITABLE
         if getattr(before, name) != getattr(after, name)
     }
+    for channel in sorted(before.texts.keys() | after.texts.keys()):  # "" before or after: the template's text
+        if before.texts.get(channel) != after.texts.get(channel):
+            changes[f"{TEXT_CHANGE}{channel}"] = FieldChange(
+                before=before.texts.get(channel, ""), after=after.texts.get(channel, "")
+            )
+    return changes
+
+
+def version_of(record: ProposalRecord) -> int:
+    """What a page shows a decider as "this version": every edit and transition adds an audit entry."""
+    return len(record.history)
+
+
+def what_changed_since(record: ProposalRecord, seen_version: int) -> str:
+    later = record.history[seen_version:] if 0 <= seen_version < len(record.history) else []
+    edits = [e for e in later if e.changes]
+    if not edits:
+        return f"proposal {record.proposal.id} changed since you saw it"
+    fields = sorted({name for e in edits for name in e.changes})
+    last = edits[-1]
+    return (
+        f"proposal {record.proposal.id} changed since you saw it ({', '.join(fields)} edited by {last.by} "
+        f"at {last.at:%H:%M:%S} UTC)"
+    )
 
 
 async def note_problem(broker: NatsBroker, proposal_id: str, problem: str | None) -> ProposalRecord:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from faststream.nats import NatsBroker
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import stores
 from pipeline.actions import approval, index
-from pipeline.actions.approval import BOOKED, DecisionRefused, ProposalRecord
+from pipeline.actions.approval import BOOKED, TEXT_CHANGE, DecisionRefused, ProposalRecord
 from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
@@ -25,7 +25,15 @@ from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, ScheduledSe
 from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
-from pipeline.outreach.render import LIMITS, TemplateRefused, available_channels, weighted_length
+from pipeline.outreach.render import (
+    JOIN_URL_MARK,
+    LIMITS,
+    WRITTEN_MAX,
+    TemplateRefused,
+    available_channels,
+    weighted_length,
+    written_text,
+)
 from pipeline.settings import Settings
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.rules import Facilitator
@@ -48,6 +56,10 @@ class ChannelPreview(BaseModel):
     readable: str | None = Field(
         default=None, description="What a reader sees, where the post is structure (Slack blocks, a Teams card)."
     )
+    written: str | None = Field(default=None, description="The text a facilitator wrote for this channel, if any.")
+    draft: str | None = Field(
+        default=None, description=f"What an editor starts from: the text with {JOIN_URL_MARK} for the join link."
+    )
 
 
 class Announcement(BaseModel):
@@ -59,6 +71,8 @@ class Announcement(BaseModel):
     kind: str
     state: str = Field(description="sending, posted, retry, failed, unknown (a person must check) or deleted.")
     location: str | None = Field(default=None, description="Where the post can be seen.")
+    remote_id: str | None = Field(default=None, description="The post's id at the network.")
+    at: datetime | None = Field(default=None, description="When its state last changed (posted: when it was posted).")
     reason: str | None = None
     key: str = Field(description="The post's record key (`impromptu outreach resolve KEY`).")
 
@@ -73,6 +87,20 @@ class ProposalEdit(BaseModel):
     starts_at: datetime | None = Field(default=None, description="Aware date and time (UTC if no offset is given).")
     duration_minutes: int | None = None
     channels: list[str] | None = None
+    texts: dict[str, str] | None = Field(
+        default=None,
+        description=f"Channel -> its announcement written by hand, with {JOIN_URL_MARK} where the join link goes; "
+        '"" goes back to the template. Channels left out keep theirs.',
+    )
+
+
+def edited(current: SessionProposal, edit: ProposalEdit) -> SessionProposal:
+    """`current` with `edit` applied as it stands (not validated): texts are merged channel by channel."""
+    changes = edit.model_dump(exclude_none=True)
+    if "texts" in changes:
+        merged = {**current.texts, **changes["texts"]}
+        changes["texts"] = {channel: text for channel, text in merged.items() if text.strip()}
+    return current.model_copy(update=changes)
 
 
 class EditRefused(DecisionRefused):
@@ -83,13 +111,17 @@ class EditRefused(DecisionRefused):
         super().__init__("; ".join(f"{field}: {message}" for field, message in problems.items()))
 
 
-def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> ScheduledSession:
-    """The session as it will look once approved, with a stand-in join link of realistic length."""
-    join_url = {
-        "jitsi": jitsi_room_url(jitsi_base_url, proposal.title, token="x" * 22),
-        "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
-        "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
-    }[proposal.provider]
+def preview_session(proposal: SessionProposal, jitsi_base_url: str, join_url: str | None = None) -> ScheduledSession:
+    """The session as it will look once approved: with its real join link once made, before that a stand-in of
+    realistic length."""
+    join_url = (
+        join_url
+        or {
+            "jitsi": jitsi_room_url(jitsi_base_url, proposal.title, token="x" * 22),
+            "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
+            "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
+        }[proposal.provider]
+    )
     ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
     return ScheduledSession.caused_by(
         proposal,
@@ -104,18 +136,29 @@ def preview_session(proposal: SessionProposal, jitsi_base_url: str) -> Scheduled
     )
 
 
-async def channel_previews(proposal: SessionProposal, settings: Settings) -> list[ChannelPreview]:
-    """Each channel's announcement exactly as the outreach stage will render it (same templates, same limits, the
-    same bounded worker processes: a runaway custom template costs a preview its bound, never the event loop)."""
+def channel_limit(channel: str, settings: Settings) -> int | None:
+    return settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
+
+
+async def channel_previews(
+    proposal: SessionProposal, settings: Settings, join_url: str | None = None
+) -> list[ChannelPreview]:
+    """Each channel's announcement exactly as the outreach stage will post it (same templates, same limits, the
+    same bounded worker processes: a runaway custom template costs a preview its bound, never the event loop; a
+    text written by hand checked by the same `written_text`). `join_url`: the session's, once it is made."""
     templates = TemplateWorkers.of(settings)
-    session = preview_session(proposal, settings.jitsi_base_url)
+    session = preview_session(proposal, settings.jitsi_base_url, join_url)
 
     async def preview(channel: str) -> ChannelPreview:
-        limit = settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
+        limit = channel_limit(channel, settings)
+        written = proposal.texts.get(channel)
         try:
-            text = await templates.render(channel, KIND, session, limit=limit)
+            if written is not None:
+                text = written_text(channel, written, session, limit)
+            else:
+                text = await templates.render(channel, KIND, session, limit=limit)
         except TemplateRefused as error:
-            return ChannelPreview(channel=channel, problem=str(error), limit=limit)
+            return ChannelPreview(channel=channel, problem=str(error), limit=limit, written=written, draft=written)
         shown = readable(channel, text)
         return ChannelPreview(
             channel=channel,
@@ -123,6 +166,8 @@ async def channel_previews(proposal: SessionProposal, settings: Settings) -> lis
             length=weighted_length(channel, text),
             limit=limit,
             readable=shown if shown != text else None,
+            written=written,
+            draft=written if written is not None else text.replace(session.join_url, JOIN_URL_MARK),
         )
 
     return list(await asyncio.gather(*(preview(channel) for channel in proposal.channels)))
@@ -131,7 +176,9 @@ async def channel_previews(proposal: SessionProposal, settings: Settings) -> lis
 async def preview_problems(proposal: SessionProposal, settings: Settings) -> dict[str, str]:
     """What `revised_proposal` reports for each channel whose announcement the proposal would not fit."""
     return {
-        f"channel {preview.channel}": preview.problem
+        (f"{TEXT_CHANGE}{preview.channel}" if preview.written is not None else f"channel {preview.channel}"): (
+            preview.problem
+        )
         for preview in await channel_previews(proposal, settings)
         if preview.problem
     }
@@ -193,12 +240,17 @@ def revised_proposal(
         problems["starts_at"] = "needs a time zone (UTC offset)"
     if unknown := sorted(set(changes.get("channels", [])) - set(channels)):
         problems["channels"] = f"unknown: {', '.join(unknown)} (known: {', '.join(channels)})"
+    for channel, text in changes.get("texts", {}).items():
+        if channel not in channels:
+            problems[f"{TEXT_CHANGE}{channel}"] = f"unknown channel (known: {', '.join(channels)})"
+        elif len(text) > WRITTEN_MAX:
+            problems[f"{TEXT_CHANGE}{channel}"] = f"is {len(text)} characters; at most {WRITTEN_MAX}"
     if problems:
         raise EditRefused(problems)
     if "channels" in changes:
         changes["channels"] = [c for c in channels if c in changes["channels"]]  # one order everywhere
     margin = timedelta(minutes=settings.decision_margin_minutes)
-    proposal = current.model_copy(update=changes)
+    proposal = edited(current, ProposalEdit(**changes))
     proposal = proposal.model_copy(update={"expires_at": max(now, proposal.starts_at - margin)})
     if "starts_at" in changes or "duration_minutes" in changes:
         if proposal.starts_at <= now + margin:
@@ -258,25 +310,47 @@ class Approvals:
         return await approval.get_record(self.broker, proposal_id)
 
     async def previews(self, record: ProposalRecord) -> list[ChannelPreview]:
-        return await channel_previews(record.proposal, self.settings)
+        join_url = record.session.join_url if record.session else None
+        return await channel_previews(record.proposal, self.settings, join_url)
 
     async def announcements(self, record: ProposalRecord) -> list[Announcement]:
-        """The session's posts on each channel, as the outreach stage recorded them."""
+        """The session's posts on each channel, as the outreach stage recorded them, in the order they were made."""
         if record.session is None:
             return []
         kv = await stores.bucket(self.broker, stores.OUTREACH)
         found = await records_of(kv, record.session.session_id)
-        return [
+        made = [
             Announcement(
                 channel=key.split(".")[1],
                 kind=key.split(".")[2],
                 state=post.state,
                 location=post.location,
+                remote_id=post.remote_id,
+                at=post.updated_at,
                 reason=post.reason,
                 key=key,
             )
-            for key, post in sorted(found.items())
+            for key, post in found.items()
         ]
+        never = datetime.max.replace(tzinfo=UTC)
+        return sorted(made, key=lambda a: (a.at or never, a.key))
+
+    async def library_entry(self, record: ProposalRecord) -> str | None:
+        """The id of the session's entry in the library, once its recording is kept there."""
+        from pipeline.archive import catalog  # the archive stage imports this package: not at import time
+        from pipeline.archive.describe import entry_id_for
+
+        if record.session is None or record.state not in ("ended", "archived"):
+            return None
+        entry_id = entry_id_for(record.session.session_id)
+        kv = await catalog.library_bucket(self.broker)
+        return entry_id if await catalog.get_record(kv, entry_id) is not None else None
+
+    async def upcoming(self) -> list[ProposalRecord]:
+        """Approved, scheduled and live sessions, soonest first."""
+        return sorted(
+            (r for r in await self.in_play() if r.state in BOOKED), key=lambda r: (r.proposal.starts_at, r.proposal.id)
+        )
 
     def channels_available(self) -> list[str]:
         # a custom template for a channel without an adapter could never be posted: not offered
@@ -287,7 +361,7 @@ class Approvals:
         # the announcements are rendered here, in the template workers, not in `revised` (which runs on the loop);
         # a concurrent edit between the two is re-validated field by field but not re-rendered: the post itself is
         current = (await self.get(proposal_id)).proposal
-        draft = current.model_copy(update=edit.model_dump(exclude_none=True))
+        draft = edited(current, edit)
         channel_problems = await preview_problems(draft, self.settings)
 
         def revised(record: ProposalRecord, now: datetime) -> SessionProposal:
@@ -305,7 +379,8 @@ class Approvals:
 
         return await approval.revise(self.broker, proposal_id, by=by, revised=revised)
 
-    async def approve(self, proposal_id: str, *, by: str) -> ProposalRecord:
+    async def approve(self, proposal_id: str, *, by: str, seen_version: int | None = None) -> ProposalRecord:
+        """`seen_version`: the record's `version_of` as the decider saw it; a proposal edited since is refused."""
         record = await self.get(proposal_id)
         proposal = record.proposal
         if record.state == "proposed":
@@ -321,7 +396,7 @@ class Approvals:
             )
             if problem:
                 raise DecisionRefused(f"the start time no longer fits: {problem}; edit the time, then approve")
-        await approval.decide(self.broker, proposal_id, "approved", by=by)
+        await approval.decide(self.broker, proposal_id, "approved", by=by, seen_version=seen_version)
         return await self.get(proposal_id)
 
     async def reject(self, proposal_id: str, *, by: str, reason: str) -> ProposalRecord:

@@ -37,7 +37,8 @@ def describe_record(record: ProposalRecord, previews: list[ChannelPreview]) -> s
             lines.append(f"    {preview.channel}: cannot post: {preview.problem}")
         else:
             limit = f"/{preview.limit}" if preview.limit else ""
-            lines.append(f"    {preview.channel} ({preview.length}{limit}): {preview.text}")
+            written = ", written by hand" if preview.written is not None else ""
+            lines.append(f"    {preview.channel} ({preview.length}{limit}{written}): {preview.text}")
     lines.append("  history:")
     for entry in record.history or []:
         changes = ", ".join(f"{k}: {c.before} -> {c.after}" for k, c in entry.changes.items())

@@ -380,6 +380,25 @@ def _where(name: str, template: jinja2.Template, error: BaseException) -> str:
     return f"{name}:{line}" if line else name
 
 
+# --- a facilitator's own text ------------------------------------------------------------------------------------
+
+JOIN_URL_MARK = "{join_url}"  # where a written announcement wants the join link (made only on approval)
+WRITTEN_MAX = RENDER_MAX_OUTPUT
+
+
+def written_text(channel: str, text: str, session: ScheduledSession, limit: int | None = None) -> str:
+    """A channel's announcement as a facilitator wrote it (SessionProposal.texts), the join link put in, checked
+    against the channel's rules as a rendered one is; TemplateRefused says what is wrong."""
+    if len(text) > WRITTEN_MAX:
+        raise TemplateRefused(f"too_long: the {channel} text written by hand has {len(text)} characters")
+    if JOIN_URL_MARK not in text:
+        raise TemplateRefused(f"bad_structure: the {channel} text has no {JOIN_URL_MARK}: say where the join link goes")
+    filled, problem = check(channel, text.replace(JOIN_URL_MARK, session.join_url).strip(), limit)
+    if problem is not None:
+        raise TemplateRefused(f"{problem.code}: the {channel} text written by hand {problem.detail}")
+    return filled
+
+
 # --- each channel's rules -----------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.channels import build_channels
 from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
 from pipeline.outreach.records import PostRecord
-from pipeline.outreach.render import TemplateRefused
+from pipeline.outreach.render import TemplateRefused, written_text
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 
@@ -168,16 +168,21 @@ def outreach_router(settings: Settings) -> StageRouter:
             # an interrupted attempt may have posted it: reconcile below, so the cancellation can take it down
         if due.kind == "cancelled" and channel.can_delete:
             return await take_down(kv, channel, due)
+        limit = settings.mastodon_max_characters if due.channel == "mastodon" else None
+        written = due.session.proposal.texts.get(due.channel) if due.kind == "scheduled" else None
         try:
-            text = await templates.render(
-                due.channel,
-                due.kind,
-                due.session,
-                library_url=due.library_url,
-                tagline=due.tagline,
-                reason=due.reason,
-                limit=settings.mastodon_max_characters if due.channel == "mastodon" else None,
-            )
+            if written is not None:  # a facilitator rewrote this channel's announcement on the approval page
+                text = written_text(due.channel, written, due.session, limit)
+            else:
+                text = await templates.render(
+                    due.channel,
+                    due.kind,
+                    due.session,
+                    library_url=due.library_url,
+                    tagline=due.tagline,
+                    reason=due.reason,
+                    limit=limit,
+                )
         except TemplateRefused as error:
             await records.mark_not_made(kv, due.key, "failed", str(error))  # so its follow-ups need not wait
             raise

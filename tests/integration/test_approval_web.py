@@ -218,8 +218,8 @@ async def test_the_start_is_shown_and_edited_in_the_rules_files_time_zone(
     async with browser(app) as ana:
         assert (await log_in(ana, "ana", PASSWORDS["ana"])).status_code == 303
         page = await ana.get(f"/proposals/{proposal.id}")
-        assert "Start, Europe/Berlin time" in page.text
-        assert f'value="{proposal.starts_at.astimezone(berlin):%Y-%m-%dT%H:%M}"' in page.text
+        assert '<span class="zone" id="starts_at-zone-label">Europe/Berlin</span>' in page.text
+        assert f'value="{proposal.starts_at.astimezone(berlin):%Y-%m-%d %H:%M}"' in page.text
 
         moved = (proposal.starts_at + timedelta(minutes=25)).astimezone(berlin).replace(second=0, microsecond=0)
         form = {
@@ -227,7 +227,7 @@ async def test_the_start_is_shown_and_edited_in_the_rules_files_time_zone(
             "channels_shown": "1",
             "title": proposal.title,
             "description": proposal.description,
-            "starts_at": f"{moved:%Y-%m-%dT%H:%M}",  # Berlin wall-clock time, as typed
+            "starts_at": f"{moved:%Y-%m-%d %H:%M}",  # Berlin wall-clock time, as typed
             "duration_minutes": str(proposal.duration_minutes),
             "channels": list(proposal.channels),
         }
@@ -239,7 +239,7 @@ async def test_the_start_is_shown_and_edited_in_the_rules_files_time_zone(
 
         garbage = await ana.post(f"/proposals/{proposal.id}/edit", data={**form, "starts_at": "next tuesday"})
         assert garbage.status_code == 422
-        assert "is not a date and time (YYYY-MM-DD HH:MM, Europe/Berlin time)" in garbage.text
+        assert "is not a date and 24-hour time: YYYY-MM-DD HH:MM, Europe/Berlin time" in garbage.text
 
 
 async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(

@@ -139,8 +139,17 @@ def api_router(settings: Settings, approvals: Approvals) -> APIRouter:
         response_model=ProposalRecord,
         summary="Approve: the session is created and announced.",
     )
-    async def approve_proposal(who: Facilitator, proposal_id: str) -> ProposalRecord | JSONResponse:
-        return await decided(proposal_id, who, lambda: approvals.approve(proposal_id, by=who))
+    async def approve_proposal(
+        who: Facilitator,
+        proposal_id: str,
+        version: Annotated[
+            int | None,
+            Query(
+                ge=0, description="The record's version you looked at (len(history)): refused (409) if edited since."
+            ),
+        ] = None,
+    ) -> ProposalRecord | JSONResponse:
+        return await decided(proposal_id, who, lambda: approvals.approve(proposal_id, by=who, seen_version=version))
 
     @router.post(
         "/proposals/{proposal_id}/reject",

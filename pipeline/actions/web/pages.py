@@ -2,12 +2,17 @@
 
 Server-rendered (Jinja2, autoescaped: every title, summary and post is data), no JavaScript. Every form carries
 the CSRF token (csrf.py); every POST answers 303 back to the page with a flash message, or, when the service refuses,
-the page again with the reason: 409 (already decided, cannot change now) or 422 (an edit that does not validate).
+the page again with the reason at the top and at the field, what was typed kept: 409 (already decided, cannot change
+now, or changed since it was shown) or 422 (an edit that does not validate). A GET on a form's URL (a reload, a
+bookmark) is sent to the proposal's page. The approve form carries the version it was shown: a proposal edited
+since is not approved unseen; after a refused edit the page offers no approve button until the edit is fixed or
+discarded.
 """
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -19,7 +24,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from pipeline import bus
-from pipeline.actions.approval import OPEN, DecisionRefused, ProposalRecord
+from pipeline.actions.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import (
     CREDENTIAL_KEY,
@@ -35,20 +40,21 @@ from pipeline.actions.web.auth import (
 )
 from pipeline.actions.web.sessions import LoginEpochs
 from pipeline.actions.web.throttle import LoginThrottle
-from pipeline.messages import utc_now
+from pipeline.messages import IN_PLAY, utc_now
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.pages")
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
-INPUT_TIME = "%Y-%m-%dT%H:%M"  # <input type="datetime-local">, read in the host's time zone
+FORM_ACTIONS = ("edit", "approve", "reject", "cancel")  # POST /proposals/ID/<action>; a GET goes to the page
+INPUT_TIME = "%Y-%m-%d %H:%M"  # the start as typed, 24 h, in the zone named beside it (as "20:27 UTC" elsewhere)
 REASON_MAX = 2000
 NAME_MAX = 200
 # No script runs on these pages; nothing may frame them (the approve button must not be clickjacked).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -73,6 +79,14 @@ FIELD_LABELS = {
     "duration_minutes": "Duration",
     "channels": "Channels",
 }
+SHOWS = ("undecided", "upcoming", "all")
+ACCOUNT_NAME = "Impromptu"  # the name previews show as the poster's
+
+
+def field_label(name: str) -> str:
+    if name.startswith(TEXT_CHANGE):
+        return f"{name.removeprefix(TEXT_CHANGE)} text"
+    return FIELD_LABELS.get(name, name)
 
 
 def utc(moment: datetime | None, fmt: str = "%a %d %b %H:%M UTC") -> str:
@@ -109,8 +123,16 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(utc=utc, relative=relative, href=safe_href)
-    env.globals.update(STATE_HELP=STATE_HELP, FIELD_LABELS=FIELD_LABELS, INPUT_TIME=INPUT_TIME)
+    env.filters.update(utc=utc, relative=relative, href=safe_href, field_label=field_label)
+    env.globals.update(
+        STATE_HELP=STATE_HELP,
+        FIELD_LABELS=FIELD_LABELS,
+        INPUT_TIME=INPUT_TIME,
+        IN_PLAY=IN_PLAY,
+        TEXT_CHANGE=TEXT_CHANGE,
+        ACCOUNT_NAME=ACCOUNT_NAME,
+        MINUTE=timedelta(minutes=1),
+    )
     return env
 
 
@@ -183,9 +205,9 @@ def local_time(text: str, zone: ZoneInfo) -> datetime:
     """A wall-clock time typed in `zone`, as UTC. A time the clocks skip (spring forward) is refused; one they pass
     twice (fall back) is the first of the two."""
     try:
-        typed = datetime.strptime(text.strip(), INPUT_TIME)
+        typed = datetime.strptime(" ".join(text.replace("T", " ").split()), INPUT_TIME)
     except ValueError:
-        raise ValueError(f"is not a date and time (YYYY-MM-DD HH:MM, {zone.key} time)") from None
+        raise ValueError(f"is not a date and 24-hour time: YYYY-MM-DD HH:MM, {zone.key} time") from None
     moment = typed.replace(tzinfo=zone).astimezone(UTC)
     if moment.astimezone(zone).replace(tzinfo=None) != typed:
         raise ValueError(f"does not exist in {zone.key}: the clocks skip it that day (summer time starts)")
@@ -214,6 +236,14 @@ def edit_from_form(
     if sorted(submitted["channels"]) != sorted(current["channels"]):
         changes["channels"] = submitted["channels"]
     return ProposalEdit(**changes), problems
+
+
+def soonest_first(record: ProposalRecord) -> tuple[datetime, str]:
+    return record.proposal.starts_at, record.proposal.id
+
+
+def day_of(proposal: Any) -> date:
+    return proposal.starts_at.astimezone(UTC).date()
 
 
 def queue_row(record: ProposalRecord) -> dict[str, Any]:
@@ -246,22 +276,38 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         errors: list[str] | None = None,
         problems: dict[str, str] | None = None,
         form: dict[str, Any] | None = None,
+        typed_texts: dict[str, str] | None = None,
     ) -> Response:
         waiting = record.state == "approved" and record.session is None and record.problem is None
         zone = approvals.local_zone(record.proposal)
+        problems = problems or {}
+        errors = list(errors or [])
+        unsaved = bool(problems) and record.state in OPEN
+        if unsaved:  # said at the top, where the page opens: the edit below the fold is easy to miss
+            named = "; ".join(f"{field_label(field)} {message}" for field, message in problems.items())
+            errors.insert(
+                0,
+                f"Not saved: {named}. The proposal is unchanged (it still starts {utc(record.proposal.starts_at)}); "
+                "fix what you typed below and save, or discard it.",
+            )
         context = {
             "facilitator": who,
             "row": queue_row(record),
             "record": record,
             "proposal": record.proposal,
+            "version": version_of(record),
             "previews": await approvals.previews(record),
             "announcements": await approvals.announcements(record),
+            "library_entry": await approvals.library_entry(record),
             "host_time": approvals.host_time(record.proposal),
             "channels_available": approvals.channels_available(),
             "form": form or form_of(record, zone),
+            "typed_texts": typed_texts or {},
             "zone": zone.key,
-            "problems": problems or {},
-            "errors": errors or [],
+            "problems": problems,
+            "form_problems": {k: v for k, v in problems.items() if not k.startswith(TEXT_CHANGE)},
+            "errors": errors,
+            "unsaved": unsaved,
             "editable": record.state in OPEN,
             "cancellable": record.state in ("approved", "scheduled"),
             "refresh": waiting,
@@ -357,6 +403,11 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         }
         return page(request, "login.html", context, 400)
 
+    @router.get("/logout")
+    async def logout_link(request: Request) -> Response:
+        """Logging out is a POST (a link or a prefetch must not log anyone out): a GET is sent to the pages."""
+        return see_other("/proposals" if session_facilitator(request, settings) else "/login")
+
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         name = session_facilitator(request, settings)
@@ -369,17 +420,41 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         return see_other("/login")
 
     @router.get("/proposals")
-    async def queue(request: Request, who: Facilitator, show: Literal["open", "all"] = "open") -> Response:
-        open_records = [r for r in await approvals.in_play() if r.state in OPEN]
-        shown = open_records if show == "open" else await approvals.recent()
+    async def queue(
+        request: Request, who: Facilitator, show: Literal["undecided", "open", "upcoming", "all"] = "undecided"
+    ) -> Response:
+        shown_as = "undecided" if show == "open" else show  # "open" was the old name: old links still work
+        in_play = await approvals.in_play()
+        undecided = [r for r in in_play if r.state in OPEN]
+        upcoming = sorted(
+            (r for r in in_play if r.state in BOOKED), key=lambda r: (r.proposal.starts_at, r.proposal.id)
+        )
+        shown = {"undecided": undecided, "upcoming": upcoming}.get(shown_as) or []
+        if shown_as == "all":
+            shown = await approvals.recent()
+        days: list[tuple[date, list[dict[str, Any]]]] = []
+        if shown_as == "upcoming":
+            posts = await asyncio.gather(*(approvals.announcements(r) for r in upcoming))
+            rows = [{**queue_row(r), "posts": found} for r, found in zip(upcoming, posts, strict=True)]
+            days = [(day, list(group)) for day, group in groupby(rows, key=lambda row: day_of(row["proposal"]))]
         context = {
             "facilitator": who,
             "rows": [queue_row(r) for r in shown],
-            "show": show,
-            "open_count": len(open_records),
+            "days": days,
+            "show": shown_as,
+            "undecided_count": len(undecided),
+            "upcoming_count": len(upcoming),
             "recent": RECENT,
         }
         return page(request, "queue.html", context)
+
+    async def form_url(who: Facilitator, proposal_id: str) -> Response:
+        """A form's URL opened with GET (a reload after a refused edit, a bookmark): the proposal's page."""
+        return see_other(f"/proposals/{proposal_id}")
+
+    for action in FORM_ACTIONS:
+        router.add_api_route(f"/proposals/{{proposal_id}}/{action}", form_url, methods=["GET"])
+    router.add_api_route("/proposals/{proposal_id}/texts/{channel}", form_url, methods=["GET"])
 
     @router.get("/proposals/{proposal_id}")
     async def proposal_page(request: Request, who: Facilitator, proposal_id: str) -> Response:
@@ -407,6 +482,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         }
         changes, problems = edit_from_form(submitted, current, zone)
         if problems:
+            log.info("web.edit_refused", proposal_id=proposal_id, by=who, problems=problems)
             return await detail(request, who, record, status=422, problems=problems, form=submitted)
         if not changes.model_dump(exclude_none=True):
             flash(request, "Nothing changed.")
@@ -421,14 +497,47 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
         if len(updated.history) == len(record.history) or updated.last is None:
             flash(request, "Nothing changed.")
         else:
-            labels = ", ".join(FIELD_LABELS.get(f, f).lower() for f in updated.last.changes)
+            labels = ", ".join(field_label(f).lower() for f in updated.last.changes)
             flash(request, f"Saved: {labels}.")
         return see_other(f"/proposals/{proposal_id}")
 
+    @router.post("/proposals/{proposal_id}/texts/{channel}")
+    async def write_text(request: Request, who: Facilitator, proposal_id: str, channel: str) -> Response:
+        """A channel's announcement written by hand (`action=save`), or given back to its template (`template`)."""
+        data = await request.form()
+        # the body is bounded (limits.py); the text's own length is the service's to refuse, never cut silently
+        text = str(data.get("text", "")).replace("\r\n", "\n").strip()
+        back_to_template = data.get("action") == "template"
+        try:
+            record = await approvals.get(proposal_id)
+        except DecisionRefused:
+            return not_found(request, who, proposal_id)
+        field = f"{TEXT_CHANGE}{channel}"
+        if not back_to_template and not text:
+            problems = {field: "is empty: write the text, or go back to the template"}
+            return await detail(request, who, record, status=422, problems=problems, typed_texts={channel: text})
+        try:
+            updated = await approvals.edit(
+                proposal_id, ProposalEdit(texts={channel: "" if back_to_template else text}), by=who
+            )
+        except EditRefused as error:
+            log.info("web.edit_refused", proposal_id=proposal_id, by=who, problems=error.problems)
+            return await detail(request, who, record, status=422, problems=error.problems, typed_texts={channel: text})
+        except DecisionRefused as error:
+            return await refused(request, who, proposal_id, error, 409)
+        if len(updated.history) == len(record.history):
+            flash(request, "Nothing changed.")
+        elif back_to_template:
+            flash(request, f"The {channel} announcement uses its template again.")
+        else:
+            flash(request, f"Saved: the {channel} text.")
+        return see_other(f"/proposals/{proposal_id}#preview-{channel}")
+
     @router.post("/proposals/{proposal_id}/approve")
     async def approve(request: Request, who: Facilitator, proposal_id: str) -> Response:
+        seen = str((await request.form()).get("version", "")).strip()
         try:
-            await approvals.approve(proposal_id, by=who)
+            await approvals.approve(proposal_id, by=who, seen_version=int(seen) if seen.isdigit() else None)
         except DecisionRefused as error:
             return await refused(request, who, proposal_id, error, 409)
         flash(request, "Approved. The session is being created; its join link appears here in a moment.")
