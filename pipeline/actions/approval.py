@@ -369,7 +369,11 @@ def clash_with(record: ProposalRecord, booked: list[index.Entry]) -> str | None:
         return None
     ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
     for other in booked:
-        if other.facilitator == proposal.facilitator and other.starts_at < ends_at and proposal.starts_at < other.ends_at:
+        if (
+            other.facilitator == proposal.facilitator
+            and other.starts_at < ends_at
+            and proposal.starts_at < other.ends_at
+        ):
             return f"{proposal.facilitator} is booked then ({other.title}, {other.starts_at:%H:%M} UTC)"
     return None
 

@@ -101,7 +101,9 @@ class NoticeStatus(BaseModel):
             )
         said = []
         if "slack" in self.channels:
-            said.append("Slack" + (" with Approve / Reject" if self.slack_buttons else f" (buttons: set {SIGNING_ENV})"))
+            said.append(
+                "Slack" + (" with Approve / Reject" if self.slack_buttons else f" (buttons: set {SIGNING_ENV})")
+            )
         if "email" in self.channels:
             links = f" with one-click links for {', '.join(self.email_links)}" if self.email_links else ""
             said.append(f"e-mail{links}")

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.nats
 PASSWORD = "olga's long password"
 
 
-def a_proposal(n: int, *, on_timeout: str = "expire", facilitator: str | None = "ana", in_hours: float = 2) -> SessionProposal:
+def a_proposal(
+    n: int, *, on_timeout: str = "expire", facilitator: str | None = "ana", in_hours: float = 2
+) -> SessionProposal:
     now = utc_now()
     content = make_content(title=f"Session {n}", native_id=str(n))
     plan = content.trigger.plan.model_copy(update={"on_timeout": on_timeout})

@@ -228,15 +228,16 @@ def links_router(settings: Settings, approvals: Approvals) -> APIRouter:
             await kv.delete(key, last=revision)  # nothing was decided (NATS away): the link may be used again
             raise
         outcome = f"{record.state} by {decided.f}"
-        await kv.update(key, LinkClaim(state="used", at=utc_now(), outcome=outcome).model_dump_json().encode(), revision)
+        await kv.update(
+            key, LinkClaim(state="used", at=utc_now(), outcome=outcome).model_dump_json().encode(), revision
+        )
         log.info("proposal.decided_by_link", proposal_id=decided.p, by=decided.f, decision=decided.d)
         done = "Approved" if decided.d == "approved" else "Rejected"
         return _page(
             200,
             title=f"{done}, thank you",
-            message=f"{done} as {decided.f}; recorded in the proposal's history." + (
-                " The session is being created and announced." if decided.d == "approved" else f" Reason: {reason}"
-            ),
+            message=f"{done} as {decided.f}; recorded in the proposal's history."
+            + (" The session is being created and announced." if decided.d == "approved" else f" Reason: {reason}"),
             proposal=_facts(record.proposal),
         )
 
