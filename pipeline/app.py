@@ -18,6 +18,7 @@ from nats.aio.client import ErrorCallback
 from pipeline import bus, pull_timeouts, stores
 from pipeline.actions import actions_router, index
 from pipeline.actions.approval import advance_by_clock, reindex
+from pipeline.actions.notify import say_notice_status
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.archive.poll import poll_recordings
@@ -156,6 +157,7 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         elif "enrich" in stages:
             background.append(asyncio.create_task(warm_up(), name="extraction-warm-up"))
         if "actions" in stages:
+            say_notice_status(settings)  # notify.disabled: nobody hears of a proposal unless they open /proposals
             background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
             background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
         if "archive" in stages:  # recordings that no webhook brought: asked of Zoom and YouTube

@@ -337,14 +337,56 @@ def facilitators_add(
         raise ImpromptuError("a password needs at least 10 characters")
     token, token_sha256 = new_api_token()
     logins = settings.saved_logins()
+    before = logins.get(name)
     logins[name] = FacilitatorLogin(
         password_hash=hash_password(password) if password is not None else None,
         token_sha256=token_sha256,
         roles=roles,  # type: ignore[arg-type]  # checked against LoginRole above
+        slack_user_id=before.slack_user_id if before else None,  # a reset keeps what `facilitators link` set
+        email=before.email if before else None,
     )
     _save_logins(settings, logins)
     print(f"{name}: saved in {settings.logins_file} (roles: {', '.join(roles)})")
     print(f"API token (shown once): {token}")
+
+
+@facilitators_cli.command("link")
+def facilitators_link(
+    name: Annotated[str, typer.Argument(help="A saved login (`impromptu facilitators add NAME`).")],
+    slack_user: Annotated[
+        str | None, typer.Option("--slack-user", help="Their Slack member id (U…): Approve / Reject in Slack.")
+    ] = None,
+    email: Annotated[
+        str | None,
+        typer.Option("--email", help="Their address in IMPROMPTU_NOTIFY_EMAIL_TO: one-click links in the e-mail."),
+    ] = None,
+) -> None:
+    """Link a login to their Slack account and/or e-mail address, so that their clicks in a notice decide as them
+    ("" unlinks)."""
+    import re
+
+    settings = _settings(quiet=True)
+    saved = settings.saved_logins()
+    if name not in saved:
+        raise ImpromptuError(f"no saved login for {name!r}: `impromptu facilitators add {name}` first")
+    if slack_user is None and email is None:
+        raise ImpromptuError("give --slack-user U… and/or --email ADDRESS")
+    changes: dict[str, str | None] = {}
+    if slack_user is not None:
+        if slack_user and not re.fullmatch(r"[UW][A-Z0-9]{2,30}", slack_user):
+            raise ImpromptuError(
+                f"--slack-user {slack_user!r} is not a Slack member id (like U012AB3CD: their profile, "
+                "⋮ More, Copy member ID)"
+            )
+        changes["slack_user_id"] = slack_user or None
+    if email is not None:
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+            raise ImpromptuError(f"--email {email!r} is not an e-mail address")
+        changes["email"] = email or None
+    saved[name] = saved[name].model_copy(update=changes)
+    _save_logins(settings, saved)
+    linked = saved[name]
+    print(f"{name}: slack {linked.slack_user_id or '(none)'}, e-mail {linked.email or '(none)'}")
 
 
 @facilitators_cli.command("list")

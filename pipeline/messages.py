@@ -109,6 +109,11 @@ class SessionPlan(BaseModel):
     article_must_match: bool = Field(
         default=False, description="Veto: propose only when the article itself matches one of the rule's topics."
     )
+    on_timeout: Literal["expire", "auto_approve"] = Field(
+        default="expire",
+        description="When nobody decides before the deadline: expire (nothing is created) or auto_approve (the "
+        "session is approved by the clock, unless its host is booked by then).",
+    )
 
 
 class Sharer(BaseModel):

@@ -57,6 +57,16 @@ class FacilitatorLogin(BaseModel):
     roles: list[LoginRole] = Field(
         default=["facilitator"], description="facilitator: approval pages and API; ops: the ops page (/ops)."
     )
+    slack_user_id: str | None = Field(
+        default=None,
+        description="Their Slack member id (U…): their Approve / Reject clicks in Slack decide as this login "
+        "(`impromptu facilitators link NAME --slack-user U…`).",
+    )
+    email: str | None = Field(
+        default=None,
+        description="Their address among IMPROMPTU_NOTIFY_EMAIL_TO: their notice carries one-click Approve / Reject "
+        "links that decide as this login (`impromptu facilitators link NAME --email ADDRESS`).",
+    )
 
 
 _SAVED_LOGINS: dict[Path, tuple[tuple[int, int], dict[str, FacilitatorLogin]]] = {}  # file -> (stamp, logins)
@@ -262,6 +272,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     smtp_from: str = "impromptu@localhost"
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="Your Slack app's signing secret: verifies POST /slack/actions (Approve / Reject clicked in a "
+        "notice); unset: notices carry no buttons and the route refuses everything.",
+    )
 
     outreach_dry_run: bool = Field(
         default=True,

@@ -33,7 +33,9 @@ from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.actions.web.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
 from pipeline.actions.web.limits import BearerFirst, BodyLimit
+from pipeline.actions.web.links import links_router
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
+from pipeline.actions.web.slack import slack_router
 from pipeline.archive.api import library_api_router
 from pipeline.archive.hooks import recordings_router
 from pipeline.archive.web import LibraryServices, library_router
@@ -83,6 +85,8 @@ def create_web_app(
     app.include_router(library_api_router(settings, library))
     if approvals is not None:
         app.include_router(ops_pages_router(settings, broker))
+        app.include_router(slack_router(settings, approvals))  # Approve / Reject clicked in a Slack notice
+        app.include_router(links_router(settings, approvals))  # one-click links of an e-mail notice
         install_approval_web(app, settings, approvals)
     app.add_middleware(BearerFirst, settings=settings)
     app.add_middleware(BodyLimit)  # outermost: no body passes its limit, whoever reads it

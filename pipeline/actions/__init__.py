@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline import bus, stores
 from pipeline.actions import approval
 from pipeline.actions.approval import SessionLink, add_sharer, save_new
-from pipeline.actions.notify import notifiers, send_notice
+from pipeline.actions.notify import notifiers, proposal_link, send_notice
 from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.actions.service import booked_now, session_request
 from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
@@ -193,7 +193,16 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
         preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
         proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))
         await emit(proposals, proposal)
-        log.info("proposal.created", proposal_id=proposal.id, starts_at=proposal.starts_at.isoformat())
+        log.info(
+            "proposal.created",
+            proposal_id=proposal.id,
+            title=proposal.title,
+            starts_at=proposal.starts_at.isoformat(),
+            decide_by=proposal.expires_at.isoformat(),
+            on_timeout=proposal.content.trigger.plan.on_timeout,
+            url=proposal_link(settings, proposal.id),
+            notices=notifiers(settings) or "none (see notify.disabled)",
+        )
 
     @router.consume(bus.CONTENT_ENRICHED, durable="actions-propose")
     async def propose_session(content: EnrichedContent, broker: NatsBroker) -> None:

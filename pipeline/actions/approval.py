@@ -400,11 +400,39 @@ async def note_problem(broker: NatsBroker, proposal_id: str, problem: str | None
     return await _apply(broker, proposal_id, change, None)
 
 
-def due_by_clock(record: ProposalRecord, now: datetime) -> tuple[ProposalState, str] | None:
-    """What time alone decides: undecided proposals lapse; scheduled sessions go live, then end."""
+CLOCK = "clock"
+AUTO_APPROVED = "nobody decided in time; the rule says on_timeout: auto_approve"
+
+
+def clash_with(record: ProposalRecord, booked: list[index.Entry]) -> str | None:
+    """Why the proposal's host cannot take it now: another approved or scheduled session of theirs overlaps."""
+    proposal = record.proposal
+    if proposal.facilitator is None:
+        return None
+    ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
+    for other in booked:
+        if (
+            other.facilitator == proposal.facilitator
+            and other.starts_at < ends_at
+            and proposal.starts_at < other.ends_at
+        ):
+            return f"{proposal.facilitator} is booked then ({other.title}, {other.starts_at:%H:%M} UTC)"
+    return None
+
+
+def due_by_clock(
+    record: ProposalRecord, now: datetime, booked: list[index.Entry] | None = None
+) -> tuple[ProposalState, str] | None:
+    """What time alone decides: undecided proposals lapse (or, when their rule says `on_timeout: auto_approve`, are
+    approved unless the host is booked by then: `booked`); scheduled sessions go live, then end."""
     proposal = record.proposal
     if record.state == "proposed" and now >= proposal.expires_at:
-        return "expired", "no decision before the start time (less the decision margin)"
+        lapsed = "no decision before the start time (less the decision margin)"
+        if proposal.content.trigger.plan.on_timeout == "auto_approve":
+            if (clash := clash_with(record, booked or [])) is None:
+                return "approved", AUTO_APPROVED
+            return "expired", f"{lapsed}; not approved automatically: {clash}"
+        return "expired", lapsed
     if record.state == "scheduled" and now >= proposal.starts_at:
         return "live", "start time reached"
     if record.state == "live" and now >= proposal.starts_at + timedelta(minutes=proposal.duration_minutes):
@@ -420,28 +448,66 @@ async def advance_by_clock(
     now = now or utc_now()
     kv = await stores.bucket(broker, stores.PROPOSALS)
     entries = in_play if in_play is not None else await index.in_play(kv)
+    booked = [e for e in entries.values() if e.state in BOOKED]
     moved_records = []
     for proposal_id, entry in sorted(entries.items(), key=lambda item: item[1].starts_at):
+        if entry.state == "approved" and now >= entry.expires_at:
+            await _finish_auto_approval(broker, proposal_id)  # rare: approved, past its deadline, not yet scheduled
+            continue
         looks_due = (
             (entry.state == "proposed" and now >= entry.expires_at)
             or (entry.state == "scheduled" and now >= entry.starts_at)
             or (entry.state == "live" and now >= entry.ends_at)
         )
-        if looks_due and (record := await _clock_step(broker, kv, proposal_id, entry, now)) is not None:
+        others = [e for e in booked if e is not entry]
+        if looks_due and (record := await _clock_step(broker, kv, proposal_id, entry, now, others)) is not None:
             moved_records.append(record)
+            if record.state == "approved":
+                await _publish_decision(broker, record)
+                booked.append(index.Entry.of(record.proposal, record.state, 0))  # the host's time is taken now
     return moved_records
 
 
+async def _publish_decision(broker: NatsBroker, record: ProposalRecord) -> None:
+    """The clock's approval on the bus, as `decide` puts a person's (the same message id: a repeat is dropped)."""
+    message = FacilitatorDecision.caused_by(
+        record.proposal,
+        id=f"decision:{record.proposal.id}",
+        created_at=record.decided_at or utc_now(),
+        proposal=record.proposal,
+        decision="approved",
+        decided_by=record.decided_by or CLOCK,
+        reason=record.reason,
+    )
+    await bus.publish(broker, bus.DECISIONS, message)
+
+
+async def _finish_auto_approval(broker: NatsBroker, proposal_id: str) -> None:
+    """A crash between the clock's approval and its message would leave the session never created: say it again."""
+    try:
+        record = await get_record(broker, proposal_id)
+    except DecisionRefused:
+        return
+    if record.state == "approved" and record.decided_by == CLOCK:
+        await _publish_decision(broker, record)
+
+
 async def _clock_step(
-    broker: NatsBroker, kv: KeyValue, proposal_id: str, entry: index.Entry, now: datetime
+    broker: NatsBroker,
+    kv: KeyValue,
+    proposal_id: str,
+    entry: index.Entry,
+    now: datetime,
+    booked: list[index.Entry] | None = None,
 ) -> ProposalRecord | None:
     clocked: list[ProposalRecord] = []  # what the last (the written) run of `change` made
 
     def change(record: ProposalRecord, at: datetime) -> ProposalRecord | None:
         clocked.clear()
-        if (due := due_by_clock(record, at)) is None:
+        if (due := due_by_clock(record, at, booked)) is None:
             return None  # a person moved it meanwhile (their step stands), or the index was behind
-        clocked.append(updated := moved(record, due[0], by="clock", at=at, reason=due[1]))
+        decided = {"decided_by": CLOCK, "decided_at": at, "reason": due[1]} if due[0] == "approved" else {}
+        clocked.append(updated := moved(record, due[0], by=CLOCK, at=at, reason=due[1], record_fields=decided))
         return updated
 
     try:

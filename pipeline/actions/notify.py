@@ -1,5 +1,11 @@
 """Tell facilitators about a new proposal: a Slack incoming webhook and/or an e-mail, each with a link to it.
 
+With IMPROMPTU_SLACK_SIGNING_SECRET the Slack notice also carries Approve / Reject buttons (answered by
+`POST /slack/actions`, pipeline/actions/web/slack.py); a recipient whose address is a login's `email` gets a
+notice of their own with one-click Approve / Reject links (signed, single-use, expiring: pipeline/actions/web/
+links.py). With neither channel configured, `notice_status` says what to set (`notify.disabled` at start, the ops
+page).
+
 User-written text (share text, article title, summary) only ever arrives as data: escaped for Slack mrkdwn
 (&, <, >), auto-escaped in the HTML e-mail, and never compiled as a template.
 Failures are PermanentError (a person must act: revoked webhook, archived channel, wrong SMTP password, refused
@@ -21,7 +27,7 @@ import aiosmtplib
 import httpx
 import jinja2
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import ImpromptuError, PermanentError, RetryableError
 from pipeline.messages import SessionProposal
@@ -32,6 +38,11 @@ log = structlog.get_logger("pipeline.actions.notify")
 
 TEMPLATES = Path(__file__).parent / "templates" / "notify"
 SLACK_ENV = "IMPROMPTU_NOTIFY_SLACK_WEBHOOK"
+SIGNING_ENV = "IMPROMPTU_SLACK_SIGNING_SECRET"
+EMAIL_ENVS = "IMPROMPTU_SMTP_HOST and IMPROMPTU_NOTIFY_EMAIL_TO"
+APPROVE_ACTION = "approve_proposal"
+REJECT_ACTION = "reject_proposal"
+REVIEW_ACTION = "review_proposal"
 HEADER_LIMIT = 150  # Slack: header block text
 TITLE_LIMIT = 200
 SUMMARY_LIMIT = 500
@@ -66,6 +77,90 @@ class Notice(BaseModel):
     channel: Literal["slack", "email"]
     status: Literal["sent", "failed", "skipped"]
     detail: str
+
+
+class NoticeStatus(BaseModel):
+    """How facilitators hear of a new proposal, and what to set for what is missing (start-up log, ops page)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[str] = Field(description="Configured notice channels: slack, email.")
+    missing: dict[str, str] = Field(description="Channel -> the settings that would turn it on.")
+    slack_buttons: bool = Field(description="Slack notices carry Approve / Reject (the signing secret is set).")
+    email_links: list[str] = Field(description="Logins whose e-mail notice carries one-click decision links.")
+
+    @property
+    def disabled(self) -> bool:
+        return not self.channels
+
+    def summary(self) -> str:
+        if self.disabled:
+            return (
+                "new proposals are announced nowhere (only on /proposals and in the log): set "
+                f"{SLACK_ENV} for Slack, or {EMAIL_ENVS} for e-mail"
+            )
+        said = []
+        if "slack" in self.channels:
+            said.append(
+                "Slack" + (" with Approve / Reject" if self.slack_buttons else f" (buttons: set {SIGNING_ENV})")
+            )
+        if "email" in self.channels:
+            links = f" with one-click links for {', '.join(self.email_links)}" if self.email_links else ""
+            said.append(f"e-mail{links}")
+        return "new proposals are sent by " + " and ".join(said)
+
+
+def notice_status(settings: Settings) -> NoticeStatus:
+    channels = notifiers(settings)
+    missing = {}
+    if "slack" not in channels:
+        missing["slack"] = f"set {SLACK_ENV} (a Slack incoming webhook URL)"
+    if "email" not in channels:
+        missing["email"] = f"set {EMAIL_ENVS} (and IMPROMPTU_SMTP_PORT, _USERNAME, _PASSWORD, _FROM as needed)"
+    return NoticeStatus(
+        channels=channels,
+        missing=missing,
+        slack_buttons="slack" in channels and slack_buttons_on(settings),
+        email_links=sorted(login for _, login in email_recipients(settings)[0]) if "email" in channels else [],
+    )
+
+
+def say_notice_status(settings: Settings) -> NoticeStatus:
+    """Logged once at start: `notify.disabled` (a warning naming the settings) or `notify.enabled`."""
+    status = notice_status(settings)
+    if status.disabled:
+        log.warning(
+            "notify.disabled",
+            reason=status.summary(),
+            set=[SLACK_ENV, "IMPROMPTU_SMTP_HOST", "IMPROMPTU_NOTIFY_EMAIL_TO"],
+        )
+    else:
+        log.info("notify.enabled", channels=status.channels, detail=status.summary(), missing=status.missing)
+    return status
+
+
+def slack_buttons_on(settings: Settings) -> bool:
+    secret = settings.slack_signing_secret
+    return secret is not None and bool(secret.get_secret_value().strip())
+
+
+def email_recipients(settings: Settings) -> tuple[list[tuple[str, str]], list[str]]:
+    """(address, login) of the recipients who are facilitator logins (their own notice, with decision links), and
+    the other recipients (one shared notice with the page's link)."""
+    by_address = {
+        login.email.strip().lower(): name
+        for name, login in sorted(settings.current_logins().items())
+        if login.email and "facilitator" in login.roles
+    }
+    personal: list[tuple[str, str]] = []
+    shared: list[str] = []
+    for address in settings.notify_email_to:
+        name = by_address.get(email.utils.parseaddr(address)[1].strip().lower())
+        if name is None:
+            shared.append(address)
+        else:
+            personal.append((address, name))
+    return personal, shared
 
 
 class SlackRateLimited(RetryableError):
@@ -150,12 +245,57 @@ def _facts(proposal: SessionProposal, link: str) -> dict[str, Any]:
         "duration": proposal.duration_minutes,
         "channels": ", ".join(proposal.channels),
         "expires_human": _human(proposal.expires_at),
+        "on_timeout": timeout_said(proposal),
         "link": link,
     }
 
 
-def slack_payload(proposal: SessionProposal, link: str) -> dict[str, Any]:
-    """A Block Kit message for an incoming webhook: what, who, when, and a "Review proposal" button."""
+def timeout_said(proposal: SessionProposal) -> str:
+    """What happens when nobody decides by the deadline, as the notices and the proposal page say it."""
+    if proposal.content.trigger.plan.on_timeout == "auto_approve":
+        return "then it is approved automatically (the rule says on_timeout: auto_approve)"
+    return "then it lapses and nothing is created"
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def decision_buttons(proposal_id: str) -> list[dict[str, Any]]:
+    """Approve / Reject: Slack posts the click to POST /slack/actions with the proposal's id as the value."""
+    return [
+        {
+            "type": "button",
+            "action_id": APPROVE_ACTION,
+            "style": "primary",
+            "text": _plain("Approve"),
+            "value": proposal_id,
+            "confirm": {
+                "title": _plain("Approve this session?"),
+                "text": _plain("The session is created and announced on its channels."),
+                "confirm": _plain("Approve"),
+                "deny": _plain("Not yet"),
+            },
+        },
+        {
+            "type": "button",
+            "action_id": REJECT_ACTION,
+            "style": "danger",
+            "text": _plain("Reject"),
+            "value": proposal_id,
+            "confirm": {
+                "title": _plain("Reject this session?"),
+                "text": _plain("Recorded as rejected from Slack by you. To give another reason, use the page."),
+                "confirm": _plain("Reject"),
+                "deny": _plain("Keep it"),
+            },
+        },
+    ]
+
+
+def slack_payload(proposal: SessionProposal, link: str, *, buttons: bool = False) -> dict[str, Any]:
+    """A Block Kit message for an incoming webhook: what, who, when, a "Review proposal" link button and, with
+    `buttons` (the app's signing secret is set), Approve / Reject."""
     facts = _facts(proposal, link)
     esc = {key: slack_escape(str(value)) for key, value in facts.items() if value is not None}
     by_author = f" by {esc['author']}" if facts["author"] else ""
@@ -191,14 +331,16 @@ def slack_payload(proposal: SessionProposal, link: str) -> dict[str, Any]:
             },
             {
                 "type": "actions",
+                "block_id": f"decide:{proposal.id}"[:255],
                 "elements": [
+                    *(decision_buttons(proposal.id) if buttons else []),
                     {
                         "type": "button",
-                        "action_id": "review_proposal",
-                        "style": "primary",
+                        "action_id": REVIEW_ACTION,
+                        **({} if buttons else {"style": "primary"}),
                         "text": {"type": "plain_text", "text": "Review proposal"},
                         "url": link,
-                    }
+                    },
                 ],
             },
             {
@@ -206,13 +348,29 @@ def slack_payload(proposal: SessionProposal, link: str) -> dict[str, Any]:
                 "elements": [
                     {
                         "type": "mrkdwn",
-                        "text": f"Decide by {esc['expires_human']} · proposal `{slack_escape(proposal.id)}`",
+                        "text": f"Decide by {esc['expires_human']}, {esc['on_timeout']} · "
+                        f"proposal `{slack_escape(proposal.id)}`",
                         "verbatim": True,
                     }
                 ],
             },
         ],
     }
+
+
+def slack_outcome(proposal: SessionProposal, link: str, outcome: str) -> dict[str, Any]:
+    """The notice as it reads once decided, for the click's response_url (replace_original): no buttons, the
+    outcome ("Approved by ana at 14:02 UTC") in their place. `outcome` is plain text."""
+    message = slack_payload(proposal, link, buttons=False)
+    blocks = [block for block in message["blocks"] if block["type"] not in ("actions", "context")]
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{slack_escape(outcome)}*"}})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"<{_slack_url(link)}|Open the proposal>", "verbatim": True}],
+        }
+    )
+    return {"replace_original": True, "text": f"{outcome}: {slack_escape(proposal.title)}", "blocks": blocks}
 
 
 def _environment(*, html: bool) -> jinja2.Environment:
@@ -230,9 +388,27 @@ _TEXT = _environment(html=False)
 _HTML = _environment(html=True)
 
 
-def email_message(proposal: SessionProposal, link: str, sender: str, recipients: list[str]) -> EmailMessage:
-    """A text e-mail with an HTML alternative; the subject says what and when: "Proposal: <title> at HH:MM UTC"."""
-    facts = _facts(proposal, link)
+class DecisionLinks(BaseModel):
+    """One facilitator's one-click links in their e-mail notice (each opens a confirm page; a GET never decides)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    login: str
+    approve: str
+    reject: str
+    expires_human: str
+
+
+def email_message(
+    proposal: SessionProposal,
+    link: str,
+    sender: str,
+    recipients: list[str],
+    decision_links: DecisionLinks | None = None,
+) -> EmailMessage:
+    """A text e-mail with an HTML alternative; the subject says what and when: "Proposal: <title> at HH:MM UTC".
+    With `decision_links` (a notice to one facilitator), it carries their one-click Approve / Reject links."""
+    facts = _facts(proposal, link) | {"decide": decision_links.model_dump() if decision_links else None}
     message = EmailMessage()
     message["Subject"] = f"Proposal: {_truncate(facts['title'], SUBJECT_TITLE_LIMIT)} at {facts['start_hhmm']} UTC"
     message["From"] = sender
@@ -400,12 +576,20 @@ async def send_notice(
     link = proposal_link(settings, proposal.id)
     if channel == "slack" and settings.notify_slack_webhook is not None:
         webhook = settings.notify_slack_webhook.get_secret_value()
-        await send_slack(webhook, slack_payload(proposal, link), client)
+        await send_slack(webhook, slack_payload(proposal, link, buttons=slack_buttons_on(settings)), client)
         return f"posted to {_host(webhook)}"
     if channel == "email":
-        recipients = list(settings.notify_email_to)
-        await send_email(settings, email_message(proposal, link, settings.smtp_from, recipients))
-        return f"sent to {len(recipients)} recipient(s)"
+        from pipeline.actions.web.links import decision_links  # the web layer signs them; imported when used
+
+        personal, shared = email_recipients(settings)
+        # a recipient who is a login gets their own notice (links that decide as them); the rest share one
+        for address, login in personal:
+            links = decision_links(settings, proposal, login)
+            await send_email(settings, email_message(proposal, link, settings.smtp_from, [address], links))
+        if shared:
+            await send_email(settings, email_message(proposal, link, settings.smtp_from, shared))
+        with_links = f", {len(personal)} with decision links" if personal else ""
+        return f"sent to {len(personal) + len(shared)} recipient(s){with_links}"
     raise PermanentError(f"notice channel {channel!r} is not configured")
 
 

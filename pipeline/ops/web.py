@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from starlette.templating import Jinja2Templates
 
 from pipeline import bus
+from pipeline.actions.notify import notice_status
 from pipeline.actions.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
 from pipeline.actions.web.pages import flash, relative, secured, utc
 from pipeline.errors import PermanentError
@@ -358,7 +359,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
             view = await gather_view(broker)
         except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
-        return render(request, who, "ops.html", {"view": view, "refresh": True})
+        return render(request, who, "ops.html", {"view": view, "refresh": True, "notices": notice_status(settings)})
 
     def json_operator(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -390,7 +391,9 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
             body = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
             headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
             return JSONResponse(body, status_code=503, headers=headers)
-        return JSONResponse(view.as_json(), headers={"Cache-Control": "no-store"})
+        notices = notice_status(settings)
+        body = {**view.as_json(), "notices": {**notices.model_dump(), "summary": notices.summary()}}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @router.get("/ops/dead-letters/{seq}", include_in_schema=False)
     async def dead_letter_page(request: Request, who: Operator, seq: int) -> Response:
