@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from pipeline import bus
 from pipeline.archive.cli import library_cli
 from pipeline.errors import ImpromptuError
-from pipeline.logs import configure_logging
 from pipeline.outreach.cli import channels_cli, linkedin_cli, outreach_cli, render_command
-from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipeline.actions.service import Approvals
+    from pipeline.settings import Settings
+
+# Start-up: this module and the sub-apps' modules import only typer and light modules at the top; each command
+# imports what it uses (faststream, the stages, trafilatura, jinja, botocore), so `--help` and the light commands
+# start fast. tests/unit/test_cli_startup.py checks it; bench/cli_start.py measures it.
+ALL_SUBJECTS = "impromptu.>"  # bus.ALL_SUBJECTS, spelled here so that `tail --help` needs no bus
 
 T = TypeVar("T")
 
@@ -40,7 +43,15 @@ cli.add_typer(linkedin_cli, name="linkedin")
 cli.command("render")(render_command)
 
 
+def load_settings() -> Settings:
+    from pipeline.settings import load_settings as load
+
+    return load()
+
+
 def _settings(quiet: bool = False) -> Settings:
+    from pipeline.logs import configure_logging
+
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING" if quiet else settings.log_level)
     return settings
@@ -65,6 +76,7 @@ def run(
     """Run every stage (or some); embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
     import structlog
 
+    from pipeline import bus
     from pipeline.app import serve
     from pipeline.settings import parse_stages
 
@@ -91,6 +103,7 @@ def demo(
 ) -> None:
     """The seed story end to end, in seconds, on an embedded NATS server; ends with the recording in the library."""
     from pipeline.demo import run_demo
+    from pipeline.logs import configure_logging
 
     settings = load_settings()
     # the story's own lines only, unless asked: the demo's settings are a demo's (no webhook secret, say)
@@ -106,6 +119,7 @@ def share(
     share_id: Annotated[str | None, typer.Option("--id", help="Stable id; defaults to the URL + sharer.")] = None,
 ) -> None:
     """Put a share on the bus by hand (same path as every source)."""
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.messages import Share, stable_id
 
@@ -425,6 +439,7 @@ def record(
     import getpass
     import mimetypes
 
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.archive.hooks import session_by_id
     from pipeline.archive.keep import check_held
@@ -532,6 +547,7 @@ def trace(
     ident: Annotated[str, typer.Argument(help="Share, correlation, proposal or session id, or the URL.")],
 ) -> None:
     """One share's journey: every message in stream order, the time between them, and where it stopped and why."""
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.ops.trace import find_journey, render
 
@@ -703,7 +719,7 @@ def status(
 
 @cli.command()
 def tail(
-    subject: Annotated[str, typer.Option("--subject", help="A NATS subject pattern.")] = bus.ALL_SUBJECTS,
+    subject: Annotated[str, typer.Option("--subject", help="A NATS subject pattern.")] = ALL_SUBJECTS,
     stage: Annotated[
         str | None, typer.Option("--stage", help="Only what this stage consumes and emits, and its dead letters.")
     ] = None,
@@ -716,6 +732,7 @@ def tail(
 
     from rich.console import Console
 
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.messages import utc_now
     from pipeline.ops.tail import parse_since
@@ -749,15 +766,57 @@ def tail(
         pass
 
 
+def one_line(error: BaseException) -> str:
+    """What went wrong, on one line a user can act on: the field (or option) and what is wrong with it."""
+    from pydantic import ValidationError
+    from typer._click import exceptions as click  # typer's own copy of click, whose exceptions its commands raise
+
+    if isinstance(error, ValidationError):  # a value the message models refuse: `url: must be an http(s) URL`
+        return "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or error.title}: "
+            f"{problem['msg'].removeprefix('Value error, ')} (got {_shown(problem.get('input'))})"
+            for problem in error.errors(include_url=False)
+        )
+    if isinstance(error, click.UsageError):  # a missing or malformed argument or option, an unknown command
+        where = error.ctx.command_path if error.ctx is not None else "impromptu"
+        message = " ".join(error.format_message().split())
+        return f"{where}: {message} (see `{where} --help`)"
+    if isinstance(error, click.ClickException):
+        return " ".join(error.format_message().split())
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    bus = sys.modules.get("pipeline.bus")  # only a command that used the bus can have lost it
+    if bus is not None and isinstance(error, bus.NOT_ANSWERING):  # a lost node, a server stopped, a refusal
+        return f"{bus.not_answering_reason(error)}; try again: what was stored is not stored twice"
+    if isinstance(error, ImpromptuError):
+        return " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {' '.join(str(error).split())} (IMPROMPTU_DEBUG=1 shows the traceback)"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def main() -> None:
+    """The `impromptu` command: every refusal is one line `error: …` on stderr and exit 1, never a traceback
+    (IMPROMPTU_DEBUG=1 lets an unexpected one through); Ctrl-C exits 130."""
+    import os
+
+    from typer._click import exceptions as click
+
     try:
-        cli()
-    except ImpromptuError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except bus.NOT_ANSWERING as error:  # the bus went away mid-command (a lost node, a server stopped, a refusal)
-        reason = bus.not_answering_reason(error)
-        print(f"error: {reason}; try again: what was stored is not stored twice", file=sys.stderr)
-        sys.exit(1)
+        code = cli(prog_name="impromptu", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.NoArgsIsHelpError:  # `impromptu proposals` alone: its help is shown, which is what was asked
+        sys.exit(0)
+    except Exception as error:
+        if os.environ.get("IMPROMPTU_DEBUG") and not isinstance(error, (ImpromptuError, click.ClickException)):
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
