@@ -176,6 +176,12 @@ def proposals_list(
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest to look at (all those in play).")] = 100,
 ) -> None:
     """Proposals, newest first: all of those in play, else among the newest --limit."""
+    from typing import get_args
+
+    from pipeline.messages import ProposalState
+
+    if state is not None and state not in get_args(ProposalState):  # not "no proposals": no such state
+        raise ImpromptuError(f"--state {state!r} is not a state; the states are: {', '.join(get_args(ProposalState))}")
 
     async def show() -> None:
         async with _approvals() as approvals:
@@ -317,6 +323,14 @@ def _save_logins(settings: Settings, logins: dict[str, Any]) -> None:
     temporary.replace(settings.logins_file)  # whole file or nothing, and never readable by others
 
 
+MIN_PASSWORD_LENGTH = 10
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ImpromptuError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters: nothing saved")
+
+
 @facilitators_cli.command("add")
 def facilitators_add(
     name: Annotated[str, typer.Argument(help="The facilitator's name, as they will log in.")],
@@ -346,9 +360,12 @@ def facilitators_add(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif not no_password:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if password is not None and len(password) < 10:
-        raise ImpromptuError("a password needs at least 10 characters")
+        password = typer.prompt("Password", hide_input=True)
+        _check_password(password)  # before the confirmation: typing a refused password twice helps nobody
+        if typer.prompt("Repeat for confirmation", hide_input=True) != password:
+            raise ImpromptuError("the two passwords differ: nothing saved")
+    if password is not None:
+        _check_password(password)
     token, token_sha256 = new_api_token()
     logins = settings.saved_logins()
     logins[name] = FacilitatorLogin(
@@ -430,7 +447,9 @@ def record(
     media: Annotated[str, typer.Option(help="The recording: a URL, or a file inside the import folder.")],
     transcript: Annotated[str | None, typer.Option(help="Its WebVTT transcript: a URL or an imported file.")] = None,
     chat: Annotated[str | None, typer.Option(help="Its chat, as text: a URL or an imported file.")] = None,
-    by: Annotated[str, typer.Option("--by", help="Who hands it in (kept in the entry's history).")] = "",
+    by: Annotated[
+        str, typer.Option("--by", help="Your login's name, kept in the entry's history (default: your user name).")
+    ] = "",
 ) -> None:
     """Hand a held session's recording to the archive stage (a correction replaces the media, with history).
 
@@ -447,6 +466,8 @@ def record(
     from pipeline.messages import Recording, RecordingFile, utc_now
 
     settings = _settings(quiet=True)
+    if by:  # a name given for the entry's history is a login's; without --by, the system user hands it in
+        by = _checked_by(by)
     # sound only (an .m4a, a .wav) is kept as audio: the library plays it and the podcast feed offers it
     media_kind = "audio" if (mimetypes.guess_type(media)[0] or "").startswith("audio/") else "video"
     files = [
