@@ -5,7 +5,6 @@
 Each case is a fresh process (as a user's shell starts one), run --runs times, interleaved so that a noisy
 neighbour slows every case alike; prints the median wall time of each and its ratio to `python -c pass`.
 The light commands need no bus: `--help`, a sub-app's help, `facilitators list`, `rules check` of the example rules.
-`proposals list` is shown too: it talks to the bus, so it loads the NATS client (and fails fast, nothing listening).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ CASES: dict[str, list[str]] = {
     "impromptu library --help": ["-c", ENTRY, "library", "--help"],
     "impromptu facilitators list": ["-c", ENTRY, "facilitators", "list"],
     "impromptu rules check examples/rules.yaml": ["-c", ENTRY, "rules", "check", "examples/rules.yaml"],
-    "impromptu proposals list (no bus: fails fast)": ["-c", ENTRY, "proposals", "list"],
 }
 
 
@@ -39,7 +37,6 @@ def main() -> None:
     runs = parser.parse_args().runs
     with tempfile.TemporaryDirectory() as data_dir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_") and k != "NATS_URL"}
-        # nothing listens on port 1: `proposals list` fails at once, after its imports
         env.update(PYTHONPATH=str(CHECKOUT), IMPROMPTU_DATA_DIR=data_dir, NATS_URL="nats://127.0.0.1:1")
         times: dict[str, list[float]] = {name: [] for name in CASES}
         for _ in range(runs):
