@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from pipeline import bus
 from pipeline.archive.cli import library_cli
 from pipeline.errors import ImpromptuError
-from pipeline.logs import configure_logging
 from pipeline.outreach.cli import channels_cli, linkedin_cli, outreach_cli, render_command
-from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipeline.actions.service import Approvals
+    from pipeline.settings import Settings
+
+# Start-up: this module and the sub-apps' modules import only typer and light modules at the top; each command
+# imports what it uses (faststream, the stages, trafilatura, jinja, botocore), so `--help` and the light commands
+# start fast. tests/unit/test_cli_startup.py checks it; bench/cli_start.py measures it.
+ALL_SUBJECTS = "impromptu.>"  # bus.ALL_SUBJECTS, spelled here so that `tail --help` needs no bus
 
 T = TypeVar("T")
 
@@ -40,7 +43,15 @@ cli.add_typer(linkedin_cli, name="linkedin")
 cli.command("render")(render_command)
 
 
+def load_settings() -> Settings:
+    from pipeline.settings import load_settings as load
+
+    return load()
+
+
 def _settings(quiet: bool = False) -> Settings:
+    from pipeline.logs import configure_logging
+
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING" if quiet else settings.log_level)
     return settings
@@ -65,6 +76,7 @@ def run(
     """Run every stage (or some); embeds a NATS server when NATS_URL is not set. Ctrl-C stops it all."""
     import structlog
 
+    from pipeline import bus
     from pipeline.app import serve
     from pipeline.settings import parse_stages
 
@@ -91,6 +103,7 @@ def demo(
 ) -> None:
     """The seed story end to end, in seconds, on an embedded NATS server; ends with the recording in the library."""
     from pipeline.demo import run_demo
+    from pipeline.logs import configure_logging
 
     settings = load_settings()
     # the story's own lines only, unless asked: the demo's settings are a demo's (no webhook secret, say)
@@ -106,6 +119,7 @@ def share(
     share_id: Annotated[str | None, typer.Option("--id", help="Stable id; defaults to the URL + sharer.")] = None,
 ) -> None:
     """Put a share on the bus by hand (same path as every source)."""
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.messages import Share, stable_id
 
@@ -162,6 +176,12 @@ def proposals_list(
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest to look at (all those in play).")] = 100,
 ) -> None:
     """Proposals, newest first: all of those in play, else among the newest --limit."""
+    from typing import get_args
+
+    from pipeline.messages import ProposalState
+
+    if state is not None and state not in get_args(ProposalState):  # not "no proposals": no such state
+        raise ImpromptuError(f"--state {state!r} is not a state; the states are: {', '.join(get_args(ProposalState))}")
 
     async def show() -> None:
         async with _approvals() as approvals:
@@ -303,6 +323,14 @@ def _save_logins(settings: Settings, logins: dict[str, Any]) -> None:
     temporary.replace(settings.logins_file)  # whole file or nothing, and never readable by others
 
 
+MIN_PASSWORD_LENGTH = 10
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ImpromptuError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters: nothing saved")
+
+
 @facilitators_cli.command("add")
 def facilitators_add(
     name: Annotated[str, typer.Argument(help="The facilitator's name, as they will log in.")],
@@ -332,9 +360,12 @@ def facilitators_add(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif not no_password:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if password is not None and len(password) < 10:
-        raise ImpromptuError("a password needs at least 10 characters")
+        password = typer.prompt("Password", hide_input=True)
+        _check_password(password)  # before the confirmation: typing a refused password twice helps nobody
+        if typer.prompt("Repeat for confirmation", hide_input=True) != password:
+            raise ImpromptuError("the two passwords differ: nothing saved")
+    if password is not None:
+        _check_password(password)
     token, token_sha256 = new_api_token()
     logins = settings.saved_logins()
     before = logins.get(name)
@@ -458,7 +489,9 @@ def record(
     media: Annotated[str, typer.Option(help="The recording: a URL, or a file inside the import folder.")],
     transcript: Annotated[str | None, typer.Option(help="Its WebVTT transcript: a URL or an imported file.")] = None,
     chat: Annotated[str | None, typer.Option(help="Its chat, as text: a URL or an imported file.")] = None,
-    by: Annotated[str, typer.Option("--by", help="Who hands it in (kept in the entry's history).")] = "",
+    by: Annotated[
+        str, typer.Option("--by", help="Your login's name, kept in the entry's history (default: your user name).")
+    ] = "",
 ) -> None:
     """Hand a held session's recording to the archive stage (a correction replaces the media, with history).
 
@@ -467,6 +500,7 @@ def record(
     import getpass
     import mimetypes
 
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.archive.hooks import session_by_id
     from pipeline.archive.keep import check_held
@@ -474,6 +508,8 @@ def record(
     from pipeline.messages import Recording, RecordingFile, utc_now
 
     settings = _settings(quiet=True)
+    if by:  # a name given for the entry's history is a login's; without --by, the system user hands it in
+        by = _checked_by(by)
     # sound only (an .m4a, a .wav) is kept as audio: the library plays it and the podcast feed offers it
     media_kind = "audio" if (mimetypes.guess_type(media)[0] or "").startswith("audio/") else "video"
     files = [
@@ -574,6 +610,7 @@ def trace(
     ident: Annotated[str, typer.Argument(help="Share, correlation, proposal or session id, or the URL.")],
 ) -> None:
     """One share's journey: every message in stream order, the time between them, and where it stopped and why."""
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.ops.trace import find_journey, render
 
@@ -745,7 +782,7 @@ def status(
 
 @cli.command()
 def tail(
-    subject: Annotated[str, typer.Option("--subject", help="A NATS subject pattern.")] = bus.ALL_SUBJECTS,
+    subject: Annotated[str, typer.Option("--subject", help="A NATS subject pattern.")] = ALL_SUBJECTS,
     stage: Annotated[
         str | None, typer.Option("--stage", help="Only what this stage consumes and emits, and its dead letters.")
     ] = None,
@@ -758,6 +795,7 @@ def tail(
 
     from rich.console import Console
 
+    from pipeline import bus
     from pipeline.app import connected
     from pipeline.messages import utc_now
     from pipeline.ops.tail import parse_since
@@ -791,15 +829,57 @@ def tail(
         pass
 
 
+def one_line(error: BaseException) -> str:
+    """What went wrong, on one line a user can act on: the field (or option) and what is wrong with it."""
+    from pydantic import ValidationError
+    from typer._click import exceptions as click  # typer's own copy of click, whose exceptions its commands raise
+
+    if isinstance(error, ValidationError):  # a value the message models refuse: `url: must be an http(s) URL`
+        return "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or error.title}: "
+            f"{problem['msg'].removeprefix('Value error, ')} (got {_shown(problem.get('input'))})"
+            for problem in error.errors(include_url=False)
+        )
+    if isinstance(error, click.UsageError):  # a missing or malformed argument or option, an unknown command
+        where = error.ctx.command_path if error.ctx is not None else "impromptu"
+        message = " ".join(error.format_message().split())
+        return f"{where}: {message} (see `{where} --help`)"
+    if isinstance(error, click.ClickException):
+        return " ".join(error.format_message().split())
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    bus = sys.modules.get("pipeline.bus")  # only a command that used the bus can have lost it
+    if bus is not None and isinstance(error, bus.NOT_ANSWERING):  # a lost node, a server stopped, a refusal
+        return f"{bus.not_answering_reason(error)}; try again: what was stored is not stored twice"
+    if isinstance(error, ImpromptuError):
+        return " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {' '.join(str(error).split())} (IMPROMPTU_DEBUG=1 shows the traceback)"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def main() -> None:
+    """The `impromptu` command: every refusal is one line `error: …` on stderr and exit 1, never a traceback
+    (IMPROMPTU_DEBUG=1 lets an unexpected one through); Ctrl-C exits 130."""
+    import os
+
+    from typer._click import exceptions as click
+
     try:
-        cli()
-    except ImpromptuError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except bus.NOT_ANSWERING as error:  # the bus went away mid-command (a lost node, a server stopped, a refusal)
-        reason = bus.not_answering_reason(error)
-        print(f"error: {reason}; try again: what was stored is not stored twice", file=sys.stderr)
-        sys.exit(1)
+        code = cli(prog_name="impromptu", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.NoArgsIsHelpError:  # `impromptu proposals` alone: its help is shown, which is what was asked
+        sys.exit(0)
+    except Exception as error:
+        if os.environ.get("IMPROMPTU_DEBUG") and not isinstance(error, (ImpromptuError, click.ClickException)):
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

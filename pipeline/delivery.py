@@ -21,24 +21,15 @@ import structlog
 from faststream import BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from pipeline.errors import NotYet, PermanentError
 from pipeline.messages import DeadLetter
+from pipeline.settings import DeliveryPolicy  # defined with the settings, which need no faststream
 
 log = structlog.get_logger("pipeline.delivery")
 
 PublishDeadLetter = Callable[[DeadLetter], Awaitable[object]]
-
-
-class DeliveryPolicy(BaseModel):
-    max_deliveries: int = 5
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 60.0
-
-    def retry_delay(self, delivered: int) -> float:
-        # the exponent is capped: a waiting message is delivered thousands of times, and 2.0**1024 overflows
-        return min(self.backoff_base_seconds * 2 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
 
 
 def body_problem(body: bytes) -> str | None:

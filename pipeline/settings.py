@@ -21,8 +21,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from pipeline.delivery import DeliveryPolicy
 from pipeline.errors import ConfigError
+
+
+class DeliveryPolicy(BaseModel):
+    max_deliveries: int = 5
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+
+    def retry_delay(self, delivered: int) -> float:
+        # the exponent is capped: a waiting message is delivered thousands of times, and 2.0**1024 overflows
+        return min(self.backoff_base_seconds * 2 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
+
 
 MIN_STREAM_AGE_DAYS = 7
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.archive import catalog
-from pipeline.archive.describe import length_text
-from pipeline.archive.search import Hit, LibraryIndex, SearchQuery
 from pipeline.errors import ImpromptuError
-from pipeline.logs import configure_logging
-from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: `impromptu library --help` loads no bus, no search index
+    from pipeline.archive.search import Hit, LibraryIndex, SearchQuery
+    from pipeline.settings import Settings
 
 library_cli = typer.Typer(
     no_args_is_help=True, help="The learning library: list, search, show, edit, unpublish, publish, delete."
@@ -33,6 +32,9 @@ class NothingFound(ImpromptuError):
 
 
 def _settings() -> Settings:
+    from pipeline.logs import configure_logging
+    from pipeline.settings import load_settings
+
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING")
     return settings
@@ -48,6 +50,8 @@ def _checked_by(settings: Settings, name: str) -> str:
 @asynccontextmanager
 async def _index(settings: Settings) -> AsyncIterator[LibraryIndex]:
     from pipeline.app import connected
+    from pipeline.archive import catalog
+    from pipeline.archive.search import LibraryIndex
 
     async with connected(settings) as broker:
         index = LibraryIndex()
@@ -59,6 +63,8 @@ async def _index(settings: Settings) -> AsyncIterator[LibraryIndex]:
 
 
 def _line(hit: Hit) -> str:
+    from pipeline.archive.describe import length_text
+
     if hit.record is not None:
         entry = hit.record.entry
         flags = "".join(
@@ -105,6 +111,8 @@ def library_list(
     ] = False,
 ) -> None:
     """Recordings in the library, newest first."""
+    from pipeline.archive.search import SearchQuery
+
     settings = _settings()
     kinds = ("recording", "article") if everything else ("recording",)
     query = SearchQuery(
@@ -128,6 +136,8 @@ def library_search(
 ) -> None:
     """Recordings and articles matching QUERY (title, tagline, tags, description, transcript, article); exit 1 when
     nothing matches."""
+    from pipeline.archive.search import SearchQuery
+
     settings = _settings()
     search = SearchQuery(
         q=query,
@@ -142,6 +152,7 @@ def library_search(
 
 async def _with_kv(settings: Settings, work):  # type: ignore[no-untyped-def]
     from pipeline.app import connected
+    from pipeline.archive import catalog
 
     async with connected(settings) as broker:
         return await work(broker, await catalog.library_bucket(broker))
@@ -152,6 +163,9 @@ def library_show(
     entry_id: str, as_json: Annotated[bool, typer.Option("--json", help="The whole record as JSON.")] = False
 ) -> None:
     """One entry: what people read, its files, where it came from, its history."""
+    from pipeline.archive import catalog
+    from pipeline.archive.describe import length_text
+
     settings = _settings()
 
     async def work(broker, kv):  # type: ignore[no-untyped-def]
@@ -196,6 +210,7 @@ def library_edit(
     tags: Annotated[str | None, typer.Option(help="Comma-separated, as people should read them.")] = None,
 ) -> None:
     """Change what people read about an entry; kept in its history."""
+    from pipeline.archive import catalog
     from pipeline.archive.describe import readable_tags
 
     settings = _settings()
@@ -214,6 +229,8 @@ def library_edit(
 
 
 def _publish(entry_id: str, by: str, published: bool, reason: str) -> None:
+    from pipeline.archive import catalog
+
     settings = _settings()
     by = _checked_by(settings, by)
 
@@ -245,6 +262,7 @@ def library_delete(
     yes: Annotated[bool, typer.Option("--yes", help="Yes, delete its media and the entry for good.")] = False,
 ) -> None:
     """Delete an entry and its media for good (unpublish keeps them)."""
+    from pipeline.archive import catalog
     from pipeline.archive.media import media_store
 
     settings = _settings()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline import stores
 from pipeline.errors import ConfigError
-from pipeline.logs import configure_logging
-from pipeline.messages import AnnouncementKind
-from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: `impromptu channels --help` loads no bus and no templates
+    from pipeline.settings import Settings
 
 channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
 outreach_cli = typer.Typer(no_args_is_help=True, help="Announcements: what was posted, and posts a person must check.")
@@ -20,6 +19,9 @@ linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn accoun
 
 
 def _settings() -> Settings:
+    from pipeline.logs import configure_logging
+    from pipeline.settings import load_settings
+
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING")
     return settings
@@ -29,9 +31,17 @@ def render_command(
     channel: Annotated[str, typer.Option("--channel", help="x, linkedin, facebook, mastodon, slack, teams, email.")],
     proposal_id: Annotated[str | None, typer.Option("--proposal", help="A proposal on the bus.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="The seed story's session; needs no bus.")] = False,
-    kind: Annotated[AnnouncementKind, typer.Option(help="Which announcement.")] = "scheduled",
+    kind: Annotated[str, typer.Option(help="Which announcement: scheduled, starting, recording or cancelled.")] = (
+        "scheduled"
+    ),
 ) -> None:
     """Preview one channel's announcement exactly as it would be posted (nothing is posted)."""
+    from typing import get_args
+
+    from pipeline.messages import AnnouncementKind
+
+    if kind not in get_args(AnnouncementKind):  # checked here: the message models are not loaded for --help
+        raise ConfigError(f"--kind {kind!r}: choose {', '.join(get_args(AnnouncementKind))}")
     from pipeline.actions.service import preview_session
     from pipeline.outreach.render import environment, render, weighted_length
     from pipeline.outreach.sample import sample_session
@@ -46,7 +56,7 @@ def render_command(
     text = render(
         environment(settings.outreach_templates_dir),
         channel,
-        kind,
+        kind,  # type: ignore[arg-type]  # one of AnnouncementKind, checked above
         session,
         library_url=f"{settings.base_url}/library/entry-sample" if kind == "recording" else None,
         tagline=session.proposal.title if kind == "recording" else None,
@@ -88,6 +98,7 @@ def channels_list() -> None:
 
 
 async def _broken(settings: Settings) -> dict[str, str]:
+    from pipeline import stores
     from pipeline.app import connected
     from pipeline.outreach import health
 
@@ -115,6 +126,7 @@ def outreach_list(
     unknown: Annotated[bool, typer.Option("--unknown", help="Only posts a person must check.")] = False,
 ) -> None:
     """Every post record: KEY (session.channel.kind), state, where, why."""
+    from pipeline import stores
     from pipeline.app import connected
     from pipeline.outreach import records
 
