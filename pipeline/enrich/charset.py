@@ -85,8 +85,7 @@ _ENCODINGS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "macintosh": ("mac-roman", ("csmacintosh", "mac", "macintosh", "x-mac-roman")),
     "windows-874": ("cp874", ("dos-874", "iso-8859-11", "iso8859-11", "iso885911", "tis-620", "windows-874")),
     **{
-        f"windows-125{n}": (f"cp125{n}", (f"cp125{n}", f"windows-125{n}", f"x-cp125{n}"))
-        for n in (0, 1, 3, 5, 6, 7, 8)
+        f"windows-125{n}": (f"cp125{n}", (f"cp125{n}", f"windows-125{n}", f"x-cp125{n}")) for n in (0, 1, 3, 5, 6, 7, 8)
     },
     "windows-1252": (
         "cp1252",
