@@ -462,7 +462,8 @@ def enrich(
     if html is not None:
         where = page_url or f"https://saved-page.invalid/{html.name}"  # .invalid: reserved, never a real site
         try:
-            page_html, final_url = html.read_text(encoding="utf-8", errors="replace"), where
+            page_html: str | bytes = html.read_bytes()  # bytes: its encoding is sniffed as a fetched page's is
+            final_url = where
         except OSError as error:
             raise ImpromptuError(f"{html}: cannot read: {error.strerror}") from error
     elif url is not None:

@@ -240,6 +240,10 @@ class SessionProposal(Message):
     preview: ProviderPreview | None = Field(default=None, description="What approving creates at the provider.")
     facilitator: str | None = Field(default=None, description="Who hosts: the facilitator the slot was found for.")
     slot_reason: str = Field(default="", description="Why this start time was suggested.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone announcements and notices show the start in, beside UTC (the rules file's).",
+    )
     channels: list[str]
     expires_at: datetime = Field(description="No decision by then: the proposal lapses.")
     texts: dict[str, str] = Field(

@@ -189,7 +189,7 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
             )
         except NoSlot as error:  # still proposed: a facilitator may pick a time by hand
             slot = Slot(facilitator=None, starts_at=first_slot(now, plan.lead_minutes), reason=f"{error}; pick a time")
-        draft = propose(content, now, slot=slot, margin=margin)
+        draft = propose(content, now, slot=slot, margin=margin, timezone=live.rules.timezone)
         preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
         proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))
         await emit(proposals, proposal)

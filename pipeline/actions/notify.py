@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.errors import ImpromptuError, PermanentError, RetryableError
 from pipeline.messages import SessionProposal
 from pipeline.redaction import printable, redact
+from pipeline.session_time import when
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.actions.notify")
@@ -239,7 +240,7 @@ def _facts(proposal: SessionProposal, link: str) -> dict[str, Any]:
         "share_text": _truncate(trigger.share.text, SHARE_TEXT_LIMIT),
         "score": f"{trigger.score:.2f}",
         "rule": trigger.rule,
-        "start_human": _human(starts_at),
+        "start_human": when(starts_at, proposal.timezone),  # "Fri 11 Dec, 09:00 CET (08:00 UTC)"
         "start_iso": starts_at.isoformat(),
         "start_hhmm": f"{starts_at:%H:%M}",
         "duration": proposal.duration_minutes,

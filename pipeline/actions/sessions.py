@@ -81,8 +81,10 @@ def propose(
     slot: Slot | None = None,
     preview: ProviderPreview | None = None,
     margin: timedelta = DECISION_MARGIN,
+    timezone: str = "UTC",
 ) -> SessionProposal:
-    """The proposal for `content`: at `slot` (else the plan's lead time from now), lapsing `margin` before it."""
+    """The proposal for `content`: at `slot` (else the plan's lead time from now), lapsing `margin` before it;
+    `timezone` (the rules file's) is the zone its announcements show the start in."""
     share, article, plan = content.trigger.share, content.article, content.trigger.plan
     starts_at = slot.starts_at if slot else first_slot(now, plan.lead_minutes)
     by_author = f" by {article.author}" if article.author else ""
@@ -100,6 +102,7 @@ def propose(
         preview=preview,
         facilitator=slot.facilitator if slot else None,
         slot_reason=slot.reason if slot else f"{plan.lead_minutes} min lead time",
+        timezone=timezone,
         channels=list(plan.channels),
         expires_at=max(now, starts_at - margin),
     )

@@ -3,6 +3,9 @@
 trafilatura finds the main text and the page's metadata (OpenGraph, JSON-LD, bylines). A page with too little text
 to read (a login wall, a paywall teaser, a JavaScript shell) is described from its OpenGraph / Twitter-card tags
 instead, with `from_metadata=True`. The summary and key phrases come from `pipeline.enrich.summary`.
+Bytes are decoded as browsers decode them (`pipeline.enrich.charset`), and the markup is normalised to NFC before it is
+read, so the text, title, summary and key phrases are in one Unicode form ("geprüft" with a combining mark and with
+a precomposed ü match the same topics and searches).
 Anything that cannot become an Article raises PermanentError("<reason>: <detail>"); nothing else escapes.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,8 +26,8 @@ from justext.utils import get_stoplist, get_stoplists
 from lxml import etree
 from lxml.html import HtmlElement, HTMLParser, document_fromstring
 from trafilatura.settings import Document
-from trafilatura.utils import decode_file
 
+from pipeline.enrich.charset import decode_html
 from pipeline.enrich.summary import count_words, detect_language, is_unspaced, key_phrases, summarize
 from pipeline.errors import PermanentError
 from pipeline.messages import Article
@@ -133,7 +137,7 @@ def extract(html: str | bytes, *, url: str, final_url: str) -> Extraction:
 
 def parse_html(html: str | bytes) -> HtmlElement:
     """A document tree from any input, or PermanentError: binary data, nothing parseable, too many elements."""
-    markup = decode_file(html) if isinstance(html, bytes) else html
+    markup = unicodedata.normalize("NFC", decode_html(html).text if isinstance(html, bytes) else html)
     if not markup.strip():
         raise PermanentError("no_content: the page is empty")
     if junk_share(markup) > MAX_JUNK_SHARE:

@@ -33,6 +33,7 @@ from pipeline.errors import PermanentError
 from pipeline.messages import CHANNEL_NAMES, ScheduledSession
 from pipeline.outreach import xtext
 from pipeline.outreach.channels.teams import MAX_BYTES as TEAMS_MAX_BYTES  # Teams refuses past ~28 KB (413)
+from pipeline.session_time import when, when_local, zone_named
 
 TEMPLATES = Path(__file__).parent / "templates"
 CHANNELS = CHANNEL_NAMES
@@ -225,6 +226,7 @@ def template_variables(
     proposal = session.proposal
     article = proposal.content.article
     share = proposal.content.trigger.share
+    zone = zone_named(proposal.timezone)  # the rules file's, carried on the proposal
     full_title = oneline(article.title)
     article_title = _cut(full_title, title_limit)
     starts_at, ends_at = session.starts_at, session.ends_at
@@ -246,6 +248,13 @@ def template_variables(
         "provider": session.provider,
         "starts_at": starts_at,
         "ends_at": ends_at,
+        # the session's date and time as people read it: its zone, and UTC for a mixed audience (session_time.py)
+        "when": when(starts_at, zone.key),  # "Fri 11 Dec, 09:00 CET (08:00 UTC)"
+        "when_span": when(starts_at, zone.key, ends_at),  # "Fri 11 Dec, 09:00–10:00 CET (08:00–09:00 UTC)"
+        "when_local": when_local(starts_at, zone.key),  # "Fri 11 Dec, 09:00 CET"
+        "timezone": zone.key,
+        "local_starts_at": starts_at.astimezone(zone),
+        # UTC alone (custom templates written before `when`): "08:00 UTC", "Fri 11 Dec 2026"
         "start_time": f"{starts_at:%H:%M} UTC",
         "end_time": f"{ends_at:%H:%M} UTC",
         "start_date": f"{starts_at:%a} {starts_at.day} {starts_at:%b %Y}",

@@ -8,6 +8,7 @@ people and 1,000 rules. State (cooldowns, daily caps) comes in as a `Budget` sna
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,9 +21,14 @@ from pipeline.triggers.rules import Author, Person, Rule, Rules, normalise_handl
 NETWORKS = ("x", "mastodon", "linkedin", "rss")
 
 
+def folded(text: str) -> str:
+    """`text` as it is matched: NFC (one form for "ü", whether typed precomposed or as u + combining mark), lower."""
+    return unicodedata.normalize("NFC", text).lower()
+
+
 def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     """Whole-word, case-insensitive alternation of `phrases` (longest first, so 'soft skills' beats 'soft')."""
-    unique = sorted({p.strip().lower() for p in phrases if p.strip()}, key=len, reverse=True)
+    unique = sorted({folded(p.strip()) for p in phrases if p.strip()}, key=len, reverse=True)
     if not unique:
         return None
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in unique) + r")(?!\w)")
@@ -56,7 +62,7 @@ class Known:
         topics_of_keyword: dict[str, list[str]] = {}
         for topic, spec in rules.topics.items():
             for keyword in spec.keywords:
-                topics_of_keyword.setdefault(keyword.strip().lower(), []).append(topic)
+                topics_of_keyword.setdefault(folded(keyword.strip()), []).append(topic)
         rules_by_topic: dict[str, list[int]] = {}
         without: list[int] = []
         for i, rule in enumerate(rules.rules):
@@ -73,7 +79,7 @@ class Known:
             rules_by_topic=rules_by_topic,
             rules_without_topics=without,
             author_names=phrase_pattern(a.name for a in rules.authors),
-            authors_by_name={a.name.strip().lower(): a for a in rules.authors},
+            authors_by_name={folded(a.name.strip()): a for a in rules.authors},
             authors_by_domain={d.lower().removeprefix("www."): a for a in rules.authors for d in a.domains},
             rule_keywords={r.name: phrase_pattern(r.when.keywords) for r in rules.rules},
             only_trusted=all(r.when.require_trusted_sharer for r in rules.rules),
@@ -96,14 +102,14 @@ class Known:
     def topics_in(self, text: str) -> list[str]:
         if self.keywords is None:
             return []
-        found = {t for hit in self.keywords.findall(text.lower()) for t in self.topics_of_keyword[hit]}
+        found = {t for hit in self.keywords.findall(folded(text)) for t in self.topics_of_keyword[hit]}
         return [t for t in self.rules.topics if t in found]  # in vocabulary order, for stable output
 
     def topic_mentions(self, text: str) -> dict[str, int]:
         """Topic -> how many times its keywords occur in `text` (for scoring an article's match)."""
         counts: dict[str, int] = {}
         if self.keywords is not None:
-            for hit in self.keywords.findall(text.lower()):
+            for hit in self.keywords.findall(folded(text)):
                 for topic in self.topics_of_keyword[hit]:
                     counts[topic] = counts.get(topic, 0) + 1
         return {t: counts[t] for t in self.rules.topics if t in counts}
@@ -164,7 +170,7 @@ class Facts:
 
     @cached_property
     def text(self) -> str:
-        return self.share.text.lower()
+        return folded(self.share.text)
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,7 @@ def respected_author(known: Known, url: str, text: str) -> Author | None:
     suffixes = (".".join(labels[i:]) for i in range(len(labels)))
     matches = [a for suffix in suffixes if (a := known.authors_by_domain.get(suffix)) is not None]
     if known.author_names is not None:
-        matches += [known.authors_by_name[name] for name in known.author_names.findall(text.lower())]
+        matches += [known.authors_by_name[name] for name in known.author_names.findall(folded(text))]
     return max(matches, key=lambda a: a.respect, default=None)
 
 

@@ -264,7 +264,7 @@ async def test_the_cli_shows_edits_and_cancels_with_reasons(
     shown = await asyncio.to_thread(_cli, settings, "proposals", "show", proposal.id)
     assert shown.returncode == 0, shown.stderr
     assert "why then: 30 min lead time" in shown.stdout and "creates: Jitsi room" in shown.stdout
-    assert "    x (" in shown.stdout and "/280): Live at" in shown.stdout  # the X preview with its weighted length
+    assert "    x (" in shown.stdout and "/280): Live on" in shown.stdout  # the X preview with its weighted length
 
     later = (proposal.starts_at + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     edited = await asyncio.to_thread(

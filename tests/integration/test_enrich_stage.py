@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,15 @@ from tests.integration.bus_helpers import models_on, subject_counts, wait_draine
 pytestmark = pytest.mark.nats
 
 ARTICLE = (ASSETS / "bersin-article.html").read_bytes()
+# windows-1252 bytes whose only declaration is <meta charset>: the header names no charset
+GERMAN_LINES = (Path(__file__).parent.parent / "fixtures" / "encodings" / "de-hoehere-leistung.txt").read_text()
+GERMAN = (
+    '<!DOCTYPE html><html lang="de"><head><meta charset="windows-1252"><title>'
+    + GERMAN_LINES.splitlines()[0]
+    + "</title></head><body><article>"
+    + "".join(f"<p>{line}</p>" for line in GERMAN_LINES.splitlines())
+    + "</article></body></html>"
+).encode("cp1252")
 
 
 class Site:
@@ -38,8 +48,11 @@ class Site:
                 path = self.path.split("?")[0]
                 site.hits[path] = site.hits.get(path, 0) + 1
                 status, body = {"/article": (200, ARTICLE), "/busy": (503, b"busy")}.get(path, (404, b"no"))
+                content_type = "text/html; charset=utf-8"
+                if path == "/german":
+                    status, body, content_type = 200, GERMAN, "text/html"
                 self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -106,6 +119,20 @@ async def test_a_page_is_read_once_for_every_trigger_of_it(
     assert all(0 < score <= 1 for score in first.topic_scores.values())
     assert {c.topic_scores["leadership"] for c in contents} == {first.topic_scores["leadership"]}
     await wait_for_count(client, bus.PROPOSALS_CREATED, 3)
+
+
+async def test_a_page_declaring_its_encoding_only_in_a_meta_tag_is_read_in_it(
+    stages: Callable[..., Any], client: NatsBroker, site: tuple[Site, str]
+) -> None:
+    _, base = site
+    await stages()
+    await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/german"))
+    await wait_for_count(client, bus.CONTENT_ENRICHED, 1)
+    (content,) = await models_on(client, bus.CONTENT_ENRICHED, EnrichedContent)
+    article = content.article
+    assert article.title == "Kurze Lernformate führen zu einer höheren Leistung"
+    assert "höheren Leistung" in article.key_phrases
+    assert "\ufffd" not in " ".join([article.title, article.summary, *article.key_phrases])
 
 
 async def test_a_refused_page_is_a_message_and_no_proposal_by_default(

@@ -80,7 +80,7 @@ async def test_scheduled_announcement_carries_the_invite(
     (got,) = mailbox.messages()
     assert posted.remote_id == got["Message-ID"] and posted.url is None
     # a subject this long is folded after "Subject:"; Python's parser keeps the folding space, mail clients don't
-    assert got["Subject"].strip() == f"Live at 10:46 UTC: {session.proposal.content.article.title}"
+    assert got["Subject"].strip() == f"Live on Tue 4 Mar, 10:46 UTC: {session.proposal.content.article.title}"
     assert got["To"] == ", ".join(RECIPIENTS)
     # multipart/mixed -> [multipart/alternative -> (text/plain, text/calendar; method=REQUEST)] + invite.ics
     assert got.get_content_type() == "multipart/mixed"

@@ -17,7 +17,7 @@ def test_slack_blocks_read_as_text_with_links_and_slacks_escapes_undone(
     session = build_session(title=TITLE)
     shown = readable("slack", render(environment(), "slack", "scheduled", session))
     lines = shown.splitlines()
-    assert lines[0] == f"Live at 10:46 UTC: {TITLE}"  # the header, as Slack shows it
+    assert lines[0] == f"Live on Tue 4 Mar, 10:46 UTC: {TITLE}"  # the header, as Slack shows it
     assert f"*{TITLE} ({session.proposal.content.article.url})*" in shown  # <url|label> read as label (url)
     assert f"[Join the session] {session.join_url}" in lines
     assert "{" not in shown and "&amp;" not in shown and "&lt;" not in shown

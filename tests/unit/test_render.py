@@ -290,7 +290,7 @@ def test_linkedin_long_summary_is_shortened_at_a_word(build_session: BuildSessio
 def test_email_subject_is_shortened_to_200(build_session: BuildSession) -> None:
     session = build_session(title=LONG_TITLE)
     subject, body = email_parts(render(environment(), "email", "scheduled", session))
-    assert subject.startswith("Live at 10:46 UTC: leadership0 leadership1")
+    assert subject.startswith("Live on Tue 4 Mar, 10:46 UTC: leadership0 leadership1")
     assert len(subject) <= 200 and subject.endswith("…")
     assert session.join_url in body
 
@@ -337,7 +337,7 @@ def test_teams_user_text_cannot_break_the_card(build_session: BuildSession) -> N
 def test_email_title_with_newlines_cannot_add_headers(build_session: BuildSession) -> None:
     session = build_session(title="Nice\nBcc: victim@example.org\n\nbody")
     subject, _ = email_parts(render(environment(), "email", "scheduled", session))
-    assert subject == "Live at 10:46 UTC: Nice Bcc: victim@example.org body"
+    assert subject == "Live on Tue 4 Mar, 10:46 UTC: Nice Bcc: victim@example.org body"
 
 
 # --- custom templates: structure checked --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.demo import loopback_http_server
 from pipeline.messages import Share
@@ -258,6 +259,71 @@ async def test_entries_without_guid_are_told_apart_by_link(server: FeedServer, h
     server.serve("/posts/index.xml", Reply(body=added, headers={"Content-Type": "application/rss+xml"}))
     await h.source().poll()
     assert [share.url for share in h.take()] == ["https://notes.example.net/posts/office-hours/"]
+
+
+IDS_RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Ids</title><link>https://blog.example/</link>
+<item><title>Numbered</title><guid>1</guid><pubDate>Tue, 04 Mar 2025 10:00:00 +0000</pubDate></item>
+<item><title>Explicit permalink</title><guid isPermaLink="true">https://blog.example/b</guid>
+  <pubDate>Tue, 04 Mar 2025 10:01:00 +0000</pubDate></item>
+<item><title>Default permalink</title><guid>https://blog.example/c</guid>
+  <pubDate>Tue, 04 Mar 2025 10:02:00 +0000</pubDate></item>
+<item><title>Not a permalink</title><guid isPermaLink="false">https://blog.example/d</guid>
+  <pubDate>Tue, 04 Mar 2025 10:03:00 +0000</pubDate></item>
+<item><title>Relative path as guid</title><guid>posts/e</guid><pubDate>Tue, 04 Mar 2025 10:04:00 +0000</pubDate></item>
+<item><title>Link and id</title><link>https://blog.example/f</link><guid>f-id</guid>
+  <pubDate>Tue, 04 Mar 2025 10:05:00 +0000</pubDate></item>
+</channel></rss>"""
+
+IDS_ATOM = b"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Ids</title>
+<id>urn:feed</id><updated>2025-03-04T10:00:00Z</updated>
+<entry><title>Numbered</title><id>1</id><updated>2025-03-04T10:00:00Z</updated></entry>
+<entry><title>URL as id</title><id>https://blog.example/x</id><updated>2025-03-04T10:01:00Z</updated></entry>
+<entry><title>Relative link</title><id>tag:blog.example,2025:c</id><link href="/posts/c"/>
+  <updated>2025-03-04T10:02:00Z</updated></entry>
+<entry><title>Only an enclosure</title><id>tag:blog.example,2025:d</id>
+  <link rel="enclosure" href="/d.mp3" type="audio/mpeg"/><updated>2025-03-04T10:03:00Z</updated></entry>
+</feed>"""
+
+
+async def test_an_rss_guid_is_a_link_only_as_an_absolute_permalink(server: FeedServer, http: httpx.AsyncClient) -> None:
+    feed = server.serve("/ids.rss", Reply(body=IDS_RSS, headers={"Content-Type": RSS}))
+    h = harness(http, feed)
+
+    with capture_logs() as logs:
+        await h.source().poll()
+
+    assert [share.url for share in h.take()] == [
+        "https://blog.example/b",
+        "https://blog.example/c",
+        "https://blog.example/f",
+    ]
+    skipped = {log["reason"] for log in logs if log["event"] == "feed.entry_skipped"}
+    assert skipped == {
+        "no link: the entry has no <link>, and its id '1' is not a link",
+        "no link: the entry has no <link>, and its id 'https://blog.example/d' is not a link",
+        "no link: the entry has no <link>, and its id 'posts/e' is not a link",
+    }
+    assert all(log["feed"] == feed for log in logs if log["event"] == "feed.entry_skipped")
+
+    with capture_logs() as logs:  # the next poll: remembered as seen, so neither shared nor logged again
+        await h.source().poll()
+    assert h.take() == [] and not [log for log in logs if log["event"] == "feed.entry_skipped"]
+
+
+async def test_an_atom_id_is_never_a_link(server: FeedServer, http: httpx.AsyncClient) -> None:
+    feed = server.serve("/ids.atom", Reply(body=IDS_ATOM, headers={"Content-Type": "application/atom+xml"}))
+    h = harness(http, feed)
+
+    with capture_logs() as logs:
+        await h.source().poll()
+
+    assert [share.url for share in h.take()] == [server.url("/posts/c")]
+    skipped = sorted(log["reason"] for log in logs if log["event"] == "feed.entry_skipped")
+    assert skipped == [
+        "no link: the entry has no <link>, and its id '1' is not a link",
+        "no link: the entry has no <link>, and its id 'https://blog.example/x' is not a link",
+        "no link: the entry has no <link>, and its id 'tag:blog.example,2025:d' is not a link",
+    ]
 
 
 # --- Polling, checkpoints, restarts ----------------------------------------------------------------------------

@@ -2,6 +2,11 @@
 
 - One conditional GET per feed and poll (If-None-Match / If-Modified-Since from the last answer), so an unchanged
   feed costs a 304 and no parsing. Bodies are read streaming, capped at `max_bytes`, within `timeout_seconds`.
+- An entry is a share of its own link: an RSS `<link>`, an Atom `<link>` (rel "alternate" or none). An id is not a
+  link: feedparser makes one of an entry's `<guid>`/`<id>` resolved against the feed's address (`<id>1</id>` becomes
+  `http://feeds.example/1`), and such entries are skipped (`feed.entry_skipped`, with the reason) unless the RSS 2.0
+  rules make the guid a permalink: `isPermaLink` not "false" and the guid written as an absolute http(s) URL. An Atom
+  `<id>` is never a link.
 - Entries are told apart by their id (guid, Atom id, rdf:about) or, lacking one, their link. The feed's checkpoint
   (`rss.<hash of the feed URL>`) keeps the ETag, Last-Modified and the ids already seen: the newest `SEEN_LIMIT`
   plus every id still in the feed, so neither a re-dated nor a long feed repeats an entry.
@@ -105,6 +110,7 @@ class FeedEntry:
     native_id: str
     published: datetime | None
     share: Share | None  # None: the entry links nowhere we could fetch
+    skipped: str | None = None  # why there is no share, for the log
 
 
 def entry_time(entry: Mapping[str, Any]) -> datetime | None:
@@ -130,16 +136,48 @@ def entry_language(entry: Mapping[str, Any], feed_language: str | None) -> str |
     return feed_language
 
 
-def read_entry(feed_url: str, entry: Mapping[str, Any], feed_language: str | None, now: datetime) -> FeedEntry | None:
-    """The entry as a share of its link; None when it has neither id nor link, so it cannot be told apart."""
+def own_link(entry: Mapping[str, Any]) -> str | None:
+    """The entry's own link: an RSS `<link>`, or an Atom `<link>` whose rel is "alternate" (its default)."""
+    for link in entry.get("links") or ():
+        if link.get("rel", "alternate") == "alternate" and link.get("href"):
+            return str(link["href"])
+    return None
+
+
+def permalink_guid(entry: Mapping[str, Any], as_written: Mapping[str, Any] | None, version: str) -> str | None:
+    """The RSS guid when RSS 2.0 makes it the entry's permalink: `isPermaLink` is not "false" (feedparser's
+    `guidislink`) and the guid is written as an absolute http(s) URL (feedparser resolves a relative one against the
+    feed's address: `as_written` is the entry parsed without that address). None for Atom and RSS 1.0 ids."""
+    if not version.startswith("rss") or version in ("rss090", "rss10") or not entry.get("guidislink"):
+        return None
+    guid = entry.get("id")
+    written = (as_written or {}).get("id")
+    return guid if is_http_url(guid) and written == guid else None
+
+
+def read_entry(
+    feed_url: str,
+    entry: Mapping[str, Any],
+    feed_language: str | None,
+    now: datetime,
+    *,
+    version: str = "",
+    as_written: Mapping[str, Any] | None = None,
+) -> FeedEntry | None:
+    """The entry as a share of its link; None when it has neither id nor link, so it cannot be told apart. An entry
+    without a link of its own (see the module docstring) is a FeedEntry without a share, and says why."""
     key = entry.get("id") or entry.get("link")
     if not key:
         return None
     native_id = entry_native_id(feed_url, key)
     published = entry_time(entry)
-    link = entry.get("link")
+    link = own_link(entry) or permalink_guid(entry, as_written, version)
+    if link is None:
+        ident = (as_written or {}).get("id") or entry.get("id")
+        why = f"no link: the entry has no <link>, and its id {ident!r} is not a link" if ident else "no link"
+        return FeedEntry(native_id, published, None, skipped=why)
     if not is_http_url(link):
-        return FeedEntry(native_id, published, None)
+        return FeedEntry(native_id, published, None, skipped=f"its link {shorten(link, 200)!r} is not http(s)")
     try:
         share = Share.from_source(
             source="rss",
@@ -152,30 +190,37 @@ def read_entry(feed_url: str, entry: Mapping[str, Any], feed_language: str | Non
             language=entry_language(entry, feed_language),
         )
     except ValidationError as error:  # one odd entry must not block the feed: it is remembered as seen, unshared
-        log.warning("feed.entry_skipped", feed=feed_url, entry=key, reason=str(error))
-        return FeedEntry(native_id, published, None)
+        return FeedEntry(native_id, published, None, skipped=shorten(str(error), 300))
     return FeedEntry(native_id, published, share)
 
 
 def parse_feed(feed_url: str, fetched: Fetched, now: datetime) -> list[FeedEntry]:
     """The entries of a feed body, or SourceUnavailable when it is not a feed."""
     server_location = fetched.headers.get("content-location")
-    parsed = feedparser.parse(
-        fetched.body,
-        response_headers={
-            "content-type": fetched.headers.get("content-type", "application/xml"),
-            "content-language": fetched.headers.get("content-language", ""),
-            # the base for relative links: the URL we read it from (feedparser knows nothing of it otherwise)
-            "content-location": urljoin(fetched.url, server_location) if server_location else fetched.url,
-        },
-    )
+    headers = {
+        "content-type": fetched.headers.get("content-type", "application/xml"),
+        "content-language": fetched.headers.get("content-language", ""),
+        # the base for relative links: the URL we read it from (feedparser knows nothing of it otherwise)
+        "content-location": urljoin(fetched.url, server_location) if server_location else fetched.url,
+    }
+    parsed = feedparser.parse(fetched.body, response_headers=headers)
     if not parsed.entries:
         if parsed.get("bozo"):
             raise SourceUnavailable(f"not a feed: {parsed.get('bozo_exception')}")
         if not parsed.get("version"):
             raise SourceUnavailable("not a feed: no RSS, RDF or Atom document in the answer")
     language = parsed.feed.get("language") or None
-    entries = (read_entry(feed_url, entry, language, now) for entry in parsed.entries)
+    version = parsed.get("version") or ""
+    as_written: list[Any] = [None] * len(parsed.entries)
+    if any(own_link(entry) is None for entry in parsed.entries):
+        # only then, and once: the same body without our base, so an id written relative ("1") stays as written
+        unresolved = feedparser.parse(fetched.body, response_headers={**headers, "content-location": ""})
+        if len(unresolved.entries) == len(parsed.entries):
+            as_written = list(unresolved.entries)
+    entries = (
+        read_entry(feed_url, entry, language, now, version=version, as_written=written)
+        for entry, written in zip(parsed.entries, as_written, strict=True)
+    )
     return [entry for entry in entries if entry is not None]
 
 
@@ -244,7 +289,7 @@ class FeedSource:
             return
         now = self.clock()
         entries = await asyncio.to_thread(parse_feed, feed_url, fetched, now)  # a big feed must not stall the loop
-        fresh = self.fresh_entries(entries, state.seen, first_poll=saved is None, now=now)
+        fresh = self.fresh_entries(entries, state.seen, first_poll=saved is None, now=now, feed_url=feed_url)
         for share in fresh:
             await self.emit(share)
         state.etag = fetched.headers.get("etag")
@@ -255,17 +300,21 @@ class FeedSource:
             log.info("feed.shares_emitted", feed=feed_url, count=len(fresh))
 
     def fresh_entries(
-        self, entries: list[FeedEntry], seen: list[str], *, first_poll: bool, now: datetime
+        self, entries: list[FeedEntry], seen: list[str], *, first_poll: bool, now: datetime, feed_url: str = ""
     ) -> list[Share]:
-        """New entries with a link, oldest first; on a feed's first poll only those from the last window."""
+        """New entries with a link, oldest first; on a feed's first poll only those from the last window. A new entry
+        without a link is logged once (`feed.entry_skipped`, with why), when it is first seen."""
         known = set(seen)
         shares = []
         for entry in entries:
-            if entry.native_id in known or entry.share is None:
+            if entry.native_id in known:
                 continue
             if first_poll and (entry.published is None or entry.published < now - self.first_poll_window):
                 continue
             known.add(entry.native_id)  # a feed listing an entry twice emits it once
+            if entry.share is None:
+                log.warning("feed.entry_skipped", feed=feed_url, entry=entry.native_id, reason=entry.skipped)
+                continue
             shares.append(entry.share)
         return sorted(shares, key=lambda share: share.shared_at)
 
