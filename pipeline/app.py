@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import structlog
 from faststream import FastStream
@@ -39,7 +41,9 @@ from pipeline.web import create_web_app, serve_http
 log = structlog.get_logger("pipeline.app")
 
 
-def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallback | None = None) -> NatsBroker:
+def new_broker(
+    url: str, settings: Settings | None = None, error_cb: ErrorCallback | None = None, **connect_options: Any
+) -> NatsBroker:
     """A broker for `url`; with `settings`, also their NATS credentials (a .creds file or an nkey seed) and TLS."""
     context: ssl.SSLContext | None = None
     if settings is not None and (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
@@ -65,7 +69,15 @@ def new_broker(url: str, settings: Settings | None = None, error_cb: ErrorCallba
     servers = [server.strip() for server in url.split(",") if server.strip()]
     pull_timeouts.install()  # an idle consumer's empty fetches must not pile up dead tasks (see pull_timeouts.py)
     # FastStream's own access log is off: our stages log structlog events with the correlation id.
-    return NatsBroker(servers, logger=None, connect_timeout=5, name="impromptu", security=security, error_cb=error_cb)
+    return NatsBroker(
+        servers,
+        logger=None,
+        connect_timeout=5,
+        name="impromptu",
+        security=security,
+        error_cb=error_cb,
+        **connect_options,  # e.g. `impromptu tail`'s reconnect-forever options and callbacks
+    )
 
 
 def create_broker(
@@ -233,23 +245,24 @@ def discover(settings: Settings, user: BusUser = "admin") -> Settings:
 
 
 CONNECT_SECONDS = 10.0
+CLOSE_SECONDS = 1.0
 
 
 @asynccontextmanager
-async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
+async def connected(settings: Settings, **connect_options: Any) -> AsyncIterator[NatsBroker]:
     """A broker with no subscribers, for the CLI: publish, read KV; on the embedded server as its admin user. A TLS
     failure is reported at once (retrying cannot fix a certificate), an unreachable server after CONNECT_SECONDS,
-    each with the cause nats-py met."""
+    each with the cause nats-py met. `connect_options` go to nats-py (`impromptu tail` reconnects forever)."""
     settings = discover(settings, "admin")
     url = settings.nats_url or ""
     failures: list[Exception] = []
 
     async def fail_fast_on_tls(error: Exception) -> None:
-        failures.append(error)
+        failures[:] = [error]  # the last is the cause; a client reconnecting for days must not keep them all
         if isinstance(error, ssl.SSLError):
             raise error
 
-    broker = new_broker(url, settings, error_cb=fail_fast_on_tls)
+    broker = new_broker(url, settings, error_cb=fail_fast_on_tls, **connect_options)
     try:
         await asyncio.wait_for(broker.connect(), CONNECT_SECONDS)
     except Exception as error:
@@ -268,7 +281,14 @@ async def connected(settings: Settings) -> AsyncIterator[NatsBroker]:
         await bus.ensure_stream(broker, settings, update=False)
         yield broker
     finally:
-        await broker.stop()
+        connection = broker._connection  # FastStream's; stop() drains it, which a reconnecting client cannot do
+        try:
+            await broker.stop()
+        except bus.NOT_ANSWERING:  # the server is away (Ctrl-C on a tail waiting for it): nothing to drain, close
+            if connection is not None:
+                with contextlib.suppress(TimeoutError):  # nats-py may wait on the lost socket: the process is ending
+                    await asyncio.wait_for(connection.close(), CLOSE_SECONDS)
+            broker.config.disconnect()
 
 
 async def serve(settings: Settings) -> None:

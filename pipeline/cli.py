@@ -799,21 +799,29 @@ def tail(
     from pipeline import bus
     from pipeline.app import connected
     from pipeline.messages import utc_now
-    from pipeline.ops.tail import parse_since
+    from pipeline.ops.tail import ConnectionWatch, TailNotice, parse_since
     from pipeline.ops.tail import tail as tail_bus
 
     start = utc_now() - parse_since(since) if since else None
     console = Console()
     json_lines = as_json or not console.is_terminal
+    notices = Console(stderr=True)  # "reconnecting…": never among the JSON lines on stdout
 
     async def follow() -> None:
         shown = 0
+        watch = ConnectionWatch()  # reconnect for as long as someone watches, saying so
         async with (
-            connected(_settings(quiet=True)) as broker,
+            connected(_settings(quiet=True), **watch.options()) as broker,
             # closed before the broker: its subscription must go before the connection drains
-            aclosing(tail_bus(bus.jetstream(broker), subject, start, stage)) as lines,
+            aclosing(tail_bus(bus.jetstream(broker), subject, start, stage, watch)) as lines,
         ):
             async for line in lines:
+                if isinstance(line, TailNotice):
+                    if notices.is_terminal:
+                        notices.print(line.as_text())
+                    else:
+                        print(line.as_plain(), file=sys.stderr, flush=True)
+                    continue
                 if json_lines:
                     print(line.as_json(), flush=True)
                 else:

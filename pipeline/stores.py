@@ -27,9 +27,20 @@ LOGINS = "impromptu-logins"  # failed.<name|address>.<sha256> -> recent failed l
 SIGNINS = "impromptu-signins"  # login.<sha256 of name> -> the login's epoch; logging out replaces it (no TTL)
 LIBRARY = "impromptu-library"  # entry.<id>, text.<id>, article.<id>, awaiting.<session>: the learning library
 DOWNLOADS = "impromptu-downloads"  # zoom.<event>: a Zoom event's download_token, for its 24 hours
+VERDICTS = "impromptu-verdicts"  # share.<sha256 of share id> -> TriggerVerdict: why it fired nothing (30 days)
 
 # other buckets keep their keys
-TTL: dict[str, float] = {TRIGGERS: 30 * 24 * 3600.0, PAGES: 6 * 3600.0, LOGINS: 15 * 60.0, DOWNLOADS: 24 * 3600.0}
+TTL: dict[str, float] = {
+    TRIGGERS: 30 * 24 * 3600.0,
+    PAGES: 6 * 3600.0,
+    LOGINS: 15 * 60.0,
+    DOWNLOADS: 24 * 3600.0,
+    VERDICTS: 30 * 24 * 3600.0,
+}
+# Buckets written once per message of a busy subject: one revision a key, and a bound on each value (the server
+# refuses a bigger one), so their size follows the number of keys the TTL keeps, never what a user wrote.
+HISTORY: dict[str, int] = {VERDICTS: 1}
+MAX_VALUE_BYTES: dict[str, int] = {VERDICTS: 8192}
 
 
 async def bucket(broker: NatsBroker, name: str) -> KeyValue:
@@ -40,7 +51,14 @@ async def bucket(broker: NatsBroker, name: str) -> KeyValue:
         return await broker.key_value(name, declare=False)
     except BucketNotFoundError:
         replicas = await stream_replicas(broker)
-        return await broker.key_value(name, storage=StorageType.FILE, history=16, ttl=TTL.get(name), replicas=replicas)
+        return await broker.key_value(
+            name,
+            storage=StorageType.FILE,
+            history=HISTORY.get(name, 16),
+            ttl=TTL.get(name),
+            max_value_size=MAX_VALUE_BYTES.get(name),
+            replicas=replicas,
+        )
 
 
 async def stream_replicas(broker: NatsBroker) -> int:

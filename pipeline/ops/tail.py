@@ -2,18 +2,26 @@
 
 It reads through an ordered, ephemeral consumer (no acks, in memory, removed when it goes), so the stages' durable
 consumers never see it: tailing steals nothing and moves no ack floor.
+
+It outlives the bus going away (the pipeline and its embedded NATS restarting): with a ConnectionWatch it says
+"reconnecting…" when the connection drops, and when it is back, "reconnected", following on from the stream
+sequence after the last one it read, so nothing is shown twice and nothing still in the stream is missed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -37,6 +45,7 @@ from pipeline.messages import (
     Share,
     SharerJoined,
     TriggerFired,
+    utc_now,
 )
 
 MESSAGE_TYPES: dict[str, type[BaseModel]] = {
@@ -276,21 +285,109 @@ def shows(subject: str, stage: str | None) -> bool:
     return subject in STAGE_SUBJECTS[stage] or subject == bus.dead_letter_subject(stage)
 
 
+@dataclass(frozen=True)
+class TailNotice:
+    """Not a message: what happened to the connection ("reconnecting…", "reconnected")."""
+
+    time: datetime
+    text: str
+
+    def as_text(self) -> Text:
+        return Text.assemble((f"{self.time:%H:%M:%S} ", "dim"), (self.text, "yellow"))
+
+    def as_plain(self) -> str:
+        return f"{self.time:%H:%M:%S} {self.text}"
+
+
+RECONNECT_WAIT_SECONDS = 1.0
+POLL_SECONDS = 0.5  # how soon a change of the connection is told between messages
+
+
+class ConnectionWatch:
+    """nats-py's connection callbacks for a client that must never give up while a person watches: pass
+    `options()` to `connected()`; `tail` reads the changes between messages."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.changes: deque[bool] = deque(maxlen=64)  # True: reconnected, False: disconnected; drained as it goes
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "max_reconnect_attempts": -1,  # nats-py's default gives up after 60 attempts: tail then hung silently
+            "reconnect_time_wait": RECONNECT_WAIT_SECONDS,
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+        }
+
+    async def _disconnected(self) -> None:
+        self.up = False
+        self.changes.append(False)
+
+    async def _reconnected(self) -> None:
+        self.up = True
+        self.changes.append(True)
+
+
+def _from(since: datetime | None, last_seq: int | None) -> ConsumerConfig:
+    if last_seq is not None:
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last_seq + 1)
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+
+
+async def _close_quietly(js: JetStreamContext, sub: JetStreamContext.PushSubscription, up: bool) -> None:
+    if not up:  # no server to ask: its consumer went with it (in memory), or goes when it sees no interest
+        with contextlib.suppress(*bus.NOT_ANSWERING):
+            await sub.unsubscribe()
+        return
+    with contextlib.suppress(*bus.NOT_ANSWERING):
+        await bus.close_reader(js, sub)
+
+
 async def tail(
-    js: JetStreamContext, subject: str = bus.ALL_SUBJECTS, since: datetime | None = None, stage: str | None = None
-) -> AsyncGenerator[TailLine, None]:
-    """Messages on `subject` (a NATS pattern) from `since` (default: from now on), forever."""
+    js: JetStreamContext,
+    subject: str = bus.ALL_SUBJECTS,
+    since: datetime | None = None,
+    stage: str | None = None,
+    connection: ConnectionWatch | None = None,
+) -> AsyncGenerator[TailLine | TailNotice, None]:
+    """Messages on `subject` (a NATS pattern) from `since` (default: from now on), forever; with `connection`, a
+    TailNotice when it drops and when it is back, then on from the message after the last one read."""
     if stage is not None and stage not in STAGE_SUBJECTS:
         raise ImpromptuError(f"--stage {stage!r}: one of {', '.join(STAGE_SUBJECTS)}")
-    if since is None:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
-    else:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
-    sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
+    # "From now on" is "after the stream's last message now": a sequence to go on from after a reconnect.
+    last_seq = (await js.stream_info(bus.STREAM)).state.last_seq if since is None else None
+    sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=_from(since, last_seq))
     try:
         while True:
-            msg = await sub.next_msg(timeout=None)
+            if connection is not None and connection.changes:
+                if not connection.changes.popleft():
+                    yield TailNotice(utc_now(), "reconnecting… (the bus went away; Ctrl-C to stop)")
+                    continue
+                await _close_quietly(js, sub, up=True)
+                sub = await _resubscribe(js, subject, since, last_seq)
+                after = f"from #{last_seq + 1}" if last_seq is not None else "from the start time"
+                yield TailNotice(utc_now(), f"reconnected: following on {after}")
+                continue
+            try:
+                msg = await sub.next_msg(timeout=POLL_SECONDS if connection is not None else None)
+            except nats.errors.TimeoutError:
+                continue
+            seq = msg.metadata.sequence.stream
+            if last_seq is not None and seq <= last_seq:
+                continue  # read already, from the consumer before a reconnect
+            last_seq = seq
             if shows(msg.subject, stage):
                 yield tail_line(msg)
     finally:
-        await bus.close_reader(js, sub)
+        await _close_quietly(js, sub, up=connection is None or connection.up)
+
+
+async def _resubscribe(
+    js: JetStreamContext, subject: str, since: datetime | None, last_seq: int | None
+) -> JetStreamContext.PushSubscription:
+    """A new ordered consumer once the server answers again (JetStream may need a moment after a restart)."""
+    while True:
+        try:
+            return await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=_from(since, last_seq))
+        except bus.NOT_ANSWERING:
+            await asyncio.sleep(RECONNECT_WAIT_SECONDS)

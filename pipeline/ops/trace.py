@@ -9,24 +9,30 @@ the journey's messages are then fetched by sequence. A message without that head
 read the stream a second time, from the journey's first message. `bench/bench_trace.py` measures it: about the
 time of a raw nats-py read of the whole stream (seconds per 100,000 messages on a small machine). The stream is
 read with ordered ephemeral consumers: the stages' durable consumers are never touched.
+
+A journey that ends at its share (nothing fired) says why: the verdict the trigger stage kept for that share in the
+bucket impromptu-verdicts, read with one key get (never a read of the bucket).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from pydantic import ValidationError
 
-from pipeline import bus
+from pipeline import bus, stores
 from pipeline.errors import ImpromptuError
 from pipeline.ops.tail import summarize
 from pipeline.triggers.canonical import canonical_url
+from pipeline.triggers.explain import TriggerVerdict, verdict_key
 
 READ_TIMEOUT_SECONDS = 5.0
 
@@ -141,6 +147,7 @@ class Journey:
     steps: list[Step]
     other_correlation_ids: list[str]
     scanned: int
+    trigger_verdict: TriggerVerdict | None = None  # why the trigger let it go, when the journey ends at its share
 
     @property
     def subjects(self) -> list[str]:
@@ -161,7 +168,25 @@ async def find_journey(js: JetStreamContext, ident: str) -> Journey:
     for seq, subject, stored_at, body in messages:
         since = stored_at - steps[-1].stored_at if steps else None
         steps.append(Step(seq, subject, stored_at, body, since))
-    return Journey(ident, correlation_id, steps, others, resolution.scanned)
+    journey = Journey(ident, correlation_id, steps, others, resolution.scanned)
+    last = _main_line(journey)[-1]
+    if last.subject == bus.SHARES and isinstance(last.body.get("id"), str):
+        journey = replace(journey, trigger_verdict=await trigger_verdict(js, last.body["id"]))
+    return journey
+
+
+async def trigger_verdict(js: JetStreamContext, share_id: str) -> TriggerVerdict | None:
+    """What the trigger stage said about a share it let go: one key get; None when it has not judged it (yet), the
+    verdict has expired, or nothing was ever kept (a pipeline older than the bucket)."""
+    try:
+        kv = await js.key_value(stores.VERDICTS)
+        entry = await kv.get(verdict_key(share_id))
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    try:
+        return TriggerVerdict.model_validate_json(entry.value or b"")
+    except ValidationError:
+        return None
 
 
 Stored = tuple[int, str, datetime, dict[str, Any]]
@@ -234,10 +259,14 @@ def _posts_unsettled_and_skipped(journey: Journey) -> tuple[list[str], list[str]
     return waiting, skipped
 
 
+def _main_line(journey: Journey) -> list[Step]:
+    return [step for step in journey.steps if step.subject not in FOLLOW_UPS] or journey.steps
+
+
 def _main_line_ending(journey: Journey) -> str:
     """Where the main line ended. Follow-up announcements (the recording's, a cancellation's) come after it and do
     not change where it ended."""
-    main = [step for step in journey.steps if step.subject not in FOLLOW_UPS] or journey.steps
+    main = _main_line(journey)
     last = main[-1]
     kept = next((step for step in reversed(main) if step.subject == bus.LIBRARY_ENTRIES), None)
     if kept is not None and last.subject == bus.OUTREACH_RESULTS:
@@ -258,6 +287,8 @@ def _main_line_ending(journey: Journey) -> str:
     if last.subject == bus.DECISIONS and body.get("decision") == "rejected":
         reason = f": {body['reason']}" if body.get("reason") else ""
         return f"stopped: rejected by {body.get('decided_by')}{reason}"
+    if last.subject == bus.SHARES and journey.trigger_verdict is not None:
+        return f"no trigger: {journey.trigger_verdict.reason}"
     if last.subject == bus.CONTENT_ENRICHED and _get(body, "trigger", "plan", "article_must_match"):
         return "no proposal: waiting for the actions stage, or the rule vetoed the article (its topics did not match)"
     endings = {
@@ -299,6 +330,8 @@ def render(journey: Journey) -> str:
         what = summarize(step.subject, json.dumps(step.body).encode())  # the same one-liner `impromptu tail` prints
         lines.append(f"  {step.seq:>6}  {stamp}  {gap:>9}  {step.subject:<{width}}  {what}")
     lines.append(where_it_stopped(journey))
+    if journey.trigger_verdict is not None and _main_line(journey)[-1].subject == bus.SHARES:
+        lines += [f"  rule {rule}" for rule in journey.trigger_verdict.rules]
     if journey.other_correlation_ids:
         lines.append(f"also matching {journey.ident!r}: {', '.join(journey.other_correlation_ids)}")
     lines.append(f"(scanned {journey.scanned} messages of the stream to resolve {journey.ident!r})")

@@ -1,5 +1,7 @@
 """Trigger stage: consumes Share on `impromptu.shares`; emits TriggerFired on `impromptu.triggers.fired`, or
-SharerJoined on `impromptu.triggers.joined` when the link already fired within the merge window."""
+SharerJoined on `impromptu.triggers.joined` when the link already fired within the merge window. A share that does
+neither (untrusted, already among the sharers, no rule passing) leaves its verdict in the bucket impromptu-verdicts
+(one key per share, 30 days), where `impromptu trace` reads why."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from faststream.nats.annotations import NatsBroker
+from nats.js.kv import KeyValue
 
 from pipeline import bus, stores
 from pipeline.errors import RetryableError
@@ -16,6 +19,7 @@ from pipeline.messages import Message, Share, Sharer, SharerJoined, TriggerFired
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 from pipeline.triggers.canonical import canonical_url, link_key
+from pipeline.triggers.explain import kept_verdict, verdict_key
 from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.scoring import Known, Verdict, evaluate
 from pipeline.triggers.state import (
@@ -41,6 +45,7 @@ class Outcome:
     reason: str
     message: Message | None = None
     reopens: str | None = None  # the trigger whose page could not be read, when this one tries it again
+    verdict: Verdict | None = None  # the rules' judgement, when they were asked (each rule's first failure)
 
 
 def trigger_of(known: Known, verdict: Verdict, episode: LinkEpisode, trigger_id: str) -> TriggerFired:
@@ -125,7 +130,7 @@ class TriggerJudge:
             if verdict.winner is None:
                 if changed and not await self.state.write(key, updated, revision):
                     continue
-                return Outcome("ignored", verdict.summary)
+                return Outcome("ignored", verdict.summary, verdict=verdict)
             if optimistic and known.uses_budget:
                 continue  # reserving a cooldown or cap needs the real episode number: read first
             outcome = await self._fire(known, verdict, earlier, updated, key, revision, now)
@@ -154,7 +159,7 @@ class TriggerJudge:
             if winner is None:
                 if not await self.state.write(key, episode, revision):
                     return None
-                return Outcome("ignored", verdict.summary)
+                return Outcome("ignored", verdict.summary, verdict=verdict)
             firing = Firing(rule=winner.rule.name, topics=winner.topics, at=now, day=local_day(known.rules, now))
             if trigger_id not in budget.firings:
                 reserved = budget.reserve(trigger_id, firing, budget_memory(known.rules))
@@ -172,11 +177,19 @@ def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
     fired = router.output(bus.TRIGGERS_FIRED, TriggerFired, "A share passed a trigger rule.")
     also = router.output(bus.TRIGGERS_JOINED, SharerJoined, "Another trusted sharer of a link that already fired.")
     judges: dict[int, TriggerJudge] = {}
+    verdict_buckets: dict[int, KeyValue] = {}
 
     async def judge_for(broker: NatsBroker) -> TriggerJudge:
         if id(broker) not in judges:
             judges[id(broker)] = TriggerJudge(live, TriggerState(await stores.bucket(broker, stores.TRIGGERS)))
         return judges[id(broker)]
+
+    async def keep_verdict(broker: NatsBroker, share: Share, outcome: Outcome) -> None:
+        """Before the ack: a redelivery judges again and puts the same record (a put, not a create)."""
+        if id(broker) not in verdict_buckets:
+            verdict_buckets[id(broker)] = await stores.bucket(broker, stores.VERDICTS)
+        kept = kept_verdict(share, outcome.reason, outcome.verdict)
+        await verdict_buckets[id(broker)].put(verdict_key(share.id), kept.model_dump_json().encode())
 
     @router.consume(bus.SHARES, concurrency=settings.trigger_concurrency)
     async def handle_share(share: Share, broker: NatsBroker) -> None:
@@ -190,6 +203,7 @@ def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
             await emit(also, outcome.message)
             log.info("trigger.joined", sharer=share.sharer, trigger_id=outcome.message.trigger_id)
         else:
+            await keep_verdict(broker, share, outcome)
             log.info("share.ignored", sharer=share.sharer, url=share.url, reason=outcome.reason)
 
     return router

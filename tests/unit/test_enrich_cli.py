@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipeline.cli import cli
 from pipeline.demo import ASSETS, article_server
@@ -14,10 +14,15 @@ from pipeline.enrich.fetch import FetchRefused
 SEED = ASSETS / "bersin-article.html"
 
 
-def run(*args: str, **env: str) -> dict[str, object]:
+def invoke(*args: str, **env: str) -> Result:
     result = CliRunner().invoke(cli, ["enrich", *args], env=env)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return result
+
+
+def run(*args: str, **env: str) -> dict[str, object]:
+    """The JSON on stdout: log lines (warnings about the settings, say) go to stderr and never into it."""
+    return json.loads(invoke(*args, **env).stdout)
 
 
 def test_a_saved_page_with_its_url() -> None:
@@ -39,8 +44,10 @@ def test_a_local_page_is_fetched_only_when_allowed() -> None:
         assert refused.exit_code == 1
         assert isinstance(refused.exception, FetchRefused) and refused.exception.reason == "literal_ip"
         assert "IMPROMPTU_FETCH_ALLOW" in str(refused.exception)
-        out = run(url, IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]')
+        allowed = invoke(url, IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]')
+    out = json.loads(allowed.stdout)  # only the JSON: the warning below is not in it
     assert isinstance(out["article"], dict) and out["article"]["url"] == url
+    assert "fetch.allow_any_port" in allowed.stderr and "fetch.allow_any_port" not in allowed.stdout
 
 
 @pytest.mark.parametrize(
