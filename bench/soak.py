@@ -272,6 +272,8 @@ class SoakResult:
     errors: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     growth: list[str] = field(default_factory=list)
+    retried: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)  # the worker's own words for its errors and its 503s
 
     @property
     def after_warm_up(self) -> list[Sample]:
@@ -282,7 +284,8 @@ class SoakResult:
         return 1000 * slope([s.shares for s in kept], [getattr(s, attribute) for s in kept])
 
     def growth_mb(self, attribute: str) -> float:
-        """RSS at the end minus RSS at the end of the warm-up (medians of three samples, against noise)."""
+        """RSS (or consumers) at the end minus at the end of the warm-up: medians of three samples, against noise
+        (a sample can catch a few ranged reads in flight, whose consumers go a moment later; a leak stays)."""
         kept = self.after_warm_up
 
         def median_of(samples: list[Sample]) -> float:
@@ -310,6 +313,7 @@ class Driver:
         self.tasks: set[asyncio.Task[None]] = set()
         self.seen: set[str] = set()
         self.failures: Counter[str] = Counter()  # what the worker refused or failed to answer, by request
+        self.retried: Counter[str] = Counter()  # what was answered on a later try
 
     def spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
@@ -335,15 +339,25 @@ class Driver:
             self.failures[f"share: {type(error).__name__}"] += 1
 
     async def approve(self, proposal_id: str) -> None:
-        try:
-            response = await self.api.post(f"/api/proposals/{proposal_id}/approve")
-        except httpx.HTTPError as error:
-            self.failures[f"approve: {type(error).__name__}"] += 1
-            return
-        if response.status_code == 200:
-            self.approved += 1
-        else:
-            self.failures[f"approve: {response.status_code}"] += 1
+        """As the API asks a client to: a 503 is tried again after its Retry-After, and so is a connection the
+        server closed as it was reused (keep-alive's race); approving twice is one decision. What still fails after
+        three tries is a failure; the retries are counted too."""
+        for attempt in range(3):
+            try:
+                response = await self.api.post(f"/api/proposals/{proposal_id}/approve")
+            except httpx.TransportError as error:
+                outcome, wait = f"approve: {type(error).__name__}", 0.5
+            else:
+                if response.status_code == 200:
+                    self.approved += 1
+                    return
+                outcome, wait = f"approve: {response.status_code}", float(response.headers.get("Retry-After", 1))
+                if response.status_code != 503:
+                    break
+            if attempt < 2:
+                self.retried[outcome] += 1
+                await asyncio.sleep(wait)
+        self.failures[outcome] += 1
 
     async def poll(self, path: str) -> None:
         try:
@@ -441,6 +455,11 @@ class SoakRun:
                 stop_process(worker)
         lines = self.log_file.read_text(errors="replace").splitlines()
         events = [json.loads(line) for line in lines if line.startswith("{")]
+        problems = [
+            json.dumps(event)[:1500]
+            for event in events
+            if event.get("level") in ("error", "critical") or event.get("event") == "web.nats_unavailable"
+        ]
         return SoakResult(
             samples=self.samples,
             warm_up_index=next(i for i, s in enumerate(self.samples) if s.seconds >= self.warm_up * self.duration),
@@ -459,6 +478,8 @@ class SoakRun:
             non_json_lines=len(lines) - len(events),
             errors=Counter(str(e.get("event")) for e in events if e.get("level") in ("error", "critical")),
             failures=driver.failures,
+            retried=driver.retried,
+            problems=problems,
             growth=growth_report(self.snapshots) if self.mode else [],
         )
 
@@ -500,8 +521,9 @@ class SoakRun:
             started = time.monotonic()
             next_sample = next_poll = started
             warm = False
-            while (now := time.monotonic()) - started < self.duration:
-                while self.shares < int((now - started) * self.rate) + 1:
+
+            def share_due(until: int) -> None:
+                while self.shares < until:
                     url = f"{pages}{names[self.shares % len(names)]}?copy={self.shares}"
                     share = Share.from_source(
                         source="webhook", native_id=f"soak-{self.shares}", sharer=SHARER, text=SHARE_TEXT, url=url
@@ -509,6 +531,9 @@ class SoakRun:
                     # as webhooks arrive: each on its own, never waiting for the one before to be acknowledged
                     driver.spawn(driver.share(share))
                     self.shares += 1
+
+            while (now := time.monotonic()) - started < self.duration:
+                share_due(int((now - started) * self.rate) + 1)
                 if now >= next_poll:  # what Prometheus and a facilitator's open queue page ask for
                     next_poll = now + POLL_SECONDS
                     driver.spawn(driver.poll("/metrics"))
@@ -522,6 +547,7 @@ class SoakRun:
                 if worker.poll() is not None:
                     raise SystemExit(f"the worker exited during the run; see {self.log_file}")
                 await asyncio.sleep(min(0.05, 1 / self.rate))
+            share_due(int(self.duration * self.rate))  # the schedule's last shares, should a slow sample end the loop
             await self.sample(js, time.monotonic() - started, worker, nats_process, baseline)
             await self.snapshot(worker)
             await asyncio.gather(*driver.tasks, return_exceptions=True)
@@ -663,6 +689,9 @@ def report(result: SoakResult, minutes: float, rate: float) -> None:
         f"errors: {dict(result.errors) or 'none'}"
     )
     print(f"  requests the worker refused or failed: {dict(result.failures) or 'none'}")
+    print(f"  answered on a later try: {dict(result.retried) or 'none'}")
+    for line in result.problems:
+        print(f"  worker: {line}")
     for line in result.growth:
         print(line)
 

@@ -28,7 +28,7 @@ from pipeline.embedded import BusUser, BusUsers, EmbeddedNats
 from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import ConfigError
-from pipeline.lifetime import fewer_malloc_arenas
+from pipeline.lifetime import tune_malloc
 from pipeline.messages import utc_now
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach.stage import outreach_router
@@ -294,7 +294,7 @@ async def connected(settings: Settings, **connect_options: Any) -> AsyncIterator
 async def serve(settings: Settings) -> None:
     """`impromptu run`: the stages (all, or `settings.stages`) and, with actions, the HTTP server, until
     SIGINT/SIGTERM; then they drain and an embedded NATS stops."""
-    fewer_malloc_arenas()
+    tune_malloc()
     if settings.stages != STAGE_NAMES and settings.nats_url is None:
         # Some stages only: they join a pipeline, never embed a server of their own on its port.
         try:

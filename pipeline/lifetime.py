@@ -47,16 +47,25 @@ def death_signal_preexec(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return set_death_signal
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+LARGE_BLOCK = 256 * 1024
 
 
-def fewer_malloc_arenas(arenas: int = 2) -> None:
-    """A long-running worker's threads (SQLite, extraction, the default executor) each get a glibc malloc arena of
-    their own, up to 8 per core, and memory freed in one is kept there: RSS then climbs with the number of threads
-    that ever ran, not with what is in use. Two arenas keep RSS near what is in use (the same as MALLOC_ARENA_MAX=2,
-    the usual advice for threaded Python services); called before the threads start. Not glibc: nothing to do."""
+def tune_malloc(arenas: int = 2) -> None:
+    """Keep a long-running worker's RSS near the memory it uses, under glibc (elsewhere: nothing to do).
+
+    Two arenas: each thread (SQLite, extraction, the default executor) would otherwise get one of its own, up to 8 per
+    core, and memory freed in one stays there (the same as MALLOC_ARENA_MAX=2, the usual advice for threaded Python
+    services). A fixed mmap threshold: glibc raises it after each large block is freed, so the next media chunks and
+    page bodies come from the heap and leave holes it cannot return; at a fixed 256 KiB they are mapped and unmapped
+    whole. Called before the threads start."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_ARENA_MAX, arenas)
+        libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE_BLOCK)
     except (OSError, AttributeError):
         pass

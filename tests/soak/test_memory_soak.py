@@ -23,7 +23,7 @@ WARM_UP = 0.4  # the first 30 s: imports done, models loaded, caches filled, the
 # old code's growth speeds up as the bucket fills and its consumers near the server's limit). Generous, since a
 # loaded machine shifts a worker's RSS by a few MB either way.
 MAX_GROWTH_MB = 8.0
-MAX_NEW_CONSUMERS = 5  # the baseline's durable consumer and the odd in-flight read; a leak adds hundreds
+MAX_NEW_CONSUMERS = 3  # medians of three samples: the odd ranged read in flight; a leak adds hundreds
 
 
 @pytest.mark.timeout(240)
@@ -35,8 +35,8 @@ async def test_worker_memory_is_flat_after_warm_up_under_a_steady_load() -> None
     assert result.shares >= 0.97 * MINUTES * 60 * SHARES_PER_SECOND
     assert result.approved >= 0.8 * result.shares, result.failures
     assert result.recordings >= 0.7 * result.shares
-    assert not result.failures
-    assert not result.errors and result.non_json_lines == 0
+    assert not result.failures, result.problems
+    assert not result.errors and result.non_json_lines == 0, result.problems
 
     kept = result.after_warm_up
     figures = (
@@ -45,4 +45,4 @@ async def test_worker_memory_is_flat_after_warm_up_under_a_steady_load() -> None
         f"{kept[-1].consumers}; baseline growth {result.growth_mb('baseline_mb'):+.1f} MB"
     )
     assert result.growth_mb("worker_mb") < MAX_GROWTH_MB, figures
-    assert kept[-1].consumers - kept[0].consumers <= MAX_NEW_CONSUMERS, figures
+    assert result.growth_mb("consumers") <= MAX_NEW_CONSUMERS, figures
