@@ -47,7 +47,6 @@ def death_signal_preexec(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return set_death_signal
 
 
-
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
