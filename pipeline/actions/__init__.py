@@ -195,12 +195,15 @@ async def email_notice_once(kv: KeyValue, settings: Settings, proposal: SessionP
         try:
             refused = await send_email_notice(settings, proposal, notice, list(claimed))
         except RetryableError as error:  # the server is down or said "not now" to the whole message
-            for address, revision in claimed.items():
-                await kv.delete(email_notice_key(proposal.id, address), last=revision)
+            await _release(kv, proposal.id, claimed)
+            log.info("notify.retrying", proposal_id=proposal.id, channel="email", reason=str(error))
             retry.append(str(error))
             break  # the others are tried on the retry, not against a server that is failing now
         except ImpromptuError as error:  # refused for good: recorded with the reason, the next message is tried
             refused = {address: error for address in claimed}
+        except Exception:  # not sent (the message could not even be made): the redelivery may send it
+            await _release(kv, proposal.id, claimed)
+            raise
         for address, revision in claimed.items():
             key = email_notice_key(proposal.id, address)
             reason = refused.get(address)
@@ -223,6 +226,11 @@ async def email_notice_once(kv: KeyValue, settings: Settings, proposal: SessionP
                 log.info("notify.sent", proposal_id=proposal.id, channel="email", recipient=address, detail=detail)
     if retry:
         raise RetryableError("; ".join(retry))
+
+
+async def _release(kv: KeyValue, proposal_id: str, claimed: dict[str, int]) -> None:
+    for address, revision in claimed.items():
+        await kv.delete(email_notice_key(proposal_id, address), last=revision)
 
 
 async def _told_before_per_recipient_records(kv: KeyValue, proposal_id: str) -> bool:

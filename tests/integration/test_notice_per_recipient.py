@@ -113,3 +113,23 @@ async def test_a_recipient_refused_for_good_is_reported_and_the_others_get_their
     assert len(failed) == 1 and failed[0]["recipient"] == BEN and "No such user here" in failed[0]["reason"]
     info = await bus.jetstream(client).stream_info(bus.STREAM, subjects_filter=">")
     assert not any(s.startswith(bus.DEAD_LETTERS) for s in info.state.subjects or {})  # the proposal goes on
+
+
+async def test_a_proposal_told_by_e_mail_before_records_per_recipient_is_not_told_again(
+    settings: Settings, client: NatsBroker, smtp: SmtpServer
+) -> None:
+    proposal = a_proposal(3)
+    kv = await stores.bucket(client, stores.OUTREACH)
+    told = NoticeRecord(state="sent", detail="sent to 3 recipient(s)")
+    await kv.put(f"notify.{proposal.id}.email", told.model_dump_json().encode())  # the record per channel
+    async with _running(_mailing(settings, smtp)):
+        await bus.publish(client, bus.PROPOSALS_CREATED, proposal)
+        await wait_until(lambda: _handled(client), what="the proposal to be handled")
+
+    assert smtp.mailbox.received_by() == {}
+    assert await _records(client, proposal.id) == {f"notify.{proposal.id}.email": told}
+
+
+async def _handled(client: NatsBroker) -> bool:
+    info = await consumer(client, "actions-notify")
+    return info.delivered.consumer_seq >= 1 and info.num_pending == 0 and info.num_ack_pending == 0
