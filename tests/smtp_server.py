@@ -23,12 +23,18 @@ class Mailbox:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     envelopes: list[Envelope] = field(default_factory=list)
+    # address -> the replies to its next RCPTs, one used per attempt ("451 ..." once, then accepted)
+    rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
+        if planned := self.rcpt_replies.get(address.lower()):
+            reply = planned.pop(0)
+            if not reply.startswith("250"):
+                return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -43,6 +49,14 @@ class Mailbox:
             email.message_from_bytes(e.original_content or b"", policy=email.policy.default)  # type: ignore[misc]
             for e in self.envelopes
         ]
+
+    def received_by(self) -> dict[str, int]:
+        """How many messages each envelope recipient got."""
+        counts: dict[str, int] = {}
+        for envelope in self.envelopes:
+            for address in envelope.rcpt_tos:
+                counts[address.lower()] = counts.get(address.lower(), 0) + 1
+        return counts
 
 
 @dataclass

@@ -9,13 +9,15 @@
 - consumes FacilitatorDecision on `impromptu.decisions`; an approval creates the session at the provider (once,
   however often redelivered), with its calendar invite, and emits ScheduledSession on
   `impromptu.sessions.scheduled`. A rejection creates nothing anywhere;
-- consumes SessionProposal on `impromptu.proposals.created` and tells facilitators (Slack and/or e-mail, once each)
-  with a link to the proposal's page;
+- consumes SessionProposal on `impromptu.proposals.created` and tells facilitators (Slack and/or e-mail) with a link
+  to the proposal's page: once per channel for Slack, once per recipient for e-mail (records `notify.<proposal>.
+  slack` and `notify.<proposal>.email.<recipient digest>` in `impromptu-outreach`);
 - consumes ProposalTransition on `impromptu.proposals.transitions`: a cancelled session is removed at the provider.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
 from datetime import timedelta
@@ -30,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline import bus, stores
 from pipeline.actions import approval
 from pipeline.actions.approval import SessionLink, add_sharer, save_new
-from pipeline.actions.notify import notifiers, proposal_link, send_notice
+from pipeline.actions.notify import email_notices, notifiers, proposal_link, send_email_notice, send_notice
 from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.actions.service import booked_now, session_request
 from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
@@ -139,6 +141,9 @@ class NoticeRecord(BaseModel):
 async def notice_once(kv: KeyValue, settings: Settings, channel: str, proposal: SessionProposal) -> None:
     """Tell facilitators on `channel` once. A notice found "sending" (a crash mid-send) is not sent again: one lost
     notice is better than a stream of copies, and the proposal is on the approval page anyway."""
+    if channel == "email":
+        await email_notice_once(kv, settings, proposal)
+        return
     key = f"notify.{proposal.id}.{channel}"
     try:
         revision = await kv.create(key, NoticeRecord(state="sending").model_dump_json().encode())
@@ -156,6 +161,86 @@ async def notice_once(kv: KeyValue, settings: Settings, channel: str, proposal: 
         return
     await kv.update(key, NoticeRecord(state="sent", detail=detail).model_dump_json().encode(), revision)
     log.info("notify.sent", proposal_id=proposal.id, channel=channel, detail=detail)
+
+
+def recipient_digest(address: str) -> str:
+    """A recipient's part of a key: the digest of their address (as mailed, lower case), never the address."""
+    mailbox = email.utils.parseaddr(address)[1] or address
+    return hashlib.sha256(mailbox.strip().lower().encode()).hexdigest()[:32]
+
+
+def email_notice_key(proposal_id: str, address: str) -> str:
+    return f"notify.{proposal_id}.email.{recipient_digest(address)}"
+
+
+async def email_notice_once(kv: KeyValue, settings: Settings, proposal: SessionProposal) -> None:
+    """E-mail each recipient once: a record per recipient, claimed ("sending") before their message goes out and
+    marked "sent" or "failed" (with the server's reason) after, so a redelivery after a partial failure sends only to
+    those not yet told. A recipient refused for now (4xx) is released and the stage retries; one refused for good
+    (5xx) is recorded and logged, and the others are told all the same. Raises RetryableError when someone is left."""
+    if await _told_before_per_recipient_records(kv, proposal.id):
+        return
+    retry: list[str] = []
+    for notice in email_notices(settings):
+        claimed: dict[str, int] = {}
+        for address in notice.recipients:
+            try:
+                claimed[address] = await kv.create(
+                    email_notice_key(proposal.id, address), NoticeRecord(state="sending").model_dump_json().encode()
+                )
+            except KeyWrongLastSequenceError:
+                log.info("notify.already_handled", proposal_id=proposal.id, channel="email", recipient=address)
+        if not claimed:
+            continue
+        try:
+            refused = await send_email_notice(settings, proposal, notice, list(claimed))
+        except RetryableError as error:  # the server is down or said "not now" to the whole message
+            await _release(kv, proposal.id, claimed)
+            log.info("notify.retrying", proposal_id=proposal.id, channel="email", reason=str(error))
+            retry.append(str(error))
+            break  # the others are tried on the retry, not against a server that is failing now
+        except ImpromptuError as error:  # refused for good: recorded with the reason, the next message is tried
+            refused = {address: error for address in claimed}
+        except Exception:  # not sent (the message could not even be made): the redelivery may send it
+            await _release(kv, proposal.id, claimed)
+            raise
+        for address, revision in claimed.items():
+            key = email_notice_key(proposal.id, address)
+            reason = refused.get(address)
+            if isinstance(reason, RetryableError):
+                await kv.delete(key, last=revision)
+                retry.append(str(reason))
+                log.info(
+                    "notify.retrying", proposal_id=proposal.id, channel="email", recipient=address, reason=str(reason)
+                )
+            elif reason is not None:
+                await kv.update(
+                    key, NoticeRecord(state="failed", detail=str(reason)).model_dump_json().encode(), revision
+                )
+                log.warning(
+                    "notify.failed", proposal_id=proposal.id, channel="email", recipient=address, reason=str(reason)
+                )
+            else:
+                detail = f"sent{' with decision links for ' + notice.login if notice.login else ''}"
+                await kv.update(key, NoticeRecord(state="sent", detail=detail).model_dump_json().encode(), revision)
+                log.info("notify.sent", proposal_id=proposal.id, channel="email", recipient=address, detail=detail)
+    if retry:
+        raise RetryableError("; ".join(retry))
+
+
+async def _release(kv: KeyValue, proposal_id: str, claimed: dict[str, int]) -> None:
+    for address, revision in claimed.items():
+        await kv.delete(email_notice_key(proposal_id, address), last=revision)
+
+
+async def _told_before_per_recipient_records(kv: KeyValue, proposal_id: str) -> bool:
+    """A proposal whose e-mail notice was recorded per channel (before records per recipient) is not sent again."""
+    try:
+        await kv.get(f"notify.{proposal_id}.email")
+    except KeyNotFoundError:
+        return False
+    log.info("notify.already_handled", proposal_id=proposal_id, channel="email")
+    return True
 
 
 def facilitators_for(live: LiveRules, content: EnrichedContent) -> list[Facilitator]:

@@ -505,8 +505,13 @@ def _smtp_hint(detail: str) -> str:
     return ""
 
 
-async def send_email(settings: Settings, message: EmailMessage, *, timeout: float = SMTP_TIMEOUT) -> None:
-    """Send with aiosmtplib: implicit TLS on port 465, else STARTTLS when `smtp_starttls`; login if a user is set."""
+async def _smtp_send(
+    settings: Settings, message: EmailMessage, recipients: list[str] | None, timeout: float
+) -> tuple[dict[str, aiosmtplib.SMTPResponse], bool]:
+    """Send with aiosmtplib: implicit TLS on port 465, else STARTTLS when `smtp_starttls`; login if a user is set.
+    Returns the recipients refused at RCPT (with the server's reply) and whether that was every one of them;
+    raises RetryableError/PermanentError for what concerns the message as a whole (connection, login, sender, DATA).
+    """
     if not settings.smtp_host:
         raise PermanentError("no SMTP server: set IMPROMPTU_SMTP_HOST")
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
@@ -515,6 +520,7 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
     try:
         refused, _ = await aiosmtplib.send(
             message,
+            recipients=recipients,
             hostname=settings.smtp_host,
             port=settings.smtp_port,
             username=settings.smtp_username or None,
@@ -523,16 +529,11 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
             start_tls=False if implicit_tls else settings.smtp_starttls,
             timeout=timeout,
         )
+    except aiosmtplib.SMTPRecipientsRefused as error:
+        return {r.recipient: aiosmtplib.SMTPResponse(r.code, r.message) for r in error.recipients}, True
     except aiosmtplib.SMTPAuthenticationError as error:
         what = f"refused the login of {settings.smtp_username!r} (check IMPROMPTU_SMTP_USERNAME and _PASSWORD)"
         raise _smtp_refusal(where, error.code, error.message, password, what) from None
-    except aiosmtplib.SMTPRecipientsRefused as error:
-        codes = [refusal.code for refusal in error.recipients]
-        each = "; ".join(
-            f"{refusal.recipient}: {refusal.code} {printable(refusal.message, 200)}" for refusal in error.recipients
-        )
-        kind = RetryableError if codes and all(400 <= code < 500 for code in codes) else PermanentError
-        raise kind(f"{where} refused every recipient ({each}); check IMPROMPTU_NOTIFY_EMAIL_TO") from None
     except aiosmtplib.SMTPSenderRefused as error:
         what = f"refused the sender {error.sender!r} (check IMPROMPTU_SMTP_FROM)"
         raise _smtp_refusal(where, error.code, error.message, password, what) from None
@@ -554,6 +555,20 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
     except aiosmtplib.SMTPException as error:  # STARTTLS or AUTH not offered, and the like: settings to fix
         detail = redact(printable(str(error), 200), [password])
         raise PermanentError(f"{where}: {detail}{_smtp_hint(detail)}") from None
+    return refused, False
+
+
+async def send_email(settings: Settings, message: EmailMessage, *, timeout: float = SMTP_TIMEOUT) -> None:
+    """Send to the message's own recipients; refused by all of them, raises (4xx each: RetryableError), refused by
+    some, logs `notify.email.partly_refused` (the others got it: retrying would send it to them again)."""
+    refused, everyone = await _smtp_send(settings, message, None, timeout)
+    where = f"SMTP server {settings.smtp_host}:{settings.smtp_port}"
+    if everyone:
+        each = "; ".join(
+            f"{address}: {reply.code} {printable(reply.message, 200)}" for address, reply in refused.items()
+        )
+        kind = RetryableError if all(400 <= reply.code < 500 for reply in refused.values()) else PermanentError
+        raise kind(f"{where} refused every recipient ({each}); check IMPROMPTU_NOTIFY_EMAIL_TO")
     if refused:
         log.warning(
             "notify.email.partly_refused",
@@ -565,6 +580,58 @@ async def send_email(settings: Settings, message: EmailMessage, *, timeout: floa
         host=settings.smtp_host,
         recipients=len(email.utils.getaddresses(message.get_all("To", []))),
     )
+
+
+async def deliver_email(
+    settings: Settings, message: EmailMessage, recipients: list[str], *, timeout: float = SMTP_TIMEOUT
+) -> dict[str, ImpromptuError]:
+    """Send `message` to exactly `recipients` (the envelope; its To header may name more). Returns each recipient
+    the server refused with the reason (4xx: RetryableError, 5xx: PermanentError); the others have it. Raises for
+    the message as a whole, as `send_email` does."""
+    refused, _ = await _smtp_send(settings, message, recipients, timeout)
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+    where = f"SMTP server {settings.smtp_host}:{settings.smtp_port}"
+    log.info("notify.email.sent", host=settings.smtp_host, recipients=len(recipients) - len(refused))
+    return {
+        address: _smtp_refusal(
+            where,
+            reply.code,
+            reply.message,
+            password,
+            f"refused the recipient {address} (check IMPROMPTU_NOTIFY_EMAIL_TO)",
+        )
+        for address, reply in refused.items()
+    }
+
+
+class EmailNotice(BaseModel):
+    """One message of a proposal's e-mail notice: a facilitator's own (`login`: with their decision links), or the
+    one the other recipients share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipients: list[str]
+    login: str | None = None
+
+
+def email_notices(settings: Settings) -> list[EmailNotice]:
+    personal, shared = email_recipients(settings)
+    notices = [EmailNotice(recipients=[address], login=login) for address, login in personal]
+    if shared:
+        notices.append(EmailNotice(recipients=shared))
+    return notices
+
+
+async def send_email_notice(
+    settings: Settings, proposal: SessionProposal, notice: EmailNotice, recipients: list[str]
+) -> dict[str, ImpromptuError]:
+    """Send `notice` to `recipients` (some of its own: those not yet told); what `deliver_email` returns."""
+    from pipeline.actions.web.links import decision_links  # the web layer signs them; imported when used
+
+    links = decision_links(settings, proposal, notice.login) if notice.login else None
+    link = proposal_link(settings, proposal.id)
+    message = email_message(proposal, link, settings.smtp_from, notice.recipients, links)
+    return await deliver_email(settings, message, recipients)
 
 
 # --- both -----------------------------------------------------------------------------------------------------
@@ -579,18 +646,20 @@ async def send_notice(
         webhook = settings.notify_slack_webhook.get_secret_value()
         await send_slack(webhook, slack_payload(proposal, link, buttons=slack_buttons_on(settings)), client)
         return f"posted to {_host(webhook)}"
-    if channel == "email":
-        from pipeline.actions.web.links import decision_links  # the web layer signs them; imported when used
-
-        personal, shared = email_recipients(settings)
-        # a recipient who is a login gets their own notice (links that decide as them); the rest share one
-        for address, login in personal:
-            links = decision_links(settings, proposal, login)
-            await send_email(settings, email_message(proposal, link, settings.smtp_from, [address], links))
-        if shared:
-            await send_email(settings, email_message(proposal, link, settings.smtp_from, shared))
-        with_links = f", {len(personal)} with decision links" if personal else ""
-        return f"sent to {len(personal) + len(shared)} recipient(s){with_links}"
+    if channel == "email":  # unrecorded (the actions stage records each recipient's: `email_notice_once`)
+        notices = email_notices(settings)
+        refused: dict[str, ImpromptuError] = {}
+        for notice in notices:
+            refused |= await send_email_notice(settings, proposal, notice, notice.recipients)
+        everyone = [address for notice in notices for address in notice.recipients]
+        if refused and len(refused) == len(everyone):
+            kind = RetryableError if all(isinstance(e, RetryableError) for e in refused.values()) else PermanentError
+            raise kind("; ".join(str(error) for error in refused.values()))
+        if refused:
+            log.warning("notify.email.partly_refused", refused={a: str(e) for a, e in refused.items()})
+        personal = sum(1 for notice in notices if notice.login)
+        with_links = f", {personal} with decision links" if personal else ""
+        return f"sent to {len(everyone) - len(refused)} recipient(s){with_links}"
     raise PermanentError(f"notice channel {channel!r} is not configured")
 
 

@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
 from pipeline import bus, stores
-from pipeline.actions import NoticeRecord
+from pipeline.actions import NoticeRecord, email_notice_key
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.messages import SessionProposal
@@ -63,9 +63,11 @@ async def _running(settings: Settings) -> AsyncIterator[NatsBroker]:
 
 
 async def _notice(client: NatsBroker, proposal_id: str, channel: str) -> NoticeRecord | None:
+    """Slack's record (one per proposal), or e-mail's for its one recipient here (one per recipient)."""
     kv = await stores.bucket(client, stores.OUTREACH)
+    key = email_notice_key(proposal_id, "ana@example.org") if channel == "email" else f"notify.{proposal_id}.{channel}"
     try:
-        entry = await kv.get(f"notify.{proposal_id}.{channel}")
+        entry = await kv.get(key)
     except Exception:
         return None
     return NoticeRecord.model_validate_json(entry.value or b"")
