@@ -160,7 +160,12 @@ async def test_jaas_recording_uploaded_is_matched_to_our_jitsi_room(
 
 
 def run_record(nats: EmbeddedNats, data_dir: Path, *args: str) -> tuple[int, str]:
-    env = {"NATS_URL": nats.url, "IMPROMPTU_DATA_DIR": str(data_dir), "IMPROMPTU_FETCH_ALLOW": "[]"}
+    env = {
+        "NATS_URL": nats.url,
+        "IMPROMPTU_DATA_DIR": str(data_dir),
+        "IMPROMPTU_FETCH_ALLOW": "[]",
+        "IMPROMPTU_FACILITATOR_LOGINS": '{"mark": {}}',  # who may hand a recording in by name
+    }
     result = CliRunner().invoke(cli, ["record", *args], env=env)
     return result.exit_code, result.output + (str(result.exception) if result.exception else "")
 
@@ -181,7 +186,9 @@ def test_record_hands_in_an_imported_file_and_refuses_what_it_must(nats_server: 
                 await keep_session(broker, session)
 
     asyncio.run(setup())
-    code, out = run_record(nats_server, data_dir, held.id, "--media", "talk.mp4", "--by", "Mark")
+    code, out = run_record(nats_server, data_dir, held.id, "--media", "talk.mp4", "--by", "Mallory")
+    assert code == 1 and "--by 'Mallory' is not a login" in out, out  # the audit trail holds no invented names
+    code, out = run_record(nats_server, data_dir, held.id, "--media", "talk.mp4", "--by", "mark")
     assert code == 0, out
     entry_id = entry_id_for(held.id)
     assert f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`" in out
@@ -197,5 +204,5 @@ def test_record_hands_in_an_imported_file_and_refuses_what_it_must(nats_server: 
             return await models_on(broker, bus.RECORDINGS, Recording)
 
     [recording] = asyncio.run(published())
-    assert recording.source == "cli" and recording.submitted_by == "Mark"
+    assert recording.source == "cli" and recording.submitted_by == "mark"
     assert [(f.kind, f.location) for f in recording.files] == [("video", "import:talk.mp4")]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner, Result
 
 from pipeline.cli import cli
 from pipeline.demo import ASSETS, article_server
-from pipeline.enrich.fetch import FetchRefused
+from pipeline.enrich.fetch import FetchRefused, allow_rules
 
 SEED = ASSETS / "bersin-article.html"
 
@@ -44,6 +44,7 @@ def test_a_local_page_is_fetched_only_when_allowed() -> None:
         assert refused.exit_code == 1
         assert isinstance(refused.exception, FetchRefused) and refused.exception.reason == "literal_ip"
         assert "IMPROMPTU_FETCH_ALLOW" in str(refused.exception)
+        allow_rules.cache_clear()  # its warnings are logged once per process: this test wants to see where
         allowed = invoke(url, IMPROMPTU_FETCH_ALLOW='["127.0.0.1/32"]')
     out = json.loads(allowed.stdout)  # only the JSON: the warning below is not in it
     assert isinstance(out["article"], dict) and out["article"]["url"] == url
