@@ -5,6 +5,8 @@
 Each case is a fresh process (as a user's shell starts one), run --runs times, interleaved so that a noisy
 neighbour slows every case alike; prints the median wall time of each and its ratio to `python -c pass`.
 The light commands need no bus: `--help`, a sub-app's help, `facilitators list`, `rules check` of the example rules.
+A bus command (`share`) is timed up to where it would connect (no NATS_URL and no pipeline running: it stops at
+"no NATS server to talk to"), next to what its bus client costs alone (`import faststream.nats`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ CASES: dict[str, list[str]] = {
     "impromptu library --help": ["-c", ENTRY, "library", "--help"],
     "impromptu facilitators list": ["-c", ENTRY, "facilitators", "list"],
     "impromptu rules check examples/rules.yaml": ["-c", ENTRY, "rules", "check", "examples/rules.yaml"],
+    'python -c "import faststream.nats"': ["-c", "import faststream.nats"],
+    "impromptu share URL --by @x (up to connecting)": ["-c", ENTRY, "share", "https://example.com/a", "--by", "@x"],
 }
+NO_BUS = {"impromptu share URL --by @x (up to connecting)"}  # run without NATS_URL: stops before connecting
 
 
 def main() -> None:
@@ -42,7 +47,8 @@ def main() -> None:
         for _ in range(runs):
             for name, args in CASES.items():
                 started = time.perf_counter()
-                subprocess.run([sys.executable, *args], cwd=CHECKOUT, env=env, capture_output=True, check=False)
+                case_env = {k: v for k, v in env.items() if k != "NATS_URL"} if name in NO_BUS else env
+                subprocess.run([sys.executable, *args], cwd=CHECKOUT, env=case_env, capture_output=True, check=False)
                 times[name].append(time.perf_counter() - started)
     base = statistics.median(times["python -c pass"])
     print(f"{'case':<48} {'median':>8}  ratio to python -c pass   ({runs} runs each)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -44,6 +43,8 @@ cli.command("render")(render_command)
 
 
 def load_settings() -> Settings:
+    """The settings alone, for a command that logs nothing (`facilitators list`, `rules check`): structlog and the
+    logging set-up cost ~0.1 s of their start."""
     from pipeline.settings import load_settings as load
 
     return load()
@@ -58,6 +59,8 @@ def _settings(quiet: bool = False) -> Settings:
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here, not at the top: asyncio alone is ~60 ms of a `--help`
+
     return asyncio.run(coroutine)
 
 
@@ -120,7 +123,7 @@ def share(
 ) -> None:
     """Put a share on the bus by hand (same path as every source)."""
     from pipeline import bus
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.messages import Share, stable_id
 
     async def publish() -> None:
@@ -140,7 +143,7 @@ def replay(file: Path) -> None:
 
     Shares already on the bus are not published twice. Exit 1 with FILE:LINE: field: message for each invalid line.
     """
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.triggers.replay import ReplayCount, progress_bar, publish_shares, read_replay_file
 
     parsed = read_replay_file(file)
@@ -162,7 +165,7 @@ def replay(file: Path) -> None:
 @asynccontextmanager
 async def _approvals() -> AsyncIterator[Approvals]:
     from pipeline.actions.service import Approvals
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.triggers.reload import LiveRules
 
     settings = _settings(quiet=True)
@@ -237,7 +240,7 @@ Reason = Annotated[str, typer.Option(help="Why, for the audit log.")]
 
 def _checked_by(name: str) -> str:
     """--by NAME: one of the logins (the audit trail holds no invented names); UnknownLogin listing them."""
-    from pipeline.actions.web.auth import known_login
+    from pipeline.actions.logins import known_login
 
     return known_login(load_settings(), name)
 
@@ -348,14 +351,14 @@ def facilitators_add(
     DATA_DIR/facilitators.json, and its roles. The token is printed once."""
     from typing import get_args
 
-    from pipeline.actions.web.auth import hash_password, new_api_token
+    from pipeline.actions.logins import hash_password, new_api_token
     from pipeline.settings import FacilitatorLogin, LoginRole
 
     known = get_args(LoginRole)
     roles = list(dict.fromkeys(role or ["facilitator"]))
     if unknown := [r for r in roles if r not in known]:
         raise ImpromptuError(f"unknown role {unknown[0]!r}: choose {' or '.join(known)}")
-    settings = _settings(quiet=True)
+    settings = load_settings()
     password: str | None = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -396,7 +399,7 @@ def facilitators_link(
     ("" unlinks)."""
     import re
 
-    settings = _settings(quiet=True)
+    settings = load_settings()
     saved = settings.saved_logins()
     if name not in saved:
         raise ImpromptuError(f"no saved login for {name!r}: `impromptu facilitators add {name}` first")
@@ -423,7 +426,7 @@ def facilitators_link(
 @facilitators_cli.command("list")
 def facilitators_list() -> None:
     """Who can log in, how, and with which roles."""
-    logins = _settings(quiet=True).current_logins()
+    logins = load_settings().current_logins()
     if not logins:
         print("no facilitator logins: add one with `impromptu facilitators add NAME`")
     for name, login in sorted(logins.items()):
@@ -434,7 +437,7 @@ def facilitators_list() -> None:
 @facilitators_cli.command("remove")
 def facilitators_remove(name: str) -> None:
     """Remove a facilitator's saved login (logins from the environment stay)."""
-    settings = _settings(quiet=True)
+    settings = load_settings()
     saved = settings.saved_logins()
     if name not in saved:
         raise ImpromptuError(f"no saved login for {name!r} in {settings.logins_file}")
@@ -502,10 +505,10 @@ def record(
     import mimetypes
 
     from pipeline import bus
-    from pipeline.app import connected
     from pipeline.archive.hooks import session_by_id
     from pipeline.archive.keep import check_held
     from pipeline.archive.sources import recording_location
+    from pipeline.connect import connected
     from pipeline.messages import Recording, RecordingFile, utc_now
 
     settings = _settings(quiet=True)
@@ -612,7 +615,7 @@ def trace(
 ) -> None:
     """One share's journey: every message in stream order, the time between them, and where it stopped and why."""
     from pipeline import bus
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.trace import find_journey, render
 
     async def show() -> str:
@@ -628,7 +631,7 @@ def dlq_list(
     every: Annotated[bool, typer.Option("--all", help="Replayed and discarded ones too.")] = False,
 ) -> None:
     """Waiting dead letters, oldest first: SEQ, time, stage, deliveries, original subject, reason."""
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.dlq import list_dead_letters, render_list
 
     async def show() -> str:
@@ -641,7 +644,7 @@ def dlq_list(
 @dlq_cli.command("show")
 def dlq_show(seq: int) -> None:
     """One dead letter as JSON, with what was done about it."""
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.dlq import get_dead_letter, to_json
 
     async def show() -> str:
@@ -662,7 +665,7 @@ def dlq_replay(
     """Put the original message back on its subject (once; fix the cause first)."""
     import getpass
 
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.dlq import replay
 
     who = _checked_by(by or getpass.getuser())
@@ -682,7 +685,7 @@ def dlq_discard(
     reason: Annotated[str, typer.Option(help="Why, for the record.")],
 ) -> None:
     """Give up on a dead letter, recording who and why (it stays in the stream)."""
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.dlq import discard
 
     by = _checked_by(by)
@@ -711,7 +714,7 @@ def pages_retry(
     the link's trigger fires once more under a new id; run twice, it still fires once."""
     import getpass
 
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.triggers.retry import retry_page
 
     who = _checked_by(by or getpass.getuser())
@@ -741,12 +744,13 @@ def status(
 
     Exit 1 when unhealthy (a stage without a live worker, a backlog older than --max-age, dead letters waiting),
     with the reasons."""
+    import asyncio
     import json
 
     from rich.console import Console
     from rich.live import Live
 
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.ops.status import gather_status, health_problems, render, report_json
 
     console = Console()
@@ -797,7 +801,7 @@ def tail(
     from rich.console import Console
 
     from pipeline import bus
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.messages import utc_now
     from pipeline.ops.tail import ConnectionWatch, TailNotice, parse_since
     from pipeline.ops.tail import tail as tail_bus

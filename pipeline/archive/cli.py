@@ -7,10 +7,9 @@ as the pages, with history.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -27,6 +26,9 @@ library_cli = typer.Typer(
 By = Annotated[str, typer.Option("--by", help="Your login's name (`impromptu facilitators list`), for the history.")]
 
 
+T = TypeVar("T")
+
+
 class NothingFound(ImpromptuError):
     """A list or search with no match: said, and exit 1."""
 
@@ -40,18 +42,24 @@ def _settings() -> Settings:
     return settings
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here, not at the top: asyncio alone is ~60 ms of a `--help`
+
+    return asyncio.run(coroutine)
+
+
 def _checked_by(settings: Settings, name: str) -> str:
     """--by NAME: one of the logins (an entry's history holds no invented names); UnknownLogin listing them."""
-    from pipeline.actions.web.auth import known_login
+    from pipeline.actions.logins import known_login
 
     return known_login(settings, name)
 
 
 @asynccontextmanager
 async def _index(settings: Settings) -> AsyncIterator[LibraryIndex]:
-    from pipeline.app import connected
     from pipeline.archive import catalog
     from pipeline.archive.search import LibraryIndex
+    from pipeline.connect import connected
 
     async with connected(settings) as broker:
         index = LibraryIndex()
@@ -96,7 +104,7 @@ def _print_page(query: SearchQuery, settings: Settings) -> None:
             print(_line(hit))
         print(f"-- page {page.page} of {page.pages}, {page.total} in all")
 
-    asyncio.run(run())
+    _run(run())
 
 
 def _filters(tag: list[str] | None, topic: list[str] | None) -> dict[str, list[str]]:
@@ -151,8 +159,8 @@ def library_search(
 
 
 async def _with_kv(settings: Settings, work):  # type: ignore[no-untyped-def]
-    from pipeline.app import connected
     from pipeline.archive import catalog
+    from pipeline.connect import connected
 
     async with connected(settings) as broker:
         return await work(broker, await catalog.library_bucket(broker))
@@ -174,7 +182,7 @@ def library_show(
             raise catalog.EntryMissing(f"no library entry {entry_id!r}: see `impromptu library list`")
         return record
 
-    record = asyncio.run(_with_kv(settings, work))
+    record = _run(_with_kv(settings, work))
     if as_json:
         print(record.model_dump_json(indent=2))
         return
@@ -222,7 +230,7 @@ def library_edit(
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         return await catalog.edit(kv, entry_id, by=by, tagline=tagline, description=description, tags=new_tags)
 
-    record = asyncio.run(_with_kv(settings, work))
+    record = _run(_with_kv(settings, work))
     last = record.history[-1]
     changed = ", ".join(last.changes) if last.by == by and last.what == "edited" else "nothing (already so)"
     print(f"{entry_id}: {changed} changed by {by}")
@@ -237,7 +245,7 @@ def _publish(entry_id: str, by: str, published: bool, reason: str) -> None:
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         return await catalog.set_published(kv, entry_id, published, by=by, reason=reason)
 
-    asyncio.run(_with_kv(settings, work))
+    _run(_with_kv(settings, work))
     print(f"{entry_id}: {'published' if published else 'unpublished'} by {by}")
 
 
@@ -277,5 +285,5 @@ def library_delete(
         finally:
             await store.close()
 
-    record = asyncio.run(_with_kv(settings, work))
+    record = _run(_with_kv(settings, work))
     print(f"{entry_id}: deleted by {by} with {len(record.entry.files)} file(s)")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -17,6 +16,8 @@ channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which 
 outreach_cli = typer.Typer(no_args_is_help=True, help="Announcements: what was posted, and posts a person must check.")
 linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn account (OAuth 2) for posting.")
 
+T = TypeVar("T")
+
 
 def _settings() -> Settings:
     from pipeline.logs import configure_logging
@@ -25,6 +26,12 @@ def _settings() -> Settings:
     settings = load_settings()
     configure_logging(json=settings.log_json, level="WARNING")
     return settings
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here, not at the top: asyncio alone is ~60 ms of a `--help`
+
+    return asyncio.run(coroutine)
 
 
 def render_command(
@@ -52,7 +59,7 @@ def render_command(
     if proposal_id is None:
         session = sample_session(settings.jitsi_base_url)
     else:
-        session = preview_session(asyncio.run(_proposal(settings, proposal_id)), settings.jitsi_base_url)
+        session = preview_session(_run(_proposal(settings, proposal_id)), settings.jitsi_base_url)
     text = render(
         environment(settings.outreach_templates_dir),
         channel,
@@ -68,7 +75,7 @@ def render_command(
 
 async def _proposal(settings: Settings, proposal_id: str):  # type: ignore[no-untyped-def]
     from pipeline.actions.approval import get_record
-    from pipeline.app import connected
+    from pipeline.connect import connected
 
     async with connected(settings) as broker:
         return (await get_record(broker, proposal_id)).proposal
@@ -84,7 +91,7 @@ def channels_list() -> None:
     broken: dict[str, str] = {}
     if settings.nats_url or settings.embedded_url_file.exists():
         try:
-            broken = asyncio.run(_broken(settings))
+            broken = _run(_broken(settings))
         except ConfigError as error:  # settings still say what each channel needs; only the broken marks are unknown
             print(f"(whether a channel is broken is unknown: {error})")
     for name in sorted({*built.ready, *built.disabled}):
@@ -99,7 +106,7 @@ def channels_list() -> None:
 
 async def _broken(settings: Settings) -> dict[str, str]:
     from pipeline import stores
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.outreach import health
 
     async with connected(settings) as broker:
@@ -110,14 +117,14 @@ async def _broken(settings: Settings) -> dict[str, str]:
 @channels_cli.command("reset")
 def channels_reset(name: str) -> None:
     """Post on NAME again once its settings are fixed (then replay its dead letters)."""
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.outreach.operations import reset_channel
 
     async def act() -> str:
         async with connected(_settings()) as broker:
             return await reset_channel(broker, name)
 
-    print(asyncio.run(act()))
+    print(_run(act()))
 
 
 @outreach_cli.command("list")
@@ -127,7 +134,7 @@ def outreach_list(
 ) -> None:
     """Every post record: KEY (session.channel.kind), state, where, why."""
     from pipeline import stores
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.outreach import records
 
     async def read() -> dict[str, records.PostRecord]:
@@ -135,7 +142,7 @@ def outreach_list(
             kv = await stores.bucket(broker, stores.OUTREACH)
             return await (records.records_of(kv, session) if session else records.all_records(kv))
 
-    for key, record in sorted(asyncio.run(read()).items()):
+    for key, record in sorted(_run(read()).items()):
         if unknown and record.state != "unknown":
             continue
         where = f" {record.location}" if record.location else ""
@@ -150,7 +157,7 @@ def outreach_resolve(
     not_posted: Annotated[bool, typer.Option("--not-posted", help="It did not go out: post it now.")] = False,
 ) -> None:
     """Settle a post whose outcome is unknown, after checking the channel yourself."""
-    from pipeline.app import connected
+    from pipeline.connect import connected
     from pipeline.outreach.operations import resolve_post
 
     if (posted is None) == (not not_posted):
@@ -160,12 +167,14 @@ def outreach_resolve(
         async with connected(_settings()) as broker:
             return await resolve_post(broker, key, posted_at=posted)
 
-    print(asyncio.run(act()))
+    print(_run(act()))
 
 
 @linkedin_cli.command("login")
 def linkedin_login() -> None:
     """Print the address where the LinkedIn account owner allows Impromptu to post."""
+    import secrets
+
     from pipeline.outreach.channels.linkedin import authorization_url
 
     state = secrets.token_urlsafe(16)
@@ -181,7 +190,7 @@ def linkedin_token(code: str) -> None:
 
     settings = _settings()
     token, expires_in = exchange_code(settings, code)
-    author = asyncio.run(author_urn(token, settings.linkedin_api_url))
+    author = _run(author_urn(token, settings.linkedin_api_url))
     print(f"IMPROMPTU_LINKEDIN_ACCESS_TOKEN={token}")
     print(f"IMPROMPTU_LINKEDIN_AUTHOR={author}")
     print(f"# the token lasts {expires_in // 86400} days: run `impromptu linkedin login` again before then")

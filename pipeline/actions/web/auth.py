@@ -20,12 +20,20 @@ from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 import structlog
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline.errors import ConfigError, ImpromptuError
+from pipeline.actions.logins import (  # noqa: F401  re-exported: the CLI imports them from logins.py, light
+    TOKEN_PREFIX,
+    UnknownLogin,
+    hash_password,
+    known_login,
+    new_api_token,
+    password_hasher,
+    token_sha256,
+)
+from pipeline.errors import ConfigError
 from pipeline.settings import FacilitatorLogin, LoginRole, Settings
 
 log = structlog.get_logger("pipeline.web.auth")
@@ -35,10 +43,9 @@ SESSION_KEY = "facilitator"
 EPOCH_KEY = "epoch"  # the login's epoch when this cookie was made (sessions.py): logging out changes it
 CREDENTIAL_KEY = "credential"  # digest of the password hash logged in with: a reset ends the cookie
 SECRET_FILE = "web-secret"
-TOKEN_PREFIX = "imp_"
 MIN_SECRET_CHARS = 32
 
-_hasher = PasswordHasher()
+_hasher = password_hasher()
 
 
 @functools.cache
@@ -54,21 +61,6 @@ bearer = HTTPBearer(
 )
 
 Logins = Mapping[str, FacilitatorLogin]
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of `password`, for FacilitatorLogin.password_hash."""
-    return _hasher.hash(password)
-
-
-def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_api_token() -> tuple[str, str]:
-    """A new bearer token and its hex SHA-256 (keep only the hash in the settings; show the token once)."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return token, token_sha256(token)
 
 
 def verify_password(logins: Logins, name: str, password: str) -> bool:
@@ -151,24 +143,6 @@ class RoleMissing(Exception):
         super().__init__(f"{name} has no {role} role")
         self.name = name
         self.role = role
-
-
-class UnknownLogin(ImpromptuError):
-    """--by names no login: said with the logins there are, and exit 1."""
-
-
-def known_login(settings: Settings, name: str) -> str:
-    """`name` when it is one of the logins (`impromptu facilitators add`), else UnknownLogin listing them: what a
-    command records as who decided or edited (--by) is a real login, never an invented name."""
-    logins = sorted(settings.current_logins())
-    if name in logins:
-        return name
-    if not logins:
-        raise UnknownLogin(
-            f"--by {name!r}: there are no logins yet; `impromptu facilitators add NAME` adds one (decisions and "
-            "edits are recorded under a login's name)"
-        )
-    raise UnknownLogin(f"--by {name!r} is not a login; the logins are: {', '.join(logins)}")
 
 
 def has_role(settings: Settings, name: str, role: LoginRole) -> bool:

@@ -1,0 +1,386 @@
+"""Actions stage (re-exported by pipeline/actions/__init__.py, which imports it only when asked).
+
+- consumes EnrichedContent on `impromptu.content.enriched`, stores a SessionProposal for a facilitator, at the
+  first slot that fits the host's working hours and calendar, and emits it on `impromptu.proposals.created`
+  (unless the rule's `article_must_match` vetoes the article);
+- consumes EnrichmentFailed on `impromptu.content.failed`: proposes from the post's text alone when the rule's
+  session says `without_article`, else records why no session is proposed;
+- consumes SharerJoined on `impromptu.triggers.joined` and adds the sharer to the proposal ("also shared by");
+- consumes FacilitatorDecision on `impromptu.decisions`; an approval creates the session at the provider (once,
+  however often redelivered), with its calendar invite, and emits ScheduledSession on
+  `impromptu.sessions.scheduled`. A rejection creates nothing anywhere;
+- consumes SessionProposal on `impromptu.proposals.created` and tells facilitators (Slack and/or e-mail) with a link
+  to the proposal's page: once per channel for Slack, once per recipient for e-mail (records `notify.<proposal>.
+  slack` and `notify.<proposal>.email.<recipient digest>` in `impromptu-outreach`);
+- consumes ProposalTransition on `impromptu.proposals.transitions`: a cancelled session is removed at the provider.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+from datetime import timedelta
+from typing import Literal
+
+import structlog
+from faststream.nats.annotations import NatsBroker
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict
+
+from pipeline import bus, stores
+from pipeline.actions import approval
+from pipeline.actions.approval import SessionLink, add_sharer, save_new
+from pipeline.actions.notify import email_notices, notifiers, proposal_link, send_email_notice, send_notice
+from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
+from pipeline.actions.service import booked_now, session_request
+from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
+from pipeline.actions.slots import NoSlot, Slot, suggest_slot
+from pipeline.errors import ImpromptuError, RetryableError
+from pipeline.messages import (
+    EnrichedContent,
+    EnrichmentFailed,
+    FacilitatorDecision,
+    ProposalTransition,
+    ScheduledSession,
+    SessionProposal,
+    SharerJoined,
+    stable_id,
+    utc_now,
+)
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter, emit
+from pipeline.triggers.reload import LiveRules
+from pipeline.triggers.rules import Facilitator
+
+log = structlog.get_logger("pipeline.actions")
+
+
+class ProviderClaim(BaseModel):
+    """Written before asking the provider, completed after: a crash in between is found, not repeated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["creating", "created"]
+    created: CreatedSession | None = None
+
+
+def session_id_for(proposal_id: str) -> str:
+    return stable_id("session", proposal_id)
+
+
+KV_KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,200}")
+
+
+def provider_key(provider: str, provider_id: str) -> str:
+    """The key, in the sessions bucket, of the session held at `provider` under `provider_id` (a Zoom meeting id, a
+    Jitsi room, a YouTube broadcast): how a provider's recording event finds our session without reading the bucket.
+    An id a NATS key cannot hold is keyed by its digest."""
+    if not KV_KEY_SAFE.fullmatch(provider_id):
+        provider_id = hashlib.sha256(provider_id.encode()).hexdigest()
+    return f"{provider}.{provider_id}"
+
+
+def schedule(decision: FacilitatorDecision, created: CreatedSession) -> ScheduledSession:
+    proposal = decision.proposal
+    session_id = session_id_for(proposal.id)
+    ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
+    return ScheduledSession.caused_by(
+        decision,
+        id=session_id,
+        proposal=proposal,
+        approved_by=decision.decided_by,
+        provider=proposal.provider,
+        provider_id=created.provider_id,
+        join_url=created.join_url,
+        starts_at=proposal.starts_at,
+        ends_at=ends_at,
+        ics=calendar_invite(
+            uid=session_id,
+            title=proposal.title,
+            description=proposal.description,
+            starts_at=proposal.starts_at,
+            ends_at=ends_at,
+            join_url=created.join_url,
+        ),
+    )
+
+
+async def create_once(kv: KeyValue, provider: SessionProvider, request: SessionRequest) -> CreatedSession:
+    """Create the session at the provider at most once per session id, across crashes and redeliveries."""
+    key = f"provider.{request.session_id}"
+    claim = ProviderClaim(state="creating")
+    try:
+        revision = await kv.create(key, claim.model_dump_json().encode())
+    except KeyWrongLastSequenceError:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            raise RetryableError(f"provider claim {key} vanished; will retry") from None
+        claim, revision = ProviderClaim.model_validate_json(entry.value or b""), entry.revision or 0
+        if claim.created is not None:
+            return claim.created
+        # An earlier attempt may have created it and crashed before recording: look before creating again.
+        if (found := await provider.find(request)) is not None:
+            log.warning("session.recovered", session_id=request.session_id, provider=provider.name)
+            await kv.update(key, ProviderClaim(state="created", created=found).model_dump_json().encode(), revision)
+            return found
+    created = await provider.create(request)
+    await kv.update(key, ProviderClaim(state="created", created=created).model_dump_json().encode(), revision)
+    return created
+
+
+class NoticeRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["sending", "sent", "failed"]
+    detail: str = ""
+
+
+async def notice_once(kv: KeyValue, settings: Settings, channel: str, proposal: SessionProposal) -> None:
+    """Tell facilitators on `channel` once. A notice found "sending" (a crash mid-send) is not sent again: one lost
+    notice is better than a stream of copies, and the proposal is on the approval page anyway."""
+    if channel == "email":
+        await email_notice_once(kv, settings, proposal)
+        return
+    key = f"notify.{proposal.id}.{channel}"
+    try:
+        revision = await kv.create(key, NoticeRecord(state="sending").model_dump_json().encode())
+    except KeyWrongLastSequenceError:
+        log.info("notify.already_handled", proposal_id=proposal.id, channel=channel)
+        return
+    try:
+        detail = await send_notice(settings, channel, proposal)
+    except RetryableError:
+        await kv.delete(key, last=revision)  # it was not delivered: the retry may send it
+        raise
+    except ImpromptuError as error:  # a person must fix the channel; the proposal itself goes on
+        await kv.update(key, NoticeRecord(state="failed", detail=str(error)).model_dump_json().encode(), revision)
+        log.warning("notify.failed", proposal_id=proposal.id, channel=channel, reason=str(error))
+        return
+    await kv.update(key, NoticeRecord(state="sent", detail=detail).model_dump_json().encode(), revision)
+    log.info("notify.sent", proposal_id=proposal.id, channel=channel, detail=detail)
+
+
+def recipient_digest(address: str) -> str:
+    """A recipient's part of a key: the digest of their address (as mailed, lower case), never the address."""
+    mailbox = email.utils.parseaddr(address)[1] or address
+    return hashlib.sha256(mailbox.strip().lower().encode()).hexdigest()[:32]
+
+
+def email_notice_key(proposal_id: str, address: str) -> str:
+    return f"notify.{proposal_id}.email.{recipient_digest(address)}"
+
+
+async def email_notice_once(kv: KeyValue, settings: Settings, proposal: SessionProposal) -> None:
+    """E-mail each recipient once: a record per recipient, claimed ("sending") before their message goes out and
+    marked "sent" or "failed" (with the server's reason) after, so a redelivery after a partial failure sends only to
+    those not yet told. A recipient refused for now (4xx) is released and the stage retries; one refused for good
+    (5xx) is recorded and logged, and the others are told all the same. Raises RetryableError when someone is left."""
+    if await _told_before_per_recipient_records(kv, proposal.id):
+        return
+    retry: list[str] = []
+    for notice in email_notices(settings):
+        claimed: dict[str, int] = {}
+        for address in notice.recipients:
+            try:
+                claimed[address] = await kv.create(
+                    email_notice_key(proposal.id, address), NoticeRecord(state="sending").model_dump_json().encode()
+                )
+            except KeyWrongLastSequenceError:
+                log.info("notify.already_handled", proposal_id=proposal.id, channel="email", recipient=address)
+        if not claimed:
+            continue
+        try:
+            refused = await send_email_notice(settings, proposal, notice, list(claimed))
+        except RetryableError as error:  # the server is down or said "not now" to the whole message
+            await _release(kv, proposal.id, claimed)
+            log.info("notify.retrying", proposal_id=proposal.id, channel="email", reason=str(error))
+            retry.append(str(error))
+            break  # the others are tried on the retry, not against a server that is failing now
+        except ImpromptuError as error:  # refused for good: recorded with the reason, the next message is tried
+            refused = {address: error for address in claimed}
+        except Exception:  # not sent (the message could not even be made): the redelivery may send it
+            await _release(kv, proposal.id, claimed)
+            raise
+        for address, revision in claimed.items():
+            key = email_notice_key(proposal.id, address)
+            reason = refused.get(address)
+            if isinstance(reason, RetryableError):
+                await kv.delete(key, last=revision)
+                retry.append(str(reason))
+                log.info(
+                    "notify.retrying", proposal_id=proposal.id, channel="email", recipient=address, reason=str(reason)
+                )
+            elif reason is not None:
+                await kv.update(
+                    key, NoticeRecord(state="failed", detail=str(reason)).model_dump_json().encode(), revision
+                )
+                log.warning(
+                    "notify.failed", proposal_id=proposal.id, channel="email", recipient=address, reason=str(reason)
+                )
+            else:
+                detail = f"sent{' with decision links for ' + notice.login if notice.login else ''}"
+                await kv.update(key, NoticeRecord(state="sent", detail=detail).model_dump_json().encode(), revision)
+                log.info("notify.sent", proposal_id=proposal.id, channel="email", recipient=address, detail=detail)
+    if retry:
+        raise RetryableError("; ".join(retry))
+
+
+async def _release(kv: KeyValue, proposal_id: str, claimed: dict[str, int]) -> None:
+    for address, revision in claimed.items():
+        await kv.delete(email_notice_key(proposal_id, address), last=revision)
+
+
+async def _told_before_per_recipient_records(kv: KeyValue, proposal_id: str) -> bool:
+    """A proposal whose e-mail notice was recorded per channel (before records per recipient) is not sent again."""
+    try:
+        await kv.get(f"notify.{proposal_id}.email")
+    except KeyNotFoundError:
+        return False
+    log.info("notify.already_handled", proposal_id=proposal_id, channel="email")
+    return True
+
+
+def facilitators_for(live: LiveRules, content: EnrichedContent) -> list[Facilitator]:
+    """The plan's named facilitators, else everyone in the rules file."""
+    everyone = live.rules.facilitators
+    named = content.trigger.plan.facilitators
+    return [f for f in everyone if f.name in named] if named else list(everyone)
+
+
+def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
+    router = StageRouter("actions", settings)
+    proposals = router.output(bus.PROPOSALS_CREATED, SessionProposal, "A session awaiting approval.")
+    scheduled = router.output(bus.SESSIONS_SCHEDULED, ScheduledSession, "An approved session with its join link.")
+    provider = provider_from_settings(settings)
+    margin = timedelta(minutes=settings.decision_margin_minutes)
+
+    async def propose_from(content: EnrichedContent, broker: NatsBroker) -> None:
+        if (veto := vetoed(content)) is not None:
+            log.warning("proposal.vetoed", rule=content.trigger.rule, url=content.article.final_url, reason=veto)
+            return
+        now, plan = utc_now(), content.trigger.plan
+        busy = await booked_now(broker)
+        try:
+            slot = suggest_slot(
+                now,
+                lead_minutes=plan.lead_minutes,
+                duration_minutes=plan.duration_minutes,
+                facilitators=facilitators_for(live, content),
+                busy=busy,
+                default_timezone=live.rules.timezone,
+            )
+        except NoSlot as error:  # still proposed: a facilitator may pick a time by hand
+            slot = Slot(facilitator=None, starts_at=first_slot(now, plan.lead_minutes), reason=f"{error}; pick a time")
+        draft = propose(content, now, slot=slot, margin=margin, timezone=live.rules.timezone)
+        preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
+        proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))
+        await emit(proposals, proposal)
+        log.info(
+            "proposal.created",
+            proposal_id=proposal.id,
+            title=proposal.title,
+            starts_at=proposal.starts_at.isoformat(),
+            decide_by=proposal.expires_at.isoformat(),
+            on_timeout=proposal.content.trigger.plan.on_timeout,
+            url=proposal_link(settings, proposal.id),
+            notices=notifiers(settings) or "none (see notify.disabled)",
+        )
+
+    @router.consume(bus.CONTENT_ENRICHED, durable="actions-propose")
+    async def propose_session(content: EnrichedContent, broker: NatsBroker) -> None:
+        await propose_from(content, broker)
+
+    @router.consume(bus.CONTENT_FAILED, durable="actions-unread")
+    async def propose_without_article(failure: EnrichmentFailed, broker: NatsBroker) -> None:
+        if not failure.trigger.plan.without_article:
+            log.warning(
+                "proposal.skipped",
+                rule=failure.trigger.rule,
+                url=failure.url,
+                reason=f"the page could not be read ({failure.reason}) and the rule needs the article",
+            )
+            return
+        await propose_from(content_from_post(failure), broker)
+
+    @router.consume(bus.TRIGGERS_JOINED, durable="actions-joined")
+    async def note_sharer(joined: SharerJoined, broker: NatsBroker) -> None:
+        record = await add_sharer(broker, joined)
+        names = [s.name for s in record.also_shared_by]
+        log.info("proposal.also_shared_by", proposal_id=record.proposal.id, sharers=names)
+
+    @router.consume(bus.DECISIONS, durable="actions-schedule")
+    async def schedule_session(decision: FacilitatorDecision, broker: NatsBroker) -> None:
+        if decision.decision != "approved":
+            log.info("proposal.rejected", proposal_id=decision.proposal.id, by=decision.decided_by)
+            return
+        record = await approval.get_record(broker, decision.proposal.id)
+        if record.state not in ("approved", "scheduled", "live", "ended", "archived"):
+            log.info("session.not_created", proposal_id=record.proposal.id, state=record.state)
+            return  # cancelled before the provider was asked: nothing to create
+        kv = await stores.bucket(broker, stores.SESSIONS)
+        session_id = session_id_for(record.proposal.id)
+        request = session_request(record.proposal, session_id, settings.session_timezone)
+        try:
+            created = await create_once(kv, provider_for(record.proposal.provider), request)
+        except ImpromptuError as error:
+            await approval.note_problem(broker, record.proposal.id, str(error))
+            raise
+        session = await stores.save_once(kv, session_id, schedule(decision, created))
+        # the recording intake matches a provider's event (a Zoom meeting id, a Jitsi room) to this session
+        await kv.put(provider_key(created.provider, created.provider_id), session.id.encode())
+        if record.state == "approved":
+            link = SessionLink(
+                session_id=session.id,
+                provider=created.provider,
+                provider_id=created.provider_id,
+                join_url=created.join_url,
+            )
+            reason = f"{created.provider} {created.provider_id}"
+            await approval.transition(
+                broker,
+                record.proposal.id,
+                "scheduled",
+                by="actions",
+                reason=reason,
+                record_fields={"session": link, "problem": None},
+            )
+        await emit(scheduled, session)
+        log.info("session.scheduled", session_id=session.id, join_url=session.join_url, provider=created.provider)
+
+    @router.consume(bus.PROPOSALS_TRANSITIONS, durable="actions-cancel")
+    async def cancel_at_provider(change: ProposalTransition, broker: NatsBroker) -> None:
+        if change.to_state != "cancelled":
+            return
+        kv = await stores.bucket(broker, stores.SESSIONS)
+        try:
+            entry = await kv.get(f"provider.{session_id_for(change.proposal_id)}")
+        except KeyNotFoundError:
+            return  # never created at the provider
+        claim = ProviderClaim.model_validate_json(entry.value or b"")
+        if claim.created is None:
+            return
+        await provider_for(claim.created.provider).cancel(claim.created)
+        log.info("session.cancelled_at_provider", proposal_id=change.proposal_id, provider=claim.created.provider)
+
+    @router.consume(bus.PROPOSALS_CREATED, durable="actions-notify")
+    async def tell_facilitators(proposal: SessionProposal, broker: NatsBroker) -> None:
+        kv = await stores.bucket(broker, stores.OUTREACH)
+        retry = []
+        for channel in notifiers(settings):
+            try:
+                await notice_once(kv, settings, channel, proposal)
+            except RetryableError as error:
+                retry.append(f"{channel}: {error}")
+        if retry:
+            raise RetryableError("; ".join(retry))  # channels already told are skipped on redelivery
+
+    def provider_for(name: str) -> SessionProvider:
+        """The proposal's own provider: settings may have changed since it was proposed."""
+        if name == provider.name:
+            return provider
+        return provider_from_settings(settings.model_copy(update={"session_provider": name}))
+
+    return router
