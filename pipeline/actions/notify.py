@@ -29,6 +29,7 @@ import jinja2
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import http_retry
 from pipeline.errors import ImpromptuError, PermanentError, RetryableError
 from pipeline.messages import SessionProposal
 from pipeline.redaction import printable, redact
@@ -464,27 +465,13 @@ async def send_slack(
         return
     code = redact(printable(response.text, 200), secrets) or "(no body)"
     if status == 429:
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = http_retry.retry_after_seconds(response.headers.get("retry-after"))
         wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
         raise SlackRateLimited(f"{where} is rate limiting (HTTP 429, {code}){wait}", retry_after)
     if status >= 500:
         raise RetryableError(f"{where} failed (HTTP {status}, {code}); Slack may be having trouble, will retry")
     hint = SLACK_HINTS.get(code, "Slack refused the message; check the webhook in Slack's app settings")
     raise PermanentError(f"{where} refused the notice (HTTP {status}) {code}: {hint}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (_utc(moment) - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds)
 
 
 # --- e-mail ---------------------------------------------------------------------------------------------------

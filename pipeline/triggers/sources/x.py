@@ -40,6 +40,7 @@ import structlog
 import tweepy
 from pydantic import ValidationError
 
+from pipeline import http_retry
 from pipeline.messages import Share
 from pipeline.redaction import TimeoutSession
 from pipeline.settings import Settings
@@ -446,10 +447,8 @@ def _error_details(errors: object) -> list[str]:
 def _retry_after(error: tweepy.TooManyRequests, now: float) -> float:
     """Seconds until the window resets (`x-rate-limit-reset` is epoch seconds); a full window when X didn't say."""
     headers = getattr(error.response, "headers", None) or {}
-    try:
-        return max(float(headers["x-rate-limit-reset"]) - now, 0.0)
-    except (KeyError, TypeError, ValueError):
-        return DEFAULT_RATE_LIMIT_WAIT
+    wait = http_retry.reset_seconds(headers.get("x-rate-limit-reset"), datetime.fromtimestamp(now, UTC))
+    return DEFAULT_RATE_LIMIT_WAIT if wait is None else wait
 
 
 def _http_reason(error: tweepy.HTTPException, endpoint: str, list_id: str | None) -> str:
