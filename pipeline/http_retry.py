@@ -7,7 +7,8 @@ and the caller falls back to its own default wait.
 - `retry_after_seconds` / `retry_after_moment`: Retry-After as RFC 9110 §10.2.3 defines it, delay-seconds (a
   non-negative integer) or an HTTP-date. A date in the past means "now" (0 seconds).
 - `reset_seconds`: the non-standard reset headers some APIs send instead (X's `x-rate-limit-reset`, Unix epoch
-  seconds; Mastodon's `X-RateLimit-Reset` and Zoom's daily-limit Retry-After, ISO 8601 times).
+  seconds; Mastodon's `X-RateLimit-Reset` and Zoom's daily-limit Retry-After, ISO 8601 times); `epoch_seconds`
+  when the header is always a Unix time, `iso_moment` when it is always ISO 8601.
 """
 
 from __future__ import annotations
@@ -52,9 +53,20 @@ def reset_seconds(value: str | None, now: datetime | None = None, *, cap: float 
         number = float(text)
         if not math.isfinite(number):
             return None
-        return _capped(max(number - now.timestamp(), 0.0) if number > _EPOCH_FROM else number, cap)
+        if number > _EPOCH_FROM:
+            return _capped(max(number - now.timestamp(), 0.0), cap)
+        return _capped(number, cap)
     moment = iso_moment(text)
     return None if moment is None else _capped(_seconds_until(moment, now), cap)
+
+
+def epoch_seconds(value: str | None, now: float) -> float | None:
+    """Seconds until the Unix time (epoch seconds) a header gives, as X's `x-rate-limit-reset` does; 0 when it is
+    past, None when it is not a number."""
+    text = (value or "").strip()
+    if not _NUMBER.fullmatch(text) or not math.isfinite(number := float(text)):
+        return None
+    return max(number - now, 0.0)
 
 
 def iso_moment(value: str | None) -> datetime | None:

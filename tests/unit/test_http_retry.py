@@ -132,3 +132,20 @@ async def test_slack_notice_and_slack_channel_agree(
         await send_slack(webhook, {"text": "hi"})
 
     assert channel.value.retry_after == notice.value.retry_after == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("1060", 60.0),
+        ("0", 0.0),
+        ("999.5", 0.0),
+        ("1000.5", 0.5),
+        ("nan", None),
+        ("inf", None),
+        ("-1", None),
+        (None, None),
+    ],
+)
+def test_epoch_seconds(value: str | None, seconds: float | None) -> None:
+    assert http_retry.epoch_seconds(value, 1000.0) == seconds

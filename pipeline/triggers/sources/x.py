@@ -447,7 +447,7 @@ def _error_details(errors: object) -> list[str]:
 def _retry_after(error: tweepy.TooManyRequests, now: float) -> float:
     """Seconds until the window resets (`x-rate-limit-reset` is epoch seconds); a full window when X didn't say."""
     headers = getattr(error.response, "headers", None) or {}
-    wait = http_retry.reset_seconds(headers.get("x-rate-limit-reset"), datetime.fromtimestamp(now, UTC))
+    wait = http_retry.epoch_seconds(headers.get("x-rate-limit-reset"), now)
     return DEFAULT_RATE_LIMIT_WAIT if wait is None else wait
 
 
