@@ -14,6 +14,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pipeline import http_retry
 from pipeline.actions.providers import ProviderRefused
 from pipeline.errors import RetryableError
+from pipeline.redaction import redact
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_QUOTED = 300  # a provider's message is quoted in reasons; an HTML error page must not flood the log
@@ -67,9 +68,7 @@ class HttpApi:
         self._secrets.update(v for v in values if v and len(v) >= 4)
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets, marker="***")
 
     def refused(self, reason: str) -> ProviderRefused:
         return ProviderRefused(self.scrub(f"{self.provider}: {reason}"))

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from pipeline import http_retry
 from pipeline.messages import Share
-from pipeline.redaction import TimeoutSession
+from pipeline.redaction import TimeoutSession, redact_bearer
 from pipeline.settings import Settings
 from pipeline.triggers.rules import Person, normalise_handle
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
@@ -487,11 +487,9 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 class _RedactBearer(logging.Filter):
     """tweepy logs each request's headers at DEBUG, the bearer token with them: cut it out before any handler."""
 
-    BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+")
-
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and "Bearer" in record.msg:
-            record.msg = self.BEARER.sub(r"\1[redacted]", record.msg)
+            record.msg = redact_bearer(record.msg)
         return True
 
 
