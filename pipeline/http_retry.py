@@ -18,6 +18,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from pipeline.messages import as_utc
+
 _DELAY_SECONDS = re.compile(r"[0-9]+")  # RFC 9110: delay-seconds = 1*DIGIT
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 _EPOCH_FROM = 1_000_000_000  # a number this large is a Unix time (2001 on), not a wait in seconds
@@ -75,7 +77,7 @@ def iso_moment(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat((value or "").strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return _as_utc(moment)
+    return as_utc(moment)
 
 
 def _retry_after(value: str | None, now: datetime) -> tuple[float, datetime | None] | None:
@@ -92,17 +94,12 @@ def _retry_after(value: str | None, now: datetime) -> tuple[float, datetime | No
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    moment = _as_utc(moment)
+    moment = as_utc(moment)
     return _seconds_until(moment, now), moment
 
 
 def _seconds_until(moment: datetime, now: datetime) -> float:
-    return max((moment - _as_utc(now)).total_seconds(), 0.0)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # HTTP dates are GMT; a zone-less ISO time is taken as UTC too, never as the host's zone
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return max((moment - as_utc(now)).total_seconds(), 0.0)
 
 
 def _capped(seconds: float, cap: float | None) -> float:

@@ -15,7 +15,7 @@ import tweepy
 from pipeline import http_retry
 from pipeline.actions.notify import SlackRateLimited, send_slack
 from pipeline.actions.providers.http import retry_after
-from pipeline.messages import ScheduledSession
+from pipeline.messages import ScheduledSession, as_utc
 from pipeline.outreach.channels import x as x_channel
 from pipeline.outreach.channels.base import Post, RateLimited
 from pipeline.outreach.channels.slack import SlackChannel
@@ -149,3 +149,10 @@ async def test_slack_notice_and_slack_channel_agree(
 )
 def test_epoch_seconds(value: str | None, seconds: float | None) -> None:
     assert http_retry.epoch_seconds(value, 1000.0) == seconds
+
+
+def test_as_utc_takes_a_zone_less_time_as_utc() -> None:
+    from zoneinfo import ZoneInfo
+
+    assert as_utc(datetime(2025, 3, 4, 12, 0)) == NOW and as_utc(datetime(2025, 3, 4, 12, 0)).tzinfo is UTC
+    assert as_utc(datetime(2025, 3, 4, 13, 0, tzinfo=ZoneInfo("Europe/Paris"))).hour == 12

@@ -15,6 +15,7 @@ from pipeline import http_retry
 from pipeline.actions.providers import ProviderRefused
 from pipeline.errors import RetryableError
 from pipeline.redaction import redact
+from pipeline.text import shorten
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_QUOTED = 300  # a provider's message is quoted in reasons; an HTML error page must not flood the log
@@ -159,10 +160,6 @@ def utc_text(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # a naive time in a request is taken as UTC, not the host's zone
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
 
 
 def with_marker(text: str, marker: str, limit: int, *, first: bool = False) -> str:

@@ -15,6 +15,7 @@ from lxml import etree
 
 from pipeline import http_retry
 from pipeline.messages import utc_now
+from pipeline.text import shorten as shorten  # kept importable here: tests/unit/test_source_feeds.py
 from pipeline.triggers.sources.base import RateLimited, SourceUnavailable
 
 log = structlog.get_logger("pipeline.sources")
@@ -154,15 +155,6 @@ def html_to_text(html: str) -> str:
     lines = (" ".join(line.split()) for line in root.text_content().split("\n"))
     paragraphs = "\n".join(lines).split("\n\n")
     return "\n\n".join(paragraph.strip("\n") for paragraph in paragraphs if paragraph.strip())
-
-
-def shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if " " in head:  # end on a whole word
-        head = head.rsplit(" ", 1)[0]
-    return head.rstrip(" ,;:.-—") + "…"
 
 
 def is_http_url(url: object) -> bool:
