@@ -28,10 +28,10 @@ _LONGEST = timedelta(days=365 * 100).total_seconds()  # beyond it a moment canno
 
 def retry_after_seconds(value: str | None, now: datetime | None = None, *, cap: float | None = None) -> float | None:
     """Seconds to wait per a Retry-After value; None when it has no usable value (absent, nan, inf, -1, 1.5, junk)."""
-    moment_or_seconds = _retry_after(value, now or datetime.now(UTC))
-    if moment_or_seconds is None:
+    parsed = _retry_after(value, now or datetime.now(UTC))
+    if parsed is None:
         return None
-    return _capped(moment_or_seconds[0], cap)
+    return _capped(parsed[0], cap)
 
 
 def retry_after_moment(value: str | None, now: datetime | None = None) -> datetime | None:
