@@ -34,6 +34,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The same moment in UTC; a zone-less time is taken as UTC, never as the host's zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def stable_id(prefix: str, *parts: str) -> str:
     """A short id derived from content identity: the same inputs always give the same id."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]

@@ -1,15 +1,30 @@
-"""Provider answers and transport errors shown to operators: secrets cut out, control characters flattened."""
+"""Provider answers and transport errors shown to operators: secrets cut out, control characters flattened.
+
+The one secret scrubber: `redact` for values we know (configured secrets, tokens fetched at run time),
+`redact_bearer` for tokens we only see in someone else's text (tweepy's request logs).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import requests
 
+_BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+")
 
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
+
+def redact(text: str, secrets: Iterable[str], marker: str = "[redacted]") -> str:
+    """`text` with every secret replaced by `marker`; the longest first, so a secret that starts another one
+    cannot leave the other's tail behind."""
+    for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
+        text = text.replace(secret, marker)
     return text
+
+
+def redact_bearer(text: str, marker: str = "[redacted]") -> str:
+    """Any `Bearer <token>` in `text` with the token replaced by `marker`."""
+    return _BEARER.sub(lambda match: match.group(1) + marker, text)
 
 
 def printable(text: str, limit: int = 300) -> str:

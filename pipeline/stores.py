@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import nats.errors
 from faststream.nats import NatsBroker, StorageType
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from pipeline import bus
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ValueT = TypeVar("ValueT")
 
 PROPOSALS = "impromptu-proposals"  # proposal id -> ProposalRecord
 SESSIONS = "impromptu-sessions"  # session id -> ScheduledSession
@@ -77,6 +79,43 @@ async def save_once(kv: KeyValue, key: str, value: ModelT) -> ModelT:
     except KeyWrongLastSequenceError:
         entry = await kv.get(key)
         return type(value).model_validate_json(entry.value or b"")
+
+
+CAS_ATTEMPTS = 20  # conflicts on one key before giving up: each means another worker wrote it meanwhile
+
+
+async def compare_and_set(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[ValueT | None], ValueT | None],
+    *,
+    decode: Callable[[bytes], ValueT],
+    encode: Callable[[ValueT], bytes],
+    gave_up: Exception,
+    attempts: int = CAS_ATTEMPTS,
+) -> ValueT | None:
+    """Read `key`, let `change` compute its new value from the current one (None: never written, deleted or
+    empty) and write it only if nobody wrote in between; on a conflict read again and let `change` judge the newer
+    value. `change` returning None writes nothing (an idempotent repeat). Returns the value written, or the current
+    one when nothing was written; raises `gave_up` after `attempts` conflicts."""
+    for _ in range(attempts):
+        try:
+            entry: KeyValue.Entry | None = await kv.get(key)
+        except KeyNotFoundError:  # also a deleted key: `create` takes care of its tombstone
+            entry = None
+        current = decode(entry.value) if entry is not None and entry.value else None
+        updated = change(current)
+        if updated is None:
+            return current
+        try:
+            if entry is None:
+                await kv.create(key, encode(updated))
+            else:
+                await kv.update(key, encode(updated), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            continue
+        return updated
+    raise gave_up
 
 
 # A read that dies before it can delete its consumer (a killed worker) leaves it this long, not nats-py's 5 minutes.

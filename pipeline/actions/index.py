@@ -98,20 +98,21 @@ async def _days(kv: KeyValue, key: str) -> list[str]:
 
 async def _change_days(kv: KeyValue, key: str, change: Callable[[list[str]], list[str]]) -> None:
     """Compare-and-set a list of days; written only when `change` changes it (most calls only read)."""
-    for _ in range(CAS_ATTEMPTS):
-        value, revision = await _read(kv, key, Days)
+
+    def changed(value: Days | None) -> Days | None:  # after a conflict: judged again on the newer value
         days = value.days if value else []
-        if (updated := change(days)) == days:
-            return
-        try:
-            if revision is None:
-                await kv.create(key, Days(days=updated).model_dump_json().encode())
-            else:
-                await kv.update(key, Days(days=updated).model_dump_json().encode(), last=revision)
-            return
-        except KeyWrongLastSequenceError:
-            continue  # another worker changed it meanwhile: judge again on its value
-    raise RetryableError(f"index {key} kept changing under us; try again")
+        updated = change(days)
+        return None if updated == days else Days(days=updated)
+
+    await stores.compare_and_set(
+        kv,
+        key,
+        changed,
+        decode=Days.model_validate_json,
+        encode=lambda value: value.model_dump_json().encode(),
+        gave_up=RetryableError(f"index {key} kept changing under us; try again"),
+        attempts=CAS_ATTEMPTS,
+    )
 
 
 def _with(day: str) -> Callable[[list[str]], list[str]]:

@@ -29,11 +29,13 @@ import jinja2
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import http_retry
 from pipeline.errors import ImpromptuError, PermanentError, RetryableError
-from pipeline.messages import SessionProposal
+from pipeline.messages import SessionProposal, as_utc
 from pipeline.redaction import printable, redact
 from pipeline.session_time import when
 from pipeline.settings import Settings
+from pipeline.text import shorten
 
 log = structlog.get_logger("pipeline.actions.notify")
 
@@ -191,13 +193,7 @@ def notifiers(settings: Settings) -> list[str]:
 
 def _truncate(text: str, limit: int) -> str:
     """At most `limit` characters, cut at a word boundary when there is one, with an ellipsis."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if " " in head[limit // 2 :]:
-        head = head.rsplit(" ", 1)[0]
-    return head.rstrip(" ,;:.-") + "…"
+    return shorten(" ".join(text.split()), limit)
 
 
 def slack_escape(text: str) -> str:
@@ -210,12 +206,8 @@ def _slack_url(url: str) -> str:
     return slack_escape(quote(url, safe=":/?#[]@!$&'()*+,;=%~"))
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _human(moment: datetime) -> str:
-    moment = _utc(moment)
+    moment = as_utc(moment)
     return f"{moment:%a} {moment.day} {moment:%b %Y}, {moment:%H:%M} UTC"
 
 
@@ -230,7 +222,7 @@ def _facts(proposal: SessionProposal, link: str) -> dict[str, Any]:
         )
     else:
         sharers = trigger.share.sharer
-    starts_at = _utc(proposal.starts_at)
+    starts_at = as_utc(proposal.starts_at)
     return {
         "title": _truncate(article.title, TITLE_LIMIT) or proposal.title,
         "author": article.author,
@@ -464,27 +456,13 @@ async def send_slack(
         return
     code = redact(printable(response.text, 200), secrets) or "(no body)"
     if status == 429:
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = http_retry.retry_after_seconds(response.headers.get("retry-after"))
         wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
         raise SlackRateLimited(f"{where} is rate limiting (HTTP 429, {code}){wait}", retry_after)
     if status >= 500:
         raise RetryableError(f"{where} failed (HTTP {status}, {code}); Slack may be having trouble, will retry")
     hint = SLACK_HINTS.get(code, "Slack refused the message; check the webhook in Slack's app settings")
     raise PermanentError(f"{where} refused the notice (HTTP {status}) {code}: {hint}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (_utc(moment) - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds)
 
 
 # --- e-mail ---------------------------------------------------------------------------------------------------

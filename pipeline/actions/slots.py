@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.actions.sessions import first_slot
 from pipeline.errors import ImpromptuError
+from pipeline.messages import as_utc
 from pipeline.triggers.rules import WEEKDAYS, Facilitator, days_text
 
 DEFAULT_HORIZON_DAYS = 14
@@ -48,11 +49,6 @@ class NoSlot(ImpromptuError):
     """No facilitator has a free slot within the horizon; the message says for whom and how far ahead."""
 
 
-def _utc(moment: datetime) -> datetime:
-    # a zone-less time is taken as UTC, never as the host's zone
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _day(day: date) -> str:
     """'Tue 25 Nov', the same in every locale."""
     return f"{WEEKDAYS[day.weekday()].capitalize()} {day.day:02d} {_MONTHS[day.month - 1]}"
@@ -78,7 +74,7 @@ class _Calendar:
         # whole days join: a session may run past midnight into the next working day
         self.whole_day = self.hours is None or self.hours.whole_day
         self.busy = sorted(
-            ((_utc(b.starts_at), _utc(b.ends_at), b) for b in busy if b.facilitator == facilitator.name),
+            ((as_utc(b.starts_at), as_utc(b.ends_at), b) for b in busy if b.facilitator == facilitator.name),
             key=lambda entry: entry[:2],
         )
         self.per_day = Counter(self.local(starts).date() for starts, _, _ in self.busy)
@@ -220,7 +216,7 @@ def suggest_slot(
     The facilitator with the earliest such start hosts; on a tie, the first given. Without facilitators: the lead
     time alone. NoSlot when no start within `horizon_days` of `now` fits anyone. `default_timezone` is the rules
     file's `timezone`, for facilitators without their own."""
-    now = _utc(now)
+    now = as_utc(now)
     earliest = first_slot(now, lead_minutes)
     if not facilitators:
         return Slot(
@@ -259,8 +255,8 @@ def slot_problem(
 
     In order: in the past; outside their working days or hours; their daily cap reached; overlapping one of their
     `busy` sessions (leave the session being edited out of `busy`). Without a facilitator only the past is checked."""
-    starts = _utc(starts_at)
-    if starts <= _utc(now):
+    starts = as_utc(starts_at)
+    if starts <= as_utc(now):
         return "is in the past"
     if facilitator is None:
         return None

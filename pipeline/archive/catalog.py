@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import structlog
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -173,22 +173,15 @@ async def update(
 ) -> Model | None:
     """Compare-and-set: `change` gets the current value (None if absent) and returns the new one, or None to leave
     it as it is (an idempotent repeat); after a conflict it runs again on the newer value."""
-    for _ in range(CAS_ATTEMPTS):
-        found = await read(kv, key, model)
-        current, revision = found if found else (None, 0)
-        updated = change(current)
-        if updated is None:
-            return current
-        data = updated.model_dump_json().encode()
-        try:
-            if revision:
-                await kv.update(key, data, last=revision)
-            else:
-                await kv.create(key, data)
-        except KeyWrongLastSequenceError:
-            continue
-        return updated
-    raise RetryableError(f"library key {key} kept changing under us; try again")
+    return await stores.compare_and_set(
+        kv,
+        key,
+        change,
+        decode=model.model_validate_json,
+        encode=lambda value: value.model_dump_json().encode(),
+        gave_up=RetryableError(f"library key {key} kept changing under us; try again"),
+        attempts=CAS_ATTEMPTS,
+    )
 
 
 async def put_text(kv: KeyValue, item_id: str, text: SearchText) -> None:

@@ -34,6 +34,7 @@ from pipeline.messages import CHANNEL_NAMES, ScheduledSession
 from pipeline.outreach import xtext
 from pipeline.outreach.channels.teams import MAX_BYTES as TEAMS_MAX_BYTES  # Teams refuses past ~28 KB (413)
 from pipeline.session_time import when, when_local, zone_named
+from pipeline.text import shorten as text_shorten
 
 TEMPLATES = Path(__file__).parent / "templates"
 CHANNELS = CHANNEL_NAMES
@@ -110,13 +111,7 @@ def _bounded_loop(iterable: Any) -> Iterator[Any]:
 
 def shorten(text: str, limit: int) -> str:
     """Cut at a word boundary and add an ellipsis; never mid-word (a first word too long is dropped whole)."""
-    if len(text) <= limit:
-        return text
-    if limit <= 1:
-        return "…" if limit == 1 else ""
-    head = text[:limit]  # one char more than is kept: tells whether the cut falls on a boundary
-    cut = head[:-1] if head[-1] == " " else head.rsplit(" ", 1)[0] if " " in head else ""
-    return f"{cut.rstrip(',;:.-–— ')}…"
+    return text_shorten(text, limit, whole_words=True)
 
 
 def oneline(text: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, _may_show, load_settings
 
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 
@@ -74,3 +74,50 @@ def test_the_cli_exits_1_with_the_reason_and_no_traceback(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert done.stderr.startswith("error: bad settings in the environment: IMPROMPTU_STREAM_MAX_AGE_DAYS: ")
     assert "Traceback" not in done.stderr
+
+
+ARGON2_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2g"
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [  # a showable string where a login's mapping belongs: the error carries the hash as its input
+        (f'{{"ana": "{ARGON2_HASH}"}}', "IMPROMPTU_FACILITATOR_LOGINS__ANA: Input should be a valid dictionary"),
+        (
+            f'{{"ana": {{"password_hash": "{ARGON2_HASH}", "roles": ["{ARGON2_HASH}"]}}}}',
+            "IMPROMPTU_FACILITATOR_LOGINS__ANA__ROLES__0: Input should be 'facilitator' or 'ops'",
+        ),
+    ],
+)
+def test_a_wrong_login_names_the_variable_but_never_shows_its_hash(
+    monkeypatch: pytest.MonkeyPatch, value: str, named: str
+) -> None:
+    monkeypatch.setenv("IMPROMPTU_FACILITATOR_LOGINS", value)
+    monkeypatch.setenv("IMPROMPTU_STREAM_MAX_BYTES", "-5")  # a neighbour that is shown: the check is not blanket
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert named in message
+    assert "(got '-5')" in message
+    assert "argon2" not in message and "c2FsdHNhbHRzYWx0" not in message
+
+
+def test_no_secret_setting_is_ever_echoed() -> None:
+    """Every SecretStr setting is hidden by the check load_settings applies to each refused value; a setting of
+    any other type shows it. (From the environment a SecretStr takes any string, so this is where it is decided.)"""
+    secrets = [name for name, info in Settings.model_fields.items() if "SecretStr" in repr(info.annotation)]
+    assert len(secrets) >= 20 and "web_secret" in secrets and "smtp_password" in secrets
+    for name in secrets:
+        assert not _may_show(name, "hunter2"), name
+    assert _may_show("stream_max_bytes", "-5")
+    assert not _may_show("not_a_setting", "-5")
+
+
+def test_the_cli_never_prints_a_login_hash(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPROMPTU_") and k != "NATS_URL"}
+    env.update(IMPROMPTU_DATA_DIR=str(tmp_path), IMPROMPTU_FACILITATOR_LOGINS=f'{{"ana": "{ARGON2_HASH}"}}')
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's code, not the installed one
+    done = subprocess.run([IMPROMPTU, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: bad settings in the environment: IMPROMPTU_FACILITATOR_LOGINS__ANA: ")
+    assert "argon2" not in done.stderr + done.stdout and "Traceback" not in done.stderr

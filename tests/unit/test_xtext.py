@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from pipeline.outreach.xtext import graphemes, mastodon_length, url_spans, weighted_length
@@ -85,3 +87,17 @@ def test_mastodon_counts_graphemes_scheme_links_and_local_mentions() -> None:
     assert mastodon_length("example.com") == 11  # bare domains count literally
     assert mastodon_length("hi @ada@mastodon.social") == len("hi @ada")
     assert mastodon_length("x https://a.io", url_weight=10) == 12
+
+
+@pytest.mark.parametrize(
+    ("text", "clusters"),
+    [
+        (unicodedata.normalize("NFD", "한국어"), 3),  # decomposed Hangul: leading, vowel and trailing jamo join
+        ("one\r\ntwo", 7),  # CRLF is one grapheme
+        ("नमस्ते", 3),  # Devanagari: न, म, and the conjunct स्ते
+        ("क्षि", 1),  # the conjunct क्ष with its vowel sign
+    ],
+)
+def test_graphemes_follow_unicode_clusters(text: str, clusters: int) -> None:
+    assert len(graphemes(text)) == clusters
+    assert mastodon_length(text) == clusters

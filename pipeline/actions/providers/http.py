@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from pipeline import http_retry
 from pipeline.actions.providers import ProviderRefused
 from pipeline.errors import RetryableError
+from pipeline.redaction import redact
+from pipeline.text import shorten
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_QUOTED = 300  # a provider's message is quoted in reasons; an HTML error page must not flood the log
@@ -67,9 +69,7 @@ class HttpApi:
         self._secrets.update(v for v in values if v and len(v) >= 4)
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets, marker="***")
 
     def refused(self, reason: str) -> ProviderRefused:
         return ProviderRefused(self.scrub(f"{self.provider}: {reason}"))
@@ -147,28 +147,12 @@ def error_object(response: httpx.Response) -> Mapping[str, Any]:
 
 def retry_after(response: httpx.Response, now: datetime | None = None) -> tuple[float | None, datetime | None]:
     """Retry-After as (seconds to wait, moment): seconds, an HTTP date, or the ISO time Zoom gives for daily limits."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None, None
+    value = response.headers.get("retry-after")
     now = now or datetime.now(UTC)
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        seconds = max(seconds, 0.0)
-        return seconds, now + timedelta(seconds=seconds)
-    moment: datetime | None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None, None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max((moment - now).total_seconds(), 0.0), moment.astimezone(UTC)
+    moment = http_retry.retry_after_moment(value, now) or http_retry.iso_moment(value)
+    if moment is None:
+        return None, None
+    return max((moment - now).total_seconds(), 0.0), moment
 
 
 def utc_text(moment: datetime) -> str:
@@ -176,10 +160,6 @@ def utc_text(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # a naive time in a request is taken as UTC, not the host's zone
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
 
 
 def with_marker(text: str, marker: str, limit: int, *, first: bool = False) -> str:

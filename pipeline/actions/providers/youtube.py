@@ -21,11 +21,11 @@ from pipeline.actions.providers.http import (
     quoted,
     retry_after,
     reveal,
-    shorten,
     utc_text,
     with_marker,
 )
 from pipeline.settings import Settings
+from pipeline.text import shorten
 
 TITLE_LIMIT = 100
 STREAM_TITLE_LIMIT = 128

@@ -22,11 +22,11 @@ from pipeline.actions.providers.http import (
     quoted,
     retry_after,
     reveal,
-    shorten,
     utc_text,
     with_marker,
 )
 from pipeline.settings import Settings
+from pipeline.text import shorten
 
 TOPIC_LIMIT = 200
 AGENDA_LIMIT = 2000

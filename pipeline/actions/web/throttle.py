@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pipeline import stores
@@ -83,24 +83,27 @@ async def _read(kv: KeyValue, key: str, now: float) -> tuple[list[float], int | 
         entry = await kv.get(key)
     except KeyNotFoundError:  # also a deleted key: `create` takes care of its tombstone
         return [], None
+    return recent(_times(entry.value or b"[]"), now), entry.revision
+
+
+def _times(value: bytes) -> list[float]:
     try:
-        times = [float(t) for t in json.loads(entry.value or b"[]")]
+        return [float(t) for t in json.loads(value)]
     except (ValueError, TypeError):
-        times = []  # unreadable: start over rather than lock everyone out
-    return recent(times, now), entry.revision
+        return []  # unreadable: start over rather than lock everyone out
 
 
 async def _append(kv: KeyValue, key: str, limit: Limit, clock: Callable[[], float]) -> None:
-    for _ in range(CAS_ATTEMPTS):
+    def with_ours(times: list[float] | None) -> list[float]:  # after a conflict: another worker's failure, and ours
         now = clock()
-        times, revision = await _read(kv, key, now)
-        payload = json.dumps((times + [now])[-limit.allowed :]).encode()
-        try:
-            if revision is None:
-                await kv.create(key, payload)
-            else:
-                await kv.update(key, payload, last=revision)
-            return
-        except KeyWrongLastSequenceError:
-            continue  # another worker recorded a failure in between: read again and add ours
-    raise RuntimeError(f"could not record a failed login on {key} after {CAS_ATTEMPTS} tries")
+        return (recent(times or [], now) + [now])[-limit.allowed :]
+
+    await stores.compare_and_set(
+        kv,
+        key,
+        with_ours,
+        decode=_times,
+        encode=lambda times: json.dumps(times).encode(),
+        gave_up=RuntimeError(f"could not record a failed login on {key} after {CAS_ATTEMPTS} tries"),
+        attempts=CAS_ATTEMPTS,
+    )

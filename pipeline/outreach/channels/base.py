@@ -13,13 +13,10 @@ The error classes carry the decision, so adapters only translate their provider'
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol, get_args
 from urllib.parse import urlsplit
 
@@ -96,28 +93,6 @@ class Channel(Protocol):
 
 
 # --- helpers for adapters ---------------------------------------------------------------------------------------
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """A wait from a rate-limit header: seconds ("30"), an HTTP date, Unix epoch seconds, or ISO 8601."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    now = now or datetime.now(UTC)
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        number = float(value)
-        # epoch seconds (x-rate-limit-reset) are far larger than any sensible wait in seconds
-        return max(0.0, number - now.timestamp()) if number > 1_000_000_000 else number
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
 
 
 async def send(

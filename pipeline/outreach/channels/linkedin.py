@@ -18,6 +18,7 @@ from linkedin_v2.exceptions import LinkedInError, LinkedInUnauthorizedError
 from linkedin_v2.linkedin import LinkedInAuthentication
 from pydantic import SecretStr
 
+from pipeline import http_retry
 from pipeline.errors import ConfigError, RetryableError
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
@@ -178,7 +179,7 @@ class LinkedInChannel:
                 "IMPROMPTU_LINKEDIN_VERSION to a current YYYYMM"
             )
         if status == 429:
-            wait = base.retry_after_seconds(response.headers.get("retry-after"))
+            wait = http_retry.retry_after_seconds(response.headers.get("retry-after"))
             wait = DEFAULT_WAIT if wait is None else wait
             return RateLimited(f"{where}: rate limited ({label}); try again in {wait:.0f} s", retry_after=wait)
         if status >= 500:

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from pipeline import http_retry
 from pipeline.errors import RetryableError
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
@@ -115,7 +116,7 @@ class MastodonChannel:
             return PostRefused(f"{self._where} refused the status ({detail})")
         if status == 429:
             headers = response.headers
-            wait = base.retry_after_seconds(headers.get("x-ratelimit-reset")) or base.retry_after_seconds(
+            wait = http_retry.reset_seconds(headers.get("x-ratelimit-reset")) or http_retry.retry_after_seconds(
                 headers.get("retry-after")
             )
             return RateLimited(f"{self._where} is rate limiting ({detail})", wait)

@@ -13,6 +13,7 @@ import json
 
 import httpx
 
+from pipeline import http_retry
 from pipeline.actions import notify
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.outreach.channels import base
@@ -69,7 +70,7 @@ class SlackChannel:
             # Slack always says "ok"; something else answered (a proxy?), so whether Slack got it is unknown
             raise RetryableError(f"{self._where} answered HTTP {status} {code!r}, not 'ok'; it may have posted")
         if status == 429:
-            retry_after = base.retry_after_seconds(response.headers.get("retry-after"))
+            retry_after = http_retry.retry_after_seconds(response.headers.get("retry-after"))
             raise RateLimited(f"{self._where} is rate limiting (HTTP 429, {code})", retry_after)
         if status >= 500:
             raise NotSent(f"{self._where} failed (HTTP {status}, {code}); Slack may be having trouble")

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from pipeline import http_retry
 from pipeline.errors import PermanentError
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
@@ -69,7 +70,7 @@ class TeamsChannel:
             return Posted()  # 202: the flow accepted the card and posts it on its own time
         detail = f"HTTP {status}, {self._detail(response)}"
         if status == 429:
-            retry_after = base.retry_after_seconds(response.headers.get("retry-after"))
+            retry_after = http_retry.retry_after_seconds(response.headers.get("retry-after"))
             raise RateLimited(f"{self._where} is throttling ({detail})", retry_after)
         if status >= 500:
             raise NotSent(f"{self._where} failed ({detail}); Power Automate may be having trouble")

@@ -17,6 +17,7 @@ import tweepy
 from pydantic import SecretStr
 from urllib3.exceptions import MaxRetryError
 
+from pipeline import http_retry
 from pipeline.errors import RetryableError
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
@@ -189,7 +190,7 @@ def rate_limit_wait(headers: Any) -> float:
     ]
     if not resets and "x-rate-limit-reset" in headers:
         resets = [headers["x-rate-limit-reset"]]
-    waits = [wait for wait in (base.retry_after_seconds(value) for value in resets) if wait is not None]
+    waits = [wait for wait in (http_retry.reset_seconds(value) for value in resets) if wait is not None]
     return max(waits) if waits else DEFAULT_WAIT
 
 

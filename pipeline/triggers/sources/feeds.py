@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from pipeline.messages import Share, stable_id, utc_now
 from pipeline.settings import Settings
+from pipeline.text import shorten
 from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
 from pipeline.triggers.sources.http import (
@@ -46,7 +47,6 @@ from pipeline.triggers.sources.http import (
     get_capped,
     html_to_text,
     is_http_url,
-    shorten,
 )
 
 log = structlog.get_logger("pipeline.sources.feeds")

@@ -4,18 +4,18 @@ one error per failed feed or account, HTML to plain text."""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
 import httpx
 import lxml.html
 import structlog
 from lxml import etree
 
+from pipeline import http_retry
 from pipeline.messages import utc_now
+from pipeline.text import shorten as shorten  # kept importable here: tests/unit/test_source_feeds.py
 from pipeline.triggers.sources.base import RateLimited, SourceUnavailable
 
 log = structlog.get_logger("pipeline.sources")
@@ -87,31 +87,11 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime) -> float:
     """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else Mastodon's X-RateLimit-Reset (ISO 8601)."""
-    retry_after = headers.get("retry-after", "").strip()
-    if retry_after:
-        try:
-            seconds = float(retry_after)
-            if math.isfinite(seconds):
-                return max(seconds, 0.0)
-        except ValueError:
-            pass
-        try:
-            return _seconds_until(parsedate_to_datetime(retry_after), now)
-        except (TypeError, ValueError):
-            pass
-    reset = headers.get("x-ratelimit-reset", "").strip()
-    if reset:
-        try:
-            return _seconds_until(datetime.fromisoformat(reset), now)
-        except ValueError:
-            pass
-    return DEFAULT_RETRY_AFTER
-
-
-def _seconds_until(moment: datetime, now: datetime) -> float:
-    if moment.tzinfo is None:  # HTTP dates are GMT; a zone-less ISO time is taken as UTC too
-        moment = moment.replace(tzinfo=UTC)
-    return max((moment - now).total_seconds(), 0.0)
+    wait = http_retry.retry_after_seconds(headers.get("retry-after"), now)
+    if wait is None:
+        moment = http_retry.iso_moment(headers.get("x-ratelimit-reset"))
+        wait = None if moment is None else max((moment - now).total_seconds(), 0.0)
+    return DEFAULT_RETRY_AFTER if wait is None else wait
 
 
 class HoldBacks:
@@ -175,15 +155,6 @@ def html_to_text(html: str) -> str:
     lines = (" ".join(line.split()) for line in root.text_content().split("\n"))
     paragraphs = "\n".join(lines).split("\n\n")
     return "\n\n".join(paragraph.strip("\n") for paragraph in paragraphs if paragraph.strip())
-
-
-def shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if " " in head:  # end on a whole word
-        head = head.rsplit(" ", 1)[0]
-    return head.rstrip(" ,;:.-—") + "…"
 
 
 def is_http_url(url: object) -> bool:

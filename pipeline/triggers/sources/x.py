@@ -40,8 +40,9 @@ import structlog
 import tweepy
 from pydantic import ValidationError
 
+from pipeline import http_retry
 from pipeline.messages import Share
-from pipeline.redaction import TimeoutSession
+from pipeline.redaction import TimeoutSession, redact_bearer
 from pipeline.settings import Settings
 from pipeline.triggers.rules import Person, normalise_handle
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
@@ -446,10 +447,8 @@ def _error_details(errors: object) -> list[str]:
 def _retry_after(error: tweepy.TooManyRequests, now: float) -> float:
     """Seconds until the window resets (`x-rate-limit-reset` is epoch seconds); a full window when X didn't say."""
     headers = getattr(error.response, "headers", None) or {}
-    try:
-        return max(float(headers["x-rate-limit-reset"]) - now, 0.0)
-    except (KeyError, TypeError, ValueError):
-        return DEFAULT_RATE_LIMIT_WAIT
+    wait = http_retry.epoch_seconds(headers.get("x-rate-limit-reset"), now)
+    return DEFAULT_RATE_LIMIT_WAIT if wait is None else wait
 
 
 def _http_reason(error: tweepy.HTTPException, endpoint: str, list_id: str | None) -> str:
@@ -488,11 +487,9 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 class _RedactBearer(logging.Filter):
     """tweepy logs each request's headers at DEBUG, the bearer token with them: cut it out before any handler."""
 
-    BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+")
-
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and "Bearer" in record.msg:
-            record.msg = self.BEARER.sub(r"\1[redacted]", record.msg)
+            record.msg = redact_bearer(record.msg)
         return True
 
 
