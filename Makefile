@@ -42,6 +42,7 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/deptry .
 	$(BIN)/pytest
 
 schemas: install
