@@ -82,7 +82,11 @@ async def test_a_worker_killed_mid_upload_leaves_one_whole_entry_and_no_leftover
                 return False
             return info.state.bytes > 40 * 1024 * 1024
 
-        await wait_until(uploading, timeout=60, what="the first worker's upload under way")
+        try:
+            await wait_until(uploading, timeout=60, what="the first worker's upload under way")
+        except AssertionError as error:  # say what the worker was doing, so a slow or failed start can be told apart
+            log_tail = (tmp_path / "first.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{error}; worker exit code {first.poll()}; its log ends:\n{log_tail}") from None
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert not await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)  # killed before it could finish

@@ -232,6 +232,7 @@ async def test_a_follow_up_whose_announcement_never_settles_waits_its_bound_then
 ) -> None:
     waiting_settings = settings.model_copy(update={"outreach_follow_up_wait_hours": 0.001})  # 3.6 s
     session = make_session()  # long over; its announcement was never made (no record at all)
+    started = time.monotonic()  # the bound counts from the message's creation, before the worker's start-up
     due = AnnouncementDue.caused_by(
         session,
         id=f"due:{session.id}:slack:recording",
@@ -242,7 +243,6 @@ async def test_a_follow_up_whose_announcement_never_settles_waits_its_bound_then
     )
     pipeline = await _worker(waiting_settings)
     try:
-        started = time.monotonic()
         await bus.publish(client, bus.OUTREACH_DUE, due)
         (recording,) = await _results(client, "recording")
         waited = time.monotonic() - started
