@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from nats.js.api import ConsumerInfo
 from pydantic import BaseModel
 
 from pipeline import bus
+from pipeline.app import create_broker, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.messages import LibraryEntry, ScheduledSession, SessionProposal
@@ -119,3 +121,14 @@ async def keep_at_start(client: NatsBroker, settings: Settings, session: Schedul
         await store.close()
     await bus.publish(client, bus.LIBRARY_ENTRIES, entry)
     return entry
+
+
+@asynccontextmanager
+async def running_stages(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """The stages `settings.stages` names, in this process, on their own broker; stopped (drained) on the way out."""
+    broker = create_broker(settings)
+    await start_stages(broker, settings)
+    try:
+        yield broker
+    finally:
+        await broker.stop()

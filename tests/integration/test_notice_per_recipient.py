@@ -4,8 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 from faststream.nats import NatsBroker
@@ -14,9 +13,8 @@ from structlog.testing import capture_logs
 
 from pipeline import bus, stores
 from pipeline.actions import NoticeRecord, email_notice_key
-from pipeline.app import create_broker, start_stages
 from pipeline.settings import FacilitatorLogin, Settings
-from tests.integration.bus_helpers import consumer, wait_until
+from tests.integration.bus_helpers import consumer, running_stages, wait_until
 from tests.integration.test_decide_from_notices import a_proposal
 from tests.smtp_server import SmtpServer, smtp_server
 
@@ -49,16 +47,6 @@ def _mailing(settings: Settings, smtp: SmtpServer) -> Settings:
     )
 
 
-@asynccontextmanager
-async def _running(settings: Settings) -> AsyncIterator[NatsBroker]:
-    broker = create_broker(settings)
-    await start_stages(broker, settings)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
-
-
 async def _records(client: NatsBroker, proposal_id: str) -> dict[str, NoticeRecord]:
     kv = await stores.bucket(client, stores.OUTREACH)
     found = await stores.scan(kv, f"notify.{proposal_id}.>")
@@ -78,7 +66,7 @@ async def test_a_recipient_refused_for_now_gets_it_on_the_retry_and_nobody_gets_
     smtp.mailbox.rcpt_replies[BEN] = ["451 4.7.1 Greylisted, try again later"]  # Ben's first attempt only
     proposal = a_proposal(1)
     keys = {email_notice_key(proposal.id, address) for address in (ANA, BEN, TEAM)}
-    async with _running(_mailing(settings, smtp)):
+    async with running_stages(_mailing(settings, smtp)):
         with capture_logs() as logs:
             await bus.publish(client, bus.PROPOSALS_CREATED, proposal)
             await wait_until(lambda: _settled(client, proposal.id, keys), what="every recipient's notice recorded")
@@ -97,7 +85,7 @@ async def test_a_recipient_refused_for_good_is_reported_and_the_others_get_their
     smtp.mailbox.rcpt_replies[BEN] = ["550 5.1.1 No such user here"]
     proposal = a_proposal(2)
     keys = {email_notice_key(proposal.id, address) for address in (ANA, BEN, TEAM)}
-    async with _running(_mailing(settings, smtp)):
+    async with running_stages(_mailing(settings, smtp)):
         with capture_logs() as logs:
             await bus.publish(client, bus.PROPOSALS_CREATED, proposal)
             await wait_until(lambda: _settled(client, proposal.id, keys), what="every recipient's notice recorded")
@@ -122,7 +110,7 @@ async def test_a_proposal_told_by_e_mail_before_records_per_recipient_is_not_tol
     kv = await stores.bucket(client, stores.OUTREACH)
     told = NoticeRecord(state="sent", detail="sent to 3 recipient(s)")
     await kv.put(f"notify.{proposal.id}.email", told.model_dump_json().encode())  # the record per channel
-    async with _running(_mailing(settings, smtp)):
+    async with running_stages(_mailing(settings, smtp)):
         await bus.publish(client, bus.PROPOSALS_CREATED, proposal)
         await wait_until(lambda: _handled(client), what="the proposal to be handled")
 

@@ -3,8 +3,7 @@ proposal's link, once each however often the proposal is redelivered; a revoked 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,11 +14,10 @@ from pydantic import SecretStr
 
 from pipeline import bus, stores
 from pipeline.actions import NoticeRecord, email_notice_key
-from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, seed_share
 from pipeline.messages import SessionProposal
 from pipeline.settings import Settings
-from tests.integration.bus_helpers import models_on, wait_for_count, wait_until
+from tests.integration.bus_helpers import models_on, running_stages, wait_for_count, wait_until
 from tests.peers import serve
 from tests.smtp_server import Mailbox, smtp_server
 
@@ -52,16 +50,6 @@ def mailbox() -> Iterator[tuple[int, Mailbox]]:
         yield server.port, server.mailbox
 
 
-@asynccontextmanager
-async def _running(settings: Settings) -> AsyncIterator[NatsBroker]:
-    broker = create_broker(settings)
-    await start_stages(broker, settings)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
-
-
 async def _notice(client: NatsBroker, proposal_id: str, channel: str) -> NoticeRecord | None:
     """Slack's record (one per proposal), or e-mail's for its one recipient here (one per recipient)."""
     kv = await stores.bucket(client, stores.OUTREACH)
@@ -90,7 +78,7 @@ async def test_each_new_proposal_is_sent_to_slack_and_by_email_once(
             "notify_email_to": ["ana@example.org"],
         }
     )
-    async with _running(told):
+    async with running_stages(told):
         with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
             await bus.publish(client, bus.SHARES, seed_share(url))
             await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
@@ -116,7 +104,7 @@ async def test_a_revoked_webhook_is_recorded_with_slacks_reason_and_the_proposal
 ) -> None:
     slack_url, _ = slack_posts
     told = settings.model_copy(update={"notify_slack_webhook": SecretStr(slack_url + "/services/T0001/B0002/revoked")})
-    async with _running(told):
+    async with running_stages(told):
         with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
             await bus.publish(client, bus.SHARES, seed_share(url))
             await wait_for_count(client, bus.PROPOSALS_CREATED, 1)

@@ -15,12 +15,11 @@ import yaml
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.app import create_broker, start_stages
 from pipeline.messages import Share, TriggerFired
 from pipeline.ops.trace import find_journey, render, where_it_stopped
 from pipeline.settings import Settings
 from pipeline.triggers.explain import VERDICT_MAX_BYTES, TriggerVerdict, kept_verdict, verdict_key
-from tests.integration.bus_helpers import jetstream, models_on, wait_drained
+from tests.integration.bus_helpers import jetstream, models_on, running_stages, wait_drained
 
 pytestmark = pytest.mark.nats
 
@@ -41,10 +40,8 @@ async def trigger_stage(settings: Settings, tmp_path: Path) -> AsyncIterator[Set
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(RULES), encoding="utf-8")
     settings = settings.model_copy(update={"rules_file": rules, "stages": ("trigger",)})
-    broker = create_broker(settings)
-    await start_stages(broker, settings)
-    yield settings
-    await broker.stop()
+    async with running_stages(settings):
+        yield settings
 
 
 async def test_trace_says_why_no_rule_fired(trigger_stage: Settings, client: NatsBroker) -> None:
