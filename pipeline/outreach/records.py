@@ -76,6 +76,7 @@ async def post_once(kv: KeyValue, channel: Channel, post: Post, due: Announcemen
     if record is not None and record.state in ("posted", "deleted"):
         return Outcome(status="already_posted" if record.state == "posted" else "deleted", record=record)
     if record is not None and record.state == "unknown":
+        await kv.put(UNKNOWN + post.key, b"")  # again: a worker killed between the two writes left none
         return Outcome(status="unknown", record=record)
     if record is not None and record.state == "sending":
         if (why := _cannot_tell(channel, record)) is not None:

@@ -148,3 +148,16 @@ async def test_a_finder_whose_memory_has_expired_does_not_guess(kv: KeyValue) ->
     outcome = await post_once(kv, channel, post, due)  # type: ignore[arg-type]
     assert outcome.status == "unknown" and "too long for mastodon to tell" in (outcome.record.reason or "")
     assert channel.posts == []
+
+
+async def test_a_worker_killed_between_unknown_and_its_index_leaves_it_for_the_next_delivery(kv: KeyValue) -> None:
+    """Seen in CI: the worker that marked a post unknown was killed before writing the index entry status reads."""
+    due, post = due_and_post()
+    channel = Channel(can_find=False, failures=[RetryableError("read timeout")])
+    with pytest.raises(RetryableError):
+        await post_once(kv, channel, post, due)  # type: ignore[arg-type]
+    assert (await post_once(kv, channel, post, due)).status == "unknown"  # type: ignore[arg-type]
+    await kv.purge(records.UNKNOWN + post.key)  # as if killed between the record's write and the index's
+    assert await records.unknown_keys(kv) == []
+    assert (await post_once(kv, channel, post, due)).status == "unknown"  # type: ignore[arg-type]  # the redelivery
+    assert await records.unknown_keys(kv) == [post.key]
