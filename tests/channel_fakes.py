@@ -429,7 +429,7 @@ class FakeMastodon(FakeProvider):
         return JSONResponse(body, status, headers=self.rate_headers(remaining))
 
     def _status(self, base: str, text: str, visibility: str) -> dict[str, Any]:
-        status_id = str(113500000000000000 + len(self.statuses) + 1)
+        status_id = str(113500000000000000 + self._made + 1)  # never reused, even after a delete
         paragraphs = "".join(f"<p>{html.escape(part)}</p>" for part in text.split("\n\n"))
         return {
             "id": status_id,
@@ -477,13 +477,15 @@ class FakeMastodon(FakeProvider):
         async def create(request: Request) -> Response:
             if problem := refused(request):
                 return problem
-            key = request.headers.get("idempotency-key")
-            if key and key in self._keys and self._keys[key] in self.statuses:
-                return self._answer(self.statuses[self._keys[key]])
             if request.headers.get("content-type", "").startswith("application/json"):
                 fields = {k: str(v) for k, v in (await request.json()).items()}
             else:
                 fields = {k: str(v) for k, v in (await request.form()).items()}
+            # From here to the store nothing awaits: two requests with one key (a retry while the first is still
+            # being read) make one status, as Mastodon's lock on the key does
+            key = request.headers.get("idempotency-key")
+            if key and key in self._keys and self._keys[key] in self.statuses:
+                return self._answer(self.statuses[self._keys[key]])
             text, visibility = fields.get("status", ""), fields.get("visibility", "public")
             if invalid := self._invalid(text, visibility):
                 return self._answer({"error": invalid}, 422)
