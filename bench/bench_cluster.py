@@ -26,10 +26,10 @@ from bench_trigger import raw_consume, rules_document, stage_consume  # noqa: E4
 
 from pipeline import bus  # noqa: E402
 from pipeline.app import new_broker  # noqa: E402
+from pipeline.domain.live_rules import LiveRules  # noqa: E402
 from pipeline.embedded import EmbeddedNats, free_port  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.triggers.reload import LiveRules  # noqa: E402
 from pipeline.triggers.stage import trigger_router  # noqa: E402
 from tests.nats_cluster import Cluster, jetstream_ready  # noqa: E402
 

@@ -31,6 +31,8 @@ import trafilatura
 from pipeline import bus, stores
 from pipeline.app import new_broker, start_stages
 from pipeline.demo import loopback_http_server
+from pipeline.domain.canonical import canonical_url
+from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import EmbeddedNats, free_port
 from pipeline.enrich import enrich_router, warm_up
 from pipeline.enrich.extract import extract
@@ -38,8 +40,6 @@ from pipeline.errors import PermanentError
 from pipeline.logs import configure_logging
 from pipeline.messages import Share, TriggerFired
 from pipeline.settings import Settings
-from pipeline.triggers.canonical import canonical_url
-from pipeline.triggers.reload import LiveRules
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT / "tests" / "fixtures" / "articles").glob("*.html")) or [

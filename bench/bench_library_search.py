@@ -29,9 +29,9 @@ from nats.js.api import KeyValueConfig, StorageType
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import stores  # noqa: E402
-from pipeline.archive import catalog  # noqa: E402
 from pipeline.archive.query import parse  # noqa: E402
 from pipeline.archive.search import LibraryIndex, SearchQuery  # noqa: E402
+from pipeline.domain import catalog  # noqa: E402
 from pipeline.embedded import EmbeddedNats, free_port  # noqa: E402
 from tests.library_corpus import TAGS, Corpus, Vocabulary, generate  # noqa: E402
 

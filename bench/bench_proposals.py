@@ -28,17 +28,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.unit.conftest
 
 from pipeline import stores  # noqa: E402
-from pipeline.actions import approval  # noqa: E402
-from pipeline.actions.approval import ProposalRecord  # noqa: E402
 from pipeline.actions.service import Approvals, booked_now  # noqa: E402
-from pipeline.actions.sessions import propose  # noqa: E402
-from pipeline.actions.slots import Slot  # noqa: E402
 from pipeline.app import connected  # noqa: E402
+from pipeline.domain import approval  # noqa: E402
+from pipeline.domain.approval import ProposalRecord  # noqa: E402
+from pipeline.domain.live_rules import LiveRules  # noqa: E402
+from pipeline.domain.sessions import propose  # noqa: E402
+from pipeline.domain.slots import Slot  # noqa: E402
 from pipeline.embedded import EmbeddedNats, free_port  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
 from pipeline.messages import utc_now  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.triggers.reload import LiveRules  # noqa: E402
 from tests.unit.conftest import make_content  # noqa: E402
 
 IN_PLAY = 20

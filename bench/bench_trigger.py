@@ -29,13 +29,13 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from pipeline import bus
 from pipeline.app import new_broker, start_stages
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.scoring import evaluate
 from pipeline.embedded import EmbeddedNats, free_port
 from pipeline.logs import configure_logging
 from pipeline.messages import Share, utc_now
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.scoring import evaluate
 from pipeline.triggers.stage import trigger_router
 
 RAW_SUBJECT = "impromptu.bench.raw"

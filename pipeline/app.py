@@ -13,9 +13,7 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker, NatsRouter
 
 from pipeline import bus, stores
-from pipeline.actions import actions_router, index
-from pipeline.actions.approval import advance_by_clock, reindex
-from pipeline.actions.notify import say_notice_status
+from pipeline.actions import actions_router
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.archive.poll import poll_recordings
@@ -28,6 +26,10 @@ from pipeline.connect import (  # noqa: F401  re-exported: joining the bus lives
     discover_url,
     new_broker,
 )
+from pipeline.domain import proposal_index
+from pipeline.domain.approval import advance_by_clock, reindex
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.notify import say_notice_status
 from pipeline.embedded import BusUsers, EmbeddedNats
 from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
@@ -37,10 +39,9 @@ from pipeline.messages import utc_now
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import STAGE_NAMES, Settings
-from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.sources import SourceRunner
 from pipeline.triggers.stage import trigger_router
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.server import create_web_app, serve_http
 
 log = structlog.get_logger("pipeline.app")
 
@@ -85,14 +86,14 @@ async def run_clock(broker: NatsBroker, every: float) -> None:
     while True:
         try:
             kv = await stores.bucket(broker, stores.PROPOSALS)
-            entries = await index.in_play(kv)
+            entries = await proposal_index.in_play(kv)
             states = {proposal_id: entry.state for proposal_id, entry in entries.items()}
             for record in await advance_by_clock(broker, in_play=entries):
                 log.info("proposal.clock", proposal_id=record.proposal.id, state=record.state)
                 states[record.proposal.id] = record.state
             if metrics is not None:
                 metrics.set_proposal_states(Counter(states.values()))
-            await index.prune(kv, utc_now())
+            await proposal_index.prune(kv, utc_now())
         except Exception as error:  # NATS away for a moment: try again next tick
             log.warning("proposal.clock_failed", error=f"{type(error).__name__}: {error}")
         await asyncio.sleep(every)

@@ -83,7 +83,7 @@ def msg_headers(message: Message) -> dict[str, str]:
 
 # NATS not answering or refusing (down, reconnecting, timing out, no responders, a closed connection, a JetStream
 # API error such as err_code=10026 "maximum consumers limit reached", the broker not connected): every HTTP answer is
-# then 503 with the reason and Retry-After (pipeline/web.py), never a traceback or a stale page. The one list of them.
+# then 503 with the reason and Retry-After (pipeline/web/server.py), never a traceback or a stale page. The one list.
 NOT_ANSWERING = (nats.errors.Error, TimeoutError, ConnectionError, IncorrectState)
 RETRY_AFTER_SECONDS = 5  # about how long a cluster takes to elect a new leader, or a client to reconnect
 

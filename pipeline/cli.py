@@ -166,7 +166,7 @@ def replay(file: Path) -> None:
 async def _approvals() -> AsyncIterator[Approvals]:
     from pipeline.actions.service import Approvals
     from pipeline.connect import connected
-    from pipeline.triggers.reload import LiveRules
+    from pipeline.domain.live_rules import LiveRules
 
     settings = _settings(quiet=True)
     async with connected(settings) as broker:
@@ -205,7 +205,7 @@ def proposals_list(
 def proposals_reindex() -> None:
     """Write the index of proposals from the records (every worker does it once on a bucket made before the
     index existed; this is for repairs). Reads every proposal once."""
-    from pipeline.actions.approval import reindex
+    from pipeline.domain.approval import reindex
 
     async def go() -> int:
         async with _approvals() as approvals:
@@ -240,7 +240,7 @@ Reason = Annotated[str, typer.Option(help="Why, for the audit log.")]
 
 def _checked_by(name: str) -> str:
     """--by NAME: one of the logins (the audit trail holds no invented names); UnknownLogin listing them."""
-    from pipeline.actions.logins import known_login
+    from pipeline.domain.logins import known_login
 
     return known_login(load_settings(), name)
 
@@ -351,7 +351,7 @@ def facilitators_add(
     DATA_DIR/facilitators.json, and its roles. The token is printed once."""
     from typing import get_args
 
-    from pipeline.actions.logins import hash_password, new_api_token
+    from pipeline.domain.logins import hash_password, new_api_token
     from pipeline.settings import FacilitatorLogin, LoginRole
 
     known = get_args(LoginRole)
@@ -455,11 +455,11 @@ def enrich(
     against the rules file. Exit 1 with the reason when the page is refused or unreadable."""
     import json
 
+    from pipeline.domain.rules import load_rules, rules_bounds
+    from pipeline.domain.scoring import Known, respected_author
     from pipeline.enrich import TOPIC_TEXT_LIMIT, fetch_policy, topic_scores
     from pipeline.enrich.extract import extract
-    from pipeline.enrich.fetch import fetch_page
-    from pipeline.triggers.rules import load_rules, rules_bounds
-    from pipeline.triggers.scoring import Known, respected_author
+    from pipeline.net.fetch import fetch_page
 
     settings = _settings(quiet=True)
     if html is not None:
@@ -505,11 +505,11 @@ def record(
     import mimetypes
 
     from pipeline import bus
-    from pipeline.archive.hooks import session_by_id
     from pipeline.archive.keep import check_held
     from pipeline.archive.sources import recording_location
     from pipeline.connect import connected
     from pipeline.messages import Recording, RecordingFile, utc_now
+    from pipeline.stores import stored_session
 
     settings = _settings(quiet=True)
     if by:  # a name given for the entry's history is a login's; without --by, the system user hands it in
@@ -524,7 +524,7 @@ def record(
 
     async def publish() -> Recording:
         async with connected(settings) as broker:
-            session = await session_by_id(broker, session_id)
+            session = await stored_session(broker, session_id)
             if session is None:
                 raise ImpromptuError(f"no scheduled session {session_id!r}: see `impromptu proposals list`")
             await check_held(broker, session, utc_now())  # the archive stage would refuse it: say so now
@@ -536,7 +536,7 @@ def record(
         return recording
 
     _run(publish())
-    from pipeline.archive.describe import entry_id_for
+    from pipeline.domain.describe import entry_id_for
 
     entry_id = entry_id_for(session_id)
     print(f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`")
@@ -545,8 +545,8 @@ def record(
 @rules_cli.command("check")
 def rules_check(file: Path) -> None:
     """Validate a rules file: exit 0 with a summary, or exit 1 with every error as FILE:LINE:COLUMN: field: message."""
+    from pipeline.domain.rules import load_rules, rules_bounds
     from pipeline.errors import ConfigError
-    from pipeline.triggers.rules import load_rules, rules_bounds
 
     try:
         rules = load_rules(file, rules_bounds(load_settings()))  # the bounds the running pipeline applies
@@ -573,11 +573,11 @@ def rules_explain(
     ] = None,
 ) -> None:
     """Would this share fire? The score, each of its terms, and each rule's first failed condition."""
+    from pipeline.domain.rules import load_rules, rules_bounds
+    from pipeline.domain.scoring import Known
     from pipeline.messages import utc_now
     from pipeline.triggers.explain import explain
     from pipeline.triggers.replay import share_from_cli, share_from_file
-    from pipeline.triggers.rules import load_rules, rules_bounds
-    from pipeline.triggers.scoring import Known
 
     known = Known.of(load_rules(file, rules_bounds(load_settings())))
     now = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else utc_now()

@@ -24,8 +24,8 @@ from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 
 from pipeline import bus
-from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, transition
 from pipeline.app import connected, create_broker, nats_for, start_stages
+from pipeline.domain.approval import DecisionRefused, advance_by_clock, decide, transition
 from pipeline.embedded import free_port
 from pipeline.messages import (
     EnrichedContent,
@@ -39,7 +39,7 @@ from pipeline.messages import (
     TriggerFired,
 )
 from pipeline.settings import Settings
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.server import create_web_app, serve_http
 
 ASSETS = Path(__file__).parent / "demo_assets"
 ARTICLE_PATH = "/pulse/why-elearning-isnt-working-leadership-soft-skills-josh-bersin"

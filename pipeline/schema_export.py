@@ -11,9 +11,9 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
+from pipeline.domain.rules import Rules
 from pipeline.messages import BUS_MESSAGES
 from pipeline.settings import DEFAULT_RULES, Settings
-from pipeline.triggers.rules import Rules
 
 ASYNCAPI_FILE = "asyncapi.json"
 # The committed document names a placeholder server, so it does not depend on where it was generated.

@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from pipeline import bus
+from pipeline.messages import ScheduledSession
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ValueT = TypeVar("ValueT")
@@ -186,3 +187,13 @@ async def erase(kv: KeyValue, key: str) -> None:
     """Remove `key` and its history without the delete marker `kv.delete()` leaves: a ranged read of an index would
     still be handed one marker per key ever removed, so its cost would grow with history."""
     await kv._js.purge_stream(kv._stream, subject=kv._pre + key)
+
+
+async def stored_session(broker: NatsBroker, session_id: str) -> ScheduledSession | None:
+    """A scheduled session as the actions stage stored it, or None."""
+    kv = await bucket(broker, SESSIONS)
+    try:
+        entry = await kv.get(session_id)
+    except (KeyNotFoundError, ValueError):  # ValueError: not a valid key (a stranger's id)
+        return None
+    return ScheduledSession.model_validate_json(entry.value) if entry.value else None

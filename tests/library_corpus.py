@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
-from pipeline.archive.catalog import ArticleItem, Cue, EntryChange, LibraryRecord, SearchText
+from pipeline.domain.catalog import ArticleItem, Cue, EntryChange, LibraryRecord, SearchText
 from pipeline.messages import LibraryEntry, Provenance, Visibility
 
 LANGUAGES = ("en", "de", "fr", "es")

@@ -14,9 +14,6 @@ from typing import Any
 STAGE_NAMES = frozenset(
     {
         "ProviderClaim",
-        "session_id_for",
-        "KV_KEY_SAFE",
-        "provider_key",
         "schedule",
         "create_once",
         "NoticeRecord",

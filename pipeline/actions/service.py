@@ -16,12 +16,13 @@ from faststream.nats import NatsBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import stores
-from pipeline.actions import approval, index
-from pipeline.actions.approval import BOOKED, TEXT_CHANGE, DecisionRefused, ProposalRecord
-from pipeline.actions.providers import SessionRequest
-from pipeline.actions.sessions import jitsi_room_url
-from pipeline.actions.slots import Busy, slot_problem
-from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
+from pipeline.domain import approval, proposal_index
+from pipeline.domain.approval import BOOKED, TEXT_CHANGE, DecisionRefused, ProposalRecord
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.rules import Facilitator
+from pipeline.domain.sessions import preview_session
+from pipeline.domain.slots import Busy, slot_problem
+from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, SessionProposal, utc_now
 from pipeline.outreach.bounded import TemplateWorkers
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
@@ -34,9 +35,8 @@ from pipeline.outreach.render import (
     weighted_length,
     written_text,
 )
+from pipeline.providers import SessionRequest
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.rules import Facilitator
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
@@ -111,31 +111,6 @@ class EditRefused(DecisionRefused):
         super().__init__("; ".join(f"{field}: {message}" for field, message in problems.items()))
 
 
-def preview_session(proposal: SessionProposal, jitsi_base_url: str, join_url: str | None = None) -> ScheduledSession:
-    """The session as it will look once approved: with its real join link once made, before that a stand-in of
-    realistic length."""
-    join_url = (
-        join_url
-        or {
-            "jitsi": jitsi_room_url(jitsi_base_url, proposal.title, token="x" * 22),
-            "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
-            "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
-        }[proposal.provider]
-    )
-    ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
-    return ScheduledSession.caused_by(
-        proposal,
-        id=f"preview:{proposal.id}",
-        proposal=proposal,
-        approved_by="(preview)",
-        provider=proposal.provider,
-        join_url=join_url,
-        starts_at=proposal.starts_at,
-        ends_at=ends_at,
-        ics="",
-    )
-
-
 def channel_limit(channel: str, settings: Settings) -> int | None:
     return settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
 
@@ -195,7 +170,7 @@ def session_request(proposal: SessionProposal, session_id: str, timezone: str) -
     )
 
 
-def booked(entries: dict[str, index.Entry], *, except_id: str | None = None) -> list[Busy]:
+def booked(entries: dict[str, proposal_index.Entry], *, except_id: str | None = None) -> list[Busy]:
     """Facilitators' time already taken by approved, scheduled or live sessions (from the index of proposals in
     play: a slot check costs a read per day with sessions in play, not one per proposal ever made)."""
     return [
@@ -207,7 +182,7 @@ def booked(entries: dict[str, index.Entry], *, except_id: str | None = None) -> 
 
 async def booked_now(broker: NatsBroker, *, except_id: str | None = None) -> list[Busy]:
     kv = await stores.bucket(broker, stores.PROPOSALS)
-    return booked(await index.in_play(kv), except_id=except_id)
+    return booked(await proposal_index.in_play(kv), except_id=except_id)
 
 
 def revised_proposal(
@@ -337,8 +312,8 @@ class Approvals:
 
     async def library_entry(self, record: ProposalRecord) -> str | None:
         """The id of the session's entry in the library, once its recording is kept there."""
-        from pipeline.archive import catalog  # the archive stage imports this package: not at import time
-        from pipeline.archive.describe import entry_id_for
+        from pipeline.domain import catalog  # the archive stage imports this package: not at import time
+        from pipeline.domain.describe import entry_id_for
 
         if record.session is None or record.state not in ("ended", "archived"):
             return None

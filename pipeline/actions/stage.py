@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import re
 from datetime import timedelta
 from typing import Literal
 
@@ -30,13 +29,22 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from pipeline import bus, stores
-from pipeline.actions import approval
-from pipeline.actions.approval import SessionLink, add_sharer, save_new
-from pipeline.actions.notify import email_notices, notifiers, proposal_link, send_email_notice, send_notice
-from pipeline.actions.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.actions.service import booked_now, session_request
-from pipeline.actions.sessions import calendar_invite, content_from_post, first_slot, propose, vetoed
-from pipeline.actions.slots import NoSlot, Slot, suggest_slot
+from pipeline.domain import approval
+from pipeline.domain.approval import SessionLink, add_sharer, save_new
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.notify import email_notices, notifiers, proposal_link, send_email_notice, send_notice
+from pipeline.domain.rules import Facilitator
+from pipeline.domain.sessions import (
+    calendar_invite,
+    content_from_post,
+    first_slot,
+    propose,
+    provider_key,
+    session_id_for,
+    vetoed,
+)
+from pipeline.domain.slots import NoSlot, Slot, suggest_slot
 from pipeline.errors import ImpromptuError, RetryableError
 from pipeline.messages import (
     EnrichedContent,
@@ -46,13 +54,11 @@ from pipeline.messages import (
     ScheduledSession,
     SessionProposal,
     SharerJoined,
-    stable_id,
     utc_now,
 )
+from pipeline.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.rules import Facilitator
 
 log = structlog.get_logger("pipeline.actions")
 
@@ -64,22 +70,6 @@ class ProviderClaim(BaseModel):
 
     state: Literal["creating", "created"]
     created: CreatedSession | None = None
-
-
-def session_id_for(proposal_id: str) -> str:
-    return stable_id("session", proposal_id)
-
-
-KV_KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,200}")
-
-
-def provider_key(provider: str, provider_id: str) -> str:
-    """The key, in the sessions bucket, of the session held at `provider` under `provider_id` (a Zoom meeting id, a
-    Jitsi room, a YouTube broadcast): how a provider's recording event finds our session without reading the bucket.
-    An id a NATS key cannot hold is keyed by its digest."""
-    if not KV_KEY_SAFE.fullmatch(provider_id):
-        provider_id = hashlib.sha256(provider_id.encode()).hexdigest()
-    return f"{provider}.{provider_id}"
 
 
 def schedule(decision: FacilitatorDecision, created: CreatedSession) -> ScheduledSession:

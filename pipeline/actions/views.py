@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.actions.approval import ProposalRecord
 from pipeline.actions.service import ChannelPreview
+from pipeline.domain.approval import ProposalRecord
 
 
 def sharers_of(record: ProposalRecord) -> list[str]:

@@ -50,16 +50,16 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def _checked_by(settings: Settings, name: str) -> str:
     """--by NAME: one of the logins (an entry's history holds no invented names); UnknownLogin listing them."""
-    from pipeline.actions.logins import known_login
+    from pipeline.domain.logins import known_login
 
     return known_login(settings, name)
 
 
 @asynccontextmanager
 async def _index(settings: Settings) -> AsyncIterator[LibraryIndex]:
-    from pipeline.archive import catalog
     from pipeline.archive.search import LibraryIndex
     from pipeline.connect import connected
+    from pipeline.domain import catalog
 
     async with connected(settings) as broker:
         index = LibraryIndex()
@@ -71,7 +71,7 @@ async def _index(settings: Settings) -> AsyncIterator[LibraryIndex]:
 
 
 def _line(hit: Hit) -> str:
-    from pipeline.archive.describe import length_text
+    from pipeline.domain.describe import length_text
 
     if hit.record is not None:
         entry = hit.record.entry
@@ -159,8 +159,8 @@ def library_search(
 
 
 async def _with_kv(settings: Settings, work):  # type: ignore[no-untyped-def]
-    from pipeline.archive import catalog
     from pipeline.connect import connected
+    from pipeline.domain import catalog
 
     async with connected(settings) as broker:
         return await work(broker, await catalog.library_bucket(broker))
@@ -171,8 +171,8 @@ def library_show(
     entry_id: str, as_json: Annotated[bool, typer.Option("--json", help="The whole record as JSON.")] = False
 ) -> None:
     """One entry: what people read, its files, where it came from, its history."""
-    from pipeline.archive import catalog
-    from pipeline.archive.describe import length_text
+    from pipeline.domain import catalog
+    from pipeline.domain.describe import length_text
 
     settings = _settings()
 
@@ -218,8 +218,8 @@ def library_edit(
     tags: Annotated[str | None, typer.Option(help="Comma-separated, as people should read them.")] = None,
 ) -> None:
     """Change what people read about an entry; kept in its history."""
-    from pipeline.archive import catalog
-    from pipeline.archive.describe import readable_tags
+    from pipeline.domain import catalog
+    from pipeline.domain.describe import readable_tags
 
     settings = _settings()
     by = _checked_by(settings, by)
@@ -237,7 +237,7 @@ def library_edit(
 
 
 def _publish(entry_id: str, by: str, published: bool, reason: str) -> None:
-    from pipeline.archive import catalog
+    from pipeline.domain import catalog
 
     settings = _settings()
     by = _checked_by(settings, by)
@@ -270,7 +270,7 @@ def library_delete(
     yes: Annotated[bool, typer.Option("--yes", help="Yes, delete its media and the entry for good.")] = False,
 ) -> None:
     """Delete an entry and its media for good (unpublish keeps them)."""
-    from pipeline.archive import catalog
+    from pipeline.archive import takedown
     from pipeline.archive.media import media_store
 
     settings = _settings()
@@ -281,7 +281,7 @@ def library_delete(
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         store = await media_store(settings, broker)
         try:
-            return await catalog.remove(kv, store, entry_id, by=by)
+            return await takedown.remove(kv, store, entry_id, by=by)
         finally:
             await store.close()
 

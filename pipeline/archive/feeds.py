@@ -1,7 +1,7 @@
 """The library's feeds, so people follow it where they already are: an Atom feed of the recordings
 (/library/feed.xml) and an RSS podcast feed with enclosures (/library/podcast.xml), built with feedgen.
 
-Plain functions of the records they are given (newest first); pipeline/archive/web.py picks which: public,
+Plain functions of the records they are given (newest first); pipeline/web/library.py picks which: public,
 published entries only, a bounded number. Links are absolute (IMPROMPTU_PUBLIC_URL). A podcast item encloses the
 audio file when there is one, else the video; a YouTube-only entry has no file to enclose and is left out.
 """
@@ -15,7 +15,7 @@ from feedgen.ext.base import BaseEntryExtension
 from feedgen.feed import FeedGenerator
 from feedgen.util import xml_elem
 
-from pipeline.archive.catalog import LibraryRecord
+from pipeline.domain.catalog import LibraryRecord
 from pipeline.messages import KeptFile, LibraryEntry
 
 TITLE = "Impromptu learning library"

@@ -20,13 +20,15 @@ from faststream.nats import NatsBroker
 from slugify import slugify
 
 from pipeline import stores
-from pipeline.actions.approval import DecisionRefused, get_record, mark_archived
-from pipeline.archive import catalog, sources
-from pipeline.archive.catalog import AwaitingRecording, Cue, SearchText
-from pipeline.archive.describe import describe, entry_id_for, reading_item
+from pipeline.archive import sources
 from pipeline.archive.media import MediaStore
-from pipeline.archive.transcripts import MAX_TEXT_BYTES, TranscriptUnreadable, chat_resources, parse_vtt
-from pipeline.enrich.cache import cached
+from pipeline.domain import catalog
+from pipeline.domain.approval import DecisionRefused, get_record, mark_archived
+from pipeline.domain.article_cache import cached
+from pipeline.domain.canonical import link_key
+from pipeline.domain.catalog import AwaitingRecording, Cue, SearchText
+from pipeline.domain.describe import describe, entry_id_for, reading_item
+from pipeline.domain.transcripts import MAX_TEXT_BYTES, TranscriptUnreadable, chat_resources, parse_vtt
 from pipeline.errors import NotYet, PermanentError
 from pipeline.messages import (
     KeptFile,
@@ -40,7 +42,6 @@ from pipeline.messages import (
     utc_now,
 )
 from pipeline.settings import Settings
-from pipeline.triggers.canonical import link_key
 
 log = structlog.get_logger("pipeline.archive")
 

@@ -23,14 +23,15 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from pipeline import bus, stores
-from pipeline.actions.providers.youtube import YouTubeProvider
-from pipeline.actions.providers.zoom import ZoomProvider
-from pipeline.archive import catalog, youtube, zoom
-from pipeline.archive.catalog import AwaitingRecording
-from pipeline.archive.hooks import session_by_id
+from pipeline.archive import youtube, zoom
+from pipeline.domain import catalog
+from pipeline.domain.catalog import AwaitingRecording
 from pipeline.errors import ImpromptuError
 from pipeline.messages import Recording, ScheduledSession, utc_now
+from pipeline.providers.youtube import YouTubeProvider
+from pipeline.providers.zoom import ZoomProvider
 from pipeline.settings import Settings
+from pipeline.stores import stored_session
 
 log = structlog.get_logger("pipeline.archive")
 
@@ -112,7 +113,7 @@ async def _check(
         return
     problem: str | None
     try:
-        session = await session_by_id(broker, session_id)
+        session = await stored_session(broker, session_id)
         if session is None:
             problem = f"session {session_id} is not in impromptu-sessions"
         else:

@@ -22,7 +22,7 @@ MAX_QUERY_CHARS = 500
 MAX_TERMS = 32
 
 # Function words of English, German, French and Spanish (each one is in the project's own per-language lists,
-# pipeline.enrich.summary.stopwords). Left out on purpose: words that are content words in another of the four
+# pipeline.domain.summary.stopwords). Left out on purpose: words that are content words in another of the four
 # languages (German war, man, hat; French son, plus; Spanish sin, era, red), which a person may well look for.
 STOP_WORDS = frozenset(
     (

@@ -43,8 +43,8 @@ from pydantic import ValidationError
 from slugify import slugify
 
 from pipeline import bus
-from pipeline.archive.catalog import ARTICLE, ENTRY, TEXT, ArticleItem, LibraryRecord, SearchText
 from pipeline.archive.query import ParsedQuery, parse
+from pipeline.domain.catalog import ARTICLE, ENTRY, TEXT, ArticleItem, LibraryRecord, SearchText
 
 log = structlog.get_logger("pipeline.archive")
 

@@ -31,9 +31,9 @@ from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
 
 from pipeline import stores
-from pipeline.enrich.fetch import FetchPolicy, FetchRefused, check_url_form, parse_url, stream_media
 from pipeline.errors import PermanentError
 from pipeline.messages import Recording, RecordingFile, RecordingFileKind
+from pipeline.net.fetch import FetchPolicy, FetchRefused, check_url_form, parse_url, stream_media
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.archive")
@@ -114,7 +114,7 @@ async def credential_headers(
     if file.credential == "zoom":
         token = await zoom_download_token(recording, broker)
         if token is None:
-            from pipeline.actions.providers.zoom import ZoomProvider
+            from pipeline.providers.zoom import ZoomProvider
 
             provider = ZoomProvider(settings)
             if not provider.configured:
@@ -125,7 +125,7 @@ async def credential_headers(
             token = await provider.tokens.get()
         return {"Authorization": f"Bearer {token}"}
     if file.credential == "youtube":
-        from pipeline.actions.providers.youtube import YouTubeProvider
+        from pipeline.providers.youtube import YouTubeProvider
 
         youtube = YouTubeProvider(settings)
         if not youtube.configured:

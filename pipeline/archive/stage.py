@@ -8,7 +8,7 @@
   (`article.<id>`).
 
 Recordings arrive from Zoom's webhook, YouTube's and Zoom's lookups, the signed `POST /webhooks/recordings` and
-`impromptu record` (pipeline/archive/hooks.py, zoom.py, youtube.py, poll.py); how one is kept: keep.py.
+`impromptu record` (pipeline/web/recordings.py, zoom.py, youtube.py, poll.py); how one is kept: keep.py.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import structlog
 from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from pipeline import bus
-from pipeline.actions import session_id_for
-from pipeline.archive import catalog
 from pipeline.archive.keep import await_recording, keep_recording, list_article
 from pipeline.archive.media import MediaStore, media_store
+from pipeline.domain import catalog
+from pipeline.domain.sessions import session_id_for
 from pipeline.messages import LibraryEntry, ProposalTransition, Recording, ScheduledSession
-from pipeline.outreach.stage import stored_session
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit, still_working
+from pipeline.stores import stored_session
 
 log = structlog.get_logger("pipeline.archive")
 

@@ -1,7 +1,7 @@
 """YouTube Live recordings: a finished broadcast's video becomes the session's recording; it stays on YouTube.
 
 For a session held as a YouTube Live broadcast (provider_id = broadcast id = video id), through the Data API v3 with
-the channel's token (pipeline/actions/providers/youtube.py):
+the channel's token (pipeline/providers/youtube.py):
 
 1. `liveBroadcasts.list?part=status&id=` until `status.lifeCycleStatus` is "complete";
 2. `videos.list?part=processingDetails,contentDetails,snippet,liveStreamingDetails&id=` until
@@ -21,9 +21,9 @@ from datetime import datetime
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.actions.providers.youtube import YouTubeProvider
 from pipeline.archive.zoom import NotYet
 from pipeline.messages import Recording, RecordingFile, ScheduledSession
+from pipeline.providers.youtube import YouTubeProvider
 
 log = structlog.get_logger("pipeline.archive")
 

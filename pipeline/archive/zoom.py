@@ -1,6 +1,6 @@
 """Zoom recordings: the event webhook's checks and events, and the cloud-recordings lookup for missed events.
 
-Webhook (`POST /webhooks/zoom`, routed in pipeline/archive/hooks.py), as Zoom documents it:
+Webhook (`POST /webhooks/zoom`, routed in pipeline/web/recordings.py), as Zoom documents it:
 - every request carries `x-zm-request-timestamp` and `x-zm-signature` = "v0=" + hex HMAC-SHA256(secret token,
   "v0:" + timestamp + ":" + raw body); a timestamp more than 5 minutes away from now is a replay and refused;
 - `endpoint.url_validation` is answered with {"plainToken", "encryptedToken": hex HMAC-SHA256(secret, plainToken)},
@@ -27,9 +27,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.actions.providers.http import error_object
-from pipeline.actions.providers.zoom import ZoomProvider
 from pipeline.messages import Recording, RecordingFile, RecordingFileKind, ScheduledSession, stable_id
+from pipeline.providers.http import error_object
+from pipeline.providers.zoom import ZoomProvider
 
 SIGNATURE_HEADER = "x-zm-signature"
 TIMESTAMP_HEADER = "x-zm-request-timestamp"

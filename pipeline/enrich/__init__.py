@@ -3,7 +3,7 @@
 unreadable, or still failing on the last delivery. A failure is a message for the rules to weigh, never a
 silent drop: the actions stage proposes from the post's text alone when the rule says `without_article`. The link's
 episode in impromptu-triggers is marked `unread` too, so that a new share (after a transient failure) or
-`impromptu pages retry URL` can try the page again (pipeline/triggers/state.py)."""
+`impromptu pages retry URL` can try the page again (pipeline/domain/trigger_state.py)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ import structlog
 from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from pipeline import bus, stores
-from pipeline.enrich.cache import PageRecord, cached, remember
+from pipeline.domain.article_cache import PageRecord, cached, remember
+from pipeline.domain.canonical import link_key
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.scoring import Known, respected_author
+from pipeline.domain.trigger_state import TriggerState, UnreadPage, superseded
 from pipeline.enrich.extract import extract
-from pipeline.enrich.fetch import FetchPolicy, fetch_page
 from pipeline.enrich.pool import ExtractorPool
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired, utc_now
+from pipeline.net.fetch import FetchPolicy, fetch_page
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
-from pipeline.triggers.canonical import link_key
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.scoring import Known, respected_author
-from pipeline.triggers.state import TriggerState, UnreadPage, superseded
 
 log = structlog.get_logger("pipeline.enrich")
 

@@ -2,8 +2,8 @@
 
 trafilatura finds the main text and the page's metadata (OpenGraph, JSON-LD, bylines). A page with too little text
 to read (a login wall, a paywall teaser, a JavaScript shell) is described from its OpenGraph / Twitter-card tags
-instead, with `from_metadata=True`. The summary and key phrases come from `pipeline.enrich.summary`.
-Bytes are decoded as browsers decode them (`pipeline.enrich.charset`), and the markup is normalised to NFC before it is
+instead, with `from_metadata=True`. The summary and key phrases come from `pipeline.domain.summary`.
+Bytes are decoded as browsers decode them (`pipeline.net.charset`), and the markup is normalised to NFC before it is
 read, so the text, title, summary and key phrases are in one Unicode form ("geprüft" with a combining mark and with
 a precomposed ü match the same topics and searches).
 Anything that cannot become an Article raises PermanentError("<reason>: <detail>"); nothing else escapes.
@@ -27,10 +27,10 @@ from lxml import etree
 from lxml.html import HtmlElement, HTMLParser, document_fromstring
 from trafilatura.settings import Document
 
-from pipeline.enrich.charset import decode_html
-from pipeline.enrich.summary import count_words, detect_language, is_unspaced, key_phrases, summarize
+from pipeline.domain.summary import count_words, detect_language, is_unspaced, key_phrases, summarize
 from pipeline.errors import PermanentError
 from pipeline.messages import Article
+from pipeline.net.charset import decode_html
 
 WORDS_PER_MINUTE = 230
 # Below this many readable words a page is a wall or a stub: describe it from its metadata instead.

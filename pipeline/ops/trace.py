@@ -29,9 +29,9 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from pydantic import ValidationError
 
 from pipeline import bus, stores
+from pipeline.domain.canonical import canonical_url
 from pipeline.errors import ImpromptuError
 from pipeline.ops.tail import summarize
-from pipeline.triggers.canonical import canonical_url
 from pipeline.triggers.explain import TriggerVerdict, verdict_key
 
 READ_TIMEOUT_SECONDS = 5.0

@@ -49,7 +49,7 @@ def render_command(
 
     if kind not in get_args(AnnouncementKind):  # checked here: the message models are not loaded for --help
         raise ConfigError(f"--kind {kind!r}: choose {', '.join(get_args(AnnouncementKind))}")
-    from pipeline.actions.service import preview_session
+    from pipeline.domain.sessions import preview_session
     from pipeline.outreach.render import environment, render, weighted_length
     from pipeline.outreach.sample import sample_session
 
@@ -74,8 +74,8 @@ def render_command(
 
 
 async def _proposal(settings: Settings, proposal_id: str):  # type: ignore[no-untyped-def]
-    from pipeline.actions.approval import get_record
     from pipeline.connect import connected
+    from pipeline.domain.approval import get_record
 
     async with connected(settings) as broker:
         return (await get_record(broker, proposal_id)).proposal

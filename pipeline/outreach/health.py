@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from pipeline import stores
-from pipeline.actions.notify import send_email, send_slack
+from pipeline.domain.notify import send_email, send_slack
 from pipeline.errors import ImpromptuError
 from pipeline.messages import utc_now
 from pipeline.settings import Settings

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.actions.service import preview_session
-from pipeline.actions.sessions import propose
+from pipeline.domain.sessions import preview_session, propose
 from pipeline.messages import (
     Article,
     EnrichedContent,

@@ -7,11 +7,11 @@ from typing import get_args
 
 import structlog
 from faststream.nats.annotations import NatsBroker, NatsMessage
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pipeline import bus, stores
-from pipeline.actions import approval, session_id_for
+from pipeline.domain import approval
+from pipeline.domain.sessions import session_id_for
 from pipeline.errors import NotYet, PermanentError
 from pipeline.messages import (
     AnnouncementDue,
@@ -60,15 +60,6 @@ def post_for(due: AnnouncementDue, text: str) -> Post:
     )
 
 
-async def stored_session(broker: NatsBroker, session_id: str) -> ScheduledSession | None:
-    kv = await stores.bucket(broker, stores.SESSIONS)
-    try:
-        entry = await kv.get(session_id)
-    except KeyNotFoundError:
-        return None
-    return ScheduledSession.model_validate_json(entry.value) if entry.value else None
-
-
 def announcement_key(due: AnnouncementDue) -> str:
     return f"{due.session.id}.{due.channel}.scheduled"
 
@@ -102,7 +93,7 @@ def outreach_router(settings: Settings) -> StageRouter:
     async def follow_session(change: ProposalTransition, broker: NatsBroker) -> None:
         if change.to_state not in ("live", "cancelled") or (change.to_state == "live" and change.by == "archive"):
             return  # the archive walks a session through "live" when its recording arrives: it is over, not starting
-        session = await stored_session(broker, session_id_for(change.proposal_id))
+        session = await stores.stored_session(broker, session_id_for(change.proposal_id))
         if session is None:
             return  # never scheduled: nothing was announced
         kind: AnnouncementKind = "starting" if change.to_state == "live" else "cancelled"
@@ -112,7 +103,7 @@ def outreach_router(settings: Settings) -> StageRouter:
 
     @router.consume(bus.LIBRARY_ENTRIES, durable="outreach-recordings")
     async def announce_recording(entry: LibraryEntry, broker: NatsBroker) -> None:
-        session = await stored_session(broker, entry.provenance.session_id)
+        session = await stores.stored_session(broker, entry.provenance.session_id)
         if session is None:
             return
         link = library_link(settings, entry.entry_id)

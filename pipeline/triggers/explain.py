@@ -9,8 +9,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.domain.scoring import Known, RuleResult, Verdict, evaluate
 from pipeline.messages import Share
-from pipeline.triggers.scoring import Known, RuleResult, Verdict, evaluate
 
 # A kept verdict stays small whatever a share holds (the bucket refuses values over stores.MAX_VALUE_BYTES)
 VERDICT_REASON_CHARS = 300

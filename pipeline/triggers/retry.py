@@ -2,7 +2,7 @@
 
 Without it a brief slowdown of an article's server is permanent: the share ends as `content.failed`, nothing is left
 to replay, and within the merge window the link has its trigger already. A retry re-opens the link's episode as the
-next one (pipeline/triggers/state.py `reopened`) and fires its trigger again under the new episode's id
+next one (pipeline/domain/trigger_state.py `reopened`) and fires its trigger again under the new episode's id
 (`fired:<link>.<n+1>`, a Nats-Msg-Id JetStream has not seen), after removing a refusal the enrich stage cached in
 impromptu-pages, so the page is fetched again. The rule is not judged again: it fired already.
 
@@ -20,11 +20,11 @@ from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
 
 from pipeline import bus, stores
-from pipeline.enrich.cache import cached
+from pipeline.domain.article_cache import cached
+from pipeline.domain.canonical import canonical_url, link_key
+from pipeline.domain.trigger_state import CAS_ATTEMPTS, LinkEpisode, TriggerState, reopened
 from pipeline.errors import ImpromptuError, RetryableError
 from pipeline.messages import TriggerFired, utc_now
-from pipeline.triggers.canonical import canonical_url, link_key
-from pipeline.triggers.state import CAS_ATTEMPTS, LinkEpisode, TriggerState, reopened
 
 
 class RetryRefused(ImpromptuError):

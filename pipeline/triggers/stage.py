@@ -14,15 +14,10 @@ from faststream.nats.annotations import NatsBroker
 from nats.js.kv import KeyValue
 
 from pipeline import bus, stores
-from pipeline.errors import RetryableError
-from pipeline.messages import Message, Share, Sharer, SharerJoined, TriggerFired, utc_now
-from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit
-from pipeline.triggers.canonical import canonical_url, link_key
-from pipeline.triggers.explain import kept_verdict, verdict_key
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.scoring import Known, Verdict, evaluate
-from pipeline.triggers.state import (
+from pipeline.domain.canonical import canonical_url, link_key
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.scoring import Known, Verdict, evaluate
+from pipeline.domain.trigger_state import (
     BUDGET_KEY,
     Firing,
     LinkEpisode,
@@ -33,6 +28,11 @@ from pipeline.triggers.state import (
     reopened,
     with_share,
 )
+from pipeline.errors import RetryableError
+from pipeline.messages import Message, Share, Sharer, SharerJoined, TriggerFired, utc_now
+from pipeline.settings import Settings
+from pipeline.stage import StageRouter, emit
+from pipeline.triggers.explain import kept_verdict, verdict_key
 
 log = structlog.get_logger("pipeline.triggers")
 

@@ -14,11 +14,11 @@ from faststream.nats import NatsBroker
 from playwright.async_api import Browser, async_playwright
 
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import hash_password
+from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import free_port
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.approval.auth import hash_password
+from pipeline.web.server import create_web_app, serve_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

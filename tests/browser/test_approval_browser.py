@@ -13,7 +13,7 @@ import pytest
 from faststream.nats import NatsBroker
 from playwright.async_api import Browser, Page, expect
 
-from pipeline.actions.approval import get_record
+from pipeline.domain.approval import get_record
 from tests.browser.conftest import PASSWORDS, Site
 from tests.integration.bus_helpers import seed_proposal
 

@@ -15,9 +15,9 @@ import pytest
 from faststream.nats import NatsBroker
 from playwright.async_api import Browser, expect
 
-from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals, ProposalEdit
-from pipeline.triggers.reload import LiveRules
+from pipeline.domain.approval import get_record
+from pipeline.domain.live_rules import LiveRules
 from tests.browser.conftest import Site
 from tests.browser.test_approval_browser import SCHEDULING_SECONDS, log_in
 from tests.integration.bus_helpers import seed_proposal

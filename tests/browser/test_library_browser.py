@@ -20,17 +20,17 @@ from faststream.nats import NatsBroker
 from playwright.async_api import Browser, expect
 
 from pipeline.actions.service import Approvals
-from pipeline.archive import catalog
-from pipeline.archive.catalog import Cue, SearchText
 from pipeline.archive.media import MediaStore, media_store
 from pipeline.archive.search import LibraryIndex
-from pipeline.archive.web import LibraryServices
 from pipeline.demo import write_sample_wav
+from pipeline.domain import catalog
+from pipeline.domain.catalog import Cue, SearchText
+from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import free_port
 from pipeline.messages import KeptFile, LibraryEntry, Provenance
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.library import LibraryServices
+from pipeline.web.server import create_web_app, serve_http
 
 pytestmark = [pytest.mark.nats, pytest.mark.browser]
 

@@ -14,17 +14,18 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions import ProviderClaim, create_once, session_id_for
-from pipeline.actions.approval import DecisionRefused, advance_by_clock, get_record
-from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
+from pipeline.actions import ProviderClaim, create_once
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
 from pipeline.app import create_broker, start_stages
 from pipeline.archive.keep import keep_recording
 from pipeline.archive.media import media_store
 from pipeline.demo import sample_recording
+from pipeline.domain.approval import DecisionRefused, advance_by_clock, get_record
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.sessions import session_id_for
 from pipeline.messages import ProposalTransition, Recording, ScheduledSession, utc_now
+from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import models_on, seed_proposal, wait_for_count, wait_until
 
 pytestmark = pytest.mark.nats

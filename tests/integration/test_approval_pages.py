@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals, ProposalEdit
+from pipeline.domain.approval import get_record
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import ScheduledSession
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import keep_at_start, models_on, seed_proposal, wait_for_count, wait_until
 from tests.integration.test_approval_web import (  # noqa: F401  (fixtures)
     PASSWORDS,

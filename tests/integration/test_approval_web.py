@@ -22,13 +22,13 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from pipeline import bus
-from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import hash_password, new_api_token
+from pipeline.domain.approval import get_record
+from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.signing import sign
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import seed_proposal, wait_for_count
 
 pytestmark = pytest.mark.nats

@@ -10,12 +10,12 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock, get_record
-from pipeline.archive import catalog
-from pipeline.archive.describe import entry_id_for
 from pipeline.archive.keep import keep_recording
 from pipeline.archive.media import media_store
 from pipeline.demo import sample_recording, write_sample_wav
+from pipeline.domain import catalog
+from pipeline.domain.approval import advance_by_clock, get_record
+from pipeline.domain.describe import entry_id_for
 from pipeline.errors import NotYet
 from pipeline.messages import DeadLetter, LibraryEntry, OutreachResult, Recording, RecordingFile, ScheduledSession
 from pipeline.settings import Settings
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.nats
 
 async def _scheduled(client: NatsBroker, settings: Settings) -> ScheduledSession:
     from pipeline.actions.service import Approvals
-    from pipeline.triggers.reload import LiveRules
+    from pipeline.domain.live_rules import LiveRules
 
     proposal = await seed_proposal(client)
     await Approvals(client, settings, LiveRules.load(settings.rules_file)).approve(proposal.id, by="ana")

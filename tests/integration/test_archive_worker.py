@@ -17,9 +17,9 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.archive import catalog
-from pipeline.archive.describe import entry_id_for
 from pipeline.archive.media import media_store
+from pipeline.domain import catalog
+from pipeline.domain.describe import entry_id_for
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import LibraryEntry, Recording, RecordingFile, utc_now
 from pipeline.settings import Settings

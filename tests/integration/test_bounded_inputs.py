@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.actions.web.auth import hash_password, new_api_token
 from pipeline.demo import ASSETS, article_server
 from pipeline.embedded import free_port
+from pipeline.web.approval.auth import hash_password, new_api_token
 
 pytestmark = pytest.mark.nats
 

@@ -21,16 +21,16 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock
 from pipeline.actions.service import Approvals
 from pipeline.app import connected, discover, nats_for, new_broker
-from pipeline.archive import catalog
-from pipeline.archive.describe import entry_id_for
+from pipeline.domain import catalog
+from pipeline.domain.approval import advance_by_clock
+from pipeline.domain.describe import entry_id_for
+from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import BUS_USERS, EmbeddedNats, free_port
 from pipeline.errors import ConfigError
 from pipeline.messages import DeadLetter, LibraryEntry, Recording, RecordingFile, ScheduledSession, Share
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import models_on, seed_proposal, wait_until
 
 pytestmark = pytest.mark.nats

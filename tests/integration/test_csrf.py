@@ -7,8 +7,8 @@ import pytest
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 
-from pipeline.actions.approval import get_record
-from pipeline.actions.web.csrf import CSRF_COOKIE
+from pipeline.domain.approval import get_record
+from pipeline.web.approval.csrf import CSRF_COOKIE
 from tests.integration.bus_helpers import seed_proposal
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in, web_app, web_settings
 

@@ -23,17 +23,17 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
 from pipeline import bus
-from pipeline.actions import approval
-from pipeline.actions.notify import APPROVE_ACTION, REJECT_ACTION, decision_buttons, send_notice, slack_payload
 from pipeline.actions.service import Approvals
-from pipeline.actions.sessions import propose
-from pipeline.actions.slots import Slot
-from pipeline.actions.web.links import decision_links
-from pipeline.actions.web.slack import slack_headers
+from pipeline.domain import approval
+from pipeline.domain.decision_links import decision_links
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.notify import APPROVE_ACTION, REJECT_ACTION, decision_buttons, send_notice, slack_payload
+from pipeline.domain.sessions import propose
+from pipeline.domain.slots import Slot
 from pipeline.messages import FacilitatorDecision, SessionProposal, utc_now
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.approval.slack import slack_headers
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on, wait_until
 from tests.peers import serve
 from tests.smtp_server import Mailbox, smtp_server

@@ -13,10 +13,10 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import list_records
 from pipeline.app import new_broker, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, seed_share
+from pipeline.domain.approval import list_records
 from pipeline.embedded import EmbeddedNats
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import DeadLetter, Share, TriggerFired

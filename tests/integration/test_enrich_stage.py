@@ -12,12 +12,12 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import list_records
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, loopback_http_server
+from pipeline.domain.approval import list_records
+from pipeline.domain.canonical import canonical_url
 from pipeline.messages import EnrichedContent, EnrichmentFailed, SessionPlan, Share, TriggerFired
 from pipeline.settings import Settings
-from pipeline.triggers.canonical import canonical_url
 from tests.integration.bus_helpers import models_on, subject_counts, wait_drained, wait_for_count
 
 pytestmark = pytest.mark.nats

@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.messages import Share
 from pipeline.settings import Settings
 from pipeline.signing import sign
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.server import create_web_app, serve_http
 from tests.integration.bus_helpers import models_on, wait_for_count
 
 pytestmark = pytest.mark.nats

@@ -10,7 +10,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions import approval
+from pipeline.domain import approval
 from pipeline.messages import Share
 from pipeline.ops.trace import read_stream
 from pipeline.outreach import health, records

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from faststream.nats import NatsBroker
 
-from pipeline.archive import catalog
-from pipeline.archive.catalog import SearchText
 from pipeline.archive.media import media_store
+from pipeline.domain import catalog
+from pipeline.domain.catalog import SearchText
 from pipeline.messages import KeptFile
 from pipeline.settings import Settings
 from tests.library_corpus import cues, record

@@ -13,9 +13,9 @@ from nats.js.kv import KeyValue
 
 from pipeline import stores
 from pipeline.app import connected
-from pipeline.archive import catalog
-from pipeline.archive.catalog import ArticleItem, Cue, SearchText
 from pipeline.archive.search import LibraryIndex, SearchQuery
+from pipeline.domain import catalog
+from pipeline.domain.catalog import ArticleItem, Cue, SearchText
 from pipeline.embedded import EmbeddedNats
 from pipeline.settings import Settings
 from tests.library_corpus import article, generate, record

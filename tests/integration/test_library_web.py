@@ -15,16 +15,16 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import hash_password, new_api_token
-from pipeline.archive import catalog
-from pipeline.archive.catalog import ArticleItem, Cue, SearchText
 from pipeline.archive.media import MediaStore, media_store
 from pipeline.archive.search import LibraryIndex
-from pipeline.archive.web import LibraryServices
+from pipeline.domain import catalog
+from pipeline.domain.catalog import ArticleItem, Cue, SearchText
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import KeptFile, LibraryEntry, Provenance, Resource, Visibility
 from pipeline.settings import FacilitatorLogin, LoginRole, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.library import LibraryServices
+from pipeline.web.server import create_web_app
 
 pytestmark = pytest.mark.nats
 

@@ -12,15 +12,15 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import advance_by_clock, decide
 from pipeline.actions.service import Approvals
 from pipeline.app import connected, create_broker, start_stages
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
+from pipeline.domain.approval import advance_by_clock, decide
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, Share, TriggerFired
 from pipeline.ops.status import gather_status, health_problems
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
 from tests.integration import test_ops_web as ops_logins
 from tests.integration.bus_helpers import consumer, models_on, subject_counts, wait_for_count, wait_until
 from tests.nats_cluster import Cluster, jetstream_ready

@@ -15,19 +15,19 @@ from faststream.nats import NatsBroker
 from structlog.testing import capture_logs
 
 from pipeline import bus
-from pipeline.actions import approval
-from pipeline.actions.notify import email_message, say_notice_status, slack_payload
 from pipeline.actions.service import Approvals
-from pipeline.actions.sessions import propose
-from pipeline.actions.slots import Slot
-from pipeline.actions.web.auth import hash_password
 from pipeline.app import create_broker, start_stages
+from pipeline.domain import approval
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.notify import email_message, say_notice_status, slack_payload
+from pipeline.domain.rules import load_rules
+from pipeline.domain.sessions import propose
+from pipeline.domain.slots import Slot
 from pipeline.errors import ConfigError
 from pipeline.messages import FacilitatorDecision, SessionProposal, utc_now
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.rules import load_rules
-from pipeline.web import create_web_app
+from pipeline.web.approval.auth import hash_password
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on, seed_proposal
 from tests.unit.conftest import make_content
 

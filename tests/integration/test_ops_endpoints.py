@@ -10,10 +10,10 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import hash_password, new_api_token
+from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app, ops_endpoints_public
+from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.server import create_web_app, ops_endpoints_public
 from tests.integration.test_approval_web import PASSWORDS, TOKENS, bearer, browser, log_in
 
 pytestmark = pytest.mark.nats

@@ -12,15 +12,15 @@ from faststream.nats import NatsBroker
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock, decide
 from pipeline.app import create_broker, prepare_bus, run_clock, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
+from pipeline.domain.approval import advance_by_clock, decide
 from pipeline.messages import OutreachResult, ScheduledSession, SessionProposal, Share
 from pipeline.ops.metrics import metrics_of
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import (
     consumer,
     models_on,

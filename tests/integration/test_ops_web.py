@@ -18,24 +18,24 @@ from faststream.nats import NatsBroker
 from pipeline import bus, stores
 from pipeline.actions import actions_router
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import hash_password, new_api_token
 from pipeline.app import create_broker, new_broker, start_stages
 from pipeline.archive import archive_router
 from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.domain.live_rules import LiveRules
 from pipeline.enrich import enrich_router
 from pipeline.errors import PermanentError
 from pipeline.messages import AnnouncementDue, EnrichmentFailed, Share, utc_now
-from pipeline.ops import web as ops_web
 from pipeline.ops.dlq import get_dead_letter
-from pipeline.ops.web import FLOW, INTERNAL, stage_inputs, stage_outputs
 from pipeline.outreach import health
 from pipeline.outreach.records import PostRecord
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.stage import StageRouter
-from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import trigger_router
-from pipeline.web import create_web_app
+from pipeline.web import ops as ops_web
+from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.ops import FLOW, INTERNAL, stage_inputs, stage_outputs
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count, wait_until
 from tests.integration.test_approval_web import csrf_of
 from tests.unit.conftest import make_content, make_session

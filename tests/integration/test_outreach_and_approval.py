@@ -10,8 +10,8 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.bus import jetstream
+from pipeline.domain.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.messages import OutreachResult, ScheduledSession, stable_id
 from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings

@@ -14,13 +14,13 @@ from faststream.nats import NatsBroker
 from markupsafe import escape
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock, get_record
 from pipeline.actions.service import Approvals, ProposalEdit
 from pipeline.demo import sample_recording
+from pipeline.domain.approval import advance_by_clock, get_record
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import AnnouncementDue, LibraryEntry, OutreachResult, ScheduledSession
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import keep_at_start, models_on, seed_proposal, wait_drained, wait_until
 
 pytestmark = pytest.mark.nats

@@ -12,11 +12,11 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import get_record
 from pipeline.actions.service import Approvals, EditRefused, ProposalEdit
+from pipeline.domain.approval import get_record
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import OutreachResult
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import seed_proposal, wait_until
 from tests.integration.test_outreach_channels import (  # noqa: F401  (fixtures)
     Fakes,

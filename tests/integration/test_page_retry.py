@@ -19,14 +19,14 @@ from pipeline import bus, stores
 from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, start_stages
 from pipeline.demo import ASSETS, loopback_http_server
+from pipeline.domain.canonical import canonical_url, link_key
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.trigger_state import TriggerState, UnreadPage
 from pipeline.messages import EnrichedContent, EnrichmentFailed, SessionProposal, Share, TriggerFired, utc_now
 from pipeline.ops.trace import find_journey, render
 from pipeline.settings import Settings
-from pipeline.triggers.canonical import canonical_url, link_key
-from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.retry import RetryRefused, retry_page
-from pipeline.triggers.state import TriggerState, UnreadPage
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import jetstream, models_on, subject_counts, wait_drained, wait_for_count, wait_until
 from tests.integration.test_approval_web import csrf_of
 from tests.integration.test_ops_web import LOGINS as OPS_LOGINS

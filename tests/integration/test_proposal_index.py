@@ -14,14 +14,14 @@ from faststream.nats import NatsBroker
 from nats.js.kv import KeyValue
 
 from pipeline import stores
-from pipeline.actions import approval, index
-from pipeline.actions.approval import ProposalRecord
 from pipeline.actions.service import Approvals, booked_now
-from pipeline.actions.sessions import propose
-from pipeline.actions.slots import Slot
+from pipeline.domain import approval, proposal_index
+from pipeline.domain.approval import ProposalRecord
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.sessions import propose
+from pipeline.domain.slots import Slot
 from pipeline.messages import SessionProposal, utc_now
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import seed_proposal
 from tests.unit.conftest import make_content
 
@@ -108,8 +108,8 @@ async def test_an_edited_start_moves_the_proposal_to_its_new_day(client: NatsBro
         client, proposal.id, by="ana", revised=lambda r, _: r.proposal.model_copy(update={"starts_at": later})
     )
     kv = await stores.bucket(client, stores.PROPOSALS)
-    assert (await index.in_play(kv))[proposal.id].starts_at == later
-    assert await stores.scan(kv, index.play_key(proposal.starts_at, proposal.id)) == []
+    assert (await proposal_index.in_play(kv))[proposal.id].starts_at == later
+    assert await stores.scan(kv, proposal_index.play_key(proposal.starts_at, proposal.id)) == []
 
 
 async def test_the_clock_judges_on_the_record_and_repairs_an_index_left_behind(client: NatsBroker) -> None:
@@ -128,7 +128,7 @@ async def test_the_clock_judges_on_the_record_and_repairs_an_index_left_behind(c
 
     assert await approval.advance_by_clock(client, proposal.expires_at + timedelta(minutes=1)) == []
     assert (await approval.get_record(client, proposal.id)).state == "proposed"  # its real deadline is 2 days off
-    assert (await index.in_play(kv))[proposal.id].expires_at == later.expires_at  # the index caught up
+    assert (await proposal_index.in_play(kv))[proposal.id].expires_at == later.expires_at  # the index caught up
 
 
 async def test_proposals_stored_before_the_index_are_indexed_once(client: NatsBroker) -> None:
@@ -136,11 +136,11 @@ async def test_proposals_stored_before_the_index_are_indexed_once(client: NatsBr
     old = [a_proposal(n) for n in range(3)]
     for proposal in old:  # as an older version stored them: records only
         await kv.put(proposal.id, ProposalRecord(proposal=proposal).model_dump_json().encode())
-    assert await index.in_play(kv) == {}
+    assert await proposal_index.in_play(kv) == {}
 
     assert await approval.reindex(client, unless_done=True) == 3
-    assert set(await index.in_play(kv)) == {p.id for p in old}
-    assert sorted(await index.recent_ids(kv, 10)) == sorted(p.id for p in old)
+    assert set(await proposal_index.in_play(kv)) == {p.id for p in old}
+    assert sorted(await proposal_index.recent_ids(kv, 10)) == sorted(p.id for p in old)
     assert await approval.reindex(client, unless_done=True) == 0  # already done: no second read of the bucket
 
 
@@ -148,14 +148,14 @@ async def test_finished_proposals_leave_the_index_and_past_empty_days_are_forgot
     kv = await stores.bucket(client, stores.PROPOSALS)
     proposal = await approval.save_new(client, a_proposal(3, in_hours=1))
     await approval.decide(client, proposal.id, "rejected", by="ana", reason="no")
-    assert await index.in_play(kv) == {}
-    days = [index.utc_day(proposal.starts_at)]
-    assert await index._days(kv, index.DAYS) == days
+    assert await proposal_index.in_play(kv) == {}
+    days = [proposal_index.utc_day(proposal.starts_at)]
+    assert await proposal_index._days(kv, proposal_index.DAYS) == days
 
-    await index.prune(kv, utc_now() + timedelta(days=1))
-    assert await index._days(kv, index.DAYS) == days  # not past enough yet
-    await index.prune(kv, proposal.starts_at + index.PRUNE_AFTER + timedelta(days=1))
-    assert await index._days(kv, index.DAYS) == []
+    await proposal_index.prune(kv, utc_now() + timedelta(days=1))
+    assert await proposal_index._days(kv, proposal_index.DAYS) == days  # not past enough yet
+    await proposal_index.prune(kv, proposal.starts_at + proposal_index.PRUNE_AFTER + timedelta(days=1))
+    assert await proposal_index._days(kv, proposal_index.DAYS) == []
 
 
 async def test_recent_lists_the_newest_first_up_to_the_limit(client: NatsBroker) -> None:

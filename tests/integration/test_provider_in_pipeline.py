@@ -11,12 +11,12 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
 from pipeline import bus
-from pipeline.actions.approval import decide, get_record
 from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, start_stages
+from pipeline.domain.approval import decide, get_record
+from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import DeadLetter, FacilitatorDecision, ScheduledSession
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.integration.bus_helpers import models_on, seed_proposal, wait_for_count, wait_until
 from tests.peers import serve
 from tests.unit.test_provider_zoom import STATIC_TOKEN, FakeZoom

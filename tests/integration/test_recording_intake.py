@@ -20,15 +20,15 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from pipeline import bus, stores
-from pipeline.actions import provider_key
 from pipeline.app import connected
-from pipeline.archive.describe import entry_id_for
-from pipeline.archive.hooks import sign
 from pipeline.cli import cli
+from pipeline.domain.describe import entry_id_for
+from pipeline.domain.sessions import provider_key
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import Recording, ScheduledSession, utc_now
 from pipeline.settings import Settings
-from pipeline.web import create_web_app
+from pipeline.web.recordings import sign
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on
 from tests.unit.conftest import make_session
 

@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from pipeline import bus, stores
-from pipeline.archive import catalog
-from pipeline.archive.catalog import AwaitingRecording
 from pipeline.archive.poll import poll_once
+from pipeline.domain import catalog
+from pipeline.domain.catalog import AwaitingRecording
 from pipeline.messages import Recording, ScheduledSession
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import models_on

@@ -19,8 +19,8 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import advance_by_clock
 from pipeline.demo import ASSETS, article_server, write_sample_wav
+from pipeline.domain.approval import advance_by_clock
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import LibraryEntry, ScheduledSession
 from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from pipeline import stores
-from pipeline.actions.approval import list_records
 from pipeline.app import connected
 from pipeline.delivery import DeliveryPolicy
 from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.domain.approval import list_records
 from pipeline.embedded import free_port
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings

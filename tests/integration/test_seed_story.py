@@ -9,9 +9,9 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus
-from pipeline.actions.approval import list_records
-from pipeline.archive import catalog
 from pipeline.demo import ASSETS, article_server, run_story
+from pipeline.domain import catalog
+from pipeline.domain.approval import list_records
 from pipeline.embedded import free_port
 from pipeline.messages import LibraryEntry, OutreachResult, ScheduledSession, SessionProposal
 from pipeline.settings import Settings

@@ -14,11 +14,11 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.auth import SESSION_COOKIE
 from pipeline.app import connected
+from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app
+from pipeline.web.approval.auth import SESSION_COOKIE
+from pipeline.web.server import create_web_app
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in, web_settings
 
 pytestmark = pytest.mark.nats

@@ -130,7 +130,7 @@ WEB_SERVER = textwrap.dedent(
     from faststream.nats import NatsBroker
     from pipeline.logs import configure_logging
     from pipeline.settings import load_settings
-    from pipeline.web import create_web_app, serve_http
+    from pipeline.web.server import create_web_app, serve_http
 
     async def main():
         settings = load_settings()

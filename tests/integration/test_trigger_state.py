@@ -14,15 +14,15 @@ import yaml
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
-from pipeline.actions.approval import list_records
 from pipeline.app import connected, create_broker, start_stages
 from pipeline.demo import ASSETS, article_server
+from pipeline.domain.approval import list_records
+from pipeline.domain.canonical import canonical_url, link_key
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.trigger_state import TriggerState
 from pipeline.messages import Share, SharerJoined, TriggerFired, utc_now
 from pipeline.settings import Settings
-from pipeline.triggers.canonical import canonical_url, link_key
-from pipeline.triggers.reload import LiveRules
 from pipeline.triggers.stage import TriggerJudge
-from pipeline.triggers.state import TriggerState
 from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count, wait_until
 
 pytestmark = pytest.mark.nats

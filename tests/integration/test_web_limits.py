@@ -15,10 +15,10 @@ from faststream.nats import NatsBroker
 from structlog.testing import capture_logs
 
 from pipeline.actions.service import Approvals
-from pipeline.actions.web.limits import DEFAULT_MAX_BODY_BYTES, ROUTE_MAX_BODY_BYTES
+from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.web import create_web_app, serve_http
+from pipeline.web.approval.limits import DEFAULT_MAX_BODY_BYTES, ROUTE_MAX_BODY_BYTES
+from pipeline.web.server import create_web_app, serve_http
 from tests.integration.test_approval_web import bearer, browser, web_app, web_settings
 
 pytestmark = pytest.mark.nats

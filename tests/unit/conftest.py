@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.actions import schedule
-from pipeline.actions.providers import CreatedSession
-from pipeline.actions.sessions import propose
+from pipeline.domain.sessions import propose
 from pipeline.messages import (
     Article,
     EnrichedContent,
@@ -20,6 +19,7 @@ from pipeline.messages import (
     TriggerFired,
     stable_id,
 )
+from pipeline.providers import CreatedSession
 
 NOW = datetime(2025, 3, 4, 10, 15, 30, tzinfo=UTC)
 ARTICLE_URL = "https://www.linkedin.com/pulse/why-elearning-isnt-working"

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.actions import schedule
-from pipeline.actions.notify import slack_payload
-from pipeline.actions.providers import CreatedSession
-from pipeline.actions.sessions import propose
-from pipeline.actions.slots import suggest_slot
+from pipeline.domain.notify import slack_payload
+from pipeline.domain.rules import Facilitator
+from pipeline.domain.sessions import propose
+from pipeline.domain.slots import suggest_slot
 from pipeline.messages import FacilitatorDecision, ScheduledSession, stable_id
 from pipeline.outreach.render import CHANNELS, available_channels, check, environment, render
+from pipeline.providers import CreatedSession
 from pipeline.session_time import when, when_local
-from pipeline.triggers.rules import Facilitator
 from tests.unit.conftest import make_content
 
 SHARED_AT = datetime(2026, 12, 10, 20, 27, tzinfo=UTC)  # a Thursday evening

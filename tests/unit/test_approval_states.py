@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.actions.approval import NEXT, DecisionRefused, ProposalRecord, _transition, changed_fields
-from pipeline.actions.sessions import propose
+from pipeline.domain.approval import NEXT, DecisionRefused, ProposalRecord, _transition, changed_fields
+from pipeline.domain.sessions import propose
 from pipeline.messages import ProposalState
 from tests.unit.conftest import NOW, make_content
 

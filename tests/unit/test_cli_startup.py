@@ -29,7 +29,7 @@ HEAVY = (
     "pipeline.app",
     "pipeline.bus",
     "pipeline.actions.stage",
-    "pipeline.actions.web",
+    "pipeline.web.approval",
     "pipeline.enrich",
     "pipeline.archive.stage",
     "pipeline.connect",
@@ -38,12 +38,12 @@ HEAVY = (
 STAGES = (
     "pipeline.app",
     "pipeline.actions.stage",
-    "pipeline.actions.web",
+    "pipeline.web.approval",
     "pipeline.enrich",
     "pipeline.archive.stage",
     "pipeline.triggers.stage",
     "pipeline.outreach.stage",
-    "pipeline.web",
+    "pipeline.web.server",
     "fastapi",
     "starlette",
     "trafilatura",
@@ -93,7 +93,7 @@ def test_help_needs_no_event_loop(argv: list[str], tmp_path: Path) -> None:
 
 
 def test_adding_a_login_loads_no_web_framework_and_no_bus(tmp_path: Path) -> None:
-    """Hashing a password and making a token live apart from the web pages' auth (pipeline/actions/logins.py)."""
+    """Hashing a password and making a token live apart from the web pages' auth (pipeline/domain/logins.py)."""
     assert heavy_modules_loaded(["facilitators", "add", "ada", "--no-password"], tmp_path) == []
     assert "ada" in (tmp_path / "facilitators.json").read_text()  # it did add the login
 

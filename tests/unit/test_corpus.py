@@ -16,8 +16,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.domain.summary import KEY_PHRASES, split_sentences
 from pipeline.enrich.extract import WORDS_PER_MINUTE, Extraction, extract
-from pipeline.enrich.summary import KEY_PHRASES, split_sentences
 from pipeline.errors import PermanentError
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "articles"

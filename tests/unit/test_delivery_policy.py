@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.delivery import DeliveryPolicy, describe_error, is_permanent
-from pipeline.enrich.fetch import FetchFailed, FetchRefused
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Share
+from pipeline.net.fetch import FetchFailed, FetchRefused
 
 
 def share_validation_error() -> ValidationError:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner, Result
 
 from pipeline.cli import cli
 from pipeline.demo import ASSETS, article_server
-from pipeline.enrich.fetch import FetchRefused, allow_rules
+from pipeline.net.fetch import FetchRefused, allow_rules
 
 SEED = ASSETS / "bersin-article.html"
 

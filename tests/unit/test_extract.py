@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.domain.summary import count_words, key_phrases, split_sentences, summarize
 from pipeline.enrich.extract import GATE_TITLE, MAX_ELEMENTS, clean_title, extract, extract_article, language_code
-from pipeline.enrich.summary import count_words, key_phrases, split_sentences, summarize
 from pipeline.errors import PermanentError
 from pipeline.messages import Article
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.actions.notify import email_recipients
-from pipeline.actions.web.slack import SlackUser, login_for
+from pipeline.domain.notify import email_recipients
 from pipeline.settings import Settings
+from pipeline.web.approval.slack import SlackUser, login_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

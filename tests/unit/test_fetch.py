@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from pipeline.demo import loopback_http_server
-from pipeline.enrich.fetch import (
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.net.fetch import (
     CappedBody,
     FetchFailed,
     FetchPolicy,
@@ -26,7 +27,6 @@ from pipeline.enrich.fetch import (
     fetch_page,
     is_public,
 )
-from pipeline.errors import PermanentError, RetryableError
 
 PAGE = b"<html><head><title>Hi</title></head><body><p>Hello from the test server.</p></body></html>"
 BOMB = gzip.compress(b"\0" * (10 * 1024 * 1024))

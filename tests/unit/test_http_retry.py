@@ -13,12 +13,12 @@ import requests
 import tweepy
 
 from pipeline import http_retry
-from pipeline.actions.notify import SlackRateLimited, send_slack
-from pipeline.actions.providers.http import retry_after
+from pipeline.domain.notify import SlackRateLimited, send_slack
 from pipeline.messages import ScheduledSession, as_utc
 from pipeline.outreach.channels import x as x_channel
 from pipeline.outreach.channels.base import Post, RateLimited
 from pipeline.outreach.channels.slack import SlackChannel
+from pipeline.providers.http import retry_after
 from pipeline.triggers.sources import http as source_http
 from pipeline.triggers.sources import x as x_source
 from tests.channel_fakes import FakeSlack, make_post, running

@@ -14,8 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.enrich.extract import extract
-from pipeline.enrich.summary import (
+from pipeline.domain.summary import (
     EDGE_PUNCTUATION,
     KEY_PHRASES,
     _distinct,
@@ -25,6 +24,7 @@ from pipeline.enrich.summary import (
     key_phrases,
     keyword_sample,
 )
+from pipeline.enrich.extract import extract
 from pipeline.errors import PermanentError
 
 ARTICLES = Path(__file__).parents[1] / "fixtures" / "articles"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.archive.catalog import Cue
-from pipeline.archive.describe import (
+from pipeline.domain.catalog import Cue
+from pipeline.domain.describe import (
     describe,
     entry_id_for,
     length_text,
@@ -17,7 +17,7 @@ from pipeline.archive.describe import (
     tag_slug,
     visibility_of,
 )
-from pipeline.archive.transcripts import TranscriptUnreadable, chat_resources, parse_vtt, transcript_text
+from pipeline.domain.transcripts import TranscriptUnreadable, chat_resources, parse_vtt, transcript_text
 from pipeline.messages import KeptFile, LibraryEntry, Recording, RecordingFile, ScheduledSession
 
 BuildSession = Callable[..., ScheduledSession]

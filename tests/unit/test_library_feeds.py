@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import feedparser
 
-from pipeline.archive.catalog import EntryChange, LibraryRecord
 from pipeline.archive.feeds import atom_feed, podcast_feed
+from pipeline.domain.catalog import EntryChange, LibraryRecord
 from pipeline.messages import KeptFile, LibraryEntry, Provenance
 
 BASE = "https://library.example.org"

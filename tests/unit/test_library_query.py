@@ -116,7 +116,7 @@ def test_quoted_stop_words_are_kept() -> None:
 
 def test_stop_words_come_from_the_projects_lists_without_words_another_language_means() -> None:
     from pipeline.archive.query import STOP_WORDS
-    from pipeline.enrich.summary import stopwords
+    from pipeline.domain.summary import stopwords
 
     assert STOP_WORDS <= set().union(*(stopwords(language) for language in ("en", "de", "fr", "es")))
     assert {"the", "of", "der", "die", "und", "le", "de", "et", "el", "y", "que"} <= STOP_WORDS

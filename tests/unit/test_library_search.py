@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.archive.catalog import ArticleItem, Cue, LibraryRecord, SearchText
 from pipeline.archive.search import FACETS, LibraryIndex, SearchPage, SearchQuery, facet_slug
+from pipeline.domain.catalog import ArticleItem, Cue, LibraryRecord, SearchText
 from tests.library_corpus import Corpus, article, cues, generate, record
 
 ONBOARDING_LINE = 37

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.actions.web.pages import local_time
+from pipeline.web.approval.pages import local_time
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

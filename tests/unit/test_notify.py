@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import SecretStr
 
-from pipeline.actions.notify import (
+from pipeline.domain.notify import (
     Notice,
     SlackRateLimited,
     email_message,
@@ -26,7 +26,7 @@ from pipeline.actions.notify import (
     send_slack,
     slack_payload,
 )
-from pipeline.actions.sessions import propose
+from pipeline.domain.sessions import propose
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import SessionProposal
 from pipeline.settings import Settings

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from pipeline import bus
-from pipeline.actions.sessions import propose
-from pipeline.archive.describe import describe
+from pipeline.domain.describe import describe
+from pipeline.domain.sessions import propose
 from pipeline.errors import ImpromptuError
 from pipeline.messages import (
     BUS_MESSAGES,

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.demo import loopback_http_server
+from pipeline.domain.rules import Rules
+from pipeline.domain.scoring import Known
 from pipeline.enrich import topic_scores
-from pipeline.enrich.charset import charset_in_content, decode_html, encoding_of_label, prescan
 from pipeline.enrich.extract import Extraction, extract
-from pipeline.enrich.fetch import FetchPolicy, Page, fetch_page
 from pipeline.messages import Share
-from pipeline.triggers.rules import Rules
-from pipeline.triggers.scoring import Known
+from pipeline.net.charset import charset_in_content, decode_html, encoding_of_label, prescan
+from pipeline.net.fetch import FetchPolicy, Page, fetch_page
 
 LOCAL = FetchPolicy(allow=("127.0.0.1/32",))
 LINES = (Path(__file__).parent.parent / "fixtures" / "encodings" / "de-hoehere-leistung.txt").read_text().splitlines()

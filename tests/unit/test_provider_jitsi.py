@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from pipeline.actions.providers import CreatedSession, SessionRequest, provider_from_settings
-from pipeline.actions.providers.jitsi import JitsiProvider
-from pipeline.actions.providers.youtube import YouTubeProvider
-from pipeline.actions.providers.zoom import ZoomProvider
+from pipeline.providers import CreatedSession, SessionRequest, provider_from_settings
+from pipeline.providers.jitsi import JitsiProvider
+from pipeline.providers.youtube import YouTubeProvider
+from pipeline.providers.zoom import ZoomProvider
 from pipeline.settings import Settings
 
 REQUEST = SessionRequest(

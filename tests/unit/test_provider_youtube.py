@@ -20,10 +20,10 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from pipeline.actions.providers import CreatedSession, ProviderRefused, SessionRequest
-from pipeline.actions.providers.youtube import YouTubeProvider
 from pipeline.embedded import free_port
 from pipeline.errors import RetryableError
+from pipeline.providers import CreatedSession, ProviderRefused, SessionRequest
+from pipeline.providers.youtube import YouTubeProvider
 from pipeline.settings import Settings
 from tests.peers import serve
 

@@ -19,11 +19,11 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from pipeline.actions.providers import CreatedSession, ProviderRefused, SessionRequest
-from pipeline.actions.providers.http import ProviderBusy
-from pipeline.actions.providers.zoom import ZoomProvider
 from pipeline.embedded import free_port
 from pipeline.errors import RetryableError
+from pipeline.providers import CreatedSession, ProviderRefused, SessionRequest
+from pipeline.providers.http import ProviderBusy
+from pipeline.providers.zoom import ZoomProvider
 from pipeline.settings import Settings
 from tests.peers import serve
 

@@ -16,9 +16,9 @@ from faststream.nats import NatsBroker
 
 from pipeline import stores
 from pipeline.archive.sources import SourceRefused, open_file, recording_location
-from pipeline.enrich.fetch import FetchFailed, FetchRefused
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Recording, RecordingFile, RecordingFileKind
+from pipeline.net.fetch import FetchFailed, FetchRefused
 from pipeline.settings import Settings
 from tests.peers import serve
 from tests.unit.conftest import make_session

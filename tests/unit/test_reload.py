@@ -9,7 +9,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from pipeline.triggers.reload import LiveRules
+from pipeline.domain.live_rules import LiveRules
 
 GOOD = "people:\n  - {name: A, x: a}\ntopics:\n  t: [tea]\nrules:\n  - name: r\n    when: {topics_any: [t]}\n"
 

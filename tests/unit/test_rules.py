@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.domain.rules import Rules, load_rules
 from pipeline.errors import ConfigError
-from pipeline.triggers.rules import Rules, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 

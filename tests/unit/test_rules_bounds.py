@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.rules import load_rules
 from pipeline.errors import ConfigError
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.rules import load_rules
 from pipeline.yaml_errors import YamlBounds, nesting_too_deep
 from tests.loop_pauses import loop_pauses
 

@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.domain.rules import Rules, load_rules
+from pipeline.domain.scoring import Known
 from pipeline.errors import ConfigError
 from pipeline.messages import Share
 from pipeline.triggers.explain import explain
-from pipeline.triggers.rules import Rules, load_rules
-from pipeline.triggers.scoring import Known
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
 FIELDS = sorted(

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.domain.canonical import canonical_url, on_domain
+from pipeline.domain.rules import Rules
+from pipeline.domain.scoring import Budget, Known, evaluate
 from pipeline.messages import Share
-from pipeline.triggers.canonical import canonical_url, on_domain
-from pipeline.triggers.rules import Rules
-from pipeline.triggers.scoring import Budget, Known, evaluate
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 BERSIN = "https://joshbersin.com/2026/03/why-elearning-isnt-working"

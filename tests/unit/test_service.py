@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.actions.service import Approvals
-from pipeline.actions.sessions import propose
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.sessions import propose
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
 from tests.unit.conftest import NOW, make_content
 
 RULES = """

@@ -11,9 +11,9 @@ import icalendar
 import pytest
 
 from pipeline.actions import schedule
-from pipeline.actions.providers import CreatedSession
-from pipeline.actions.sessions import DECISION_MARGIN, calendar_invite, first_slot, jitsi_room_url, propose
+from pipeline.domain.sessions import DECISION_MARGIN, calendar_invite, first_slot, jitsi_room_url, propose
 from pipeline.messages import EnrichedContent, FacilitatorDecision, ScheduledSession
+from pipeline.providers import CreatedSession
 
 BuildContent = Callable[..., EnrichedContent]
 

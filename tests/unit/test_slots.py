@@ -1,4 +1,4 @@
-"""Facilitators' working hours in the rules file, and the slot a proposal suggests (pipeline/actions/slots.py)."""
+"""Facilitators' working hours in the rules file, and the slot a proposal suggests (pipeline/domain/slots.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.actions.sessions import first_slot
-from pipeline.actions.slots import Busy, NoSlot, Slot, slot_problem, suggest_slot
+from pipeline.domain.rules import WEEKDAYS, Facilitator, WorkingHours, days_text, load_rules
+from pipeline.domain.sessions import first_slot
+from pipeline.domain.slots import Busy, NoSlot, Slot, slot_problem, suggest_slot
 from pipeline.errors import ConfigError
-from pipeline.triggers.rules import WEEKDAYS, Facilitator, WorkingHours, days_text, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -14,9 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.demo import loopback_http_server
+from pipeline.domain.rules import Person
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import MemoryCheckpoints, RateLimited, SourceUnavailable
 from pipeline.triggers.sources.feeds import FeedSource, checkpoint_key, entry_native_id, feed_source, remember
 from pipeline.triggers.sources.http import html_to_text, retry_after_seconds, shorten

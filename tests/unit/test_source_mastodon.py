@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from pipeline.demo import loopback_http_server
+from pipeline.domain.rules import Person
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import MemoryCheckpoints, RateLimited, SourceUnavailable
 from pipeline.triggers.sources.mastodon import (
     MastodonSource,

@@ -17,9 +17,9 @@ import requests
 import responses
 from structlog.testing import capture_logs
 
+from pipeline.domain.rules import Person
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import MemoryCheckpoints, RateLimited, SourceUnavailable, run_source
 from pipeline.triggers.sources.x import XSource, make_x_client, x_source
 

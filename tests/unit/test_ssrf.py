@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.demo import loopback_http_server
-from pipeline.enrich.fetch import (
+from pipeline.net.fetch import (
     MAX_REDIRECTS,
     FetchFailed,
     FetchPolicy,

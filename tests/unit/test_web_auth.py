@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.actions.web.auth import (
-    SECRET_FILE,
+from pipeline.errors import ConfigError
+from pipeline.keys import SECRET_FILE, web_secret
+from pipeline.settings import FacilitatorLogin, Settings
+from pipeline.web.approval.auth import (
     facilitator_for_token,
     has_role,
     hash_password,
@@ -18,10 +20,7 @@ from pipeline.actions.web.auth import (
     safe_next,
     token_sha256,
     verify_password,
-    web_secret,
 )
-from pipeline.errors import ConfigError
-from pipeline.settings import FacilitatorLogin, Settings
 
 ANA_HASH = hash_password("correct horse battery staple")
 

@@ -19,8 +19,8 @@ from pipeline.app import new_broker
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import Share, stable_id
 from pipeline.settings import Settings
-from pipeline.triggers.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
+from pipeline.web.shares import MAX_BODY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.integration.bus_helpers import models_on, subject_counts
 
 pytestmark = pytest.mark.nats

@@ -23,11 +23,11 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from pipeline import bus, stores
-from pipeline.actions import provider_key
 from pipeline.archive import zoom
+from pipeline.domain.sessions import provider_key
 from pipeline.messages import Recording, ScheduledSession
 from pipeline.settings import Settings
-from pipeline.web import create_web_app
+from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import messages_on, models_on
 from tests.unit.conftest import make_session
 

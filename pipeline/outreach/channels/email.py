@@ -12,7 +12,7 @@ multipart/mixed and treats a lone .ics attachment as a file):
 
 A "cancelled" one carries the same event as METHOD:CANCEL, STATUS:CANCELLED with a higher SEQUENCE, so calendars
 remove it; "starting" and "recording" have no calendar part. Sending reuses the facilitator e-mail's SMTP code
-(`pipeline.actions.notify.send_email`), whose errors are mapped to the channel contract here.
+(`pipeline.domain.notify.send_email`), whose errors are mapped to the channel contract here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from email.message import EmailMessage
 
 import icalendar
 
-from pipeline.actions.notify import send_email
+from pipeline.domain.notify import send_email
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, redact, unset
 from pipeline.outreach.render import email_parts

@@ -14,7 +14,7 @@ import json
 import httpx
 
 from pipeline import http_retry
-from pipeline.actions import notify
+from pipeline.domain import notify
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited

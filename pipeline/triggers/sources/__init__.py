@@ -12,10 +12,10 @@ import structlog
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.rules import Person
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.reload import LiveRules
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import KvCheckpoints, Source, run_source
 from pipeline.triggers.sources.feeds import feed_source
 from pipeline.triggers.sources.mastodon import https_instance, mastodon_source

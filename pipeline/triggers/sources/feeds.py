@@ -34,10 +34,10 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
+from pipeline.domain.rules import Person
 from pipeline.messages import Share, stable_id, utc_now
 from pipeline.settings import Settings
 from pipeline.text import shorten
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
 from pipeline.triggers.sources.http import (
     Clock,

@@ -30,9 +30,9 @@ import structlog
 from lxml import etree
 from pydantic import ValidationError
 
+from pipeline.domain.rules import Person
 from pipeline.messages import Share, stable_id, utc_now
 from pipeline.settings import Settings
-from pipeline.triggers.rules import Person
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
 from pipeline.triggers.sources.feeds import FIRST_POLL_WINDOW
 from pipeline.triggers.sources.http import (

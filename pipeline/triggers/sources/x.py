@@ -41,10 +41,10 @@ import tweepy
 from pydantic import ValidationError
 
 from pipeline import http_retry
+from pipeline.domain.rules import Person, normalise_handle
 from pipeline.messages import Share
 from pipeline.redaction import TimeoutSession, redact_bearer
 from pipeline.settings import Settings
-from pipeline.triggers.rules import Person, normalise_handle
 from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
 
 log = structlog.get_logger("pipeline.sources.x")
