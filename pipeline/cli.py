@@ -597,9 +597,10 @@ def schemas_export(
     folder: Annotated[Path, typer.Option(help="Where to write the schema files.")] = Path("schemas"),
 ) -> None:
     """Write the JSON Schema of every bus message (and the rules file) into FOLDER."""
+    from pipeline.app import create_broker
     from pipeline.schema_export import write_schemas
 
-    for path in write_schemas(folder):
+    for path in write_schemas(folder, create_broker):
         print(path)
 
 

@@ -4,6 +4,7 @@ the rules model, and the AsyncAPI document of every subject the stages consume a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from pipeline.settings import DEFAULT_RULES, Settings
 ASYNCAPI_FILE = "asyncapi.json"
 # The committed document names a placeholder server, so it does not depend on where it was generated.
 REFERENCE_NATS_URL = "nats://localhost:4222"
+
+BrokerFactory = Callable[[Settings], NatsBroker]
 
 
 def schema_documents() -> dict[str, dict[str, object]]:
@@ -39,26 +42,25 @@ def asyncapi_document(broker: NatsBroker) -> dict[str, Any]:
     return document
 
 
-def reference_asyncapi() -> dict[str, Any]:
-    """The document of a pipeline built from the default settings and rules, never connected."""
-    from pipeline.app import create_broker  # here: pipeline.app imports the web app, which imports this module
-
+def reference_asyncapi(create_broker: BrokerFactory) -> dict[str, Any]:
+    """The document of a pipeline built (by pipeline.app's `create_broker`, handed in: the app is a layer above) from
+    the default settings and rules, never connected."""
     settings = Settings(nats_url=REFERENCE_NATS_URL, rules_file=DEFAULT_RULES)
     return asyncapi_document(create_broker(settings))
 
 
-def all_documents() -> dict[str, dict[str, Any]]:
-    return {**schema_documents(), ASYNCAPI_FILE: reference_asyncapi()}
+def all_documents(create_broker: BrokerFactory) -> dict[str, dict[str, Any]]:
+    return {**schema_documents(), ASYNCAPI_FILE: reference_asyncapi(create_broker)}
 
 
 def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def write_schemas(folder: Path) -> list[Path]:
+def write_schemas(folder: Path, create_broker: BrokerFactory) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in all_documents().items():
+    for name, document in all_documents(create_broker).items():
         path = folder / name
         path.write_text(render(document), encoding="utf-8")
         written.append(path)

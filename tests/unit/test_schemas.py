@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import bus
+from pipeline.app import create_broker
 from pipeline.schema_export import ASYNCAPI_FILE, all_documents, render
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-DOCUMENTS = all_documents()
+DOCUMENTS = all_documents(create_broker)
 HINT = "schemas/ is out of date with the code: run `make schemas` and commit the result"
 
 
@@ -44,7 +45,7 @@ def test_render_is_stable_json() -> None:
 
 
 def test_asyncapi_document_is_reproducible_and_names_every_subject() -> None:
-    again = all_documents()[ASYNCAPI_FILE]
+    again = all_documents(create_broker)[ASYNCAPI_FILE]
     assert render(again) == render(DOCUMENTS[ASYNCAPI_FILE])  # no timestamps, no generated ids
     addresses = {channel["address"] for channel in DOCUMENTS[ASYNCAPI_FILE]["channels"].values()}
     assert {bus.SHARES, bus.DECISIONS, bus.PROPOSALS_CREATED, bus.dead_letter_subject("trigger")} <= addresses
