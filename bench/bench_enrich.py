@@ -34,8 +34,8 @@ from pipeline.demo import loopback_http_server
 from pipeline.domain.canonical import canonical_url
 from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import EmbeddedNats, free_port
-from pipeline.enrich import enrich_router, warm_up
 from pipeline.enrich.extract import extract
+from pipeline.enrich.stage import enrich_router, warm_up
 from pipeline.errors import PermanentError
 from pipeline.logs import configure_logging
 from pipeline.messages import Share, TriggerFired

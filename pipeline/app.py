@@ -31,8 +31,8 @@ from pipeline.domain.approval import advance_by_clock, reindex
 from pipeline.domain.live_rules import LiveRules
 from pipeline.domain.notify import say_notice_status
 from pipeline.embedded import BusUsers, EmbeddedNats
-from pipeline.enrich import enrich_router, extractor_pool, warm_up
 from pipeline.enrich.pool import ExtractorPool
+from pipeline.enrich.stage import enrich_router, extractor_pool, warm_up
 from pipeline.errors import ConfigError
 from pipeline.lifetime import tune_malloc
 from pipeline.messages import utc_now

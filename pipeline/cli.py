@@ -457,8 +457,8 @@ def enrich(
 
     from pipeline.domain.rules import load_rules, rules_bounds
     from pipeline.domain.scoring import Known, respected_author
-    from pipeline.enrich import TOPIC_TEXT_LIMIT, fetch_policy, topic_scores
     from pipeline.enrich.extract import extract
+    from pipeline.enrich.stage import TOPIC_TEXT_LIMIT, fetch_policy, topic_scores
     from pipeline.net.fetch import fetch_page
 
     settings = _settings(quiet=True)

@@ -22,7 +22,7 @@ from pipeline.app import create_broker, new_broker, start_stages
 from pipeline.archive import archive_router
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.domain.live_rules import LiveRules
-from pipeline.enrich import enrich_router
+from pipeline.enrich.stage import enrich_router
 from pipeline.errors import PermanentError
 from pipeline.messages import AnnouncementDue, EnrichmentFailed, Share, utc_now
 from pipeline.ops.dlq import get_dead_letter

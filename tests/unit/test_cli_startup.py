@@ -30,7 +30,7 @@ HEAVY = (
     "pipeline.bus",
     "pipeline.actions.stage",
     "pipeline.web.approval",
-    "pipeline.enrich",
+    "pipeline.enrich.stage",
     "pipeline.archive.stage",
     "pipeline.connect",
 )
@@ -39,7 +39,7 @@ STAGES = (
     "pipeline.app",
     "pipeline.actions.stage",
     "pipeline.web.approval",
-    "pipeline.enrich",
+    "pipeline.enrich.stage",
     "pipeline.archive.stage",
     "pipeline.triggers.stage",
     "pipeline.outreach.stage",

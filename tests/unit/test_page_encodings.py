@@ -14,8 +14,8 @@ import pytest
 from pipeline.demo import loopback_http_server
 from pipeline.domain.rules import Rules
 from pipeline.domain.scoring import Known
-from pipeline.enrich import topic_scores
 from pipeline.enrich.extract import Extraction, extract
+from pipeline.enrich.stage import topic_scores
 from pipeline.messages import Share
 from pipeline.net.charset import charset_in_content, decode_html, encoding_of_label, prescan
 from pipeline.net.fetch import FetchPolicy, Page, fetch_page
