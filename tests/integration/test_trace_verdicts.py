@@ -52,7 +52,7 @@ async def test_trace_says_why_no_rule_fired(trigger_stage: Settings, client: Nat
     for each in (stranger, weak, fired, again):
         await bus.publish(client, bus.SHARES, each)
     await wait_drained(client, "trigger")
-    assert [t.share.id for t in await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)] == [fired.id]
+    assert [t.share.id for t in await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)] == [fired.id]
 
     js = jetstream(client)
     untrusted = await find_journey(js, stranger.id)
