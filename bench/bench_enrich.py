@@ -131,7 +131,7 @@ async def drain(url: str, store: Path, base: str, run: int, count: int, workers:
         for start in range(0, count, 200):
             await asyncio.gather(
                 *(
-                    js.publish(bus.TRIGGERS_FIRED, t.model_dump_json().encode(), headers={"Nats-Msg-Id": t.id})
+                    js.publish(bus.TRIGGERS_FIRED.subject, t.model_dump_json().encode(), headers={"Nats-Msg-Id": t.id})
                     for t in batch[start : start + 200]
                 )
             )
@@ -147,7 +147,7 @@ async def drain(url: str, store: Path, base: str, run: int, count: int, workers:
         for process in processes:
             process.wait(timeout=30)
     stored = (await js.stream_info(bus.STREAM, subjects_filter=">")).state.subjects or {}
-    done = stored.get(bus.CONTENT_ENRICHED, 0) + stored.get(bus.CONTENT_FAILED, 0)
+    done = stored.get(bus.CONTENT_ENRICHED.subject, 0) + stored.get(bus.CONTENT_FAILED.subject, 0)
     await js.purge_stream(bus.STREAM)
     await js.delete_consumer(bus.STREAM, "enrich")
     await js.delete_key_value(stores.PAGES)

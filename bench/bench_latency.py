@@ -117,17 +117,17 @@ class Bench:
         async def on_message(msg: nats.aio.msg.Msg) -> None:
             self.journeys.seen(msg.subject, json.loads(msg.data)["correlation_id"])
 
-        for subject in (bus.TRIGGERS_FIRED, bus.CONTENT_ENRICHED, bus.PROPOSALS_CREATED):
+        for subject in (bus.TRIGGERS_FIRED.subject, bus.CONTENT_ENRICHED.subject, bus.PROPOSALS_CREATED.subject):
             await nc.subscribe(subject, cb=on_message)
         return nc
 
     async def publish(self, js: nats.js.JetStreamContext, message: Share) -> None:
         self.journeys.sent[message.correlation_id] = time.perf_counter()
-        await js.publish(bus.SHARES, message.model_dump_json().encode(), headers={"Nats-Msg-Id": message.id})
+        await js.publish(bus.SHARES.subject, message.model_dump_json().encode(), headers={"Nats-Msg-Id": message.id})
 
     async def wait_for(self, ids: list[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.journeys.count(bus.PROPOSALS_CREATED, ids) < len(ids):
+        while self.journeys.count(bus.PROPOSALS_CREATED.subject, ids) < len(ids):
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -157,7 +157,7 @@ class Bench:
             pending.append(asyncio.create_task(self.publish(js, message)))
         await asyncio.gather(*pending)
         if not await self.wait_for(fired, 60):
-            print(f"  mix: only {self.journeys.count(bus.PROPOSALS_CREATED, fired)} of {len(fired)} proposals")
+            print(f"  mix: only {self.journeys.count(bus.PROPOSALS_CREATED.subject, fired)} of {len(fired)} proposals")
         return fired
 
     async def burst(self, js: nats.js.JetStreamContext, label: str, count: int) -> Burst:
@@ -167,10 +167,10 @@ class Bench:
         await asyncio.gather(*(self.publish(js, s) for s in batch))
         ids = [s.correlation_id for s in batch]
         if not await self.wait_for(ids, 300):
-            print(f"  {label}: only {self.journeys.count(bus.PROPOSALS_CREATED, ids)} of {count} proposals")
+            print(f"  {label}: only {self.journeys.count(bus.PROPOSALS_CREATED.subject, ids)} of {count} proposals")
         arrived = self.journeys.arrived
-        last_content = max(arrived.get(bus.CONTENT_ENRICHED, {}).get(i, started) for i in ids)
-        last_proposal = max(arrived[bus.PROPOSALS_CREATED].get(i, started) for i in ids)
+        last_content = max(arrived.get(bus.CONTENT_ENRICHED.subject, {}).get(i, started) for i in ids)
+        last_proposal = max(arrived[bus.PROPOSALS_CREATED.subject].get(i, started) for i in ids)
         return Burst(count / (last_content - started), count / (last_proposal - started), ids)
 
 
@@ -350,12 +350,12 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
                 f"(it and its extraction processes used {busy:.2f} cores meanwhile; load average "
                 f"{os.getloadavg()[0]:.1f}):"
             )
-            print(line("share -> TriggerFired", j.latencies(bus.TRIGGERS_FIRED, fired)))
-            print(line("share -> EnrichedContent", j.latencies(bus.CONTENT_ENRICHED, fired)))
-            mix_proposal = j.latencies(bus.PROPOSALS_CREATED, fired)
+            print(line("share -> TriggerFired", j.latencies(bus.TRIGGERS_FIRED.subject, fired)))
+            print(line("share -> EnrichedContent", j.latencies(bus.CONTENT_ENRICHED.subject, fired)))
+            mix_proposal = j.latencies(bus.PROPOSALS_CREATED.subject, fired)
             print(line("share -> SessionProposal", mix_proposal))
             results["mix_p50"], results["mix_p99"] = statistics.median(mix_proposal), pct(mix_proposal, 99)
-            burst_pool = j.latencies(bus.PROPOSALS_CREATED, pool.ids)
+            burst_pool = j.latencies(bus.PROPOSALS_CREATED.subject, pool.ids)
             await observer.close()
             await nc.close()
         if not burst_size:
@@ -369,7 +369,7 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
             with processes(store, ([], env_for(url, store, IMPROMPTU_EXTRACT_PROCESSES="0"))):
                 await bench.warm(js, "inproc")
                 one = await bench.burst(js, "burst-inproc", burst_size)
-            burst_one = bench.journeys.latencies(bus.PROPOSALS_CREATED, one.ids)
+            burst_one = bench.journeys.latencies(bus.PROPOSALS_CREATED.subject, one.ids)
             await observer.close()
             await nc.close()
 
@@ -382,7 +382,7 @@ async def main(seconds: float, rate: float, firing: float, burst_size: int) -> N
             with processes(store, (rest, env_for(url, store)), (["--stages", "enrich"], env_for(url, store))):
                 await bench.warm(js, "split")
                 split = await bench.burst(js, "burst-split", burst_size)
-            burst_split = bench.journeys.latencies(bus.PROPOSALS_CREATED, split.ids)
+            burst_split = bench.journeys.latencies(bus.PROPOSALS_CREATED.subject, split.ids)
             await observer.close()
             await nc.close()
 

@@ -88,7 +88,7 @@ async def raw(url: str, count: int, run: int, *, never_twice: bool) -> float:
 async def stage(settings: Settings, count: int, run: int, channel: str) -> float:
     nc = await nats.connect(settings.nats_url or "")
     js = nc.jetstream()
-    await prepublish(js, bus.OUTREACH_DUE, dues(run, count, channel), f"due-{run}-{channel}")
+    await prepublish(js, bus.OUTREACH_DUE.subject, dues(run, count, channel), f"due-{run}-{channel}")
     broker = new_broker(settings.nats_url or "")
     broker.include_router(outreach_router(settings))
     started = time.perf_counter()
@@ -100,7 +100,9 @@ async def stage(settings: Settings, count: int, run: int, channel: str) -> float
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
     await broker.stop()
-    results = ((await js.stream_info(bus.STREAM, subjects_filter=">")).state.subjects or {}).get(bus.OUTREACH_RESULTS)
+    results = ((await js.stream_info(bus.STREAM, subjects_filter=">")).state.subjects or {}).get(
+        bus.OUTREACH_RESULTS.subject
+    )
     assert results == count, f"{results} results for {count} posts"
     await js.delete_consumer(bus.STREAM, "outreach-post")
     await js.purge_stream(bus.STREAM)

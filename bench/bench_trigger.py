@@ -149,7 +149,7 @@ def empty_stage(settings: Settings) -> StageRouter:
 async def stage_consume(settings: Settings, router: StageRouter, count: int, run: int) -> tuple[float, int]:
     nc = await nats.connect((settings.nats_url or "").split(","))
     js = nc.jetstream()
-    await prepublish(js, bus.SHARES, [s.model_dump_json().encode() for s in shares(run, count)], f"share-{run}")
+    await prepublish(js, bus.SHARES.subject, [s.model_dump_json().encode() for s in shares(run, count)], f"share-{run}")
     broker = new_broker(settings.nats_url or "")
     broker.include_router(router)
     started = time.perf_counter()
@@ -165,7 +165,7 @@ async def stage_consume(settings: Settings, router: StageRouter, count: int, run
     await js.delete_consumer(bus.STREAM, "trigger")
     await js.purge_stream(bus.STREAM)
     await nc.close()
-    return count / elapsed, subjects.get(bus.TRIGGERS_FIRED, 0) + subjects.get(bus.TRIGGERS_JOINED, 0)
+    return count / elapsed, subjects.get(bus.TRIGGERS_FIRED.subject, 0) + subjects.get(bus.TRIGGERS_JOINED.subject, 0)
 
 
 async def main(count: int, runs: int, concurrency: int) -> None:

@@ -516,8 +516,8 @@ class SoakRun:
             nc = client.config.connection_state.connection
             js = nc.jetstream()
             driver = Driver(client, api, self.folder / "data" / "import")  # the workers' import folder
-            await nc.subscribe(bus.PROPOSALS_CREATED, cb=driver.on_proposal)
-            await nc.subscribe(bus.SESSIONS_SCHEDULED, cb=driver.on_session)
+            await nc.subscribe(bus.PROPOSALS_CREATED.subject, cb=driver.on_proposal)
+            await nc.subscribe(bus.SESSIONS_SCHEDULED.subject, cb=driver.on_session)
             started = time.monotonic()
             next_sample = next_poll = started
             warm = False

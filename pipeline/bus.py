@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import nats.errors
 from faststream.exceptions import IncorrectState
@@ -13,26 +15,79 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
-from pipeline.messages import Message
+from pipeline.messages import (
+    AnnouncementDue,
+    EnrichedContent,
+    EnrichmentFailed,
+    FacilitatorDecision,
+    LibraryEntry,
+    Message,
+    OutreachResult,
+    ProposalTransition,
+    Recording,
+    ScheduledSession,
+    SessionProposal,
+    Share,
+    SharerJoined,
+    TriggerFired,
+)
 from pipeline.settings import Settings
 
 STREAM = "IMPROMPTU"
 
-SHARES = "impromptu.shares"
-TRIGGERS_FIRED = "impromptu.triggers.fired"
-TRIGGERS_JOINED = "impromptu.triggers.joined"
-CONTENT_ENRICHED = "impromptu.content.enriched"
-CONTENT_FAILED = "impromptu.content.failed"
-PROPOSALS_CREATED = "impromptu.proposals.created"
-DECISIONS = "impromptu.decisions"
-PROPOSALS_TRANSITIONS = "impromptu.proposals.transitions"  # the approval audit trail
-SESSIONS_SCHEDULED = "impromptu.sessions.scheduled"
-OUTREACH_DUE = "impromptu.outreach.due"  # one message per (session, channel, kind) to announce
-OUTREACH_RESULTS = "impromptu.outreach.results"
-RECORDINGS = "impromptu.recordings"
-LIBRARY_ENTRIES = "impromptu.library.entries"
-DEAD_LETTERS = "impromptu.dlq"  # + ".<stage>"
+M = TypeVar("M", bound=Message)  # invariant on purpose: a Topic[Share] is no Topic[Message] that takes any message
 
+
+@dataclass(frozen=True)
+class Topic(Generic[M]):
+    """A subject and the one message model it carries, declared once below: publishers and subscribers take the
+    topic, never the subject and the model apart, so a message cannot go on a subject that does not carry it."""
+
+    subject: str
+    model: type[M]
+
+    def checked(self, message: object) -> M:
+        """`message` if this topic carries it; a TypeError (a programming error, never retried) otherwise."""
+        if not isinstance(message, self.model):
+            raise TypeError(
+                f"{self.subject} carries {self.model.__name__}, not {type(message).__name__} (pipeline/bus.py)"
+            )
+        return message
+
+
+SHARES = Topic("impromptu.shares", Share)
+TRIGGERS_FIRED = Topic("impromptu.triggers.fired", TriggerFired)
+TRIGGERS_JOINED = Topic("impromptu.triggers.joined", SharerJoined)
+CONTENT_ENRICHED = Topic("impromptu.content.enriched", EnrichedContent)
+CONTENT_FAILED = Topic("impromptu.content.failed", EnrichmentFailed)
+PROPOSALS_CREATED = Topic("impromptu.proposals.created", SessionProposal)
+DECISIONS = Topic("impromptu.decisions", FacilitatorDecision)
+PROPOSALS_TRANSITIONS = Topic("impromptu.proposals.transitions", ProposalTransition)  # the approval audit trail
+SESSIONS_SCHEDULED = Topic("impromptu.sessions.scheduled", ScheduledSession)
+OUTREACH_DUE = Topic("impromptu.outreach.due", AnnouncementDue)  # one message per (session, channel, kind) to announce
+OUTREACH_RESULTS = Topic("impromptu.outreach.results", OutreachResult)
+RECORDINGS = Topic("impromptu.recordings", Recording)
+LIBRARY_ENTRIES = Topic("impromptu.library.entries", LibraryEntry)
+
+TOPICS: tuple[Topic[Any], ...] = (
+    SHARES,
+    TRIGGERS_FIRED,
+    TRIGGERS_JOINED,
+    CONTENT_ENRICHED,
+    CONTENT_FAILED,
+    PROPOSALS_CREATED,
+    DECISIONS,
+    PROPOSALS_TRANSITIONS,
+    SESSIONS_SCHEDULED,
+    OUTREACH_DUE,
+    OUTREACH_RESULTS,
+    RECORDINGS,
+    LIBRARY_ENTRIES,
+)
+
+# Subjects without one model of their own: the dead letters (a DeadLetter on `impromptu.dlq.<stage>`, carrying any
+# subject's message as text) and the whole stream.
+DEAD_LETTERS = "impromptu.dlq"  # + ".<stage>"
 ALL_SUBJECTS = "impromptu.>"
 
 
@@ -103,9 +158,12 @@ UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStream
 PUBLISH_PATIENCE_SECONDS = 15.0
 
 
-async def publish(broker: NatsBroker, subject: str, message: Message) -> PubAck:
-    """Publish into the stream with the message's id as Nats-Msg-Id (a re-publish is dropped), trying again for up
-    to PUBLISH_PATIENCE_SECONDS while the stream does not answer: the same id makes a retry safe."""
+async def publish(broker: NatsBroker, topic: Topic[M], message: M) -> PubAck:
+    """Publish on `topic` (which must carry `message`'s model) with the message's id as Nats-Msg-Id (a re-publish
+    is dropped), trying again for up to PUBLISH_PATIENCE_SECONDS while the stream does not answer: the same id makes
+    a retry safe."""
+    subject = topic.subject
+    message = topic.checked(message)
     deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
     pause = 0.1
     while True:

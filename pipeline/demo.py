@@ -25,18 +25,16 @@ from nats.aio.msg import Msg
 
 from pipeline import bus
 from pipeline.app import connected, create_broker, nats_for, start_stages
+from pipeline.bus import M
 from pipeline.domain.approval import DecisionRefused, advance_by_clock, decide, transition
 from pipeline.embedded import free_port
 from pipeline.messages import (
-    EnrichedContent,
     LibraryEntry,
     OutreachResult,
     Recording,
     RecordingFile,
     ScheduledSession,
-    SessionProposal,
     Share,
-    TriggerFired,
 )
 from pipeline.settings import Settings
 from pipeline.web.server import create_web_app, serve_http
@@ -168,6 +166,10 @@ class Watcher:
                 continue
         return self.seen[subject][:count]
 
+    async def first(self, topic: bus.Topic[M]) -> M:
+        """The first message on `topic`, as its model."""
+        return topic.model.model_validate_json((await self.wait_for(topic.subject))[0])
+
 
 async def run_demo(settings: Settings, say: Callable[[str], None] = print, *, serve: bool = False) -> None:
     """The seed story; with `serve`, the library and the bus stay up afterwards (until Ctrl-C) to be looked at."""
@@ -221,21 +223,20 @@ async def run_story(
 
             share = seed_share(article_url)
             await bus.publish(client, bus.SHARES, share)
-            raw = await watcher.wait_for(bus.TRIGGERS_FIRED)
-            fired = TriggerFired.model_validate_json(raw[0])
+            fired = await watcher.first(bus.TRIGGERS_FIRED)
             say(
                 f"[trigger ] {share.sharer} shared {share.url} -> rule {fired.rule!r} fired "
                 f"(score {fired.score:.2f}, topics: {', '.join(fired.topics)})"
             )
 
-            content = EnrichedContent.model_validate_json((await watcher.wait_for(bus.CONTENT_ENRICHED))[0])
+            content = await watcher.first(bus.CONTENT_ENRICHED)
             article = content.article
             say(
                 f'[enrich  ] "{article.title}" by {article.author} on {article.site_name} '
                 f"({article.word_count} words; topics: {', '.join(content.topics)})"
             )
 
-            proposal = SessionProposal.model_validate_json((await watcher.wait_for(bus.PROPOSALS_CREATED))[0])
+            proposal = await watcher.first(bus.PROPOSALS_CREATED)
             lead = round((proposal.starts_at - proposal.created_at).total_seconds() / 60)
             say(
                 f'[propose ] {proposal.id}: "{proposal.title}" at {proposal.starts_at:%H:%M} UTC '
@@ -245,25 +246,25 @@ async def run_story(
             await decide(client, proposal.id, "approved", by=FACILITATOR)
             say(f"[approve ] impromptu proposals approve {proposal.id} --by {FACILITATOR}")
 
-            session = ScheduledSession.model_validate_json((await watcher.wait_for(bus.SESSIONS_SCHEDULED))[0])
+            session = await watcher.first(bus.SESSIONS_SCHEDULED)
             say(f"[schedule] {session.id}: join {session.join_url} (calendar invite attached)")
 
-            announced = await watcher.wait_for(bus.OUTREACH_RESULTS, count=len(proposal.channels))
+            announced = await watcher.wait_for(bus.OUTREACH_RESULTS.subject, count=len(proposal.channels))
             say_results(announced, "scheduled", say)
 
             # the demo does not wait half an hour: the clock is asked about the session's start, then its end
             await advance_by_clock(client, now=session.starts_at)
-            live_now = await watcher.wait_for(bus.OUTREACH_RESULTS, count=2 * len(proposal.channels))
+            live_now = await watcher.wait_for(bus.OUTREACH_RESULTS.subject, count=2 * len(proposal.channels))
             say(f"[clock   ] {session.starts_at:%H:%M} UTC (fast-forward): the session is live")
             say_results(live_now, "starting", say)
             await advance_by_clock(client, now=session.ends_at)
             say(f"[clock   ] {session.ends_at:%H:%M} UTC (fast-forward): the session ended")
 
             await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
-            entry = LibraryEntry.model_validate_json((await watcher.wait_for(bus.LIBRARY_ENTRIES))[0])
+            entry = await watcher.first(bus.LIBRARY_ENTRIES)
             kept = ", ".join(f"{f.kind} {f.size:,} bytes" for f in entry.files)
             say(f"[archive ] {entry.entry_id}: {entry.tagline} ({kept}) [tags: {', '.join(entry.tags)}]")
-            everything = await watcher.wait_for(bus.OUTREACH_RESULTS, count=3 * len(proposal.channels))
+            everything = await watcher.wait_for(bus.OUTREACH_RESULTS.subject, count=3 * len(proposal.channels))
             say_results(everything, "recording", say)  # "the recording is in the library", with its link
 
             journey = sum(1 for raws in watcher.seen.values() for r in raws if share.correlation_id.encode() in r)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Concatenate, Generic, ParamSpec
 
 from faststream import AckPolicy
 from faststream.nats import NatsRouter, PubAck
@@ -14,8 +16,9 @@ from faststream.nats.message import NatsMessage
 from faststream.nats.publisher.usecase import LogicPublisher
 
 from pipeline import bus
+from pipeline.bus import M, Topic
 from pipeline.delivery import stage_middleware
-from pipeline.messages import DeadLetter, Message
+from pipeline.messages import DeadLetter
 from pipeline.settings import Settings
 
 
@@ -38,9 +41,36 @@ async def still_working(message: NatsMessage, every: float) -> AsyncIterator[Non
         await asyncio.gather(beating, return_exceptions=True)
 
 
-async def emit(publisher: LogicPublisher, message: Message) -> PubAck:
+@dataclass(frozen=True)
+class Output(Generic[M]):
+    """A stage's publisher on one topic (`StageRouter.output`): `emit` takes only that topic's model."""
+
+    topic: Topic[M]
+    publisher: LogicPublisher
+
+
+async def emit(output: Output[M], message: M) -> PubAck:
     """Publish with the message's own id as Nats-Msg-Id, so a retried publish is a no-op."""
-    return await publisher.publish(message, headers=bus.msg_headers(message), correlation_id=message.correlation_id)
+    message = output.topic.checked(message)
+    return await output.publisher.publish(
+        message, headers=bus.msg_headers(message), correlation_id=message.correlation_id
+    )
+
+
+HandlerParams = ParamSpec("HandlerParams")
+# A handler takes the topic's message first; FastStream fills in the rest (the broker, the raw message) by type.
+Handler = Callable[Concatenate[M, HandlerParams], Awaitable[None]]
+
+
+def _check_handler(topic: Topic[Any], handler: Callable[..., Any]) -> None:
+    """FastStream decodes the body as the handler's first parameter says: it must name the topic's model."""
+    first = next(iter(inspect.signature(handler, eval_str=True).parameters.values()), None)
+    if first is None or first.annotation is not topic.model:
+        got = getattr(first.annotation, "__name__", repr(first.annotation)) if first is not None else "nothing"
+        raise TypeError(
+            f"{getattr(handler, '__qualname__', handler)} handles {got}, but {topic.subject} carries "
+            f"{topic.model.__name__}"
+        )
 
 
 class StageRouter(NatsRouter):
@@ -58,19 +88,26 @@ class StageRouter(NatsRouter):
             description=f"Messages the {name} stage gave up on, with the reason.",
         )
 
-    def output(self, subject: str, schema: type[Message], description: str = "") -> LogicPublisher:
-        return self.publisher(subject, stream=bus.STREAM_REF, schema=schema, description=description)
+    def output(self, topic: Topic[M], description: str = "") -> Output[M]:
+        publisher = self.publisher(topic.subject, stream=bus.STREAM_REF, schema=topic.model, description=description)
+        return Output(topic, publisher)
 
     def consume(
-        self, subject: str, durable: str | None = None, concurrency: int = 1
-    ) -> Callable[[Callable[..., Any]], Any]:
+        self, topic: Topic[M], durable: str | None = None, concurrency: int = 1
+    ) -> Callable[[Handler[M, HandlerParams]], Any]:
         """Subscribe as a durable pull consumer; `concurrency` > 1 handles that many messages at once (only for
         handlers whose effects are safe in any order, e.g. guarded by compare-and-set)."""
         consumer = bus.stage_consumer(self.settings, durable or self.stage_name)
         if concurrency > 1:
             consumer["max_workers"] = concurrency
-        # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
-        return self.subscriber(subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
+
+        def register(handler: Handler[M, HandlerParams]) -> Any:
+            _check_handler(topic, handler)
+            # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
+            subscriber = self.subscriber(topic.subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
+            return subscriber(handler)
+
+        return register
 
     async def _publish_dead_letter(self, dead_letter: DeadLetter) -> None:
         msg_id = f"dlq:{self.stage_name}:{dead_letter.stream_sequence or dead_letter.failed_at.isoformat()}"

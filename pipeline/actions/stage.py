@@ -242,8 +242,8 @@ def facilitators_for(live: LiveRules, content: EnrichedContent) -> list[Facilita
 
 def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
     router = StageRouter("actions", settings)
-    proposals = router.output(bus.PROPOSALS_CREATED, SessionProposal, "A session awaiting approval.")
-    scheduled = router.output(bus.SESSIONS_SCHEDULED, ScheduledSession, "An approved session with its join link.")
+    proposals = router.output(bus.PROPOSALS_CREATED, "A session awaiting approval.")
+    scheduled = router.output(bus.SESSIONS_SCHEDULED, "An approved session with its join link.")
     provider = provider_from_settings(settings)
     margin = timedelta(minutes=settings.decision_margin_minutes)
 

@@ -23,7 +23,7 @@ from pipeline.archive.keep import await_recording, keep_recording, list_article
 from pipeline.archive.media import MediaStore, media_store
 from pipeline.domain import catalog
 from pipeline.domain.sessions import session_id_for
-from pipeline.messages import LibraryEntry, ProposalTransition, Recording, ScheduledSession
+from pipeline.messages import ProposalTransition, Recording, ScheduledSession
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit, still_working
 from pipeline.stores import stored_session
@@ -53,7 +53,7 @@ class StoreOnce:
 
 def archive_router(settings: Settings, store: StoreOnce | None = None) -> StageRouter:
     router = StageRouter("archive", settings)
-    entries = router.output(bus.LIBRARY_ENTRIES, LibraryEntry, "A recording kept (or corrected) in the library.")
+    entries = router.output(bus.LIBRARY_ENTRIES, "A recording kept (or corrected) in the library.")
     stores = store or StoreOnce(settings)
 
     @router.consume(bus.RECORDINGS)

@@ -132,8 +132,8 @@ def enrich_router(settings: Settings, live: LiveRules, pool: ExtractorPool | Non
     """The stage; with `pool` (started and stopped by its owner), pages are read in its processes, several at once
     (their effects are idempotent in any order: a cache write per link, outputs with their own Nats-Msg-Id)."""
     router = StageRouter("enrich", settings)
-    output = router.output(bus.CONTENT_ENRICHED, EnrichedContent, "The shared page, fetched and understood.")
-    failures = router.output(bus.CONTENT_FAILED, EnrichmentFailed, "The shared page could not be fetched or read.")
+    output = router.output(bus.CONTENT_ENRICHED, "The shared page, fetched and understood.")
+    failures = router.output(bus.CONTENT_FAILED, "The shared page could not be fetched or read.")
     reader = Reader(fetch_policy(settings), pool)
     concurrency = PAGES_IN_FLIGHT_PER_PROCESS * pool.processes if pool is not None else 1
 

@@ -79,9 +79,9 @@ class PipelineMetrics:
     def count_emitted(self, subject: str, message: object) -> None:
         if isinstance(message, TriggerFired):
             self.triggers_fired.labels(rule=message.rule).inc()
-        elif subject == bus.TRIGGERS_JOINED:
+        elif subject == bus.TRIGGERS_JOINED.subject:
             self.shares_joined.inc()
-        elif subject == bus.PROPOSALS_CREATED:
+        elif subject == bus.PROPOSALS_CREATED.subject:
             self.proposals_created.inc()
         elif isinstance(message, OutreachResult):
             self.outreach_posts.labels(channel=message.channel, kind=message.kind, status=message.status).inc()
@@ -97,11 +97,13 @@ class PipelineMetrics:
             self.proposals_now.labels(state=state).set(counts.get(state, 0))
 
     def count_handled(self, subject: str, body: dict[str, Any]) -> None:
-        if subject == bus.SHARES:
+        if subject == bus.SHARES.subject:
             self.shares_received.labels(source=str(body.get("source"))).inc()
-        elif subject == bus.DECISIONS:
+        elif subject == bus.DECISIONS.subject:
             self.proposals_decided.labels(decision=str(body.get("decision"))).inc()
-        elif subject == bus.PROPOSALS_TRANSITIONS and body.get("from_state") != body.get("to_state"):  # not edits
+        elif subject == bus.PROPOSALS_TRANSITIONS.subject and body.get("from_state") != body.get(
+            "to_state"
+        ):  # not edits
             self.proposals_entered.labels(state=str(body.get("to_state"))).inc()
 
 
@@ -122,7 +124,7 @@ class _CountingMiddleware(BaseMiddleware):
         metadata = msg.raw_message.metadata
         # a subject read by two stages (transitions: actions and outreach) is counted by its first reader only
         counted_here = metadata is None or metadata.consumer == COUNTED_BY.get(subject)
-        if subject in (bus.SHARES, bus.DECISIONS, bus.PROPOSALS_TRANSITIONS) and counted_here:
+        if subject in (bus.SHARES.subject, bus.DECISIONS.subject, bus.PROPOSALS_TRANSITIONS.subject) and counted_here:
             self.metrics.count_handled(subject, _json_object(msg.body))
         return result
 

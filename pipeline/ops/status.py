@@ -41,21 +41,21 @@ class StageConsumer:
 
 
 STAGE_CONSUMERS: tuple[StageConsumer, ...] = (
-    StageConsumer("trigger", "trigger", bus.SHARES),
-    StageConsumer("enrich", "enrich", bus.TRIGGERS_FIRED),
-    StageConsumer("actions-propose", "actions", bus.CONTENT_ENRICHED),
-    StageConsumer("actions-unread", "actions", bus.CONTENT_FAILED),
-    StageConsumer("actions-joined", "actions", bus.TRIGGERS_JOINED),
-    StageConsumer("actions-schedule", "actions", bus.DECISIONS),
-    StageConsumer("actions-notify", "actions", bus.PROPOSALS_CREATED),
-    StageConsumer("actions-cancel", "actions", bus.PROPOSALS_TRANSITIONS),
-    StageConsumer("outreach", "outreach", bus.SESSIONS_SCHEDULED),
-    StageConsumer("outreach-followups", "outreach", bus.PROPOSALS_TRANSITIONS),
-    StageConsumer("outreach-recordings", "outreach", bus.LIBRARY_ENTRIES),
-    StageConsumer("outreach-post", "outreach", bus.OUTREACH_DUE),
-    StageConsumer("archive", "archive", bus.RECORDINGS),
-    StageConsumer("archive-ended", "archive", bus.PROPOSALS_TRANSITIONS),
-    StageConsumer("archive-reading-list", "archive", bus.SESSIONS_SCHEDULED),
+    StageConsumer("trigger", "trigger", bus.SHARES.subject),
+    StageConsumer("enrich", "enrich", bus.TRIGGERS_FIRED.subject),
+    StageConsumer("actions-propose", "actions", bus.CONTENT_ENRICHED.subject),
+    StageConsumer("actions-unread", "actions", bus.CONTENT_FAILED.subject),
+    StageConsumer("actions-joined", "actions", bus.TRIGGERS_JOINED.subject),
+    StageConsumer("actions-schedule", "actions", bus.DECISIONS.subject),
+    StageConsumer("actions-notify", "actions", bus.PROPOSALS_CREATED.subject),
+    StageConsumer("actions-cancel", "actions", bus.PROPOSALS_TRANSITIONS.subject),
+    StageConsumer("outreach", "outreach", bus.SESSIONS_SCHEDULED.subject),
+    StageConsumer("outreach-followups", "outreach", bus.PROPOSALS_TRANSITIONS.subject),
+    StageConsumer("outreach-recordings", "outreach", bus.LIBRARY_ENTRIES.subject),
+    StageConsumer("outreach-post", "outreach", bus.OUTREACH_DUE.subject),
+    StageConsumer("archive", "archive", bus.RECORDINGS.subject),
+    StageConsumer("archive-ended", "archive", bus.PROPOSALS_TRANSITIONS.subject),
+    StageConsumer("archive-reading-list", "archive", bus.SESSIONS_SCHEDULED.subject),
 )
 
 

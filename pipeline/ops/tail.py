@@ -48,43 +48,34 @@ from pipeline.messages import (
     utc_now,
 )
 
-MESSAGE_TYPES: dict[str, type[BaseModel]] = {
-    bus.SHARES: Share,
-    bus.TRIGGERS_FIRED: TriggerFired,
-    bus.TRIGGERS_JOINED: SharerJoined,
-    bus.CONTENT_ENRICHED: EnrichedContent,
-    bus.CONTENT_FAILED: EnrichmentFailed,
-    bus.PROPOSALS_CREATED: SessionProposal,
-    bus.DECISIONS: FacilitatorDecision,
-    bus.PROPOSALS_TRANSITIONS: ProposalTransition,
-    bus.SESSIONS_SCHEDULED: ScheduledSession,
-    bus.OUTREACH_DUE: AnnouncementDue,
-    bus.OUTREACH_RESULTS: OutreachResult,
-    bus.RECORDINGS: Recording,
-    bus.LIBRARY_ENTRIES: LibraryEntry,
-}
+MESSAGE_TYPES: dict[str, type[BaseModel]] = {topic.subject: topic.model for topic in bus.TOPICS}
 
 # What each stage consumes and emits: `tail --stage S` shows these subjects and S's dead letters.
 STAGE_SUBJECTS: dict[str, tuple[str, ...]] = {
-    "trigger": (bus.SHARES, bus.TRIGGERS_FIRED, bus.TRIGGERS_JOINED),
-    "enrich": (bus.TRIGGERS_FIRED, bus.CONTENT_ENRICHED, bus.CONTENT_FAILED),
+    "trigger": (bus.SHARES.subject, bus.TRIGGERS_FIRED.subject, bus.TRIGGERS_JOINED.subject),
+    "enrich": (bus.TRIGGERS_FIRED.subject, bus.CONTENT_ENRICHED.subject, bus.CONTENT_FAILED.subject),
     "actions": (
-        bus.CONTENT_ENRICHED,
-        bus.CONTENT_FAILED,
-        bus.TRIGGERS_JOINED,
-        bus.PROPOSALS_CREATED,
-        bus.DECISIONS,
-        bus.PROPOSALS_TRANSITIONS,
-        bus.SESSIONS_SCHEDULED,
+        bus.CONTENT_ENRICHED.subject,
+        bus.CONTENT_FAILED.subject,
+        bus.TRIGGERS_JOINED.subject,
+        bus.PROPOSALS_CREATED.subject,
+        bus.DECISIONS.subject,
+        bus.PROPOSALS_TRANSITIONS.subject,
+        bus.SESSIONS_SCHEDULED.subject,
     ),
     "outreach": (
-        bus.SESSIONS_SCHEDULED,
-        bus.PROPOSALS_TRANSITIONS,
-        bus.LIBRARY_ENTRIES,
-        bus.OUTREACH_DUE,
-        bus.OUTREACH_RESULTS,
+        bus.SESSIONS_SCHEDULED.subject,
+        bus.PROPOSALS_TRANSITIONS.subject,
+        bus.LIBRARY_ENTRIES.subject,
+        bus.OUTREACH_DUE.subject,
+        bus.OUTREACH_RESULTS.subject,
     ),
-    "archive": (bus.RECORDINGS, bus.PROPOSALS_TRANSITIONS, bus.SESSIONS_SCHEDULED, bus.LIBRARY_ENTRIES),
+    "archive": (
+        bus.RECORDINGS.subject,
+        bus.PROPOSALS_TRANSITIONS.subject,
+        bus.SESSIONS_SCHEDULED.subject,
+        bus.LIBRARY_ENTRIES.subject,
+    ),
 }
 
 SUMMARY_LIMIT = 200

@@ -170,7 +170,7 @@ async def find_journey(js: JetStreamContext, ident: str) -> Journey:
         steps.append(Step(seq, subject, stored_at, body, since))
     journey = Journey(ident, correlation_id, steps, others, resolution.scanned)
     last = _main_line(journey)[-1]
-    if last.subject == bus.SHARES and isinstance(last.body.get("id"), str):
+    if last.subject == bus.SHARES.subject and isinstance(last.body.get("id"), str):
         journey = replace(journey, trigger_verdict=await trigger_verdict(js, last.body["id"]))
     return journey
 
@@ -220,7 +220,7 @@ def _get(body: dict[str, Any], *path: str) -> Any:
     return body
 
 
-FOLLOW_UPS = (bus.OUTREACH_DUE, bus.PROPOSALS_TRANSITIONS)
+FOLLOW_UPS = (bus.OUTREACH_DUE.subject, bus.PROPOSALS_TRANSITIONS.subject)
 
 
 def where_it_stopped(journey: Journey) -> str:
@@ -242,11 +242,11 @@ def _posts_unsettled_and_skipped(journey: Journey) -> tuple[list[str], list[str]
     last_result: dict[tuple[object, object, object], dict[str, Any]] = {}
     for step in journey.steps:
         body = step.body
-        if step.subject == bus.OUTREACH_DUE:
+        if step.subject == bus.OUTREACH_DUE.subject:
             key = (_get(body, "session", "id"), body.get("channel"), body.get("kind"))
             if key not in due:
                 due.append(key)
-        elif step.subject == bus.OUTREACH_RESULTS:
+        elif step.subject == bus.OUTREACH_RESULTS.subject:
             last_result[(body.get("session_id"), body.get("channel"), body.get("kind"))] = body
     waiting, skipped = [], []
     for key in due:
@@ -268,8 +268,8 @@ def _main_line_ending(journey: Journey) -> str:
     not change where it ended."""
     main = _main_line(journey)
     last = main[-1]
-    kept = next((step for step in reversed(main) if step.subject == bus.LIBRARY_ENTRIES), None)
-    if kept is not None and last.subject == bus.OUTREACH_RESULTS:
+    kept = next((step for step in reversed(main) if step.subject == bus.LIBRARY_ENTRIES.subject), None)
+    if kept is not None and last.subject == bus.OUTREACH_RESULTS.subject:
         last = kept  # the recording's announcements come after it is kept
     body = last.body
     if last.subject.startswith(f"{bus.DEAD_LETTERS}."):
@@ -277,31 +277,35 @@ def _main_line_ending(journey: Journey) -> str:
             f"stopped: the {body.get('stage')} stage gave up: {body.get('reason')} "
             f"(see `impromptu dlq show {last.seq}`)"
         )
-    if last.subject == bus.CONTENT_FAILED:
+    if last.subject == bus.CONTENT_FAILED.subject:
         if _get(body, "trigger", "plan", "without_article"):
             return "waiting for the actions stage to propose from the post's text (the page could not be read)"
         return (
             f"stopped: the page could not be read ({body.get('reason')}) and the rule needs the article; "
             f"to read it again: `impromptu pages retry {body.get('url')} --by NAME`"
         )
-    if last.subject == bus.DECISIONS and body.get("decision") == "rejected":
+    if last.subject == bus.DECISIONS.subject and body.get("decision") == "rejected":
         reason = f": {body['reason']}" if body.get("reason") else ""
         return f"stopped: rejected by {body.get('decided_by')}{reason}"
-    if last.subject == bus.SHARES and journey.trigger_verdict is not None:
+    if last.subject == bus.SHARES.subject and journey.trigger_verdict is not None:
         return f"no trigger: {journey.trigger_verdict.reason}"
-    if last.subject == bus.CONTENT_ENRICHED and _get(body, "trigger", "plan", "article_must_match"):
+    if last.subject == bus.CONTENT_ENRICHED.subject and _get(body, "trigger", "plan", "article_must_match"):
         return "no proposal: waiting for the actions stage, or the rule vetoed the article (its topics did not match)"
     endings = {
-        bus.SHARES: "no trigger: no rule fired for this share, or the trigger stage has not handled it yet",
-        bus.TRIGGERS_JOINED: f"joined an earlier trigger ({body.get('trigger_id')}): 'also shared by' on its proposal",
-        bus.TRIGGERS_FIRED: "waiting for the enrich stage to read the page",
-        bus.CONTENT_ENRICHED: "waiting for the actions stage to propose a session",
-        bus.PROPOSALS_CREATED: f"waiting for a facilitator: `impromptu proposals approve {body.get('id')} --by NAME`",
-        bus.DECISIONS: "approved: waiting for the actions stage to schedule the session",
-        bus.SESSIONS_SCHEDULED: "scheduled: waiting for outreach to announce it",
-        bus.OUTREACH_RESULTS: "announced: waiting for the recording (from its provider, or `impromptu record`)",
-        bus.RECORDINGS: "recorded: waiting for the archive stage",
-        bus.LIBRARY_ENTRIES: f"complete: kept in the library as {body.get('entry_id')}",
+        bus.SHARES.subject: "no trigger: no rule fired for this share, or the trigger stage has not handled it yet",
+        bus.TRIGGERS_JOINED.subject: (
+            f"joined an earlier trigger ({body.get('trigger_id')}): 'also shared by' on its proposal"
+        ),
+        bus.TRIGGERS_FIRED.subject: "waiting for the enrich stage to read the page",
+        bus.CONTENT_ENRICHED.subject: "waiting for the actions stage to propose a session",
+        bus.PROPOSALS_CREATED.subject: (
+            f"waiting for a facilitator: `impromptu proposals approve {body.get('id')} --by NAME`"
+        ),
+        bus.DECISIONS.subject: "approved: waiting for the actions stage to schedule the session",
+        bus.SESSIONS_SCHEDULED.subject: "scheduled: waiting for outreach to announce it",
+        bus.OUTREACH_RESULTS.subject: "announced: waiting for the recording (from its provider, or `impromptu record`)",
+        bus.RECORDINGS.subject: "recorded: waiting for the archive stage",
+        bus.LIBRARY_ENTRIES.subject: f"complete: kept in the library as {body.get('entry_id')}",
     }
     return endings.get(last.subject, f"last message on {last.subject}")
 
@@ -330,7 +334,7 @@ def render(journey: Journey) -> str:
         what = summarize(step.subject, json.dumps(step.body).encode())  # the same one-liner `impromptu tail` prints
         lines.append(f"  {step.seq:>6}  {stamp}  {gap:>9}  {step.subject:<{width}}  {what}")
     lines.append(where_it_stopped(journey))
-    if journey.trigger_verdict is not None and _main_line(journey)[-1].subject == bus.SHARES:
+    if journey.trigger_verdict is not None and _main_line(journey)[-1].subject == bus.SHARES.subject:
         lines += [f"  rule {rule}" for rule in journey.trigger_verdict.rules]
     if journey.other_correlation_ids:
         lines.append(f"also matching {journey.ident!r}: {', '.join(journey.other_correlation_ids)}")

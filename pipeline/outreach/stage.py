@@ -79,8 +79,8 @@ def delivery_count(message: NatsMessage) -> int:
 
 def outreach_router(settings: Settings) -> StageRouter:
     router = StageRouter("outreach", settings)
-    due_out = router.output(bus.OUTREACH_DUE, AnnouncementDue, "One channel's announcement, waiting to be made.")
-    results = router.output(bus.OUTREACH_RESULTS, OutreachResult, "What each channel's announcement did.")
+    due_out = router.output(bus.OUTREACH_DUE, "One channel's announcement, waiting to be made.")
+    results = router.output(bus.OUTREACH_RESULTS, "What each channel's announcement did.")
     channels = build_channels(settings)
     templates = TemplateWorkers.of(settings)  # off the event loop, each render bounded in time and memory
 

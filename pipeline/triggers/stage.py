@@ -174,8 +174,8 @@ class TriggerJudge:
 
 def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
     router = StageRouter("trigger", settings)
-    fired = router.output(bus.TRIGGERS_FIRED, TriggerFired, "A share passed a trigger rule.")
-    also = router.output(bus.TRIGGERS_JOINED, SharerJoined, "Another trusted sharer of a link that already fired.")
+    fired = router.output(bus.TRIGGERS_FIRED, "A share passed a trigger rule.")
+    also = router.output(bus.TRIGGERS_JOINED, "Another trusted sharer of a link that already fired.")
     judges: dict[int, TriggerJudge] = {}
     verdict_buckets: dict[int, KeyValue] = {}
 

@@ -65,16 +65,16 @@ REASON_MAX = 2000
 # What each stage publishes (its routers' `output`s; a test keeps this in step with them). What it consumes is
 # STAGE_CONSUMERS's subjects. Dead letters are counted apart; proposal transitions are written by whoever decides.
 FLOW: dict[str, tuple[str, ...]] = {
-    "trigger": (bus.TRIGGERS_FIRED, bus.TRIGGERS_JOINED),
-    "enrich": (bus.CONTENT_ENRICHED, bus.CONTENT_FAILED),
-    "actions": (bus.PROPOSALS_CREATED, bus.SESSIONS_SCHEDULED),
-    "outreach": (bus.OUTREACH_DUE, bus.OUTREACH_RESULTS),
-    "archive": (bus.LIBRARY_ENTRIES,),
+    "trigger": (bus.TRIGGERS_FIRED.subject, bus.TRIGGERS_JOINED.subject),
+    "enrich": (bus.CONTENT_ENRICHED.subject, bus.CONTENT_FAILED.subject),
+    "actions": (bus.PROPOSALS_CREATED.subject, bus.SESSIONS_SCHEDULED.subject),
+    "outreach": (bus.OUTREACH_DUE.subject, bus.OUTREACH_RESULTS.subject),
+    "archive": (bus.LIBRARY_ENTRIES.subject,),
 }
 
 
 # Subjects a stage writes and reads itself (outreach's one-post-per-channel hand-off): neither in nor out.
-INTERNAL: dict[str, tuple[str, ...]] = {"outreach": (bus.OUTREACH_DUE,)}
+INTERNAL: dict[str, tuple[str, ...]] = {"outreach": (bus.OUTREACH_DUE.subject,)}
 
 
 def stage_inputs(stage: str) -> tuple[str, ...]:
@@ -163,7 +163,7 @@ async def unread_pages(js: JetStreamContext, now: datetime) -> list[UnreadPage]:
     """The last UNREAD_LIMIT `EnrichmentFailed` of the last UNREAD_WINDOW, newest first: the server seeks by time on
     that one subject, so this reads only the day's failures, never the whole stream."""
     found: list[UnreadPage] = []
-    async for msg in read_stream(js, bus.CONTENT_FAILED, since=now - UNREAD_WINDOW):
+    async for msg in read_stream(js, bus.CONTENT_FAILED.subject, since=now - UNREAD_WINDOW):
         try:
             failed: EnrichmentFailed | None = EnrichmentFailed.model_validate_json(msg.data)
         except ValueError:

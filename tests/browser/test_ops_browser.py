@@ -81,7 +81,7 @@ async def test_an_operator_sees_the_flow_and_replays_a_dead_letter_in_chromium(
 
         waiting = page.locator(f'.waiting [data-seq="{entry.seq}"]')
         await expect(waiting).to_contain_text("cannot handle example.com links yet")
-        await expect(waiting.locator(".subject")).to_have_text(PROBE)
+        await expect(waiting.locator(".subject")).to_have_text(PROBE.subject)
         await expect(waiting.locator(".deliveries")).to_have_text("1 delivery")
 
         probe.fixed = True

@@ -547,17 +547,21 @@ class Chaos:
     async def publish_shares(self, js: JetStreamContext) -> None:
         self.shares = self.make_shares()
         for n, share in enumerate(self.shares):
-            await self.publish_raw(js, bus.SHARES, share.model_dump_json().encode(), share.id)
+            await self.publish_raw(js, bus.SHARES.subject, share.model_dump_json().encode(), share.id)
             if n >= self.plan.burst:
                 await asyncio.sleep(self.rng.expovariate(self.plan.share_rate))
         self.say(f"[load] {len(self.shares)} shares published")
 
     async def publish_poison(self, js: JetStreamContext) -> None:
         poison = [
-            (bus.SHARES, b'{"id": "cli:half-a-share", "url": ', "malformed JSON"),
-            (bus.SHARES, b"\xff\xfe not even text", "malformed JSON"),
-            (bus.SHARES, json.dumps({"id": "cli:no-url", "correlation_id": "c-x", "causation_id": None}).encode(), ""),
-            (bus.RECORDINGS, json.dumps({"id": "recording:nothing", "media_url": "x"}).encode(), ""),
+            (bus.SHARES.subject, b'{"id": "cli:half-a-share", "url": ', "malformed JSON"),
+            (bus.SHARES.subject, b"\xff\xfe not even text", "malformed JSON"),
+            (
+                bus.SHARES.subject,
+                json.dumps({"id": "cli:no-url", "correlation_id": "c-x", "causation_id": None}).encode(),
+                "",
+            ),
+            (bus.RECORDINGS.subject, json.dumps({"id": "recording:nothing", "media_url": "x"}).encode(), ""),
         ]
         for n, (subject, body, what) in enumerate(poison):
             msg_id = f"poison-{self.plan.seed}-{n}"
@@ -574,7 +578,7 @@ class Chaos:
         async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}) as http:
             while not self.stopping:
                 with contextlib.suppress(nats.errors.Error, TimeoutError, ConnectionError):
-                    for seq, _, data, _ in await stream_messages(js, bus.PROPOSALS_CREATED, seen):
+                    for seq, _, data, _ in await stream_messages(js, bus.PROPOSALS_CREATED.subject, seen):
                         seen = seq
                         queue.append(json.loads(data)["id"])
                 if not queue:
@@ -632,11 +636,11 @@ class Chaos:
                     return
             video = RecordingFile(kind="video", location=f"import:chaos/{session.id}.mp4", content_type="video/mp4")
             recording = Recording.arrived(session, source="cli", files=[video])
-            await self.publish_raw(js, bus.RECORDINGS, recording.model_dump_json().encode(), recording.id)
+            await self.publish_raw(js, bus.RECORDINGS.subject, recording.model_dump_json().encode(), recording.id)
 
         while not self.stopping:
             with contextlib.suppress(nats.errors.Error, TimeoutError, ConnectionError):
-                for seq, _, data, _ in await stream_messages(js, bus.SESSIONS_SCHEDULED, seen):
+                for seq, _, data, _ in await stream_messages(js, bus.SESSIONS_SCHEDULED.subject, seen):
                     seen = seq
                     session = ScheduledSession.model_validate_json(data)
                     if session.id not in self.recorded:
@@ -784,14 +788,18 @@ class Chaos:
                 seq = (await js.stream_info(bus.STREAM)).state.last_seq
             except (nats.errors.Error, TimeoutError, ConnectionError, NotFoundError):
                 continue
-            results = counts.get(bus.OUTREACH_RESULTS, 0)
+            results = counts.get(bus.OUTREACH_RESULTS.subject, 0)
             if moving or not self.restarts:
                 empty_since = None
             elif empty_since is None:
                 empty_since = time.monotonic()
             elif self.figures.drain_after_restart is None:  # empty twice in a row: drained
                 self.figures.drain_after_restart = empty_since - self.restarts[-1]
-            if counts.get(bus.LIBRARY_ENTRIES, 0) >= expected_entries and results >= expected_results and not moving:
+            if (
+                counts.get(bus.LIBRARY_ENTRIES.subject, 0) >= expected_entries
+                and results >= expected_results
+                and not moving
+            ):
                 if self.figures.drain_after_restart is None and self.restarts:
                     self.figures.drain_after_restart = time.monotonic() - self.restarts[-1]
                 return
@@ -886,10 +894,10 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
                 f"{len(twice)} have more than one (e.g. {(missing + twice)[:3]})"
             )
 
-    per_share(bus.TRIGGERS_FIRED, "trigger")
-    per_share(bus.PROPOSALS_CREATED, "proposal")
-    per_share(bus.SESSIONS_SCHEDULED, "session")
-    per_share(bus.LIBRARY_ENTRIES, "library entry")
+    per_share(bus.TRIGGERS_FIRED.subject, "trigger")
+    per_share(bus.PROPOSALS_CREATED.subject, "proposal")
+    per_share(bus.SESSIONS_SCHEDULED.subject, "session")
+    per_share(bus.LIBRARY_ENTRIES.subject, "library entry")
 
     library_entries = await stores.scan(await js.key_value(stores.LIBRARY), "entry.>")
     if len(library_entries) != len(correlations):
@@ -898,7 +906,7 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
     # proposals in KV: each one archived (approved, scheduled, walked to the end by its recording)
     kv = await js.key_value(stores.PROPOSALS)
     states: Counter[str] = Counter()
-    for proposal in by_subject[bus.PROPOSALS_CREATED]:
+    for proposal in by_subject[bus.PROPOSALS_CREATED.subject]:
         try:
             entry = await kv.get(proposal["id"])
             states[json.loads(entry.value or b"{}").get("state", "?")] += 1
@@ -908,9 +916,9 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
         broken.append(f"every proposal archived in KV: {dict(states)}")
 
     # posts: exactly one per (session, channel, kind), at the channel, in KV and as a result
-    sessions = {m["id"] for m in by_subject[bus.SESSIONS_SCHEDULED]}
+    sessions = {m["id"] for m in by_subject[bus.SESSIONS_SCHEDULED.subject]}
     results: dict[str, list[OutreachResult]] = defaultdict(list)
-    for message in by_subject[bus.OUTREACH_RESULTS]:
+    for message in by_subject[bus.OUTREACH_RESULTS.subject]:
         result = OutreachResult.model_validate(message)
         results[f"{result.session_id}.{result.channel}.{result.kind}"].append(result)
     figures.duplicates_suppressed = sum(r.status == "already_posted" for rs in results.values() for r in rs)
@@ -918,8 +926,8 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
     # Mastodon keeps one status per Idempotency-Key (as the real one does for an hour): count the keys that made one
     statuses_per_key = Counter(list(chaos.mastodon._keys))
     # A Facebook post links the session's join URL (its announcement) or its library page (its recording)
-    key_of_link = {m["join_url"]: f"{m['id']}.facebook.scheduled" for m in by_subject[bus.SESSIONS_SCHEDULED]}
-    entries = by_subject[bus.LIBRARY_ENTRIES]
+    key_of_link = {m["join_url"]: f"{m['id']}.facebook.scheduled" for m in by_subject[bus.SESSIONS_SCHEDULED.subject]}
+    entries = by_subject[bus.LIBRARY_ENTRIES.subject]
     key_of_entry = {m["entry_id"]: f"{m['provenance']['session_id']}.facebook.recording" for m in entries}
     facebook_posts: Counter[str] = Counter()
     for post in chaos.facebook.posts.values():
@@ -993,7 +1001,7 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
         broken.append(f"the run did not inject every planned fault (it tested less than it should): {short}")
     if chaos.crashed:
         broken.append(f"workers that died on their own: {chaos.crashed}")
-    if missing_approvals := {m["id"] for m in by_subject[bus.PROPOSALS_CREATED]} - chaos.approved:
+    if missing_approvals := {m["id"] for m in by_subject[bus.PROPOSALS_CREATED.subject]} - chaos.approved:
         broken.append(f"proposals the harness could not approve: {len(missing_approvals)}")
     return broken
 
@@ -1001,12 +1009,12 @@ async def check_invariants(chaos: Chaos, js: JetStreamContext) -> list[str]:
 # A stage's log event when it published, and the subject it published on: more events than messages means a
 # redelivered message was handled again and its re-publish dropped by JetStream as a duplicate (same Nats-Msg-Id).
 PUBLISHED_EVENTS = {
-    "trigger.fired": bus.TRIGGERS_FIRED,
-    "content.enriched": bus.CONTENT_ENRICHED,
-    "proposal.created": bus.PROPOSALS_CREATED,
-    "session.scheduled": bus.SESSIONS_SCHEDULED,
-    "library.entry_kept": bus.LIBRARY_ENTRIES,
-    "outreach.result": bus.OUTREACH_RESULTS,
+    "trigger.fired": bus.TRIGGERS_FIRED.subject,
+    "content.enriched": bus.CONTENT_ENRICHED.subject,
+    "proposal.created": bus.PROPOSALS_CREATED.subject,
+    "session.scheduled": bus.SESSIONS_SCHEDULED.subject,
+    "library.entry_kept": bus.LIBRARY_ENTRIES.subject,
+    "outreach.result": bus.OUTREACH_RESULTS.subject,
 }
 
 

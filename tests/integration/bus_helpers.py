@@ -100,8 +100,8 @@ async def seed_proposal(client: NatsBroker) -> SessionProposal:
     """The seed share on the real bus (its article served on loopback); the running stages propose a session."""
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     return proposal
 
 

@@ -87,13 +87,13 @@ async def test_edits_are_validated_kept_in_the_history_and_put_on_the_bus(
     await wait_until(
         lambda: _transitions_seen(client, 1), what="the edit's ProposalTransition on impromptu.proposals.transitions"
     )
-    (edit,) = await models_on(client, bus.PROPOSALS_TRANSITIONS, ProposalTransition)
+    (edit,) = await models_on(client, bus.PROPOSALS_TRANSITIONS.subject, ProposalTransition)
     assert edit.proposal_id == proposal.id and edit.changes["starts_at"].after == later.isoformat()
     assert edit.correlation_id == proposal.correlation_id  # the edit is traced with its share
 
 
 async def _transitions_seen(client: NatsBroker, count: int) -> bool:
-    return len(await models_on(client, bus.PROPOSALS_TRANSITIONS, ProposalTransition)) >= count
+    return len(await models_on(client, bus.PROPOSALS_TRANSITIONS.subject, ProposalTransition)) >= count
 
 
 async def test_a_session_lives_from_proposed_to_archived(
@@ -102,8 +102,8 @@ async def test_a_session_lives_from_proposed_to_archived(
     proposal = await seed_proposal(client)
     approvals = _approvals(client, settings)
     await approvals.approve(proposal.id, by="ana")
-    await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1)
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await wait_for_count(client, bus.SESSIONS_SCHEDULED.subject, 1)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     await wait_until(lambda: _state_is(client, proposal.id, "scheduled"), what="the proposal to be scheduled")
     record = await get_record(client, proposal.id)
     assert record.session is not None and record.session.join_url == session.join_url
@@ -130,7 +130,8 @@ async def test_a_session_lives_from_proposed_to_archived(
     ]
     await wait_until(lambda: _transitions_seen(client, 5), what="five transitions on the bus")
     on_bus = [
-        (t.from_state, t.to_state, t.by) for t in await models_on(client, bus.PROPOSALS_TRANSITIONS, ProposalTransition)
+        (t.from_state, t.to_state, t.by)
+        for t in await models_on(client, bus.PROPOSALS_TRANSITIONS.subject, ProposalTransition)
     ]
     assert on_bus == steps
 
@@ -145,7 +146,7 @@ async def test_a_recording_after_the_start_but_before_the_clock_walks_the_sessio
     proposal = await seed_proposal(client)
     await _approvals(client, settings).approve(proposal.id, by="ana")
     await wait_until(lambda: _state_is(client, proposal.id, "scheduled"), what="the proposal to be scheduled")
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     recording: Recording = sample_recording(session, settings.import_dir)
     store = await media_store(settings, client)
     try:  # the session has started, the clock has not ticked yet

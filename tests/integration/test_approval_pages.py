@@ -44,8 +44,8 @@ async def test_upcoming_shows_approved_sessions_by_day_posts_in_order_and_the_li
     approvals = Approvals(client, web_settings, LiveRules.load(web_settings.rules_file))
     await approvals.edit(proposal.id, ProposalEdit(channels=["x", "slack", "email"]), by="ana")
     await approvals.approve(proposal.id, by="ana")
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 3)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
 
     async with browser(web_app) as ana:
         assert (await log_in(ana, "ana", PASSWORDS["ana"])).status_code == 303

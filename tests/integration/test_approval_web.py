@@ -266,7 +266,7 @@ async def test_api_approves_by_token_and_of_two_at_once_exactly_one_wins(
     winner = won.json()["decided_by"]
     assert winner in ("ana", "ben") and won.json()["state"] == "approved"
     assert lost.json()["error"] == "refused" and f"already approved (by {winner} at" in lost.json()["detail"]
-    await wait_for_count(client, bus.DECISIONS, 1)
+    await wait_for_count(client, bus.DECISIONS.subject, 1)
 
 
 async def test_api_previews_read_as_posted_then_shows_what_each_channel_posted(
@@ -282,7 +282,7 @@ async def test_api_previews_read_as_posted_then_shows_what_each_channel_posted(
     assert before["announcements"] == []  # nothing posted before approval
 
     assert (await http.post(f"/api/proposals/{proposal.id}/approve", headers=bearer("ana"))).status_code == 200
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 2)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 2)
     after = (await http.get(f"/api/proposals/{proposal.id}", headers=bearer("ana"))).json()
     posted = {(a["channel"], a["kind"]): a for a in after["announcements"]}
     assert set(posted) == {("slack", "scheduled"), ("x", "scheduled")}

@@ -32,10 +32,10 @@ async def _scheduled(client: NatsBroker, settings: Settings) -> ScheduledSession
     await Approvals(client, settings, LiveRules.load(settings.rules_file)).approve(proposal.id, by="ana")
 
     async def scheduled() -> bool:
-        return bool(await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession))
+        return bool(await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession))
 
     await wait_until(scheduled, what="the session scheduled")
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     return session
 
 
@@ -54,7 +54,7 @@ def _video(settings: Settings, name: str, data: bytes) -> RecordingFile:
 
 
 async def _entries(client: NatsBroker) -> list[LibraryEntry]:
-    return await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+    return await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
 
 
 async def test_a_recording_before_the_session_started_is_refused_with_the_reason(
@@ -71,7 +71,7 @@ async def test_a_recording_before_the_session_started_is_refused_with_the_reason
     assert "has not started yet" in dead.reason and dead.permanent
     assert await _entries(client) == []
     assert (await get_record(client, session.proposal.id)).state == "scheduled"
-    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
     assert not [r for r in results if r.kind == "recording"]
 
 
@@ -83,7 +83,7 @@ async def test_a_held_sessions_recording_is_kept_once_and_announced_with_its_pag
     await bus.publish(client, bus.RECORDINGS, recording)
 
     async def announced() -> bool:
-        results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+        results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
         return len([r for r in results if r.kind == "recording"]) == len(session.proposal.channels)
 
     await wait_until(announced, what="the recording announced")
@@ -112,7 +112,7 @@ async def test_a_held_sessions_recording_is_kept_once_and_announced_with_its_pag
     finally:
         await store.close()
 
-    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
     link = f"{settings.base_url}/library/{entry.entry_id}"
     assert all(link in r.text or r.channel in ("slack", "teams") for r in results if r.kind == "recording")
 

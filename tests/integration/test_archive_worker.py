@@ -89,17 +89,17 @@ async def test_a_worker_killed_mid_upload_leaves_one_whole_entry_and_no_leftover
             raise AssertionError(f"{error}; worker exit code {first.poll()}; its log ends:\n{log_tail}") from None
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        assert not await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)  # killed before it could finish
+        assert not await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)  # killed before it could finish
 
         second = _worker(settings, tmp_path / "second.log")
 
         async def kept() -> bool:
-            return bool(await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry))
+            return bool(await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry))
 
         await wait_until(kept, timeout=90, what="the recording kept by the second worker")
         peak = _peak_rss_mb(second.pid)
         time.sleep(0.5)
-        (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+        (entry,) = await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
     finally:
         for worker in (first, second):
             if worker is not None and worker.poll() is None:

@@ -163,7 +163,7 @@ async def _ended_session(client: NatsBroker, settings: Settings) -> ScheduledSes
     await Approvals(client, settings, LiveRules.load(settings.rules_file)).approve(proposal.id, by="ana")
 
     async def scheduled() -> list[ScheduledSession]:
-        return await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+        return await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
 
     await wait_until(scheduled, what="the session scheduled")
     (session,) = await scheduled()
@@ -204,7 +204,7 @@ async def test_a_recording_naming_a_file_outside_the_import_folder_is_dead_lette
     for recording_id, letter in (await dead_letters()).items():
         assert expected[sent[recording_id]] in letter.reason and letter.permanent, letter.reason
 
-    assert await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry) == []
+    assert await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry) == []
     kv = await catalog.library_bucket(client)
     assert await catalog.get_record(kv, entry_id_for(session.id)) is None
     js = client.config.connection_state.stream

@@ -178,7 +178,7 @@ async def test_a_linked_facilitator_approves_from_slack_once_and_the_message_sho
     assert update["replace_original"] is True
     assert "Approved by ana" in json.dumps(update["blocks"])
     assert all(b["type"] != "actions" for b in update["blocks"])  # no buttons left to click
-    decisions = await models_on(client, bus.DECISIONS, FacilitatorDecision)
+    decisions = await models_on(client, bus.DECISIONS.subject, FacilitatorDecision)
     assert [(d.proposal.id, d.decision, d.decided_by) for d in decisions] == [(proposal.id, "approved", "ana")]
 
 

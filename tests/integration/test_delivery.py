@@ -33,7 +33,7 @@ from tests.integration.bus_helpers import (
 
 pytestmark = pytest.mark.nats
 
-PROBE = "impromptu.probe"
+PROBE = bus.Topic("impromptu.probe", Share)
 Handler = Callable[[Share], Awaitable[None]]
 
 
@@ -101,7 +101,7 @@ async def test_failing_message_goes_to_dead_letters_and_the_stage_keeps_going(
     (dead,) = await models_on(client, bus.dead_letter_subject("probe"), DeadLetter)
     assert dead.reason == "the article server answered 503"
     assert dead.deliveries == settings.delivery.max_deliveries
-    assert dead.permanent is False and dead.stage == "probe" and dead.subject == PROBE
+    assert dead.permanent is False and dead.stage == "probe" and dead.subject == PROBE.subject
     replayable = Share.model_validate_json(dead.data)  # the original body, ready to replay
     assert (replayable.id, replayable.url) == ("cli:1", "https://example.com/1")
     assert dead.correlation_id == share(1).correlation_id
@@ -132,15 +132,15 @@ async def test_malformed_messages_on_a_stage_subject_are_dead_lettered_with_the_
     pipeline: NatsBroker, client: NatsBroker
 ) -> None:
     js = jetstream(client)
-    await js.publish(bus.SHARES, b'{"id": "x:1", "sharer": "@britz"}', headers={"Nats-Msg-Id": "bad-1"})
-    await js.publish(bus.SHARES, b"\xff\xfe not json at all", headers={"Nats-Msg-Id": "bad-2"})
-    await js.publish(bus.SHARES, b'{"id": "x:3", "url":', headers={"Nats-Msg-Id": "bad-3"})
-    await js.publish(bus.SHARES, b"", headers={"Nats-Msg-Id": "bad-4"})
+    await js.publish(bus.SHARES.subject, b'{"id": "x:1", "sharer": "@britz"}', headers={"Nats-Msg-Id": "bad-1"})
+    await js.publish(bus.SHARES.subject, b"\xff\xfe not json at all", headers={"Nats-Msg-Id": "bad-2"})
+    await js.publish(bus.SHARES.subject, b'{"id": "x:3", "url":', headers={"Nats-Msg-Id": "bad-3"})
+    await js.publish(bus.SHARES.subject, b"", headers={"Nats-Msg-Id": "bad-4"})
     good = seed_share("https://www.linkedin.com/pulse/leadership-training")
     await bus.publish(client, bus.SHARES, good)
 
     await wait_for_count(client, bus.dead_letter_subject("trigger"), 4)
-    await wait_for_count(client, bus.TRIGGERS_FIRED, 1)
+    await wait_for_count(client, bus.TRIGGERS_FIRED.subject, 1)
 
     # the trigger stage judges 16 shares at once: its dead letters come in any order, so each is taken by its id
     letters = {
@@ -155,7 +155,7 @@ async def test_malformed_messages_on_a_stage_subject_are_dead_lettered_with_the_
     assert second.reason == "body is not UTF-8: invalid start byte (byte 0xff at position 0)"
     assert third.permanent and third.reason == "body is not JSON: Expecting value at line 1 column 21"
     assert fourth.permanent and fourth.reason == "body is not JSON: Expecting value at line 1 column 1"
-    (fired,) = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    (fired,) = await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
     assert fired.share == good
 
 
@@ -166,22 +166,22 @@ async def test_a_republished_share_creates_nothing_new(pipeline: NatsBroker, cli
         again = await bus.publish(client, bus.SHARES, original)  # a source re-polled the same tweet
         assert not first.duplicate and again.duplicate
 
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
         # Past JetStream's duplicate window the same share arrives as a new message: the stages'
         # own ids and idempotent effects must still create nothing new.
         js = jetstream(client)
-        await js.publish(bus.SHARES, original.model_dump_json().encode(), headers={"Nats-Msg-Id": "late-copy"})
-        await wait_for_count(client, bus.SHARES, 2)
+        await js.publish(bus.SHARES.subject, original.model_dump_json().encode(), headers={"Nats-Msg-Id": "late-copy"})
+        await wait_for_count(client, bus.SHARES.subject, 2)
         await wait_until(lambda: _settled(client, "trigger"), what="the trigger stage to settle")
-        (enriched,) = await messages_on(client, bus.CONTENT_ENRICHED)
-        await js.publish(bus.CONTENT_ENRICHED, enriched, headers={"Nats-Msg-Id": "late-enriched-copy"})
-        await wait_for_count(client, bus.CONTENT_ENRICHED, 2)
+        (enriched,) = await messages_on(client, bus.CONTENT_ENRICHED.subject)
+        await js.publish(bus.CONTENT_ENRICHED.subject, enriched, headers={"Nats-Msg-Id": "late-enriched-copy"})
+        await wait_for_count(client, bus.CONTENT_ENRICHED.subject, 2)
         await wait_until(lambda: _settled(client, "actions-propose"), what="the actions stage to settle")
 
     counts = await subject_counts(client)
-    assert counts[bus.SHARES] == 2
-    assert counts[bus.TRIGGERS_FIRED] == 1  # same TriggerFired id: JetStream dropped the copy
-    assert counts[bus.PROPOSALS_CREATED] == 1
+    assert counts[bus.SHARES.subject] == 2
+    assert counts[bus.TRIGGERS_FIRED.subject] == 1  # same TriggerFired id: JetStream dropped the copy
+    assert counts[bus.PROPOSALS_CREATED.subject] == 1
     assert len(await list_records(client)) == 1
 
 
@@ -228,6 +228,7 @@ async def test_workers_sharing_a_durable_consumer_split_the_work(probe, client: 
 HANGING_WORKER = """
 import asyncio, sys
 from pipeline.app import new_broker, start_stages
+from pipeline.bus import Topic
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter
 from pipeline.messages import Share
@@ -236,7 +237,7 @@ async def main() -> None:
     settings = Settings(nats_url=sys.argv[1], ack_wait_seconds=1.0)
     router = StageRouter("probe", settings)
 
-    @router.consume("impromptu.probe")
+    @router.consume(Topic("impromptu.probe", Share))
     async def hangs(message: Share) -> None:
         print("received", message.id, flush=True)
         await asyncio.Event().wait()
@@ -291,4 +292,4 @@ async def test_a_publish_waits_out_a_server_restart_and_stores_the_message_once(
     nats_server.start()
     ack = await asyncio.wait_for(publishing, bus.PUBLISH_PATIENCE_SECONDS)
     assert (ack.stream, ack.seq) == (bus.STREAM, 2)  # often `duplicate`: a first try stored it, its answer was lost
-    assert (await subject_counts(client))[bus.SHARES] == 2  # share(1) stored once, however many tries it took
+    assert (await subject_counts(client))[bus.SHARES.subject] == 2  # share(1) stored once, however many tries it took

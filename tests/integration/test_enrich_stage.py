@@ -109,8 +109,8 @@ async def test_a_page_is_read_once_for_every_trigger_of_it(
     await stages()
     for n, query in enumerate(["", "?utm_source=x", "#comments"], start=1):
         await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/article{query}", n))
-    await wait_for_count(client, bus.CONTENT_ENRICHED, 3)
-    contents = await models_on(client, bus.CONTENT_ENRICHED, EnrichedContent)
+    await wait_for_count(client, bus.CONTENT_ENRICHED.subject, 3)
+    contents = await models_on(client, bus.CONTENT_ENRICHED.subject, EnrichedContent)
     assert served.hits["/article"] == 1  # the KV cache answered the other two
     first = contents[0]
     assert first.article.title == "Why eLearning Isn't Working for Leadership and Soft Skills"
@@ -118,7 +118,7 @@ async def test_a_page_is_read_once_for_every_trigger_of_it(
     assert set(first.topics) >= {"leadership", "learning"}
     assert all(0 < score <= 1 for score in first.topic_scores.values())
     assert {c.topic_scores["leadership"] for c in contents} == {first.topic_scores["leadership"]}
-    await wait_for_count(client, bus.PROPOSALS_CREATED, 3)
+    await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 3)
 
 
 async def test_a_page_declaring_its_encoding_only_in_a_meta_tag_is_read_in_it(
@@ -127,8 +127,8 @@ async def test_a_page_declaring_its_encoding_only_in_a_meta_tag_is_read_in_it(
     _, base = site
     await stages()
     await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/german"))
-    await wait_for_count(client, bus.CONTENT_ENRICHED, 1)
-    (content,) = await models_on(client, bus.CONTENT_ENRICHED, EnrichedContent)
+    await wait_for_count(client, bus.CONTENT_ENRICHED.subject, 1)
+    (content,) = await models_on(client, bus.CONTENT_ENRICHED.subject, EnrichedContent)
     article = content.article
     assert article.title == "Kurze Lernformate führen zu einer höheren Leistung"
     assert "höheren Leistung" in article.key_phrases
@@ -141,14 +141,14 @@ async def test_a_refused_page_is_a_message_and_no_proposal_by_default(
     served, base = site
     await stages(fetch_allow=[])  # 127.0.0.1 is not public: refused, as a stranger's link to it would be
     await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/article"))
-    await wait_for_count(client, bus.CONTENT_FAILED, 1)
-    (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
+    await wait_for_count(client, bus.CONTENT_FAILED.subject, 1)
+    (failure,) = await models_on(client, bus.CONTENT_FAILED.subject, EnrichmentFailed)
     assert failure.reason in {"blocked_address", "literal_ip"} and not failure.retryable
     assert "IMPROMPTU_FETCH_ALLOW" in failure.detail
     assert served.hits == {}
     await wait_drained(client, "actions-unread")
     counts = await subject_counts(client)
-    assert bus.PROPOSALS_CREATED not in counts
+    assert bus.PROPOSALS_CREATED.subject not in counts
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts)
 
 
@@ -158,8 +158,8 @@ async def test_a_rule_may_propose_from_the_post_when_the_page_is_unreadable(
     _, base = site
     await stages()
     await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/missing", without_article=True))
-    await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
+    await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+    (failure,) = await models_on(client, bus.CONTENT_FAILED.subject, EnrichmentFailed)
     assert failure.reason == "http_404"
     (record,) = await list_records(client)
     content = record.proposal.content
@@ -173,8 +173,8 @@ async def test_a_page_that_keeps_failing_becomes_a_message_after_the_last_retry(
     served, base = site
     await stages()
     await bus.publish(client, bus.TRIGGERS_FIRED, trigger(f"{base}/busy"))
-    await wait_for_count(client, bus.CONTENT_FAILED, 1)
-    (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
+    await wait_for_count(client, bus.CONTENT_FAILED.subject, 1)
+    (failure,) = await models_on(client, bus.CONTENT_FAILED.subject, EnrichmentFailed)
     assert failure.reason == "http_503" and failure.retryable
     assert served.hits["/busy"] == settings.delivery.max_deliveries
     assert not any(s.startswith(bus.DEAD_LETTERS) for s in await subject_counts(client))
@@ -189,7 +189,7 @@ async def test_article_must_match_vetoes_an_article_off_the_shares_topics(
     on_topic = trigger(f"{base}/article?n=2", 2, article_must_match=True)
     await bus.publish(client, bus.TRIGGERS_FIRED, off_topic)
     await bus.publish(client, bus.TRIGGERS_FIRED, on_topic)
-    await wait_for_count(client, bus.CONTENT_ENRICHED, 2)
+    await wait_for_count(client, bus.CONTENT_ENRICHED.subject, 2)
     await wait_drained(client, "actions-propose")
     (record,) = await list_records(client)
     assert record.proposal.content.trigger.id == on_topic.id

@@ -85,8 +85,8 @@ async def test_impromptu_run_answers_post_shares_and_stops_the_server_on_ctrl_c(
     assert accepted.status_code == 202, accepted.text
     assert accepted.json() == {"id": "webhook:hook-1", "duplicate": False, "seq": accepted.json()["seq"]}
     assert unsigned.status_code == 401
-    await wait_for_count(client, bus.SHARES, 1)
-    (share,) = await models_on(client, bus.SHARES, Share)
+    await wait_for_count(client, bus.SHARES.subject, 1)
+    (share,) = await models_on(client, bus.SHARES.subject, Share)
     assert (share.id, share.source) == ("webhook:hook-1", "webhook")
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{url}/shares", content=BODY, headers=signed())

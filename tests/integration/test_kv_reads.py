@@ -53,6 +53,6 @@ async def test_reading_the_stream_leaves_no_consumer_behind(client: NatsBroker) 
     before = (await js.stream_info(bus.STREAM)).state.consumer_count
 
     for _ in range(200):
-        assert [msg.subject async for msg in read_stream(js, bus.SHARES)] == [bus.SHARES]
+        assert [msg.subject async for msg in read_stream(js, bus.SHARES.subject)] == [bus.SHARES.subject]
 
     assert (await js.stream_info(bus.STREAM)).state.consumer_count == before

@@ -72,22 +72,28 @@ async def test_the_seed_story_on_three_nodes_with_workers_on_two_of_them(
     client = cluster_client
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         await bus.publish(client, bus.SHARES, seed_share(url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1, timeout=30)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1, timeout=30)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     await decide(client, proposal.id, "approved", by="ana")
-    await wait_for_count(client, bus.OUTREACH_RESULTS, len(proposal.channels), timeout=30)
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, len(proposal.channels), timeout=30)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     await advance_by_clock(client, session.starts_at)  # held: it starts and ends, then its recording is kept
     await advance_by_clock(client, session.ends_at)
     await bus.publish(client, bus.RECORDINGS, sample_recording(session, cluster_settings.import_dir))
-    await wait_for_count(client, bus.LIBRARY_ENTRIES, 1, timeout=30)
+    await wait_for_count(client, bus.LIBRARY_ENTRIES.subject, 1, timeout=30)
 
     counts = await subject_counts(client)
-    assert (counts[bus.PROPOSALS_CREATED], counts[bus.SESSIONS_SCHEDULED], counts[bus.LIBRARY_ENTRIES]) == (1, 1, 1)
+    assert (
+        counts[bus.PROPOSALS_CREATED.subject],
+        counts[bus.SESSIONS_SCHEDULED.subject],
+        counts[bus.LIBRARY_ENTRIES.subject],
+    ) == (1, 1, 1)
     report = await gather_status(client)
     assert report.stream.replicas == 3 and report.stream.leader in {"n0", "n1", "n2"}
     assert not [problem for problem in health_problems(report) if "replica" in problem or "leader" in problem]
-    announced = [r for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult) if r.kind == "scheduled"]
+    announced = [
+        r for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult) if r.kind == "scheduled"
+    ]
     assert sorted(r.channel for r in announced) == sorted(proposal.channels)  # once each, on either worker
 
     js = bus.jetstream(client)
@@ -116,11 +122,11 @@ async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         for n in range(10):
             await bus.publish(client, bus.SHARES, trusted_share(n, url))
-        await wait_for_count(client, bus.TRIGGERS_FIRED, 3, timeout=30)
+        await wait_for_count(client, bus.TRIGGERS_FIRED.subject, 3, timeout=30)
         cluster.nodes[0].stop()  # worker 0's node, maybe the stream's leader: mid-flow
         for n in range(10, 20):
             await bus.publish(client, bus.SHARES, trusted_share(n, url))
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 20, timeout=60)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 20, timeout=60)
 
         async def settled() -> bool:
             for durable in ("trigger", "enrich", "actions-propose"):
@@ -132,9 +138,12 @@ async def test_a_node_lost_mid_flow_loses_nothing_and_doubles_nothing(
         await wait_until(settled, timeout=60, what="the stages to settle after the node loss")
 
     counts = await subject_counts(client)
-    assert counts[bus.SHARES] == 20
-    assert (counts[bus.TRIGGERS_FIRED], counts[bus.PROPOSALS_CREATED]) == (20, 20)  # none lost, none twice
-    fired = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    assert counts[bus.SHARES.subject] == 20
+    assert (counts[bus.TRIGGERS_FIRED.subject], counts[bus.PROPOSALS_CREATED.subject]) == (
+        20,
+        20,
+    )  # none lost, none twice
+    fired = await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
     assert sorted(f.share.id for f in fired) == sorted(f"cli:cluster-{n}" for n in range(20))
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts)
     assert all(worker.config.connection_state.connection.is_connected for worker in workers)  # reconnected

@@ -101,7 +101,7 @@ async def test_an_undecided_proposal_expires_by_default(client: NatsBroker) -> N
 
     record = await approval.get_record(client, proposal.id)
     assert record.state == "expired" and record.decided_by is None
-    assert await models_on(client, bus.DECISIONS, FacilitatorDecision) == []
+    assert await models_on(client, bus.DECISIONS.subject, FacilitatorDecision) == []
 
 
 async def test_auto_approve_approves_through_the_state_machine_and_the_bus(client: NatsBroker) -> None:
@@ -115,7 +115,7 @@ async def test_auto_approve_approves_through_the_state_machine_and_the_bus(clien
     record = await approval.get_record(client, proposal.id)
     assert (record.state, record.decided_by) == ("approved", "clock")
     assert [(e.to_state, e.by, e.reason) for e in record.history] == [("approved", "clock", approval.AUTO_APPROVED)]
-    decisions = await models_on(client, bus.DECISIONS, FacilitatorDecision)
+    decisions = await models_on(client, bus.DECISIONS.subject, FacilitatorDecision)
     assert [(d.proposal.id, d.decision, d.decided_by) for d in decisions] == [(proposal.id, "approved", "clock")]
 
 

@@ -81,17 +81,17 @@ async def test_each_new_proposal_is_sent_to_slack_and_by_email_once(
     async with running_stages(told):
         with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
             await bus.publish(client, bus.SHARES, seed_share(url))
-            await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-        (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+            await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+        (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
         link = f"https://impromptu.example.org/proposals/{proposal.id}"
         proposal_id = proposal.id
         await wait_until(lambda: _sent(client, proposal_id), what="both notices to be sent")
         # The proposal again under another message id, as after a crash beyond the duplicate window.
         again = {"Nats-Msg-Id": f"{proposal.id}-again"}
         await client.publish(
-            proposal.model_dump_json().encode(), bus.PROPOSALS_CREATED, stream=bus.STREAM, headers=again
+            proposal.model_dump_json().encode(), bus.PROPOSALS_CREATED.subject, stream=bus.STREAM, headers=again
         )
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 2)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 2)
         await wait_until(lambda: _consumed(client), what="the redelivered proposal to be handled")
 
     assert len(posts) == 1 and link in str(posts[0]["blocks"])
@@ -107,8 +107,8 @@ async def test_a_revoked_webhook_is_recorded_with_slacks_reason_and_the_proposal
     async with running_stages(told):
         with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
             await bus.publish(client, bus.SHARES, seed_share(url))
-            await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-        (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+            await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+        (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
         proposal_id = proposal.id
         await wait_until(lambda: _failed(client, proposal_id), what="the failed notice to be recorded")
     record = await _notice(client, proposal_id, "slack")

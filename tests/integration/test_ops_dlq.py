@@ -25,8 +25,8 @@ from tests.integration.bus_helpers import jetstream, subject_counts, wait_for_co
 
 pytestmark = pytest.mark.nats
 
-PROBE = "impromptu.probe"
-PROBED = "impromptu.probed"  # what the probe stage emits once it handles a message
+PROBE = bus.Topic("impromptu.probe", Share)
+PROBED = bus.Topic("impromptu.probed", Share)  # what the probe stage emits once it handles a message
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 Handler = Callable[[Share], Awaitable[None]]
 
@@ -87,13 +87,15 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     (entry,) = await list_dead_letters(client)
     assert entry.seq == seq and entry.record.state == "waiting"
     assert entry.dead_letter.reason == "cannot handle example.com links yet"
-    assert (entry.dead_letter.stage, entry.dead_letter.subject, entry.dead_letter.deliveries) == ("probe", PROBE, 1)
+    dead = entry.dead_letter
+    assert (dead.stage, dead.subject, dead.deliveries) == ("probe", PROBE.subject, 1)
 
     listed = impromptu(settings, "dlq", "list")
     assert listed.returncode == 0, listed.stderr
     (line,) = listed.stdout.splitlines()
     assert line.split()[0] == str(seq)
-    assert "probe" in line and PROBE in line and "x1" in line and line.endswith("cannot handle example.com links yet")
+    assert "probe" in line and PROBE.subject in line and "x1" in line
+    assert line.endswith("cannot handle example.com links yet")
     assert impromptu(settings, "dlq", "list", "--stage", "trigger").stdout.strip() == "no waiting dead letters"
 
     shown = impromptu(settings, "dlq", "show", str(seq))
@@ -105,7 +107,7 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     assert whole["dead_letter"]["headers"]["Nats-Msg-Id"] == "cli:1"
 
     stopped = await find_journey(jetstream(client), "cli:1")
-    assert stopped.subjects == [PROBE, bus.dead_letter_subject("probe")]
+    assert stopped.subjects == [PROBE.subject, bus.dead_letter_subject("probe")]
     assert where_it_stopped(stopped).startswith("stopped: the probe stage gave up: cannot handle")
 
     flaky.fixed = True  # the cause is fixed: now the replay must get through, once
@@ -113,11 +115,11 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip().startswith(f"{seq} replayed by ana as cli:1:replay:{seq}")
     await wait_until(lambda: flaky.processed, what="the replayed message to be handled")
-    await wait_for_count(client, PROBED, 1)
+    await wait_for_count(client, PROBED.subject, 1)
     await asyncio.sleep(0.3)  # room for a wrong second delivery
 
     assert flaky.received == ["cli:1", "cli:1"] and flaky.processed == ["cli:1"]
-    assert (await subject_counts(client))[PROBED] == 1
+    assert (await subject_counts(client))[PROBED.subject] == 1
     assert await list_dead_letters(client) == []
     (after,) = await list_dead_letters(client, every=True)
     assert (after.record.state, after.record.by, after.record.replay_msg_id) == (
@@ -126,7 +128,7 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
         f"cli:1:replay:{seq}",
     )
     journey = await find_journey(jetstream(client), "cli:1")
-    assert journey.subjects == [PROBE, bus.dead_letter_subject("probe"), PROBE, PROBED]
+    assert journey.subjects == [PROBE.subject, bus.dead_letter_subject("probe"), PROBE.subject, PROBED.subject]
 
     # Replaying twice is refused; a replay retried after a crash (same message id) is dropped by JetStream.
     with pytest.raises(DlqError, match="cannot replay dead letter .*: already replayed by ana"):
@@ -137,7 +139,7 @@ async def test_a_poison_message_is_listed_then_replayed_once_after_the_fix(
     retried = await jetstream(client).publish(dead.subject, dead.data.encode(), headers=replay_headers(after, "ana"))
     assert retried.duplicate
     await asyncio.sleep(0.3)
-    assert flaky.processed == ["cli:1"] and (await subject_counts(client))[PROBED] == 1
+    assert flaky.processed == ["cli:1"] and (await subject_counts(client))[PROBED.subject] == 1
 
 
 async def test_discard_records_who_and_why_and_hides_it_from_the_default_list(
@@ -176,6 +178,6 @@ async def test_unknown_seq_is_an_error(flaky: FlakyStage, client: NatsBroker, se
     assert missing.returncode == 1 and "error: no dead letter 9999" in missing.stderr
     not_a_dead_letter = impromptu(settings, "dlq", "replay", "1", "--by", "ana")  # seq 1 is the share itself
     assert not_a_dead_letter.returncode == 1
-    assert f"error: no dead letter 1: message 1 is on {PROBE}" in not_a_dead_letter.stderr
+    assert f"error: no dead letter 1: message 1 is on {PROBE.subject}" in not_a_dead_letter.stderr
     with pytest.raises(DlqError, match="no dead letter 9999"):
         await discard(client, 9999, "ana", "gone")

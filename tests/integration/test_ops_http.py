@@ -82,19 +82,19 @@ async def run_seed_story_and_more(client: NatsBroker, settings: Settings) -> Non
             source="x", native_id="metrics-404", sharer="@britz", text="leadership training", url=url + "-gone"
         )
         await bus.publish(client, bus.SHARES, unreadable)
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-        await wait_for_count(client, bus.CONTENT_FAILED, 1)
-    proposals = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+        await wait_for_count(client, bus.CONTENT_FAILED.subject, 1)
+    proposals = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     seed = next(p for p in proposals if "eLearning" in p.title)
     await decide(client, seed.id, "approved", by="ana")
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 3)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     await advance_by_clock(client, session.starts_at)  # the session is held: it starts ("starting now") and ends
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 6)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 6)
     await advance_by_clock(client, session.ends_at)
     await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
-    await client.publish(b"not json", bus.RECORDINGS, stream=bus.STREAM, headers={"Nats-Msg-Id": "garbage-1"})
-    await wait_for_count(client, bus.LIBRARY_ENTRIES, 1)
+    await client.publish(b"not json", bus.RECORDINGS.subject, stream=bus.STREAM, headers={"Nats-Msg-Id": "garbage-1"})
+    await wait_for_count(client, bus.LIBRARY_ENTRIES.subject, 1)
     await wait_for_count(client, bus.dead_letter_subject("archive"), 1)
 
 
@@ -104,19 +104,19 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
     await run_seed_story_and_more(client, settings)
     await wait_until(lambda: settled(stages), what="every stage to settle")
     counts = await subject_counts(client)
-    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
 
     def expected() -> dict[str, float]:
         return {
-            "impromptu_shares_received_total": counts[bus.SHARES],
-            "impromptu_triggers_fired_total": counts[bus.TRIGGERS_FIRED],
-            "impromptu_shares_joined_total": counts.get(bus.TRIGGERS_JOINED, 0),
-            "impromptu_proposals_created_total": counts[bus.PROPOSALS_CREATED],
-            "impromptu_proposals_decided_total": counts[bus.DECISIONS],
-            "impromptu_outreach_posts_total": counts[bus.OUTREACH_RESULTS],
-            "impromptu_fetch_refusals_total": counts[bus.CONTENT_FAILED],
+            "impromptu_shares_received_total": counts[bus.SHARES.subject],
+            "impromptu_triggers_fired_total": counts[bus.TRIGGERS_FIRED.subject],
+            "impromptu_shares_joined_total": counts.get(bus.TRIGGERS_JOINED.subject, 0),
+            "impromptu_proposals_created_total": counts[bus.PROPOSALS_CREATED.subject],
+            "impromptu_proposals_decided_total": counts[bus.DECISIONS.subject],
+            "impromptu_outreach_posts_total": counts[bus.OUTREACH_RESULTS.subject],
+            "impromptu_fetch_refusals_total": counts[bus.CONTENT_FAILED.subject],
             "impromptu_dead_letters_total": counts[bus.dead_letter_subject("archive")],
-            "impromptu_proposals_entered_total": counts[bus.PROPOSALS_TRANSITIONS],  # no edits in this story
+            "impromptu_proposals_entered_total": counts[bus.PROPOSALS_TRANSITIONS.subject],  # no edits in this story
         }
 
     async with http_client(settings, stages) as http:
@@ -134,7 +134,7 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
         await wait_until(counters_caught_up, what="the counters to match the stream")
         metrics = await scraped()
 
-    assert counts[bus.SHARES] == 2 and counts[bus.OUTREACH_RESULTS] == 9  # the story ran as planned
+    assert counts[bus.SHARES.subject] == 2 and counts[bus.OUTREACH_RESULTS.subject] == 9  # the story ran as planned
     assert total(metrics, "impromptu_shares_received_total", source="x") == 2
     assert total(metrics, "impromptu_triggers_fired_total", rule="trusted-share-on-leadership-or-learning") == 2
     assert total(metrics, "impromptu_proposals_decided_total", decision="approved") == 1
@@ -146,8 +146,8 @@ async def test_metrics_count_exactly_the_messages_on_the_bus(
     for state in ("approved", "scheduled", "live", "ended", "archived"):  # the clock, then the recording
         assert total(metrics, "impromptu_proposals_entered_total", state=state) == 1, state
     # FastStream's own middleware shares the registry: it saw every stage's handler and publisher.
-    assert total(metrics, "faststream_received_messages_total", handler=bus.SHARES) == 2
-    assert total(metrics, "faststream_published_messages_total", destination=bus.LIBRARY_ENTRIES) >= 1
+    assert total(metrics, "faststream_received_messages_total", handler=bus.SHARES.subject) == 2
+    assert total(metrics, "faststream_published_messages_total", destination=bus.LIBRARY_ENTRIES.subject) >= 1
 
 
 async def test_the_proposals_gauge_follows_the_states_in_kv(
@@ -220,12 +220,7 @@ async def test_readyz_names_a_consumer_that_is_gone(settings: Settings, stages: 
 
 
 def bus_subjects() -> set[str]:
-    named = {
-        value
-        for name, value in vars(bus).items()
-        if name.isupper() and isinstance(value, str) and value.startswith("impromptu.")
-    }
-    named -= {bus.ALL_SUBJECTS, bus.DEAD_LETTERS}
+    named = {topic.subject for topic in bus.TOPICS}
     return named | {bus.dead_letter_subject(stage) for stage in STAGES}
 
 

@@ -91,7 +91,9 @@ async def test_a_stopped_stage_shows_its_backlog_and_clears_when_restarted(
 
 async def test_dead_letters_make_it_unhealthy(pipeline: NatsBroker, settings: Settings) -> None:
     # Not a Share: the trigger stage dead-letters it at once.
-    await pipeline.publish(b'{"not": "a share"}', bus.SHARES, headers={"Nats-Msg-Id": "garbage-1"}, stream=bus.STREAM)
+    await pipeline.publish(
+        b'{"not": "a share"}', bus.SHARES.subject, headers={"Nats-Msg-Id": "garbage-1"}, stream=bus.STREAM
+    )
 
     async def dead_lettered() -> bool:
         return (await status_of(pipeline)).dead_letters.get("trigger", 0) == 1

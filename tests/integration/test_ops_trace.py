@@ -15,7 +15,7 @@ from faststream.nats import NatsBroker
 from pipeline import bus
 from pipeline.demo import ASSETS, article_server, run_story, seed_share
 from pipeline.errors import ImpromptuError
-from pipeline.messages import SessionProposal
+from pipeline.messages import SessionProposal, Share
 from pipeline.ops.trace import Journey, Step, find_journey, render, where_it_stopped
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import jetstream, models_on
@@ -25,21 +25,21 @@ pytestmark = pytest.mark.nats
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 
 STORY_SUBJECTS = [  # the main line; outreach's due posts and results interleave with it (OUTREACH below)
-    bus.SHARES,
-    bus.TRIGGERS_FIRED,
-    bus.CONTENT_ENRICHED,
-    bus.PROPOSALS_CREATED,
-    bus.PROPOSALS_TRANSITIONS,  # proposed -> approved
-    bus.DECISIONS,
-    bus.PROPOSALS_TRANSITIONS,  # approved -> scheduled
-    bus.SESSIONS_SCHEDULED,
-    *[bus.PROPOSALS_TRANSITIONS] * 2,  # scheduled -> live -> ended, by the clock
-    bus.RECORDINGS,
-    bus.PROPOSALS_TRANSITIONS,  # ended -> archived, as the recording is kept
-    bus.LIBRARY_ENTRIES,
+    bus.SHARES.subject,
+    bus.TRIGGERS_FIRED.subject,
+    bus.CONTENT_ENRICHED.subject,
+    bus.PROPOSALS_CREATED.subject,
+    bus.PROPOSALS_TRANSITIONS.subject,  # proposed -> approved
+    bus.DECISIONS.subject,
+    bus.PROPOSALS_TRANSITIONS.subject,  # approved -> scheduled
+    bus.SESSIONS_SCHEDULED.subject,
+    *[bus.PROPOSALS_TRANSITIONS.subject] * 2,  # scheduled -> live -> ended, by the clock
+    bus.RECORDINGS.subject,
+    bus.PROPOSALS_TRANSITIONS.subject,  # ended -> archived, as the recording is kept
+    bus.LIBRARY_ENTRIES.subject,
 ]
 # three channels announce the session, say it starts, then the recording: each a due post and its result
-OUTREACH = {bus.OUTREACH_DUE: 9, bus.OUTREACH_RESULTS: 9}
+OUTREACH = {bus.OUTREACH_DUE.subject: 9, bus.OUTREACH_RESULTS.subject: 9}
 JOURNEY_LENGTH = len(STORY_SUBJECTS) + sum(OUTREACH.values())
 
 
@@ -59,7 +59,7 @@ async def test_trace_reconstructs_the_seed_story_by_share_id_proposal_id_and_url
     with article_server((ASSETS / "bersin-article.html").read_bytes()) as url:
         await run_story(settings, url, lambda line: None)
     share = seed_share(url)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     js = jetstream(client)
 
     by_share = await find_journey(js, share.id)
@@ -106,10 +106,10 @@ async def test_a_message_published_by_hand_without_the_header_is_found_by_its_bo
     assert main_line(fetched.subjects) == STORY_SUBJECTS
 
     by_hand = {"id": "note:1", "correlation_id": share.correlation_id, "text": "published by hand"}
-    await js.publish(bus.RECORDINGS, json.dumps(by_hand).encode(), stream=bus.STREAM)
-    await js.publish(bus.SHARES, b'{"id": "x:other", "correlation_id": "c-other"}', stream=bus.STREAM)
+    await js.publish(bus.RECORDINGS.subject, json.dumps(by_hand).encode(), stream=bus.STREAM)
+    await js.publish(bus.SHARES.subject, b'{"id": "x:other", "correlation_id": "c-other"}', stream=bus.STREAM)
     rescanned = await find_journey(js, share.id)
-    assert rescanned.subjects == [*fetched.subjects, bus.RECORDINGS]
+    assert rescanned.subjects == [*fetched.subjects, bus.RECORDINGS.subject]
     assert [step.body for step in rescanned.steps[:-1]] == [step.body for step in fetched.steps]
     for again, first in zip(rescanned.steps, fetched.steps, strict=False):  # the same times, to the microsecond
         assert abs(again.stored_at - first.stored_at) <= timedelta(microseconds=1)
@@ -117,7 +117,7 @@ async def test_a_message_published_by_hand_without_the_header_is_found_by_its_bo
 
 
 async def test_an_unknown_id_is_an_error_and_the_cli_exits_1(settings: Settings, client: NatsBroker) -> None:
-    await bus.publish(client, bus.RECORDINGS.replace("recordings", "probe"), seed_share("https://example.com/a"))
+    await bus.publish(client, bus.Topic("impromptu.probe", Share), seed_share("https://example.com/a"))
     with pytest.raises(ImpromptuError, match="nothing on the bus matches 'nope'"):
         await find_journey(jetstream(client), "nope")
     cli = impromptu("trace", "nope", nats_url=settings.nats_url or "", data_dir=settings.data_dir)
@@ -135,7 +135,7 @@ async def test_a_share_that_stopped_says_where_and_why(pipeline: NatsBroker, cli
     await bus.publish(client, bus.SHARES, other)
 
     journey = await find_journey(jetstream(client), "https://example.com/nobody-cares")
-    assert journey.subjects == [bus.SHARES]
+    assert journey.subjects == [bus.SHARES.subject]
     assert where_it_stopped(journey).startswith("no trigger")
 
 
@@ -146,13 +146,25 @@ def step(subject: str, body: dict[str, object], seq: int = 1) -> Step:
 @pytest.mark.parametrize(
     ("subject", "body", "expected"),
     [
-        (bus.PROPOSALS_CREATED, {"id": "proposal-1"}, "waiting for a facilitator: `impromptu proposals approve"),
+        (
+            bus.PROPOSALS_CREATED.subject,
+            {"id": "proposal-1"},
+            "waiting for a facilitator: `impromptu proposals approve",
+        ),
         (bus.dead_letter_subject("enrich"), {"stage": "enrich", "reason": "boom"}, "stopped: the enrich stage gave"),
-        (bus.CONTENT_FAILED, {"reason": "http_404", "trigger": {"plan": {}}}, "stopped: the page could not be read"),
-        (bus.DECISIONS, {"decision": "rejected", "decided_by": "ana", "reason": "not now"}, "stopped: rejected by ana"),
-        (bus.TRIGGERS_JOINED, {"trigger_id": "fired:x"}, "joined an earlier trigger (fired:x)"),
+        (
+            bus.CONTENT_FAILED.subject,
+            {"reason": "http_404", "trigger": {"plan": {}}},
+            "stopped: the page could not be read",
+        ),
+        (
+            bus.DECISIONS.subject,
+            {"decision": "rejected", "decided_by": "ana", "reason": "not now"},
+            "stopped: rejected by ana",
+        ),
+        (bus.TRIGGERS_JOINED.subject, {"trigger_id": "fired:x"}, "joined an earlier trigger (fired:x)"),
     ],
 )
 def test_where_it_stopped_reads_the_last_message(subject: str, body: dict[str, object], expected: str) -> None:
-    journey = Journey("x", "c-1", [step(bus.SHARES, {}), step(subject, body, 2)], [], 2)
+    journey = Journey("x", "c-1", [step(bus.SHARES.subject, {}), step(subject, body, 2)], [], 2)
     assert where_it_stopped(journey).startswith(expected)

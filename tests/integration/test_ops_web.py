@@ -42,7 +42,7 @@ from tests.unit.conftest import make_content, make_session
 
 pytestmark = pytest.mark.nats
 
-PROBE = "impromptu.probe"
+PROBE = bus.Topic("impromptu.probe", Share)
 PASSWORDS = {"olga": "olga's long password", "fay": "fay's long password", "bo": "bo's long password"}
 ROLES = {"olga": ["ops"], "fay": ["facilitator"], "bo": ["facilitator", "ops"]}
 TOKENS = {name: new_api_token() for name in PASSWORDS}
@@ -251,9 +251,15 @@ async def test_after_the_seed_story_each_stage_shows_the_streams_counts(
         (stage,) = [s for s in as_json["stages"] if s["name"] == name]
         assert (stage["messages_in"], stage["messages_out"]) == (expected_in, expected_out)
     assert (numbers["trigger"]["in"], numbers["trigger"]["out"]) == (1, 1)
-    assert stage_inputs("outreach") == (bus.SESSIONS_SCHEDULED, bus.PROPOSALS_TRANSITIONS, bus.LIBRARY_ENTRIES)
-    assert stage_outputs("outreach") == (bus.OUTREACH_RESULTS,)  # its due posts stay inside it
-    assert numbers["outreach"]["out"] == counts[bus.OUTREACH_RESULTS] == 9  # announced, "starting now", the recording
+    assert stage_inputs("outreach") == (
+        bus.SESSIONS_SCHEDULED.subject,
+        bus.PROPOSALS_TRANSITIONS.subject,
+        bus.LIBRARY_ENTRIES.subject,
+    )
+    assert stage_outputs("outreach") == (bus.OUTREACH_RESULTS.subject,)  # its due posts stay inside it
+    assert (
+        numbers["outreach"]["out"] == counts[bus.OUTREACH_RESULTS.subject] == 9
+    )  # announced, "starting now", the recording
     assert numbers["archive"]["out"] == 1
     for subject, count in counts.items():
         assert (
@@ -345,7 +351,7 @@ async def test_a_poison_message_is_shown_and_replayed_once_by_whoever_is_logged_
     page = await olga.get("/ops")
     seq = waiting_seq(page.text)
     assert page.text.count(f'data-seq="{seq}"') == 2  # under "last errors" and under "waiting"
-    assert "cannot handle example.com links yet" in page.text and PROBE in page.text
+    assert "cannot handle example.com links yet" in page.text and PROBE.subject in page.text
     assert "1 delivery" in page.text and "unknown subject: cli:1 {id, " in page.text  # as `tail` says it
     assert "probe: 1 dead letter(s) waiting on impromptu.dlq.probe" in page.text
     assert "Dead letters waiting (1)" in page.text
@@ -377,7 +383,7 @@ async def test_a_poison_message_is_shown_and_replayed_once_by_whoever_is_logged_
     assert f"cannot replay dead letter {seq}: already replayed by olga at" in again.text
     await asyncio.sleep(0.3)
     assert probe.handled == ["cli:1"]
-    assert (await subject_counts(client))[PROBE] == 2  # the original and one replay
+    assert (await subject_counts(client))[PROBE.subject] == 2  # the original and one replay
 
 
 async def test_discard_needs_a_reason_and_happens_once(
@@ -405,7 +411,7 @@ async def test_discard_needs_a_reason_and_happens_once(
     missing = await olga.post("/ops/dead-letters/9999/replay", data={"csrftoken": token})
     not_a_dead_letter = await olga.get("/ops/dead-letters/1")  # seq 1 is the probe's share
     assert missing.status_code == not_a_dead_letter.status_code == 404
-    assert "no dead letter 9999" in missing.text and f"message 1 is on {PROBE}" in not_a_dead_letter.text
+    assert "no dead letter 9999" in missing.text and f"message 1 is on {PROBE.subject}" in not_a_dead_letter.text
     assert probe.handled == []
 
 
@@ -465,7 +471,7 @@ async def test_outreach_that_needs_a_person_is_shown_and_settled_from_the_page(
         f"/ops/posts/{waiting['teams']}/resolve", data={"csrftoken": token, "outcome": "not_posted"}
     )
     assert again.status_code == 303
-    reposts = await models_on(client, bus.OUTREACH_DUE, AnnouncementDue)
+    reposts = await models_on(client, bus.OUTREACH_DUE.subject, AnnouncementDue)
     assert [d.id for d in reposts] == ["due:teams:again:1"]  # put back on the bus, under a new message id
 
     after = await olga.get("/ops")

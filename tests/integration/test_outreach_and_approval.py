@@ -44,9 +44,9 @@ async def test_two_facilitators_approving_at_once_one_wins(pipeline: NatsBroker,
     losers = [o for o in outcomes if isinstance(o, DecisionRefused)]
     assert len(winners) == 1 and len(losers) == 1
     assert winners[0].decided_by in str(losers[0])  # the loser is told who decided
-    await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1)
+    await wait_for_count(client, bus.SESSIONS_SCHEDULED.subject, 1)
     await wait_until(lambda: _settled(client, "actions-schedule"), what="scheduling to settle")
-    assert (await subject_counts(client))[bus.DECISIONS] == 1
+    assert (await subject_counts(client))[bus.DECISIONS.subject] == 1
 
 
 async def test_rejected_proposal_creates_no_session(pipeline: NatsBroker, client: NatsBroker) -> None:
@@ -54,7 +54,7 @@ async def test_rejected_proposal_creates_no_session(pipeline: NatsBroker, client
     await decide(client, proposal.id, "rejected", by="ana", reason="off-topic this week")
     await wait_until(lambda: _settled(client, "actions-schedule"), what="the decision to be consumed")
     counts = await subject_counts(client)
-    assert counts[bus.DECISIONS] == 1 and bus.SESSIONS_SCHEDULED not in counts
+    assert counts[bus.DECISIONS.subject] == 1 and bus.SESSIONS_SCHEDULED.subject not in counts
     record = await get_record(client, proposal.id)
     assert (record.state, record.reason) == ("rejected", "off-topic this week")
     with pytest.raises(DecisionRefused, match=r"already rejected \(by ana at"):
@@ -81,20 +81,20 @@ async def test_a_redelivered_session_is_announced_once_per_channel(
 ) -> None:
     proposal = await seed_proposal(client)
     await decide(client, proposal.id, "approved", by="ana")
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
-    (raw_session,) = await messages_on(client, bus.SESSIONS_SCHEDULED)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 3)
+    (raw_session,) = await messages_on(client, bus.SESSIONS_SCHEDULED.subject)
 
     # The same session again under another message id, as after a crash past the duplicate window.
     js = jetstream(client)
-    await js.publish(bus.SESSIONS_SCHEDULED, raw_session, headers={"Nats-Msg-Id": "redelivered-session"})
-    await wait_for_count(client, bus.SESSIONS_SCHEDULED, 2)
+    await js.publish(bus.SESSIONS_SCHEDULED.subject, raw_session, headers={"Nats-Msg-Id": "redelivered-session"})
+    await wait_for_count(client, bus.SESSIONS_SCHEDULED.subject, 2)
     await wait_until(lambda: _settled(client, "outreach"), what="outreach to settle")
     await wait_until(lambda: _settled(client, "outreach-post"), what="the posts to settle")
 
     posts = sorted(p.relative_to(settings.outbox_dir).as_posix() for p in settings.outbox_dir.rglob("*.txt"))
     session = ScheduledSession.model_validate_json(raw_session)
     assert posts == [f"{ch}/{session.id}.scheduled.txt" for ch in ("facebook", "linkedin", "x")]
-    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
     assert sorted((r.channel, r.status) for r in results) == [
         ("facebook", "posted"),
         ("linkedin", "posted"),
@@ -117,14 +117,14 @@ async def test_a_post_interrupted_mid_way_is_reconciled_not_repeated(
     await kv.put(f"{session_id}.linkedin.scheduled", sending)
 
     await decide(client, proposal.id, "approved", by="ana")
-    await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 3)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     assert session.id == session_id
 
     assert x_post.read_text() == "posted before the crash\n"  # not posted again
     linkedin = Path(settings.outbox_dir / "linkedin" / f"{session_id}.scheduled.txt")
     assert session.join_url in linkedin.read_text()
-    statuses = {r.channel: r.status for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)}
+    statuses = {r.channel: r.status for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)}
     assert statuses == {"x": "already_posted", "linkedin": "posted", "facebook": "posted"}
     for channel in ("x", "linkedin", "facebook"):
         entry = await kv.get(f"{session_id}.{channel}.scheduled")

@@ -82,10 +82,10 @@ def session_on(channels: list[str], native_id: str = "1") -> ScheduledSession:
 
 async def results(client: NatsBroker, count: int) -> list[OutreachResult]:
     async def enough() -> bool:
-        return len(await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)) >= count
+        return len(await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)) >= count
 
     await wait_until(enough, timeout=20, what=f"{count} outreach result(s)")
-    return await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    return await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
 
 
 async def test_a_rate_limited_channel_waits_alone_and_a_5xx_is_retried(

@@ -122,7 +122,7 @@ async def test_an_unknown_post_is_resolved_by_a_person(
     assert again.returncode == 0 and "will be posted again" in again.stdout
 
     async def posted() -> bool:
-        results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+        results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
         return any(r.channel == "x" and r.status == "posted" for r in results)
 
     await wait_until(posted, what="the post to be made again")  # the dry run's outbox

@@ -102,7 +102,7 @@ async def test_a_worker_killed_mid_post_leaves_exactly_one_post_per_channel(
     try:
         deadline = time.monotonic() + 90
         while True:
-            done = {r.channel: r for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)}
+            done = {r.channel: r for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)}
             if set(done) == {"slack", "mastodon"}:
                 break
             assert time.monotonic() < deadline, f"results so far: {done}; workers: {len(workers.started)}"

@@ -90,26 +90,27 @@ async def _approved(client: NatsBroker, settings: Settings, channels: list[str])
     await approvals.approve(proposal.id, by="ana")
 
     async def scheduled() -> bool:
-        return bool(await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession))
+        return bool(await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession))
 
     await wait_until(scheduled, what="the session to be scheduled")
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     return session
 
 
 async def _results(client: NatsBroker, kind: str, count: int = 1, timeout: float = 20) -> list[OutreachResult]:
     async def enough() -> bool:
         return (
-            len([r for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult) if r.kind == kind]) >= count
+            len([r for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult) if r.kind == kind])
+            >= count
         )
 
     await wait_until(enough, timeout=timeout, what=f"{count} {kind} result(s)")
-    found = [r for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult) if r.kind == kind]
+    found = [r for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult) if r.kind == kind]
     return sorted(found, key=lambda r: r.channel)
 
 
 async def _dues(client: NatsBroker, kind: str) -> list[AnnouncementDue]:
-    return [d for d in await models_on(client, bus.OUTREACH_DUE, AnnouncementDue) if d.kind == kind]
+    return [d for d in await models_on(client, bus.OUTREACH_DUE.subject, AnnouncementDue) if d.kind == kind]
 
 
 async def _state(client: NatsBroker, key: str) -> str | None:
@@ -145,13 +146,13 @@ async def test_a_recording_kept_while_the_announcement_waits_out_a_rate_limit_is
         assert await _state(client, announcement) == "retry"  # it really came due before the announcement
 
         (recording,) = await _results(client, "recording")
-        (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+        (entry,) = await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
     finally:
         await pipeline.stop()
     assert recording.status == "posted"
     assert len(slack.messages) == 2  # the announcement, then the recording: one each, in that order
     assert session.join_url in str(slack.messages[0]) and f"/library/{entry.entry_id}" in str(slack.messages[1])
-    assert [r.kind for r in await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)] == [
+    assert [r.kind for r in await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)] == [
         "scheduled",
         "recording",
     ]

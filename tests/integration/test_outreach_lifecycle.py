@@ -31,7 +31,7 @@ def _approvals(client: NatsBroker, settings: Settings) -> Approvals:
 
 
 async def _results(client: NatsBroker) -> list[OutreachResult]:
-    return await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    return await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
 
 
 async def _results_of(client: NatsBroker, kind: str, count: int) -> list[OutreachResult]:
@@ -48,7 +48,7 @@ async def _scheduled(client: NatsBroker, settings: Settings, channels: list[str]
     await approvals.edit(proposal.id, ProposalEdit(channels=channels), by="ana")
     await approvals.approve(proposal.id, by="ana")
     await _results_of(client, "scheduled", len(channels))
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     return session
 
 
@@ -68,7 +68,7 @@ async def test_starting_now_and_the_recording_follow_the_announcement(
     await advance_by_clock(client, session.ends_at)
     await bus.publish(client, bus.RECORDINGS, sample_recording(session, settings.import_dir))
     recording = await _results_of(client, "recording", 3)
-    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
     library_url = f"{settings.base_url}/library/{entry.entry_id}"
     assert all(r.status == "posted" for r in recording)
     for channel in ("mastodon", "x"):

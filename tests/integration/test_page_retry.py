@@ -93,14 +93,14 @@ async def episode_of(client: NatsBroker, url: str):  # type: ignore[no-untyped-d
 async def failed_once(client: NatsBroker, url: str) -> TriggerFired:
     """The share fires, its page keeps failing, the share ends as content.failed and the episode says so."""
     await bus.publish(client, bus.SHARES, share_of(url, "1"))
-    await wait_for_count(client, bus.CONTENT_FAILED, 1)
+    await wait_for_count(client, bus.CONTENT_FAILED.subject, 1)
 
     async def marked() -> bool:
         episode = await episode_of(client, url)
         return episode is not None and episode.ended_unread
 
     await wait_until(marked, what="the episode marked unread")
-    (trigger,) = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    (trigger,) = await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
     return trigger
 
 
@@ -111,22 +111,24 @@ async def test_a_new_share_after_a_slow_server_reopens_the_link_once(
     url = f"{base}/slow/article"
     first = await failed_once(client, url)
     assert first.id.endswith(".1")
-    (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
+    (failure,) = await models_on(client, bus.CONTENT_FAILED.subject, EnrichmentFailed)
     assert failure.retryable and failure.reason == "http_503"
 
     # the share itself redelivered (a new Nats-Msg-Id, the same share): not a new share, nothing re-opens
     js = jetstream(client)
-    await js.publish(bus.SHARES, share_of(url, "1").model_dump_json().encode(), headers={"Nats-Msg-Id": "again-1"})
+    await js.publish(
+        bus.SHARES.subject, share_of(url, "1").model_dump_json().encode(), headers={"Nats-Msg-Id": "again-1"}
+    )
     await wait_drained(client, "trigger")
-    assert (await subject_counts(client))[bus.TRIGGERS_FIRED] == 1
+    assert (await subject_counts(client))[bus.TRIGGERS_FIRED.subject] == 1
 
     served.broken = False
     await bus.publish(client, bus.SHARES, share_of(url, "2"))  # the same person posts the link again, later
-    await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
-    triggers = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
+    triggers = await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
     assert [t.id for t in triggers] == [first.id, first.id.removesuffix(".1") + ".2"]
-    (content,) = await models_on(client, bus.CONTENT_ENRICHED, EnrichedContent)
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    (content,) = await models_on(client, bus.CONTENT_ENRICHED.subject, EnrichedContent)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     assert content.trigger.id == triggers[1].id and proposal.content.trigger.id == triggers[1].id
     episode = await episode_of(client, url)
     assert episode.episode == 2 and episode.reopened.failed_trigger_id == first.id
@@ -135,7 +137,9 @@ async def test_a_new_share_after_a_slow_server_reopens_the_link_once(
     # the first trigger handled again after the re-opening (a stale redelivery): skipped, not a second proposal;
     # and its failure recorded again changes nothing
     served.broken = True
-    await js.publish(bus.TRIGGERS_FIRED, first.model_dump_json().encode(), headers={"Nats-Msg-Id": "again-fired-1"})
+    await js.publish(
+        bus.TRIGGERS_FIRED.subject, first.model_dump_json().encode(), headers={"Nats-Msg-Id": "again-fired-1"}
+    )
     await wait_drained(client, "enrich")
     key = link_key(canonical_url(url))
     state = TriggerState(await stores.bucket(client, stores.TRIGGERS))
@@ -146,8 +150,13 @@ async def test_a_new_share_after_a_slow_server_reopens_the_link_once(
     await wait_drained(client, "trigger")
     await wait_drained(client, "actions-propose")
     counts = await subject_counts(client)
-    assert {t.id for t in await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)} == {t.id for t in triggers}
-    assert counts[bus.CONTENT_ENRICHED] == counts[bus.CONTENT_FAILED] == counts[bus.PROPOSALS_CREATED] == 1
+    assert {t.id for t in await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)} == {t.id for t in triggers}
+    assert (
+        counts[bus.CONTENT_ENRICHED.subject]
+        == counts[bus.CONTENT_FAILED.subject]
+        == counts[bus.PROPOSALS_CREATED.subject]
+        == 1
+    )
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts)
     assert served.hits == settings.delivery.max_deliveries + 1  # three tries while slow, one read when it was not
 
@@ -158,23 +167,23 @@ async def test_a_refused_page_is_not_reopened_by_a_share_but_an_operator_retries
     served, base = site
     url = f"{base}/gone/article"
     first = await failed_once(client, url)
-    (failure,) = await models_on(client, bus.CONTENT_FAILED, EnrichmentFailed)
+    (failure,) = await models_on(client, bus.CONTENT_FAILED.subject, EnrichmentFailed)
     assert failure.reason == "http_404" and not failure.retryable  # cached in impromptu-pages: not fetched again
     said = render(await find_journey(bus.jetstream(client), first.share.id))
     assert f"the rule needs the article; to read it again: `impromptu pages retry {failure.url} --by NAME`" in said
 
     await bus.publish(client, bus.SHARES, share_of(url, "2"))  # a refusal stays one: a share does not re-open it
     await wait_drained(client, "trigger")
-    assert (await subject_counts(client))[bus.TRIGGERS_FIRED] == 1
+    assert (await subject_counts(client))[bus.TRIGGERS_FIRED.subject] == 1
 
     served.broken = False  # the site fixed its link; the operator asks for the page again, twice at once
     hits = served.hits
     done = await asyncio.gather(retry_page(client, url, by="olga"), retry_page(client, url, by="ben"))
     assert sorted(d.again for d in done) == [False, True]
     assert len({d.trigger.id for d in done}) == 1 and done[0].failed_trigger_id == first.id
-    await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+    await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
     assert served.hits == hits + 1  # the cached refusal was forgotten: fetched once more
-    retried = (await models_on(client, bus.TRIGGERS_FIRED, TriggerFired))[-1]
+    retried = (await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired))[-1]
     assert retried.id == first.id.removesuffix(".1") + ".2" and retried.correlation_id == first.correlation_id
     assert retried.reasons[-1].startswith(("retried by olga", "retried by ben"))
 
@@ -186,7 +195,7 @@ async def test_a_refused_page_is_not_reopened_by_a_share_but_an_operator_retries
     assert again.stdout.startswith("already retried by ") and retried.id in again.stdout
     await wait_drained(client, "enrich")
     counts = await subject_counts(client)
-    assert counts[bus.TRIGGERS_FIRED] == 2 and counts[bus.PROPOSALS_CREATED] == 1
+    assert counts[bus.TRIGGERS_FIRED.subject] == 2 and counts[bus.PROPOSALS_CREATED.subject] == 1
 
 
 async def test_a_link_that_never_fired_or_was_read_has_nothing_to_retry(
@@ -197,7 +206,7 @@ async def test_a_link_that_never_fired_or_was_read_has_nothing_to_retry(
     with pytest.raises(RetryRefused, match="never fired a trigger"):
         await retry_page(client, f"{base}/slow/unknown", by="olga")
     await bus.publish(client, bus.SHARES, share_of(f"{base}/slow/read", "1"))
-    await wait_for_count(client, bus.CONTENT_ENRICHED, 1)
+    await wait_for_count(client, bus.CONTENT_ENRICHED.subject, 1)
     with pytest.raises(RetryRefused, match="was read or is being read"):
         await retry_page(client, f"{base}/slow/read", by="olga")
 
@@ -218,12 +227,12 @@ async def test_the_ops_page_reads_a_failed_page_again_for_the_logged_in_operator
         done = await olga.post("/ops/pages/retry", data=data)
         assert done.status_code == 303 and done.headers["location"] == "/ops#unread"
         assert f"fired again by olga: the page of {url} is read once more." in (await olga.get("/ops")).text
-        await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+        await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
         again = await olga.post("/ops/pages/retry", data=data)
         assert again.status_code == 303 and "Already retried by olga" in (await olga.get("/ops")).text
         never = await olga.post("/ops/pages/retry", data={**data, "url": f"{base}/slow/never-shared"})
         assert never.status_code == 409 and "never fired a trigger" in never.text
         assert (await olga.post("/ops/pages/retry", data={"url": url})).status_code == 403  # no CSRF token
-    retried = (await models_on(client, bus.TRIGGERS_FIRED, TriggerFired))[-1]
+    retried = (await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired))[-1]
     assert retried.id == first.id.removesuffix(".1") + ".2" and retried.reasons[-1].startswith("retried by olga")
-    assert (await subject_counts(client))[bus.TRIGGERS_FIRED] == 2
+    assert (await subject_counts(client))[bus.TRIGGERS_FIRED.subject] == 2

@@ -69,13 +69,13 @@ async def test_an_approval_redelivered_makes_one_zoom_meeting_and_cancelling_del
 ) -> None:
     proposal = await seed_proposal(client)
     decision = await decide(client, proposal.id, "approved", by="ana")
-    await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1)
+    await wait_for_count(client, bus.SESSIONS_SCHEDULED.subject, 1)
     # The same decision again under a new message id: as if redelivered after the duplicate window.
     await bus.publish(client, bus.DECISIONS, decision.model_copy(update={"id": "decision-again"}))
     await wait_until(lambda: _consumed(client, "actions-schedule"), what="the second decision to be consumed")
 
     (meeting,) = zoom.meetings.values()
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     assert session.provider == "zoom" and session.provider_id == str(meeting["id"])
     assert session.join_url == meeting["join_url"]
     assert f"impromptu-session: {session.id}" in meeting["agenda"]
@@ -101,7 +101,7 @@ async def test_an_expired_zoom_token_is_a_clear_reason_on_the_proposal_and_a_dea
     record = await get_record(client, proposal.id)
     assert record.state == "approved" and record.problem is not None and "access token" in record.problem
     assert zoom.meetings == {}
-    assert (await models_on(client, bus.DECISIONS, FacilitatorDecision))[0].decided_by == "ana"
+    assert (await models_on(client, bus.DECISIONS.subject, FacilitatorDecision))[0].decided_by == "ana"
 
 
 async def _consumed(client: NatsBroker, durable: str) -> bool:

@@ -102,7 +102,7 @@ async def test_a_signed_recording_is_accepted_once(
     again = await http.post("/webhooks/recordings", content=raw, headers=headers)
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.json() == {"id": first.json()["id"], "duplicate": True}
-    [recording] = await models_on(client, bus.RECORDINGS, Recording)
+    [recording] = await models_on(client, bus.RECORDINGS.subject, Recording)
     assert recording.source == "webhook" and recording.submitted_by == "jibri finalize"
     assert [(f.kind, f.location) for f in recording.files] == [
         ("video", body["media_url"]),
@@ -132,7 +132,7 @@ async def test_refusals_say_why(http: httpx.AsyncClient, client: NatsBroker, hel
     raw, headers = signed({**good, "media_url": "http://10.0.0.1/r.mp4", "chat_url": "ftp://x/c"})
     problems = (await http.post("/webhooks/recordings", content=raw, headers=headers)).json()["detail"]
     assert {p["field"] for p in problems} == {"media_url", "chat_url"}
-    assert await models_on(client, bus.RECORDINGS, Recording) == []
+    assert await models_on(client, bus.RECORDINGS.subject, Recording) == []
 
 
 async def test_jaas_recording_uploaded_is_matched_to_our_jitsi_room(
@@ -144,7 +144,7 @@ async def test_jaas_recording_uploaded_is_matched_to_our_jitsi_room(
     headers = {"X-Jaas-Signature": f"t={stamp},v1={digest.decode()}", "content-type": "application/json"}
     answer = await http.post("/webhooks/recordings", content=raw, headers=headers)
     assert answer.status_code == 202, answer.text
-    [recording] = await models_on(client, bus.RECORDINGS, Recording)
+    [recording] = await models_on(client, bus.RECORDINGS.subject, Recording)
     assert recording.session.id == held.id and recording.duration_seconds == 15
     assert [f.location for f in recording.files] == [JAAS_EVENT["data"]["preAuthenticatedLink"]]  # type: ignore[index]
 
@@ -201,7 +201,7 @@ def test_record_hands_in_an_imported_file_and_refuses_what_it_must(nats_server: 
 
     async def published() -> list[Recording]:
         async with connected(settings) as broker:
-            return await models_on(broker, bus.RECORDINGS, Recording)
+            return await models_on(broker, bus.RECORDINGS.subject, Recording)
 
     [recording] = asyncio.run(published())
     assert recording.source == "cli" and recording.submitted_by == "mark"

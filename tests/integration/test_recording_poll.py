@@ -149,7 +149,7 @@ async def test_a_missed_zoom_webhook_is_caught_up_by_the_instance_uuid_encoded_t
 
     assert report.found == [session.id]
     assert fakes.zoom_paths == ["/v2/meetings/%252FajXp112QmuoKj4854875%253D%253D/recordings"]
-    [recording] = await models_on(client, bus.RECORDINGS, Recording)
+    [recording] = await models_on(client, bus.RECORDINGS.subject, Recording)
     assert recording.session.id == session.id and recording.source == "zoom"
     assert [(f.kind, f.location, f.credential) for f in recording.files] == [
         ("video", "https://example.com/rec/download/Qg75t7xZBtEbAkjdlgbfdngBBBB", "zoom")
@@ -167,7 +167,7 @@ async def test_a_second_worker_finding_it_too_publishes_nothing_more(
     await poll_once(client, poll_settings, now=later)
     await poll_once(client, poll_settings, now=later + timedelta(minutes=5))
     assert len(fakes.zoom_paths) == 2
-    assert len(await models_on(client, bus.RECORDINGS, Recording)) == 1
+    assert len(await models_on(client, bus.RECORDINGS.subject, Recording)) == 1
 
 
 async def test_no_recording_yet_is_noted_on_the_awaiting_key(
@@ -180,7 +180,7 @@ async def test_no_recording_yet_is_noted_on_the_awaiting_key(
     noted = await awaiting_record(client, session)
     assert noted is not None and noted.checks == 1 and "no cloud recording" in (noted.last_problem or "")
     assert fakes.zoom_paths == [f"/v2/meetings/{MEETING_ID}/recordings"]  # no instance in its time: by meeting id
-    assert await models_on(client, bus.RECORDINGS, Recording) == []
+    assert await models_on(client, bus.RECORDINGS.subject, Recording) == []
 
 
 async def test_a_finished_youtube_broadcast_becomes_the_recording_with_its_captions(
@@ -189,7 +189,7 @@ async def test_a_finished_youtube_broadcast_becomes_the_recording_with_its_capti
     session = await awaiting(client, "youtube", VIDEO_ID)
     report = await poll_once(client, poll_settings, now=session.ends_at + timedelta(minutes=30))
     assert report.found == [session.id]
-    [recording] = await models_on(client, bus.RECORDINGS, Recording)
+    [recording] = await models_on(client, bus.RECORDINGS.subject, Recording)
     assert recording.youtube_video_id == VIDEO_ID and recording.source == "youtube"
     assert recording.duration_seconds == 3723
     assert recording.thumbnail_url == "https://i.ytimg.com/vi/Ab1Cd2Ef3Gh/maxresdefault.jpg"
@@ -208,7 +208,7 @@ async def test_captions_the_token_may_not_download_leave_the_recording_without_t
     with capture_logs() as logs:
         report = await poll_once(client, poll_settings, now=session.ends_at + timedelta(minutes=30))
     assert report.found == [session.id]
-    [recording] = await models_on(client, bus.RECORDINGS, Recording)
+    [recording] = await models_on(client, bus.RECORDINGS.subject, Recording)
     assert recording.files == [] and recording.youtube_video_id == VIDEO_ID
     assert [e["event"] for e in logs if e["event"] == "recording.no_captions"] == ["recording.no_captions"]
 

@@ -45,8 +45,8 @@ async def test_replay_publishes_every_share_once_and_a_rerun_publishes_nothing_n
     assert first.stdout.strip() == f"{file}: 5 published, 0 already on the bus, 0 invalid line(s)"
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"{file}: 0 published, 5 already on the bus, 0 invalid line(s)"
-    assert (await subject_counts(client))[bus.SHARES] == 5
-    shares = await models_on(client, bus.SHARES, Share)
+    assert (await subject_counts(client))[bus.SHARES.subject] == 5
+    shares = await models_on(client, bus.SHARES.subject, Share)
     assert [s.text for s in shares[:4]] == [f"read #{n}" for n in range(4)]
     assert {s.source for s in shares[:4]} == {"replay"}
     assert shares[4] == bus_share
@@ -69,7 +69,7 @@ async def test_a_bad_file_reports_every_bad_line_and_exits_1_after_publishing_th
         f"{file}:5: by: Input should be a valid string",
     ]
     assert done.stdout.strip() == f"{file}: 2 published, 0 already on the bus, 3 invalid line(s)"
-    assert (await subject_counts(client))[bus.SHARES] == 2
+    assert (await subject_counts(client))[bus.SHARES.subject] == 2
 
 
 def test_a_file_with_only_bad_lines_needs_no_nats_and_exits_1(tmp_path: Path) -> None:

@@ -105,22 +105,22 @@ async def test_an_enrich_process_and_one_with_the_rest_split_the_work_and_tell_t
         listing = _wait(lambda: _cli(rest_env, "proposals", "list").strip().removeprefix("no proposals"), "proposal")
         proposal_id = listing.split()[0]
         _cli(rest_env, "proposals", "approve", proposal_id, "--by", "ana")
-        await wait_for_count(client, bus.SESSIONS_SCHEDULED, 1, timeout=30)
-        (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+        await wait_for_count(client, bus.SESSIONS_SCHEDULED.subject, 1, timeout=30)
+        (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
         # the session is held (the clock asked about its start and its end), then a person hands in its recording
         await advance_by_clock(client, session.starts_at)
         await advance_by_clock(client, session.ends_at)
         write_sample_wav(tmp_path / "data" / "import" / "rec.wav", seconds=1)
         _cli(rest_env, "record", session.id, "--media", str(tmp_path / "data" / "import" / "rec.wav"))
-        await wait_for_count(client, bus.LIBRARY_ENTRIES, 1, timeout=30)
+        await wait_for_count(client, bus.LIBRARY_ENTRIES.subject, 1, timeout=30)
         # three announcements, three "starting now" and three "recording available" posts
-        await wait_for_count(client, bus.OUTREACH_RESULTS, 9, timeout=30)
+        await wait_for_count(client, bus.OUTREACH_RESULTS.subject, 9, timeout=30)
         counts = await subject_counts(client)
         enrich.send_signal(signal.SIGINT)
         rest.send_signal(signal.SIGINT)
         assert enrich.wait(timeout=30) == 0 and rest.wait(timeout=30) == 0
 
-    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
+    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
     assert "Why eLearning Isn't Working" in entry.tagline and [f.kind for f in entry.files] == ["audio"]
     assert not [s for s in counts if s.startswith(bus.DEAD_LETTERS)]
     # Each process subscribed to its own stages' consumers only, and each did its own part of the story.

@@ -35,20 +35,20 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
 
     counts = await subject_counts(client)
     for subject in (
-        bus.SHARES,
-        bus.TRIGGERS_FIRED,
-        bus.CONTENT_ENRICHED,
-        bus.PROPOSALS_CREATED,
-        bus.DECISIONS,
-        bus.SESSIONS_SCHEDULED,
-        bus.RECORDINGS,
-        bus.LIBRARY_ENTRIES,
+        bus.SHARES.subject,
+        bus.TRIGGERS_FIRED.subject,
+        bus.CONTENT_ENRICHED.subject,
+        bus.PROPOSALS_CREATED.subject,
+        bus.DECISIONS.subject,
+        bus.SESSIONS_SCHEDULED.subject,
+        bus.RECORDINGS.subject,
+        bus.LIBRARY_ENTRIES.subject,
     ):
         assert counts.get(subject) == 1, (subject, counts)
-    assert counts.get(bus.OUTREACH_RESULTS) == 9  # three channels: the session, "starting now", its recording
+    assert counts.get(bus.OUTREACH_RESULTS.subject) == 9  # three channels: the session, "starting now", its recording
     assert not any(subject.startswith(bus.DEAD_LETTERS) for subject in counts), counts
 
-    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED, SessionProposal)
+    (proposal,) = await models_on(client, bus.PROPOSALS_CREATED.subject, SessionProposal)
     lead = proposal.starts_at - proposal.created_at
     assert timedelta(minutes=30) <= lead <= timedelta(minutes=31)
     assert proposal.content.article.author == "Josh Bersin"
@@ -56,12 +56,12 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     assert record.state == "archived" and record.decided_by  # approved, scheduled, and its recording kept
     assert [e.to_state for e in record.history] == ["approved", "scheduled", "live", "ended", "archived"]
 
-    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED, ScheduledSession)
+    (session,) = await models_on(client, bus.SESSIONS_SCHEDULED.subject, ScheduledSession)
     assert session.join_url.startswith("https://meet.jit.si/Impromptu-")
     assert "BEGIN:VEVENT" in session.ics and session.join_url in session.ics.replace("\r\n ", "")
 
-    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES, LibraryEntry)
-    results = await models_on(client, bus.OUTREACH_RESULTS, OutreachResult)
+    (entry,) = await models_on(client, bus.LIBRARY_ENTRIES.subject, LibraryEntry)
+    results = await models_on(client, bus.OUTREACH_RESULTS.subject, OutreachResult)
     assert sorted((r.kind, r.channel) for r in results) == [
         (kind, channel) for kind in ("recording", "scheduled", "starting") for channel in ("facebook", "linkedin", "x")
     ]
@@ -83,7 +83,8 @@ async def test_seed_story_runs_end_to_end(settings: Settings, client: NatsBroker
     # One correlation id follows the share through every stage.
     journey = [data for subject in counts for data in await messages_on(client, subject)]
     correlation_ids = {
-        SessionProposal.model_validate_json(d).correlation_id for d in await messages_on(client, bus.PROPOSALS_CREATED)
+        SessionProposal.model_validate_json(d).correlation_id
+        for d in await messages_on(client, bus.PROPOSALS_CREATED.subject)
     }
     assert len(correlation_ids) == 1
     (correlation_id,) = correlation_ids

@@ -17,12 +17,12 @@ from tests.integration.bus_helpers import jetstream
 pytestmark = pytest.mark.nats
 
 DURABLES = {
-    "trigger": bus.SHARES,
-    "enrich": bus.TRIGGERS_FIRED,
-    "actions-propose": bus.CONTENT_ENRICHED,
-    "actions-schedule": bus.DECISIONS,
-    "outreach": bus.SESSIONS_SCHEDULED,
-    "archive": bus.RECORDINGS,
+    "trigger": bus.SHARES.subject,
+    "enrich": bus.TRIGGERS_FIRED.subject,
+    "actions-propose": bus.CONTENT_ENRICHED.subject,
+    "actions-schedule": bus.DECISIONS.subject,
+    "outreach": bus.SESSIONS_SCHEDULED.subject,
+    "archive": bus.RECORDINGS.subject,
 }
 
 

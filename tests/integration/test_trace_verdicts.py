@@ -54,7 +54,7 @@ async def test_trace_says_why_no_rule_fired(trigger_stage: Settings, client: Nat
     await wait_drained(client, "trigger")  # the first share of the link fires before the second arrives: a fetched
     await bus.publish(client, bus.SHARES, again)  # batch is handled at once, so published together either may win
     await wait_drained(client, "trigger")
-    assert [t.share.id for t in await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)] == [fired.id]
+    assert [t.share.id for t in await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)] == [fired.id]
 
     js = jetstream(client)
     untrusted = await find_journey(js, stranger.id)

@@ -85,7 +85,7 @@ async def running(settings: Settings, feed_url: str, tmp_path: Path) -> AsyncIte
 
 
 async def fired(client: NatsBroker) -> list[TriggerFired]:
-    return await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
+    return await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
 
 
 async def test_a_feed_entry_of_a_trusted_person_fires_on_its_own(

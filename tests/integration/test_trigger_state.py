@@ -173,9 +173,9 @@ async def test_the_stage_on_the_bus_emits_one_trigger_and_one_join(stages: Setti
         now = utc_now()
         for s in (share("low", "1", at=now), share("low2", "2", at=now), share("low3", "3", at=now)):
             await bus.publish(client, bus.SHARES, s)
-        await wait_for_count(client, bus.TRIGGERS_JOINED, 1)
-        fired = await models_on(client, bus.TRIGGERS_FIRED, TriggerFired)
-        joined = await models_on(client, bus.TRIGGERS_JOINED, SharerJoined)
+        await wait_for_count(client, bus.TRIGGERS_JOINED.subject, 1)
+        fired = await models_on(client, bus.TRIGGERS_FIRED.subject, TriggerFired)
+        joined = await models_on(client, bus.TRIGGERS_JOINED.subject, SharerJoined)
     # the stage judges shares concurrently: any two of the three may be the pair that lifted the link
     assert len(fired) == 1 and len(fired[0].shared_by) == 2
     assert len(joined) == 1 and joined[0].trigger_id == fired[0].id
@@ -188,14 +188,14 @@ async def test_a_later_sharer_shows_on_the_proposal_not_as_a_second_session(stag
         async with connected(stages) as client:
             now = utc_now()
             await bus.publish(client, bus.SHARES, share("@britz", "1", url=url, at=now))
-            await wait_for_count(client, bus.PROPOSALS_CREATED, 1)
+            await wait_for_count(client, bus.PROPOSALS_CREATED.subject, 1)
             await bus.publish(client, bus.SHARES, share("low", "2", url=f"{url}?utm_source=mastodon", at=now))
             await wait_until(lambda: _has_joiner(client), what="the joiner on the proposal")
             (record,) = await list_records(client)
             counts = await subject_counts(client)
     assert [s.name for s in record.also_shared_by] == ["Low One"]
-    assert counts.get(bus.TRIGGERS_FIRED) == 1 and counts.get(bus.PROPOSALS_CREATED) == 1
-    assert counts.get(bus.TRIGGERS_JOINED) == 1
+    assert counts.get(bus.TRIGGERS_FIRED.subject) == 1 and counts.get(bus.PROPOSALS_CREATED.subject) == 1
+    assert counts.get(bus.TRIGGERS_JOINED.subject) == 1
 
 
 async def _has_joiner(client: NatsBroker) -> bool:

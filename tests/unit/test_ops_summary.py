@@ -95,7 +95,7 @@ def every_message() -> dict[type[BaseModel], BaseModel]:
         LibraryEntry: describe(recording, [], revision=1, cues=[], resources=[]),
         DeadLetter: DeadLetter(
             stage="enrich",
-            subject=bus.TRIGGERS_FIRED,
+            subject=bus.TRIGGERS_FIRED.subject,
             data="{}",
             reason="page kept timing out",
             error_type="RetryableError",
@@ -140,9 +140,9 @@ def test_summaries_say_what_happened() -> None:
 @pytest.mark.parametrize(
     ("subject", "data", "expected"),
     [
-        (bus.SHARES, b"\xff\x00not json", "not a valid Share"),
-        (bus.SHARES, b'{"id": "x:1", "url": "ftp://nope"}', "not a valid Share"),
-        (bus.SHARES, b"[1, 2]", "not a valid Share"),
+        (bus.SHARES.subject, b"\xff\x00not json", "not a valid Share"),
+        (bus.SHARES.subject, b'{"id": "x:1", "url": "ftp://nope"}', "not a valid Share"),
+        (bus.SHARES.subject, b"[1, 2]", "not a valid Share"),
         ("impromptu.somewhere.new", b'{"id": "m-1", "what": 1}', "unknown subject: m-1 {id, what}"),
         ("impromptu.somewhere.new", b"plain text", "unknown subject: 10 byte(s) that are not JSON"),
         ("impromptu.somewhere.new", b"", "unknown subject: 0 byte(s) that are not JSON"),
@@ -158,13 +158,13 @@ def test_since_and_stage_filters() -> None:
     assert parse_since("1.5h") == timedelta(hours=1.5)
     with pytest.raises(ImpromptuError, match="--since"):
         parse_since("yesterday")
-    assert shows(bus.SHARES, None)
-    assert shows(bus.SHARES, "trigger") and shows("impromptu.dlq.trigger", "trigger")
-    assert not shows(bus.SHARES, "outreach") and not shows("impromptu.dlq.enrich", "trigger")
+    assert shows(bus.SHARES.subject, None)
+    assert shows(bus.SHARES.subject, "trigger") and shows("impromptu.dlq.trigger", "trigger")
+    assert not shows(bus.SHARES.subject, "outreach") and not shows("impromptu.dlq.enrich", "trigger")
 
 
 def _stage(**fields: object) -> StageStatus:
-    defaults: dict[str, object] = {"durable": "enrich", "stage": "enrich", "subject": bus.TRIGGERS_FIRED}
+    defaults: dict[str, object] = {"durable": "enrich", "stage": "enrich", "subject": bus.TRIGGERS_FIRED.subject}
     defaults.update(exists=True, live=True)
     return StageStatus(**(defaults | fields))  # type: ignore[arg-type]
 
@@ -231,7 +231,7 @@ def test_replicas_a_lost_node_and_no_leader_are_reported() -> None:
 def test_a_stages_dead_letters_are_shown_once_not_on_each_of_its_consumers_rows() -> None:
     actions = [c for c in STAGE_CONSUMERS if c.stage == "actions"]
     assert len(actions) == 6
-    stages = [_stage(durable="enrich", stage="enrich", subject=bus.TRIGGERS_FIRED, last_active=NOW)]
+    stages = [_stage(durable="enrich", stage="enrich", subject=bus.TRIGGERS_FIRED.subject, last_active=NOW)]
     stages += [_stage(durable=c.durable, stage="actions", subject=c.subject, last_active=NOW) for c in actions]
     report = _report(*stages, dead_letters={"actions": 10, "enrich": 0})
     console = Console(width=200, record=True, color_system=None)

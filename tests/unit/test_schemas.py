@@ -48,5 +48,10 @@ def test_asyncapi_document_is_reproducible_and_names_every_subject() -> None:
     again = all_documents(create_broker)[ASYNCAPI_FILE]
     assert render(again) == render(DOCUMENTS[ASYNCAPI_FILE])  # no timestamps, no generated ids
     addresses = {channel["address"] for channel in DOCUMENTS[ASYNCAPI_FILE]["channels"].values()}
-    assert {bus.SHARES, bus.DECISIONS, bus.PROPOSALS_CREATED, bus.dead_letter_subject("trigger")} <= addresses
+    assert {
+        bus.SHARES.subject,
+        bus.DECISIONS.subject,
+        bus.PROPOSALS_CREATED.subject,
+        bus.dead_letter_subject("trigger"),
+    } <= addresses
     assert DOCUMENTS[ASYNCAPI_FILE]["servers"]["development"]["host"] == "localhost:4222"  # the placeholder server

@@ -66,7 +66,7 @@ async def post_signed(http: httpx.AsyncClient, body: object) -> httpx.Response:
 
 
 async def shares_on_bus(client: NatsBroker) -> int:
-    return (await subject_counts(client)).get(bus.SHARES, 0)
+    return (await subject_counts(client)).get(bus.SHARES.subject, 0)
 
 
 async def test_a_signed_share_is_published_once_however_often_it_is_posted(
@@ -79,7 +79,7 @@ async def test_a_signed_share_is_published_once_however_often_it_is_posted(
     expected_id = f"webhook:{stable_id('s', BODY['url'], BODY['by'])}"
     assert first.json() == {"id": expected_id, "duplicate": False, "seq": first.json()["seq"]}
     assert again.json() == {"id": expected_id, "duplicate": True, "seq": first.json()["seq"]}
-    (share,) = await models_on(client, bus.SHARES, Share)
+    (share,) = await models_on(client, bus.SHARES.subject, Share)
     assert (share.id, share.source, share.sharer, share.url) == (expected_id, "webhook", "@britz", BODY["url"])
     assert share.text == BODY["text"]
 
@@ -97,7 +97,7 @@ async def test_every_field_of_the_body_reaches_the_share(http: httpx.AsyncClient
     response = await post_signed(http, body)
 
     assert response.status_code == 202, response.text
-    (share,) = await models_on(client, bus.SHARES, Share)
+    (share,) = await models_on(client, bus.SHARES.subject, Share)
     assert share.id == "webhook:post-42"
     assert (share.network, share.is_reply, share.is_repost, share.language) == ("mastodon", True, True, "en")
     assert share.shared_at.isoformat() == "2025-03-04T10:15:30+00:00"

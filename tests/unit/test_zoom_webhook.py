@@ -71,7 +71,7 @@ async def zoom_session(client: NatsBroker) -> ScheduledSession:
 
 
 async def recordings(client: NatsBroker) -> list[Recording]:
-    return await models_on(client, bus.RECORDINGS, Recording)
+    return await models_on(client, bus.RECORDINGS.subject, Recording)
 
 
 async def test_the_validation_challenge_is_answered_with_the_hmac_of_the_plain_token(http: httpx.AsyncClient) -> None:
@@ -114,7 +114,7 @@ async def test_recording_completed_becomes_one_recording_and_the_token_stays_off
     assert recording.download_key
     kept = await (await stores.bucket(client, stores.DOWNLOADS)).get(recording.download_key)
     assert kept.value == token.encode()
-    assert all(token.encode() not in raw for raw in await messages_on(client, bus.RECORDINGS))
+    assert all(token.encode() not in raw for raw in await messages_on(client, bus.RECORDINGS.subject))
     assert token not in repr(logs)
 
 
