@@ -1,0 +1,181 @@
+"""Tracing (pipeline/tracing.py): one share's spans form one trace, from the trigger stage through enrich, the
+proposal and, after a facilitator's approval, outreach; off, nothing of OpenTelemetry's SDK is set up."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from pipeline import bus, tracing
+from pipeline.actions.approval import decide
+from pipeline.app import connected
+from pipeline.connect import new_broker
+from pipeline.demo import seed_share
+from pipeline.settings import Settings
+from tests.integration.bus_helpers import running_stages, seed_proposal, wait_drained, wait_for_count
+
+pytestmark = pytest.mark.nats
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def _traced_into(exporter: InMemorySpanExporter) -> Iterator[None]:
+    """Tracing on, its spans kept in `exporter` (the process-wide provider is never set: see tracing.start)."""
+    tracing.start(exporter=exporter)
+    try:
+        yield
+    finally:
+        tracing.stop()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    with _traced_into(exporter):
+        yield exporter
+
+
+def _named(spans: list[ReadableSpan], name: str, kind: SpanKind) -> ReadableSpan:
+    found = [span for span in spans if span.name == name and span.kind == kind]
+    assert found, f"no {kind.name} span {name!r} among {sorted({span.name for span in spans})}"
+    return found[0]
+
+
+def _parent(spans: list[ReadableSpan], child: ReadableSpan) -> ReadableSpan | None:
+    return next((span for span in spans if child.parent and span.context.span_id == child.parent.span_id), None)
+
+
+def _ancestors(spans: list[ReadableSpan], span: ReadableSpan) -> list[ReadableSpan]:
+    found = []
+    while (parent := _parent(spans, span)) is not None:
+        found.append(parent)
+        span = parent
+    return found
+
+
+async def test_one_share_is_one_trace_from_trigger_to_outreach(spans: InMemorySpanExporter, settings: Settings) -> None:
+    async with running_stages(settings), connected(settings) as client:
+        proposal = await seed_proposal(client)
+        # the approval comes later and from outside any handler (the web page, the CLI): it continues the trace
+        await decide(client, proposal.id, "approved", by="ana")
+        await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
+        await wait_drained(client, "outreach-post")
+    finished = list(spans.get_finished_spans())
+
+    assert {span.context.trace_id for span in finished} == {tracing.trace_id_of(proposal.correlation_id)}
+    trigger = _named(finished, f"{bus.SHARES} process", SpanKind.CONSUMER)
+    enrich = _named(finished, f"{bus.TRIGGERS_FIRED} process", SpanKind.CONSUMER)
+    propose = _named(finished, f"{bus.CONTENT_ENRICHED} process", SpanKind.CONSUMER)
+    decision = _named(finished, f"{bus.DECISIONS} process", SpanKind.CONSUMER)
+    outreach_due = _named(finished, f"{bus.OUTREACH_DUE} publish", SpanKind.PRODUCER)
+    posted = _named(finished, f"{bus.OUTREACH_DUE} process", SpanKind.CONSUMER)
+    _named(finished, f"{bus.SESSIONS_SCHEDULED} process", SpanKind.CONSUMER)
+    _named(finished, f"{bus.PROPOSALS_CREATED} publish", SpanKind.PRODUCER)
+    _named(finished, f"{bus.OUTREACH_RESULTS} publish", SpanKind.PRODUCER)
+    # each stage's span descends from the one before it, through the trace context in the message's headers
+    assert enrich.parent is not None and enrich.parent.is_remote
+    assert trigger in _ancestors(finished, enrich) and enrich in _ancestors(finished, propose)
+    assert decision in _ancestors(finished, outreach_due) and decision in _ancestors(finished, posted)
+
+    # the article fetch, a client span inside the enrich stage's, its URL cut to the origin
+    (fetch,) = [span for span in finished if span.kind == SpanKind.CLIENT]
+    assert _parent(finished, fetch) is enrich
+    urls = {value for key, value in (fetch.attributes or {}).items() if key in tracing.URL_ATTRIBUTES}
+    assert urls and all(str(url).startswith("http://127.0.0.1:") and str(url).count("/") == 2 for url in urls)
+
+
+async def test_a_share_published_untraced_joins_its_trace_at_the_first_stage(settings: Settings) -> None:
+    """A share from a command run without tracing carries no trace context: the trigger stage's span starts the
+    trace, under the id of the share's correlation id, as every later span of that share will have."""
+    settings = settings.model_copy(update={"stages": ("trigger",)})
+    exporter = InMemorySpanExporter()
+    async with connected(settings) as untraced:  # built before tracing is on: no middleware
+        share = seed_share("https://example.com/article")
+        with _traced_into(exporter):
+            async with running_stages(settings):
+                await bus.publish(untraced, bus.SHARES, share)
+                await wait_drained(untraced, "trigger")
+    process = _named(list(exporter.get_finished_spans()), f"{bus.SHARES} process", SpanKind.CONSUMER)
+    assert process.context.trace_id == tracing.trace_id_of(share.correlation_id)
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [{}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}],
+    ids=["no endpoint", "sdk disabled"],
+)
+async def test_off_nothing_is_set_up(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]
+) -> None:
+    for name in tracing.ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with tracing.traced(settings.stages) as on:
+        assert on is None and tracing.active() is None
+        assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # the API's, never the SDK's
+        assert tuple(new_broker(settings.nats_url or "", settings).config.broker_middlewares) == ()
+        assert not _httpx_instrumented()
+
+
+def _httpx_instrumented() -> bool:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    return bool(HTTPXClientInstrumentor().is_instrumented_by_opentelemetry)
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_with_an_endpoint_spans_go_out_by_otlp_http() -> None:
+    """In a process of its own (the global provider is set once per process): OTEL_EXPORTER_OTLP_ENDPOINT set, the
+    pipeline's provider becomes the global one and its spans reach the collector when tracing stops."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from pipeline import tracing\n"
+        "assert tracing.start(('trigger',)) is not None\n"
+        "assert type(trace.get_tracer_provider()).__module__.startswith('opentelemetry.sdk')\n"
+        "with trace.get_tracer('test').start_as_current_span('one share'): pass\n"
+        "tracing.stop()\n"
+    )
+    env = os.environ | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+        "OTEL_SERVICE_NAME": "impromptu-test",
+        "PYTHONPATH": str(CHECKOUT),
+    }
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    ((path, body),) = _Collector.received
+    assert path == "/v1/traces"
+    assert b"one share" in body and b"impromptu-test" in body and b"trigger" in body
