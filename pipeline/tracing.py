@@ -25,7 +25,6 @@ from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 from faststream import BaseMiddleware
 
@@ -191,6 +190,8 @@ class _CorrelatedMiddleware(BaseMiddleware):
 def _origin_only(span: Any, request: Any) -> None:
     """A client span keeps only the URL's origin: a Slack or Teams webhook URL is its secret, an API's query may
     carry a token. (A hook that raised would fail the request itself: it cannot.)"""
+    import httpx  # loaded already: the hook runs inside its request
+
     attributes = getattr(span, "attributes", None) or {}
     url = request.url
     origin = f"{url.scheme}://{url.netloc.decode()}" if isinstance(url, httpx.URL) else "(not shown)"
