@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Tracer
 
 log = structlog.get_logger("pipeline.tracing")
 
@@ -65,9 +66,15 @@ class Tracing:
         from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 
         self.provider = provider
-        # counters off: metrics are Prometheus' (GET /metrics); the histograms go to the API's no-op meter
+        tracer = provider.get_tracer(__name__)
+
+        def correlated(msg: Any, /, *, context: Any) -> _CorrelatedMiddleware:  # FastStream's middleware factory
+            return _CorrelatedMiddleware(msg, context=context, tracer=tracer)
+
+        # outside the telemetry middleware, so that its spans see the correlation id; counters off: metrics are
+        # Prometheus' (GET /metrics), and its histograms go to the API's no-op meter
         self.middlewares = (
-            _correlated,
+            correlated,
             NatsTelemetryMiddleware(tracer_provider=provider, include_messages_counters=False),
         )
 
@@ -164,13 +171,13 @@ def _correlated_ids() -> IdGenerator:
     return CorrelatedIds()
 
 
-def _correlated(msg: Any, /, *, context: Any) -> _CorrelatedMiddleware:
-    """A broker middleware factory (FastStream calls it per message and per publish), outside the telemetry one."""
-    return _CorrelatedMiddleware(msg, context=context)
-
-
 class _CorrelatedMiddleware(BaseMiddleware):
-    """Names the correlation id of what is consumed or published while the telemetry middleware starts its spans."""
+    """Names the correlation id of what is consumed or published while the telemetry middleware starts its spans,
+    and keeps a message published while serving something else (a web request) in its share's trace."""
+
+    def __init__(self, msg: Any, /, *, context: Any, tracer: Tracer) -> None:
+        super().__init__(msg, context=context)
+        self.tracer = tracer
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         token = _correlation.set(msg.correlation_id)
@@ -180,9 +187,20 @@ class _CorrelatedMiddleware(BaseMiddleware):
             _correlation.reset(token)
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: PublishCommand) -> Any:
+        from opentelemetry import trace
+        from opentelemetry.context import Context
+
         token = _correlation.set(cmd.correlation_id)
         try:
-            return await call_next(cmd)
+            publisher = trace.get_current_span().get_span_context()
+            if not publisher.is_valid or publisher.trace_id == trace_id_of(cmd.correlation_id or ""):
+                return await call_next(cmd)
+            # e.g. an approval clicked on a page, whose request FastAPI traces: the decision starts anew in its
+            # share's trace (a fresh context), its first span linked to the request that published it
+            with self.tracer.start_as_current_span(
+                f"{cmd.destination} send", context=Context(), links=[trace.Link(publisher)]
+            ):
+                return await call_next(cmd)
         finally:
             _correlation.reset(token)
 

@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -33,6 +33,7 @@ from pipeline.actions.service import Approvals
 from pipeline.actions.web import install_approval_web
 from pipeline.actions.web.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
 from pipeline.actions.web.limits import BearerFirst, BodyLimit
+from pipeline.actions.web.links import PATH as ONE_CLICK_PATH
 from pipeline.actions.web.links import links_router
 from pipeline.actions.web.pages import SECURITY_HEADERS, render_plain
 from pipeline.actions.web.slack import slack_router
@@ -50,6 +51,10 @@ log = structlog.get_logger("pipeline.web")
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 READINESS_TIMEOUT_SECONDS = 2.0
+
+
+def _one_click_link(scope: MutableMapping[str, Any]) -> bool:
+    return str(scope.get("path", "")).startswith(ONE_CLICK_PATH + "/")
 
 
 def create_web_app(
@@ -72,6 +77,9 @@ def create_web_app(
         docs_url=None,  # served by ops_router, behind IMPROMPTU_OPS_ENDPOINTS
         redoc_url=None,
         openapi_url=None,
+        # FastAPI traces each request when tracing is on (pipeline/tracing.py), but never a one-click link: its path
+        # is its credential, and a span keeps the path
+        telemetry={"exclude": _one_click_link},
     )
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)

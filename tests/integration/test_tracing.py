@@ -12,18 +12,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from faststream.nats import NatsBroker
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from pydantic import SecretStr
 
 from pipeline import bus, tracing
 from pipeline.actions.approval import decide
+from pipeline.actions.service import Approvals
 from pipeline.app import connected
 from pipeline.connect import new_broker
 from pipeline.demo import seed_share
 from pipeline.settings import Settings
+from pipeline.triggers.reload import LiveRules
+from pipeline.web import create_web_app
 from tests.integration.bus_helpers import running_stages, seed_proposal, wait_drained, wait_for_count
 
 pytestmark = pytest.mark.nats
@@ -69,13 +75,23 @@ def _ancestors(spans: list[ReadableSpan], span: ReadableSpan) -> list[ReadableSp
 async def test_one_share_is_one_trace_from_trigger_to_outreach(spans: InMemorySpanExporter, settings: Settings) -> None:
     async with running_stages(settings), connected(settings) as client:
         proposal = await seed_proposal(client)
-        # the approval comes later and from outside any handler (the web page, the CLI): it continues the trace
-        await decide(client, proposal.id, "approved", by="ana")
+        # the approval comes later, from outside any handler, while a web request is traced (as FastAPI does)
+        active = tracing.active()
+        assert active is not None
+        with active.provider.get_tracer("test").start_as_current_span("POST /proposals/{proposal_id}/approve"):
+            request = trace.get_current_span().get_span_context()
+            await decide(client, proposal.id, "approved", by="ana")
         await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
         await wait_drained(client, "outreach-post")
     finished = list(spans.get_finished_spans())
 
-    assert {span.context.trace_id for span in finished} == {tracing.trace_id_of(proposal.correlation_id)}
+    share_trace = tracing.trace_id_of(proposal.correlation_id)
+    assert {span.context.trace_id for span in finished if span.name != "POST /proposals/{proposal_id}/approve"} == {
+        share_trace
+    }
+    # the decision stays in the share's trace, linked to the request that made it
+    (sent,) = [span for span in finished if span.name == f"{bus.DECISIONS} send"]
+    assert [link.context.span_id for link in sent.links] == [request.span_id] and request.trace_id != share_trace
     trigger = _named(finished, f"{bus.SHARES} process", SpanKind.CONSUMER)
     enrich = _named(finished, f"{bus.TRIGGERS_FIRED} process", SpanKind.CONSUMER)
     propose = _named(finished, f"{bus.CONTENT_ENRICHED} process", SpanKind.CONSUMER)
@@ -89,6 +105,7 @@ async def test_one_share_is_one_trace_from_trigger_to_outreach(spans: InMemorySp
     assert enrich.parent is not None and enrich.parent.is_remote
     assert trigger in _ancestors(finished, enrich) and enrich in _ancestors(finished, propose)
     assert decision in _ancestors(finished, outreach_due) and decision in _ancestors(finished, posted)
+    assert sent in _ancestors(finished, decision)
 
     # the article fetch, a client span inside the enrich stage's, its URL cut to the origin
     (fetch,) = [span for span in finished if span.kind == SpanKind.CLIENT]
@@ -110,6 +127,26 @@ async def test_a_share_published_untraced_joins_its_trace_at_the_first_stage(set
                 await wait_drained(untraced, "trigger")
     process = _named(list(exporter.get_finished_spans()), f"{bus.SHARES} process", SpanKind.CONSUMER)
     assert process.context.trace_id == tracing.trace_id_of(share.correlation_id)
+
+
+async def test_a_one_click_link_never_reaches_a_span(
+    spans: InMemorySpanExporter, settings: Settings, client: NatsBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI traces requests on the global tracer provider (tracing.start sets it when on); the path of an
+    e-mail's one-click link is its credential, so that request is never traced."""
+    active = tracing.active()
+    assert active is not None
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: active.provider)  # as tracing.start makes it
+    web_settings = settings.model_copy(
+        update={"public_url": "https://impromptu.example.org", "web_secret": SecretStr("s" * 40)}
+    )
+    app = create_web_app(web_settings, client, Approvals(client, web_settings, LiveRules.of(web_settings)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        assert (await http.get("/decide/the-link-token.its-signature")).status_code == 400
+        assert (await http.get("/healthz")).status_code == 200
+    finished = spans.get_finished_spans()
+    assert any(span.name == "GET /healthz" for span in finished)  # FastAPI does trace requests
+    assert not [span for span in finished if "the-link-token" in str(dict(span.attributes or {}))]
 
 
 @pytest.mark.parametrize(
