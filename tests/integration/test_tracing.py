@@ -81,7 +81,7 @@ async def test_one_share_is_one_trace_from_trigger_to_outreach(spans: InMemorySp
         with active.provider.get_tracer("test").start_as_current_span("POST /proposals/{proposal_id}/approve"):
             request = trace.get_current_span().get_span_context()
             await decide(client, proposal.id, "approved", by="ana")
-        await wait_for_count(client, bus.OUTREACH_RESULTS, 3)
+        await wait_for_count(client, bus.OUTREACH_RESULTS, 3, timeout=60)  # the template workers start first
         await wait_drained(client, "outreach-post")
     finished = list(spans.get_finished_spans())
 
@@ -168,6 +168,28 @@ async def test_off_nothing_is_set_up(
         assert not _httpx_instrumented()
 
 
+def test_off_the_sdk_is_not_even_imported(tmp_path: Path) -> None:
+    """Off costs no import either: a worker builds its broker and its web app without loading the SDK (a process of
+    its own: this one has it loaded by the other tests)."""
+    script = (
+        "import sys\n"
+        "from pipeline import tracing\n"
+        "from pipeline.app import create_broker\n"
+        "from pipeline.settings import Settings\n"
+        "with tracing.traced() as on:\n"
+        "    assert on is None\n"
+        f"    create_broker(Settings(nats_url='nats://127.0.0.1:1', data_dir={str(tmp_path)!r}))\n"
+        "loaded = ('opentelemetry.sdk', 'opentelemetry.instrumentation')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(loaded)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"PYTHONPATH": str(CHECKOUT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def _httpx_instrumented() -> bool:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -191,6 +213,7 @@ class _Collector(http.server.BaseHTTPRequestHandler):
 def test_with_an_endpoint_spans_go_out_by_otlp_http() -> None:
     """In a process of its own (the global provider is set once per process): OTEL_EXPORTER_OTLP_ENDPOINT set, the
     pipeline's provider becomes the global one and its spans reach the collector when tracing stops."""
+    _Collector.received = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     script = (
