@@ -6,8 +6,11 @@ fetches, channel posts, providers, notices), exported in batches by OTLP/HTTP. E
 environment: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_*,
 OTEL_SDK_DISABLED.
 
-When off: nothing is imported or installed. No SDK tracer provider (the API's global stays its no-op proxy), no broker
-middleware, httpx untouched.
+The provider is also the API's global one, so FastAPI traces the HTTP requests it serves (pipeline/web.py keeps the
+one-click links out).
+
+When off: neither the SDK nor the instrumentation is imported. No SDK tracer provider (the API's global stays its
+no-op proxy), no broker middleware, httpx untouched.
 
 One share, one trace: a span with no parent (a share from a source or the webhook, a facilitator's decision from the
 web page, the clock's approval, a message some untraced command published) takes its trace id from the message's
