@@ -12,7 +12,7 @@ from faststream import FastStream
 from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker, NatsRouter
 
-from pipeline import bus, stores
+from pipeline import bus, stores, tracing
 from pipeline.actions import actions_router
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
@@ -186,7 +186,12 @@ def nats_for(settings: Settings) -> Iterator[Settings]:
 
 async def serve(settings: Settings) -> None:
     """`impromptu run`: the stages (all, or `settings.stages`) and, with actions, the HTTP server, until
-    SIGINT/SIGTERM; then they drain and an embedded NATS stops."""
+    SIGINT/SIGTERM; then they drain and an embedded NATS stops. Traced when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    with tracing.traced(settings.stages):  # before any broker is built; its spans flushed after the last stops
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     tune_malloc()
     if settings.stages != STAGE_NAMES and settings.nats_url is None:
         # Some stages only: they join a pipeline, never embed a server of their own on its port.

@@ -105,13 +105,15 @@ def demo(
     ] = False,
 ) -> None:
     """The seed story end to end, in seconds, on an embedded NATS server; ends with the recording in the library."""
+    from pipeline import tracing
     from pipeline.demo import run_demo
     from pipeline.logs import configure_logging
 
     settings = load_settings()
     # the story's own lines only, unless asked: the demo's settings are a demo's (no webhook secret, say)
     configure_logging(json=settings.log_json, level=settings.log_level if verbose else "ERROR")
-    _run(run_demo(settings, serve=serve))
+    with tracing.traced(settings.stages):  # OTEL_EXPORTER_OTLP_ENDPOINT set: the story is one trace in a collector
+        _run(run_demo(settings, serve=serve))
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsCredentials, NatsNKey, NatsSecurity
 from nats.aio.client import ErrorCallback
 
-from pipeline import bus, pull_timeouts
+from pipeline import bus, pull_timeouts, tracing
 from pipeline.embedded import BusUser, BusUsers
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
@@ -54,6 +54,7 @@ def new_broker(
     return NatsBroker(
         servers,
         logger=None,
+        middlewares=tracing.broker_middlewares(),  # spans per message when tracing is on (pipeline/tracing.py)
         connect_timeout=5,
         name="impromptu",
         security=security,

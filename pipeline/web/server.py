@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -30,6 +30,7 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
+from pipeline.domain.decision_links import PATH as ONE_CLICK_PATH
 from pipeline.errors import ConfigError
 from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_of
 from pipeline.schema_export import asyncapi_document
@@ -52,6 +53,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
+def _one_click_link(scope: MutableMapping[str, Any]) -> bool:
+    return str(scope.get("path", "")).startswith(ONE_CLICK_PATH + "/")
+
+
 def create_web_app(
     settings: Settings,
     broker: NatsBroker,
@@ -72,6 +77,9 @@ def create_web_app(
         docs_url=None,  # served by ops_router, behind IMPROMPTU_OPS_ENDPOINTS
         redoc_url=None,
         openapi_url=None,
+        # FastAPI traces each request when tracing is on (pipeline/tracing.py), but never a one-click link: its path
+        # is its credential, and a span keeps the path
+        telemetry={"exclude": _one_click_link},
     )
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)
