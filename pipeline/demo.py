@@ -25,7 +25,8 @@ from nats.aio.msg import Msg
 
 from pipeline import bus
 from pipeline.actions.approval import DecisionRefused, advance_by_clock, decide, transition
-from pipeline.app import connected, create_broker, nats_for, start_stages
+from pipeline.app import create_broker, nats_for, start_stages
+from pipeline.connect import connected
 from pipeline.embedded import free_port
 from pipeline.messages import (
     EnrichedContent,

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from faststream import AckPolicy
-from faststream.nats import NatsRouter, PubAck
+from faststream.nats import NatsRouter
 from faststream.nats.message import NatsMessage
 from faststream.nats.publisher.usecase import LogicPublisher
 
@@ -38,9 +38,9 @@ async def still_working(message: NatsMessage, every: float) -> AsyncIterator[Non
         await asyncio.gather(beating, return_exceptions=True)
 
 
-async def emit(publisher: LogicPublisher, message: Message) -> PubAck:
+async def emit(publisher: LogicPublisher, message: Message) -> None:
     """Publish with the message's own id as Nats-Msg-Id, so a retried publish is a no-op."""
-    return await publisher.publish(message, headers=bus.msg_headers(message), correlation_id=message.correlation_id)
+    await publisher.publish(message, headers=bus.msg_headers(message), correlation_id=message.correlation_id)
 
 
 class StageRouter(NatsRouter):
@@ -67,10 +67,13 @@ class StageRouter(NatsRouter):
         """Subscribe as a durable pull consumer; `concurrency` > 1 handles that many messages at once (only for
         handlers whose effects are safe in any order, e.g. guarded by compare-and-set)."""
         consumer = bus.stage_consumer(self.settings, durable or self.stage_name)
-        if concurrency > 1:
-            consumer["max_workers"] = concurrency
         # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
-        return self.subscriber(subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
+        return self.subscriber(
+            subject,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_workers=concurrency if concurrency > 1 else None,  # None: FastStream's default, one at a time
+            **consumer,
+        )
 
     async def _publish_dead_letter(self, dead_letter: DeadLetter) -> None:
         msg_id = f"dlq:{self.stage_name}:{dead_letter.stream_sequence or dead_letter.failed_at.isoformat()}"

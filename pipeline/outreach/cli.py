@@ -63,7 +63,7 @@ def render_command(
     text = render(
         environment(settings.outreach_templates_dir),
         channel,
-        kind,  # type: ignore[arg-type]  # one of AnnouncementKind, checked above
+        kind,  # one of AnnouncementKind, checked above
         session,
         library_url=f"{settings.base_url}/library/entry-sample" if kind == "recording" else None,
         tagline=session.proposal.title if kind == "recording" else None,
