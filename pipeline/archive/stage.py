@@ -19,7 +19,7 @@ import structlog
 from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from pipeline import bus
-from pipeline.actions import session_id_for
+from pipeline.actions.stage import session_id_for
 from pipeline.archive import catalog
 from pipeline.archive.keep import await_recording, keep_recording, list_article
 from pipeline.archive.media import MediaStore, media_store

@@ -129,7 +129,9 @@ class TemplateWorkers:
         }
         args = (self.folder, channel, kind, session, options)
         bound = self.seconds + GRACE_SECONDS
-        pool = self._pool or await asyncio.get_running_loop().run_in_executor(None, self._start)
+        pool = self._pool
+        if pool is None:
+            pool = await asyncio.get_running_loop().run_in_executor(None, self._start)
         try:
             future = pool.schedule(render_in_worker, args=args, timeout=bound)
         except RuntimeError as error:  # pebble's pool broke or was stopped: a new one takes the render
