@@ -77,7 +77,7 @@ async def session_held_at(broker: NatsBroker, provider: str, provider_id: str) -
     kv = await stores.bucket(broker, stores.SESSIONS)
     try:
         entry = await kv.get(provider_key(provider, provider_id))
-        session_id = (entry.value or b"").decode()
+        session_id: str | None = (entry.value or b"").decode()
     except KeyNotFoundError:
         session_id = await _awaiting_session(broker, provider, provider_id)
     return await session_by_id(broker, session_id) if session_id else None
