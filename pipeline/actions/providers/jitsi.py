@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pipeline.actions.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
+from pipeline.messages import Provider
 
 
 class JitsiProvider:
-    name = "jitsi"
+    name: Provider = "jitsi"
 
     def __init__(self, base_url: str = "https://meet.jit.si") -> None:
         self.base_url = base_url.rstrip("/")

@@ -24,6 +24,7 @@ from pipeline.actions.providers.http import (
     utc_text,
     with_marker,
 )
+from pipeline.messages import Provider
 from pipeline.settings import Settings
 from pipeline.text import shorten
 
@@ -99,7 +100,7 @@ def _plain(text: str) -> str:
 
 
 class YouTubeProvider(ApiAccess):
-    name = "youtube"
+    name: Provider = "youtube"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         self.api_url = settings.youtube_api_url.rstrip("/")

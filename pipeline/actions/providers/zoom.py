@@ -25,6 +25,7 @@ from pipeline.actions.providers.http import (
     utc_text,
     with_marker,
 )
+from pipeline.messages import Provider
 from pipeline.settings import Settings
 from pipeline.text import shorten
 
@@ -64,7 +65,7 @@ class _Token(BaseModel):
 
 
 class ZoomProvider(ApiAccess):
-    name = "zoom"
+    name: Provider = "zoom"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         self.api_url = settings.zoom_api_url.rstrip("/")

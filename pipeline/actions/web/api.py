@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.actions.approval import DecisionRefused, ProposalRecord, ProposalState
+from pipeline.actions.approval import DecisionRefused, ProposalRecord
 from pipeline.actions.service import RECENT, Announcement, Approvals, ChannelPreview, EditRefused, ProposalEdit
 from pipeline.actions.web.auth import api_facilitator
+from pipeline.messages import ProposalState
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.api")
