@@ -136,9 +136,10 @@ async def oldest_unacked_age(js: JetStreamContext, info: ConsumerInfo, subject: 
 
 async def _consumer_info(js: JetStreamContext, durable: str) -> ConsumerInfo | None:
     try:
-        return await js.consumer_info(bus.STREAM, durable)
+        info: ConsumerInfo = await js.consumer_info(bus.STREAM, durable)  # nats-py leaves it unannotated
     except NotFoundError:
         return None
+    return info
 
 
 async def _sampled_info(js: JetStreamContext, durable: str) -> tuple[ConsumerInfo | None, bool]:

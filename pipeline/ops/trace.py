@@ -53,7 +53,7 @@ async def read_stream(
     if since is None:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
     else:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.isoformat())
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
     sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
     try:
         consumer = await sub.consumer_info()
