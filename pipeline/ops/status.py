@@ -274,11 +274,11 @@ def format_age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def format_bytes(size: int) -> str:
+def format_bytes(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
+        size /= 1024
     raise AssertionError("unreachable")
 
 

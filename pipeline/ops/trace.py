@@ -212,11 +212,11 @@ async def _rescan(js: JetStreamContext, correlation_id: str, start_seq: int) -> 
     return found
 
 
-def _get(body: dict[str, Any], *path: str) -> Any:
+def _get(body: object, *path: str) -> Any:
     for key in path:
         if not isinstance(body, dict):
             return None
-        body = body.get(key)  # type: ignore[assignment]
+        body = body.get(key)
     return body
 
 
