@@ -43,6 +43,7 @@ test: install-dev
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/deptry .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 schemas: install
