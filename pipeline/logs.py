@@ -40,7 +40,7 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StructlogHandler(logging.StreamHandler[_CurrentStderr]):
     """The root handler configure_logging installs (told apart from anyone else's when configuring again)."""
 
 
@@ -100,6 +100,7 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        # typed as TextIO; structlog only calls write() and flush()
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

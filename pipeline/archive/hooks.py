@@ -294,15 +294,16 @@ def _wanted(raw: bytes, settings: Settings) -> Wanted | JSONResponse:
         ) from None
     files = []
     problems: list[dict[str, str]] = []
-    for kind, field, value in (
+    linked: tuple[tuple[RecordingFileKind, str, str | None], ...] = (
         ("video", "media_url", ours.media_url),
         ("transcript", "transcript_url", ours.transcript_url),
         ("chat", "chat_url", ours.chat_url),
-    ):
+    )
+    for kind, field, value in linked:
         if value is None:
             continue
         try:
-            files.append(RecordingFile(kind=kind, location=checked_location(field, value, settings)))  # type: ignore[arg-type]
+            files.append(RecordingFile(kind=kind, location=checked_location(field, value, settings)))
         except Invalid as invalid:
             problems += invalid.problems
     if problems:

@@ -115,7 +115,7 @@ async def store_file(
     title = slugify(recording.session.proposal.title, max_length=60, word_boundary=True) or "recording"
     kept = KeptFile(
         kind=file.kind,
-        store=store.name,  # type: ignore[arg-type]
+        store=store.name,
         key=stored.key,
         content_type=stored.content_type,
         size=stored.size,

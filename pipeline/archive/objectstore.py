@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.archive.media import MediaMissing, MediaRefused, StoredObject, UploadInProgress
 from pipeline.errors import RetryableError
+from pipeline.messages import StoreName
 
 log = structlog.get_logger("pipeline.archive")
 
@@ -125,7 +126,7 @@ def _content_type(info: api.ObjectInfo) -> str:
 
 
 class NatsMediaStore:
-    name = "nats"
+    name: StoreName = "nats"
 
     def __init__(
         self,
