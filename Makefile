@@ -43,6 +43,8 @@ test: install-dev
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/deptry .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 schemas: install

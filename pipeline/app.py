@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import structlog
 from faststream import FastStream
@@ -124,7 +125,7 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
     async def announce_ready() -> None:
         consumers = sorted(
             f"{sub.config.durable_name} <- {sub.subject.broker_address}"
-            for sub in broker.subscribers
+            for sub in bus.subscribers(broker)
             if sub.config.durable_name
         )
         log.info("pipeline.ready", nats_url=settings.nats_url, stages=list(settings.stages), consumers=consumers)
@@ -210,7 +211,8 @@ async def _serve(settings: Settings) -> None:
             await app.run()
             log.info("pipeline.stopped")
             return
-        web = create_web_app(live, app.broker, Approvals(app.broker, live, rules))
+        broker = cast(NatsBroker, app.broker)  # create_app's; FastStream types it by the base class, and optional
+        web = create_web_app(live, broker, Approvals(broker, live, rules))
         http_ready = asyncio.Event()
         http = asyncio.create_task(serve_http(live, web, http_ready), name="http")
 

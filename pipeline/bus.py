@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, cast
 
 import nats.errors
 from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker, PubAck, PullSub, StorageType, StreamConfig
+from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -112,7 +113,16 @@ def stream_config(settings: Settings) -> StreamConfig:
     )
 
 
-def stage_consumer(settings: Settings, durable: str) -> dict[str, object]:
+class StageConsumer(TypedDict):
+    """`NatsBroker.subscriber` arguments for a stage's consumer (typed: mypy then knows which overload is meant)."""
+
+    stream: JStream
+    durable: str
+    pull_sub: PullSub
+    config: ConsumerConfig
+
+
+def stage_consumer(settings: Settings, durable: str) -> StageConsumer:
     """Subscriber arguments for one stage's durable pull consumer.
 
     JetStream's own max_deliver stays unlimited on purpose: when it gives up it drops the message silently.
@@ -178,9 +188,14 @@ async def publish(broker: NatsBroker, topic: Topic[M], message: M) -> PubAck:
             pause = min(pause * 2, 2.0)
 
 
+def subscribers(broker: NatsBroker) -> list[LogicSubscriber[Any]]:
+    """The broker's subscribers as the NATS subscribers they are (FastStream types the list by their base class)."""
+    return cast("list[LogicSubscriber[Any]]", broker.subscribers)
+
+
 def jetstream(broker: NatsBroker) -> JetStreamContext:
     """The connected broker's nats-py JetStream context, for what FastStream does not wrap (stream, consumer info)."""
-    return broker.config.connection_state.stream
+    return broker.config.broker_config.connection_state.stream
 
 
 async def close_reader(js: JetStreamContext, subscription: JetStreamContext.PushSubscription) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from faststream import BaseMiddleware
@@ -83,8 +83,12 @@ class StageMiddleware(BaseMiddleware):
         self.policy = policy
         self.publish_dead_letter = publish_dead_letter
 
+    def _raw(self) -> Msg:
+        # FastStream types a middleware's message as Any | None; one built for a received NATS message has it.
+        return cast(Msg, self.msg)
+
     async def on_receive(self) -> None:
-        raw: Msg = self.msg
+        raw = self._raw()
         structlog.contextvars.bind_contextvars(
             stage=self.stage, correlation_id=_header(raw, "correlation_id"), subject=raw.subject
         )
@@ -104,7 +108,7 @@ class StageMiddleware(BaseMiddleware):
         return False
 
     async def _settle_failure(self, error: Exception) -> None:
-        raw: Msg = self.msg
+        raw = self._raw()
         delivered = raw.metadata.num_delivered if raw.metadata else 1
         reason = describe_error(error, raw.data)
         if isinstance(error, NotYet):  # waiting is not failing: no retry budget spent, no dead letter

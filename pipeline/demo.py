@@ -24,8 +24,9 @@ from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 
 from pipeline import bus
-from pipeline.app import connected, create_broker, nats_for, start_stages
+from pipeline.app import create_broker, nats_for, start_stages
 from pipeline.bus import M
+from pipeline.connect import connected
 from pipeline.domain.approval import DecisionRefused, advance_by_clock, decide, transition
 from pipeline.embedded import free_port
 from pipeline.messages import (

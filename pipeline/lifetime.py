@@ -17,7 +17,7 @@ Prctl = Callable[[int, int], int]
 
 def _prctl() -> Prctl | None:
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux
         return None
 

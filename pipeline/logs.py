@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import traceback
+from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -39,23 +40,25 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StructlogHandler(logging.StreamHandler[_CurrentStderr]):
     """The root handler configure_logging installs (told apart from anyone else's when configuring again)."""
 
 
-def _exc_info_of(event_dict: dict[str, Any]) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+def _exc_info_of(
+    event_dict: MutableMapping[str, Any],
+) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
     exc_info = event_dict.pop("exc_info", None)
     if isinstance(exc_info, BaseException):
         return type(exc_info), exc_info, exc_info.__traceback__
     if isinstance(exc_info, tuple) and exc_info and exc_info[0] is not None:
-        return exc_info  # type: ignore[return-value]
+        return exc_info
     if exc_info is True:
         current = sys.exc_info()
-        return current if current[0] is not None else None  # type: ignore[return-value]
+        return current if current[0] is not None else None
     return None
 
 
-def one_line_exception(_logger: object, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def one_line_exception(_logger: object, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """On a terminal: `raised="TypeError: boom (file.py:12 in f)"`, the innermost frame, not a traceback."""
     found = _exc_info_of(event_dict)
     if found is not None:
@@ -70,7 +73,7 @@ def one_line_exception(_logger: object, _name: str, event_dict: dict[str, Any]) 
     return event_dict
 
 
-def _one_line_event(_logger: object, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _one_line_event(_logger: object, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """uvicorn writes "Exception in ASGI application\\n": the event itself stays on its line."""
     event = event_dict.get("event")
     if isinstance(event, str) and "\n" in event:
@@ -97,6 +100,7 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        # typed as TextIO; structlog only calls write() and flush()
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
@@ -106,7 +110,7 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
 def _route_standard_logging(
     renderer: structlog.typing.Processor, exceptions: structlog.typing.Processor, level: str
 ) -> None:
-    handler = _StructlogHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler = _StructlogHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[

@@ -95,6 +95,7 @@ class Share(Message):
 
 ChannelName = Literal["x", "linkedin", "facebook", "mastodon", "slack", "teams", "email"]
 CHANNEL_NAMES: tuple[str, ...] = get_args(ChannelName)  # each has an adapter in pipeline/outreach/channels/
+DEFAULT_CHANNELS: tuple[ChannelName, ...] = ("x", "linkedin", "facebook")
 
 
 class SessionPlan(BaseModel):
@@ -105,7 +106,7 @@ class SessionPlan(BaseModel):
     lead_minutes: int = Field(default=30, ge=0, description="How far out the session starts (the seed: 30).")
     duration_minutes: int = Field(default=60, gt=0)
     channels: list[ChannelName] = Field(
-        default_factory=lambda: ["x", "linkedin", "facebook"], description="Where the session is announced."
+        default_factory=lambda: list(DEFAULT_CHANNELS), description="Where the session is announced."
     )
     facilitators: list[str] = Field(default_factory=list, description="Who is asked to approve (names).")
     without_article: bool = Field(

@@ -37,4 +37,4 @@ def install() -> None:
 
 
 def installed() -> bool:
-    return _PullSubscription.fetch is _fetch_timing_out_as_nats  # type: ignore[comparison-overlap]
+    return _PullSubscription.fetch is _fetch_timing_out_as_nats

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import requests
 
@@ -39,6 +40,6 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self.timeout = timeout
 
-    def request(self, *args: object, **kwargs: object) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # passed through as they came
         kwargs.setdefault("timeout", self.timeout)
-        return super().request(*args, **kwargs)  # type: ignore[arg-type]
+        return super().request(*args, **kwargs)

@@ -31,7 +31,7 @@ class DeliveryPolicy(BaseModel):
 
     def retry_delay(self, delivered: int) -> float:
         # the exponent is capped: a waiting message is delivered thousands of times, and 2.0**1024 overflows
-        return min(self.backoff_base_seconds * 2 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
+        return min(self.backoff_base_seconds * 2.0 ** min(max(delivered - 1, 0), 32), self.backoff_max_seconds)
 
 
 MIN_STREAM_AGE_DAYS = 7

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec
 
 from faststream import AckPolicy
-from faststream.nats import NatsRouter, PubAck
+from faststream.nats import NatsRouter
 from faststream.nats.message import NatsMessage
 from faststream.nats.publisher.usecase import LogicPublisher
 
@@ -49,12 +49,10 @@ class Output(Generic[M]):
     publisher: LogicPublisher
 
 
-async def emit(output: Output[M], message: M) -> PubAck:
+async def emit(output: Output[M], message: M) -> None:
     """Publish with the message's own id as Nats-Msg-Id, so a retried publish is a no-op."""
     message = output.topic.checked(message)
-    return await output.publisher.publish(
-        message, headers=bus.msg_headers(message), correlation_id=message.correlation_id
-    )
+    await output.publisher.publish(message, headers=bus.msg_headers(message), correlation_id=message.correlation_id)
 
 
 HandlerParams = ParamSpec("HandlerParams")
@@ -98,13 +96,16 @@ class StageRouter(NatsRouter):
         """Subscribe as a durable pull consumer; `concurrency` > 1 handles that many messages at once (only for
         handlers whose effects are safe in any order, e.g. guarded by compare-and-set)."""
         consumer = bus.stage_consumer(self.settings, durable or self.stage_name)
-        if concurrency > 1:
-            consumer["max_workers"] = concurrency
 
         def register(handler: Handler[M, HandlerParams]) -> Any:
             _check_handler(topic, handler)
             # NACK_ON_ERROR only backs up the middleware: an error it did not settle is retried, never dropped.
-            subscriber = self.subscriber(topic.subject, ack_policy=AckPolicy.NACK_ON_ERROR, **consumer)  # type: ignore[arg-type]
+            subscriber = self.subscriber(
+                topic.subject,
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                max_workers=concurrency if concurrency > 1 else None,  # None: FastStream's default, one at a time
+                **consumer,
+            )
             return subscriber(handler)
 
         return register

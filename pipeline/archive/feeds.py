@@ -23,7 +23,7 @@ SUBTITLE = "Recordings of impromptu sessions about what people shared, with thei
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class AtomEnclosure(BaseEntryExtension):
+class AtomEnclosure(BaseEntryExtension):  # type: ignore[misc]  # feedgen has no type information: its base is Any
     """An Atom entry's <link rel="enclosure" type length>: feedgen 1.0 writes an entry's links without their
     attributes (its loop variable shadows the link), which would turn the enclosure into a second alternate link."""
 
@@ -102,7 +102,8 @@ def atom_feed(records: list[LibraryRecord], *, base_url: str) -> bytes:
         if kept is not None:
             item.register_extension("atom_enclosure", AtomEnclosure, atom=True, rss=False)
             item.atom_enclosure.set(media_url(base_url, entry.entry_id, kept.kind), kept.content_type, kept.size)
-    return feed.atom_str(pretty=True)
+    atom: bytes = feed.atom_str(pretty=True)  # feedgen has no type information
+    return atom
 
 
 def podcast_feed(records: list[LibraryRecord], *, base_url: str) -> bytes:
@@ -131,4 +132,5 @@ def podcast_feed(records: list[LibraryRecord], *, base_url: str) -> bytes:
         item.podcast.itunes_subtitle(entry.tagline[:255])
         for tag in entry.tags:
             item.category(term=tag)
-    return feed.rss_str(pretty=True)
+    rss: bytes = feed.rss_str(pretty=True)
+    return rss

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from faststream.nats import NatsBroker
+from nats.js.kv import KeyValue
 from slugify import slugify
 
 from pipeline import stores
@@ -115,7 +116,7 @@ async def store_file(
     title = slugify(recording.session.proposal.title, max_length=60, word_boundary=True) or "recording"
     kept = KeptFile(
         kind=file.kind,
-        store=store.name,  # type: ignore[arg-type]
+        store=store.name,
         key=stored.key,
         content_type=stored.content_type,
         size=stored.size,
@@ -204,7 +205,7 @@ async def _remove_replaced(store: MediaStore, before: LibraryEntry, after: Libra
             log.info("library.file_replaced", kind=file.kind, key=file.key)
 
 
-async def finish(broker: NatsBroker, kv: catalog.KeyValue, entry: LibraryEntry, session: ScheduledSession) -> None:
+async def finish(broker: NatsBroker, kv: KeyValue, entry: LibraryEntry, session: ScheduledSession) -> None:
     """What follows a kept recording, each step idempotent (a redelivery repeats them all): the session is archived,
     no longer awaited, and its article links to it."""
     await mark_archived(broker, session.proposal.id, by="archive")
@@ -213,7 +214,7 @@ async def finish(broker: NatsBroker, kv: catalog.KeyValue, entry: LibraryEntry, 
 
 
 async def list_article(
-    broker: NatsBroker, kv: catalog.KeyValue, session: ScheduledSession, recording_entry: str | None = None
+    broker: NatsBroker, kv: KeyValue, session: ScheduledSession, recording_entry: str | None = None
 ) -> catalog.ArticleItem:
     """Put the session's article on the reading list (once; a public session makes it public) with the text the
     enrich stage read (from its page cache, while it still has it), and link the recording it led to."""

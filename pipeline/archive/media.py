@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pipeline import bus, stores
 from pipeline.errors import NotYet, PermanentError
+from pipeline.messages import StoreName
 
 if TYPE_CHECKING:
     from faststream.nats import NatsBroker
@@ -44,7 +45,7 @@ class MediaMissing(PermanentError):
 
 
 class MediaStore(Protocol):
-    name: str  # "nats" or "s3": KeptFile.store
+    name: StoreName  # KeptFile.store
 
     async def put(
         self,

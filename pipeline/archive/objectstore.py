@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.archive.media import MediaMissing, MediaRefused, StoredObject, UploadInProgress
 from pipeline.errors import RetryableError
+from pipeline.messages import StoreName
 
 log = structlog.get_logger("pipeline.archive")
 
@@ -125,7 +126,7 @@ def _content_type(info: api.ObjectInfo) -> str:
 
 
 class NatsMediaStore:
-    name = "nats"
+    name: StoreName = "nats"
 
     def __init__(
         self,
@@ -375,7 +376,7 @@ class NatsMediaStore:
         msg = await self._last(self._index_subject(nuid))
         return ChunkIndex.decode(msg.data) if msg and msg.data else None
 
-    async def _chunks_indexed(self, nuid: str, index: ChunkIndex, start: int, last: int) -> AsyncIterator[bytes]:
+    async def _chunks_indexed(self, nuid: str, index: ChunkIndex, start: int, last: int) -> AsyncGenerator[bytes, None]:
         """The chunks holding bytes start..last, fetched by sequence, a few in flight."""
         subject = self._chunk_subject(nuid)
         wanted = iter(range(start // index.chunk_bytes, min(last // index.chunk_bytes + 1, index.chunks)))
@@ -399,7 +400,7 @@ class NatsMediaStore:
             for task in in_flight:
                 task.cancel()
 
-    async def _chunks_walked(self, nuid: str) -> AsyncIterator[bytes]:
+    async def _chunks_walked(self, nuid: str) -> AsyncGenerator[bytes, None]:
         """An object written by another tool (no index): its chunks in order, one direct get after the other."""
         subject, seq = self._chunk_subject(nuid), 1
         while True:
@@ -408,6 +409,7 @@ class NatsMediaStore:
             except NotFoundError:
                 return
             yield msg.data or b""
+            assert msg.seq is not None  # a stored message's sequence (nats-py's RawStreamMsg leaves it optional)
             seq = msg.seq + 1
 
     async def _get(self, seq: int) -> api.RawStreamMsg:

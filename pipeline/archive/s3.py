@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.archive.media import MediaMissing, MediaRefused, StoredObject
 from pipeline.errors import RetryableError
+from pipeline.messages import StoreName
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.archive")
@@ -43,7 +44,7 @@ def _code(error: ClientError) -> str:
 
 
 class S3MediaStore:
-    name = "s3"
+    name: StoreName = "s3"
 
     def __init__(self, client: Any, exits: AsyncExitStack, bucket: str, prefix: str, part_bytes: int) -> None:
         self._client = client

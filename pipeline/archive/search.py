@@ -567,7 +567,7 @@ def _put_item(
             "description = ?, credits = ? WHERE id = ?",
             (*fields, rowid),
         )
-    rows = {}
+    rows: dict[tuple[str, str], str] = {}
     for facet, value in _facet_values(item):
         if value.strip():
             rows.setdefault((facet, facet_slug(value)), value)  # one value per slug and item: the first
@@ -678,7 +678,8 @@ def _bounded_filters(filters: Mapping[str, Sequence[str]]) -> dict[str, list[str
 
 
 def _filter_clause(filters: Mapping[str, list[str]], leave_out: str | None = None) -> tuple[str, list[object]]:
-    clauses, arguments = [], []
+    clauses: list[str] = []
+    arguments: list[object] = []
     for facet, slugs in filters.items():
         if facet == leave_out:
             continue
@@ -691,7 +692,8 @@ def _filter_clause(filters: Mapping[str, list[str]], leave_out: str | None = Non
 def _collect_matches(db: sqlite3.Connection, parsed: ParsedQuery, query: SearchQuery) -> None:
     """Every item the words and the reader's view allow (not yet the facet filters) into the temp table m."""
     db.execute("DELETE FROM m")
-    scope, arguments = [], []
+    scope: list[str] = []
+    arguments: list[object] = []
     if not query.include_unlisted:
         scope.append("i.listed = 1")
     if not query.include_internal:

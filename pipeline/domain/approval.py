@@ -317,7 +317,7 @@ async def decide(
         id=f"decision:{proposal_id}",
         created_at=record.decided_at or utc_now(),
         proposal=record.proposal,
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         decided_by=by,
         reason=record.reason,
     )

@@ -202,8 +202,10 @@ async def keep(kv: KeyValue, entry: LibraryEntry, *, by: str) -> tuple[LibraryRe
         if applied(current, recording_id) or current.entry.revision >= entry.revision:
             return None  # this recording is in already (a redelivery), or a newer one overtook it
         edited = {c for change in current.history if change.what == "edited" for c in change.changes}
-        kept = {name: getattr(current.entry, name) for name in ("tagline", "description", "tags") if name in edited}
-        replaced = entry.model_copy(update=kept)
+        people_edited: dict[str, object] = {
+            name: getattr(current.entry, name) for name in ("tagline", "description", "tags") if name in edited
+        }
+        replaced = entry.model_copy(update=people_edited)
         detail = ", ".join(sorted(f"{f.kind} {f.sha256[:12]}" for f in current.entry.files)) or "nothing"
         change = EntryChange(
             at=now, by=by, what="media_replaced", detail=f"replaced {detail}", recording_id=recording_id

@@ -135,7 +135,8 @@ def calendar_invite(
     event.add("location", join_url)
     event.add("url", join_url)
     calendar.add_component(event)
-    return calendar.to_ical().decode()
+    ics: bytes = calendar.to_ical()  # icalendar leaves to_ical() unannotated
+    return ics.decode()
 
 
 def session_id_for(proposal_id: str) -> str:

@@ -485,5 +485,6 @@ def _score(candidate: Candidate, weight: dict[str, float], phrase_weight: dict[s
     lead_bonus = 1.25 if candidate.position == 0 else 1 + 0.15 * (1 - candidate.position / total)
     pitch_penalty = 0.2 if CALL_TO_ACTION.search(candidate.sentence) else 1.0
     # A mean favours short sentences, which often lean on the previous one ("Software teams could do the same.").
-    length_factor = min(1.0, len(candidate.terms) / SHORT_SENTENCE_TERMS) ** 0.5
+    # annotated: typeshed calls float ** float Any (it may be complex); this base is never negative
+    length_factor: float = min(1.0, len(candidate.terms) / SHORT_SENTENCE_TERMS) ** 0.5
     return mean_weight * (1 + phrase_bonus) * lead_bonus * pitch_penalty * length_factor

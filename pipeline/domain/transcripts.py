@@ -40,7 +40,7 @@ def parse_vtt(data: bytes) -> list[Cue]:
     except MalformedFileError as error:
         raise TranscriptUnreadable(f"not a WebVTT transcript: {error}") from None
     cues = []
-    for caption in captions:
+    for caption in captions.captions:  # what iterating the WebVTT gives, by its __getitem__
         text = " ".join(caption.text.split())
         if not text:
             continue

@@ -17,6 +17,7 @@ import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import justext.core
@@ -166,7 +167,7 @@ def run_trafilatura(tree: HtmlElement, final_url: str) -> Document | None:
             # A warning from inside trafilatura (lxml, htmldate) is about their code, not the page; where warnings
             # are errors (the tests) it would turn a readable page into a failure. None is raised by the corpus.
             warnings.simplefilter("ignore")
-            return trafilatura.bare_extraction(
+            document = trafilatura.bare_extraction(
                 tree,
                 url=final_url,
                 with_metadata=True,
@@ -174,6 +175,8 @@ def run_trafilatura(tree: HtmlElement, final_url: str) -> Document | None:
                 include_tables=True,
                 date_extraction_params=DATE_PARAMS,
             )
+            # typed for both forms; without as_dict=True it is a Document (or None)
+            return cast("Document | None", document)
     except RecursionError:
         raise PermanentError("no_content: the page is nested too deeply to read") from None
     except Exception as error:  # noqa: BLE001 - a bug on one page must not become a retry loop
@@ -239,7 +242,7 @@ def json_ld_fields(tree: HtmlElement) -> dict[str, str]:
     return {}
 
 
-def json_ld_items(data: object) -> Iterator[dict]:
+def json_ld_items(data: object) -> Iterator[dict[str, Any]]:
     """Every object of a JSON-LD document, through lists and @graph."""
     if isinstance(data, list):
         for element in data:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pebble
 import structlog
@@ -48,9 +48,12 @@ def warm_worker(read: Callable[..., Extraction], log_json: bool | None, log_leve
         read(WARM_UP_PAGE, url="https://warm-up.invalid/", final_url="https://warm-up.invalid/")
 
 
+PageRead = tuple[Literal["ok"], Extraction] | tuple[Literal["permanent"], str]
+
+
 def read_page(
     read: Callable[..., Extraction], text_limit: int, html: str | bytes, url: str, final_url: str
-) -> tuple[str, Any]:
+) -> PageRead:
     """In a worker: ("ok", extraction, its text cut so the rest is never sent back) or ("permanent", reason)."""
     try:
         extraction = read(html, url=url, final_url=final_url)
@@ -123,7 +126,8 @@ class ExtractorPool:
             future = self._pool.schedule(read_page, args=args, timeout=self.timeout_seconds)
         page = asyncio.wrap_future(future)
         try:
-            await asyncio.wait({page, self._stopped}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {page, self._stopped}  # the page read, or the pool stopping
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             future.cancel()  # a page still queued is never read; one being read runs out its bound
             raise
@@ -131,7 +135,7 @@ class ExtractorPool:
             page.cancel()
             raise RetryableError("extract_crashed: the extraction pool stopped while reading the page")
         try:
-            kind, value = page.result()
+            outcome = page.result()
         except TimeoutError:  # pebble has killed the worker; it starts another
             log.warning("extract.worker_replaced", reason="timeout", url=url)
             raise PermanentError(
@@ -145,9 +149,9 @@ class ExtractorPool:
         except BrokenProcessPool as error:
             self._renew(error)
             raise RetryableError("extract_crashed: the extraction pool broke reading the page") from None
-        if kind == "permanent":
-            raise PermanentError(value)
-        return value
+        if outcome[0] == "permanent":
+            raise PermanentError(outcome[1])
+        return outcome[1]
 
     async def stop(self) -> None:
         """Stop every worker (busy ones too) and wait until each has exited; pages in flight fail as retryable."""

@@ -158,13 +158,14 @@ def decode_html(body: bytes, header_charset: str | None = None) -> Decoded:
     for bom, name in BOMS:
         if body.startswith(bom):
             return _decoded(body[len(bom) :], name, "bom")
-    for source, name in (
+    declared: tuple[tuple[Source, str | None], ...] = (
         ("header", _usable(encoding_of_label(header_charset))),
         ("meta", prescan(body[:PRESCAN_BYTES])),
         ("xml", _xml_declared(body[:PRESCAN_BYTES])),
-    ):
-        if name is not None:
-            return _decoded(body, name, source)  # type: ignore[arg-type]
+    )
+    for source, encoding in declared:
+        if encoding is not None:
+            return _decoded(body, encoding, source)
     return _guess(body)
 
 

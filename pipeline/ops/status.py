@@ -136,9 +136,10 @@ async def oldest_unacked_age(js: JetStreamContext, info: ConsumerInfo, subject: 
 
 async def _consumer_info(js: JetStreamContext, durable: str) -> ConsumerInfo | None:
     try:
-        return await js.consumer_info(bus.STREAM, durable)
+        info: ConsumerInfo = await js.consumer_info(bus.STREAM, durable)  # nats-py leaves it unannotated
     except NotFoundError:
         return None
+    return info
 
 
 async def _sampled_info(js: JetStreamContext, durable: str) -> tuple[ConsumerInfo | None, bool]:
@@ -273,11 +274,11 @@ def format_age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def format_bytes(size: int) -> str:
+def format_bytes(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
+        size /= 1024
     raise AssertionError("unreachable")
 
 

@@ -53,7 +53,7 @@ async def read_stream(
     if since is None:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
     else:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.isoformat())
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
     sub = await js.subscribe(subject, stream=bus.STREAM, ordered_consumer=True, config=config)
     try:
         consumer = await sub.consumer_info()
@@ -212,11 +212,11 @@ async def _rescan(js: JetStreamContext, correlation_id: str, start_seq: int) -> 
     return found
 
 
-def _get(body: dict[str, Any], *path: str) -> Any:
+def _get(body: object, *path: str) -> Any:
     for key in path:
         if not isinstance(body, dict):
             return None
-        body = body.get(key)  # type: ignore[assignment]
+        body = body.get(key)
     return body
 
 

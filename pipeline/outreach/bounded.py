@@ -22,6 +22,7 @@ import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import pebble
 import structlog
@@ -54,15 +55,26 @@ def start_worker(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
+class RenderOptions(TypedDict):
+    """render.render's keyword arguments, as they cross to the worker."""
+
+    library_url: str | None
+    tagline: str | None
+    reason: str | None
+    limit: int | None
+    seconds: float
+    max_output: int
+
+
 def render_in_worker(
-    folder: Path | None, channel: str, kind: str, session: ScheduledSession, options: dict[str, object]
+    folder: Path | None, channel: str, kind: str, session: ScheduledSession, options: RenderOptions
 ) -> tuple[str, str]:
     """("ok", text) or ("refused", the reason): a refusal is data, so it crosses the process boundary as it is."""
     env = _environments.get(folder)
     if env is None:
         env = _environments[folder] = environment(folder)
     try:
-        return ("ok", render(env, channel, kind, session, **options))  # type: ignore[arg-type]
+        return ("ok", render(env, channel, kind, session, **options))
     except TemplateRefused as error:
         return ("refused", str(error))
     except MemoryError:  # outside the template's own frames (e.g. joining its output): still the template's doing
@@ -119,7 +131,7 @@ class TemplateWorkers:
         render its worker had to be killed (time) or that killed its worker (memory); RetryableError when the
         workers stopped under it."""
         name = f"{channel}/{kind}.j2"
-        options = {
+        options: RenderOptions = {
             "library_url": library_url,
             "tagline": tagline,
             "reason": reason,
@@ -129,7 +141,9 @@ class TemplateWorkers:
         }
         args = (self.folder, channel, kind, session, options)
         bound = self.seconds + GRACE_SECONDS
-        pool = self._pool or await asyncio.get_running_loop().run_in_executor(None, self._start)
+        pool = self._pool
+        if pool is None:
+            pool = await asyncio.get_running_loop().run_in_executor(None, self._start)
         try:
             future = pool.schedule(render_in_worker, args=args, timeout=bound)
         except RuntimeError as error:  # pebble's pool broke or was stopped: a new one takes the render

@@ -10,6 +10,7 @@ import typer
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: `impromptu channels --help` loads no bus and no templates
+    from pipeline.messages import SessionProposal
     from pipeline.settings import Settings
 
 channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
@@ -63,7 +64,7 @@ def render_command(
     text = render(
         environment(settings.outreach_templates_dir),
         channel,
-        kind,  # type: ignore[arg-type]  # one of AnnouncementKind, checked above
+        kind,  # one of AnnouncementKind, checked above
         session,
         library_url=f"{settings.base_url}/library/entry-sample" if kind == "recording" else None,
         tagline=session.proposal.title if kind == "recording" else None,
@@ -73,7 +74,7 @@ def render_command(
     print(f"\n[{channel} {kind}: {weighted_length(channel, text)} characters as {channel} counts them]")
 
 
-async def _proposal(settings: Settings, proposal_id: str):  # type: ignore[no-untyped-def]
+async def _proposal(settings: Settings, proposal_id: str) -> SessionProposal:
     from pipeline.connect import connected
     from pipeline.domain.approval import get_record
 

@@ -18,11 +18,11 @@ import json
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jinja2
@@ -362,7 +362,8 @@ def _generate(template: jinja2.Template, variables: dict[str, object], max_outpu
     """The render, piece by piece: it stops as soon as it has written more than `max_output` characters."""
     pieces: list[str] = []
     written = 0
-    stream = template.generate(variables)
+    # jinja2 annotates generate() as an Iterator; it is a generator, which throw() and close() need
+    stream = cast("Generator[str, None, None]", template.generate(variables))
     try:
         for piece in stream:
             written += len(piece)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.domain.sessions import preview_session, propose
 from pipeline.messages import (
     Article,
+    ChannelName,
     EnrichedContent,
     ScheduledSession,
     SessionPlan,
@@ -17,7 +18,9 @@ from pipeline.messages import (
 ARTICLE_URL = "https://www.linkedin.com/pulse/why-elearning-isnt-working-leadership-soft-skills-josh-bersin"
 
 
-def sample_session(jitsi_base_url: str = "https://meet.jit.si", channels: list[str] | None = None) -> ScheduledSession:
+def sample_session(
+    jitsi_base_url: str = "https://meet.jit.si", channels: list[ChannelName] | None = None
+) -> ScheduledSession:
     share = Share.from_source(
         source="x", native_id="sample", sharer="@britz", text="Josh Bersin on why eLearning fails", url=ARTICLE_URL
     )

@@ -142,8 +142,8 @@ def outreach_router(settings: Settings) -> StageRouter:
                 f"then `impromptu channels reset {due.channel}` and replay this dead letter"
             )
         if due.kind in FOLLOW_UPS:
-            if (why := await after_announcement(kv, due)) is not None:
-                return result_of(due, "skipped", "", reason=why)
+            if (nothing_to_follow := await after_announcement(kv, due)) is not None:
+                return result_of(due, "skipped", "", reason=nothing_to_follow)
             if delivered > 1 and not due.after_announcement and (await records.read(kv, due.key))[0] is None:
                 # it waited (deliveries spent on nothing but waiting): a fresh message, with its own retries
                 again = due.model_copy(update={"id": f"{due.id}:after-announcement", "after_announcement": True})
@@ -191,7 +191,7 @@ def outreach_router(settings: Settings) -> StageRouter:
             because = f" ({record.reason})" if record.reason else ""
             what = {"failed": "failed", "deleted": "was deleted", "skipped": "was skipped"}[record.state]
             return f"the announcement on {due.channel} {what}{because}: nothing to follow up"
-        waiting_for = "not made yet" if record is None else record.state
+        waiting_for: str = "not made yet" if record is None else record.state
         if record is not None and record.state in ("unknown", "retry") and record.reason:
             waiting_for += f" ({record.reason})"
         deadline = wait_deadline(settings, due)
@@ -252,7 +252,7 @@ def result_of(
         session_id=due.session.id,
         channel=due.channel,
         kind=due.kind,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         text=text,
         location=location or (record.location if record else None),
         reason=reason or (record.reason if record and status in ("unknown", "failed") else None),

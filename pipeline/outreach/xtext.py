@@ -83,7 +83,8 @@ def url_spans(text: str, *, bare: bool = True) -> list[tuple[int, int]]:
 def graphemes(text: str) -> list[str]:
     """Extended grapheme clusters (Unicode UAX #29, as the `regex` module's \\X implements it): what a reader sees
     as one character, such as decomposed Hangul, CRLF, Devanagari conjuncts, flags and ZWJ emoji sequences."""
-    return _GRAPHEME.findall(text)
+    clusters: list[str] = _GRAPHEME.findall(text)  # `regex` has no type information
+    return clusters
 
 
 def _is_emoji(cluster: str) -> bool:

@@ -18,7 +18,7 @@ from pipeline.errors import PermanentError
 
 if TYPE_CHECKING:  # the type only: settings are passed in at run time
     from pipeline.settings import Settings
-from pipeline.messages import ProviderPreview
+from pipeline.messages import Provider, ProviderPreview
 
 __all__ = ["CreatedSession", "ProviderPreview", "ProviderRefused", "SessionProvider", "SessionRequest"]
 
@@ -59,7 +59,7 @@ class ProviderRefused(PermanentError):
 
 
 class SessionProvider(Protocol):
-    name: str
+    name: Provider
 
     def preview(self, request: SessionRequest) -> ProviderPreview: ...
 

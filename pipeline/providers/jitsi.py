@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pipeline.domain.sessions import jitsi_room_url
+from pipeline.messages import Provider
 from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
 
 
 class JitsiProvider:
-    name = "jitsi"
+    name: Provider = "jitsi"
 
     def __init__(self, base_url: str = "https://meet.jit.si") -> None:
         self.base_url = base_url.rstrip("/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.messages import Provider
 from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.providers.http import (
     ApiAccess,
@@ -99,7 +100,7 @@ def _plain(text: str) -> str:
 
 
 class YouTubeProvider(ApiAccess):
-    name = "youtube"
+    name: Provider = "youtube"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         self.api_url = settings.youtube_api_url.rstrip("/")

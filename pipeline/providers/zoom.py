@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.messages import Provider
 from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
 from pipeline.providers.http import (
     ApiAccess,
@@ -64,7 +65,7 @@ class _Token(BaseModel):
 
 
 class ZoomProvider(ApiAccess):
-    name = "zoom"
+    name: Provider = "zoom"
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         self.api_url = settings.zoom_api_url.rstrip("/")

@@ -68,8 +68,8 @@ async def retry_page(broker: NatsBroker, url: str, *, by: str) -> PageRetry:
             return PageRetry(stored.trigger, why.failed_trigger_id, why.reason, again=True, by=why.by, at=why.at)
         if not stored.ended_unread:
             state_now = "was re-opened by a new share" if stored.reopened else "was read or is being read"
-            trigger = stored.trigger.id if stored.trigger else "no trigger yet"
-            raise RetryRefused(f"the page of {canonical} ({trigger}) {state_now}: nothing to retry")
+            fired = stored.trigger.id if stored.trigger else "no trigger yet"
+            raise RetryRefused(f"the page of {canonical} ({fired}) {state_now}: nothing to retry")
         assert stored.trigger is not None and stored.unread is not None
         await forget_refusal(broker, key)
         episode = reopened(stored, utc_now(), by=by)

@@ -168,8 +168,8 @@ class TriggerJudge:
         trigger = trigger_of(known, verdict, episode, trigger_id)
         if not await self.state.write(key, episode.model_copy(update={"trigger": trigger}), revision):
             return None  # another worker wrote the link meanwhile; our reservation is keyed by the same id
-        failed = episode.reopened.failed_trigger_id if episode.reopened else None
-        return Outcome("fired", verdict.summary, trigger, reopens=failed)
+        reopens = episode.reopened.failed_trigger_id if episode.reopened else None
+        return Outcome("fired", verdict.summary, trigger, reopens=reopens)
 
 
 def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:

@@ -201,7 +201,14 @@ def library_api_router(settings: Settings, library: LibraryServices) -> APIRoute
         page: Annotated[int, Query(ge=1, le=1000)] = 1,
     ) -> LibraryResults:
         reader = reader_for(request)
-        filters = {"tag": tag, "topic": topic, "author": author, "sharer": sharer, "year": year, "kind": list(kind)}
+        filters: dict[str, list[str]] = {
+            "tag": tag,
+            "topic": topic,
+            "author": author,
+            "sharer": sharer,
+            "year": year,
+            "kind": list(kind),
+        }
         if settings.library_show_facilitators:
             filters["facilitator"] = request.query_params.getlist("facilitator")
         query = search_query(reader, settings, q=q, filters=filters, sort=sort, page=page)

@@ -192,7 +192,7 @@ class OpsView:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601 strings)."""
-        return jsonable_encoder(
+        encoded: dict[str, Any] = jsonable_encoder(
             {
                 "generated_at": self.generated_at,
                 "healthy": not self.problems,
@@ -211,6 +211,7 @@ class OpsView:
                 ],
             }
         )
+        return encoded
 
 
 def dead_letter_json(entry: DeadLetterEntry) -> dict[str, Any]:
@@ -388,7 +389,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         except bus.NOT_ANSWERING as error:
             reason = bus.not_answering_reason(error)
             log.warning("ops.nats_unavailable", path="/ops/status.json", reason=reason)
-            body = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
+            body: dict[str, object] = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
             headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
             return JSONResponse(body, status_code=503, headers=headers)
         notices = notice_status(settings)

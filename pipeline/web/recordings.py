@@ -67,7 +67,7 @@ async def session_held_at(broker: NatsBroker, provider: str, provider_id: str) -
     kv = await stores.bucket(broker, stores.SESSIONS)
     try:
         entry = await kv.get(provider_key(provider, provider_id))
-        session_id = (entry.value or b"").decode()
+        session_id: str | None = (entry.value or b"").decode()
     except KeyNotFoundError:
         session_id = await _awaiting_session(broker, provider, provider_id)
     return await stores.stored_session(broker, session_id) if session_id else None
@@ -284,15 +284,16 @@ def _wanted(raw: bytes, settings: Settings) -> Wanted | JSONResponse:
         ) from None
     files = []
     problems: list[dict[str, str]] = []
-    for kind, field, value in (
+    linked: tuple[tuple[RecordingFileKind, str, str | None], ...] = (
         ("video", "media_url", ours.media_url),
         ("transcript", "transcript_url", ours.transcript_url),
         ("chat", "chat_url", ours.chat_url),
-    ):
+    )
+    for kind, field, value in linked:
         if value is None:
             continue
         try:
-            files.append(RecordingFile(kind=kind, location=checked_location(field, value, settings)))  # type: ignore[arg-type]
+            files.append(RecordingFile(kind=kind, location=checked_location(field, value, settings)))
         except Invalid as invalid:
             problems += invalid.problems
     if problems:

@@ -132,7 +132,7 @@ async def missing_for_readiness(broker: NatsBroker) -> list[str]:
         return ["nats: not connected"]
     js = bus.jetstream(broker)
     missing = []
-    for subscriber in broker.subscribers:
+    for subscriber in bus.subscribers(broker):
         durable = subscriber.config.durable_name
         if not durable:
             continue

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementKind, ScheduledSession
-from pipeline.redaction import printable, redact
+from pipeline.redaction import printable as printable  # re-exported: the adapters call base.printable
+from pipeline.redaction import redact as redact  # and base.redact
 
 Kind = AnnouncementKind
 KINDS: tuple[Kind, ...] = get_args(AnnouncementKind)

@@ -159,7 +159,7 @@ def invite(ics: str, organizer: str, attendees: list[str], *, cancel: bool = Fal
     return method, calendar.to_ical().decode("utf-8")
 
 
-def _address(event: icalendar.Event, organizer: str, attendees: list[str]) -> None:
+def _address(event: icalendar.Component, organizer: str, attendees: list[str]) -> None:
     event.pop("ORGANIZER", None)
     event.pop("ATTENDEE", None)
     name, address = email.utils.parseaddr(organizer)

@@ -87,7 +87,7 @@ class FacebookChannel:
                 raise self._error(response)
             body = base.json_or_none(response)
             items = body.get("data") if isinstance(body, dict) else None
-            if not isinstance(items, list):
+            if not isinstance(body, dict) or not isinstance(items, list):
                 raise RetryableError(f"{self._where}: the feed could not be read ({self._snippet(response)})")
             for item in items:
                 if isinstance(item, dict) and str(item.get("message", "")).strip() == wanted and item.get("id"):

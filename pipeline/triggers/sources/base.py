@@ -53,7 +53,8 @@ class KvCheckpoints:
             entry = await self.kv.get(key)
         except KeyNotFoundError:
             return None
-        return json.loads(entry.value or b"{}")
+        checkpoint: dict[str, Any] = json.loads(entry.value or b"{}")
+        return checkpoint
 
     async def save(self, key: str, value: dict[str, Any]) -> None:
         await self.kv.put(key, json.dumps(value, sort_keys=True).encode())

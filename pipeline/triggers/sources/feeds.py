@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,7 +117,7 @@ class FeedEntry:
 def entry_time(entry: Mapping[str, Any]) -> datetime | None:
     # published first: asking for updated_parsed when only published_parsed exists makes feedparser warn
     for name in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(name)
+        value: time.struct_time | None = entry.get(name)
         if value:
             return datetime(*value[:6], tzinfo=UTC)
     return None
@@ -130,7 +131,7 @@ def entry_text(entry: Mapping[str, Any]) -> str:
 
 def entry_language(entry: Mapping[str, Any], feed_language: str | None) -> str | None:
     for detail in ("summary_detail", "title_detail"):
-        language = (entry.get(detail) or {}).get("language")
+        language: str | None = (entry.get(detail) or {}).get("language")
         if language:
             return language
     return feed_language

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 import httpx
 import lxml.html
@@ -157,5 +158,5 @@ def html_to_text(html: str) -> str:
     return "\n\n".join(paragraph.strip("\n") for paragraph in paragraphs if paragraph.strip())
 
 
-def is_http_url(url: object) -> bool:
+def is_http_url(url: object) -> TypeGuard[str]:
     return isinstance(url, str) and url.startswith(("http://", "https://"))

@@ -125,8 +125,8 @@ def first_plain_link(content: str, skip: set[str]) -> str | None:
 
 def article_link(post: Mapping[str, Any]) -> str | None:
     card = post.get("card") or {}
-    if is_http_url(card.get("url")):
-        return card["url"]
+    if is_http_url(card_url := card.get("url")):
+        return card_url
     # other servers may not mark mentions and hashtags in HTML: their URLs are listed beside the content too
     listed = {item.get("url") for key in ("mentions", "tags") for item in post.get(key) or []}
     return first_plain_link(post.get("content") or "", {url for url in listed if url})

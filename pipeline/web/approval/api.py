@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.actions.service import RECENT, Announcement, Approvals, ChannelPreview, EditRefused, ProposalEdit
-from pipeline.domain.approval import DecisionRefused, ProposalRecord, ProposalState
+from pipeline.domain.approval import DecisionRefused, ProposalRecord
+from pipeline.messages import ProposalState
 from pipeline.settings import Settings
 from pipeline.web.approval.auth import api_facilitator
 

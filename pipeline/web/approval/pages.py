@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from pipeline import bus
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.domain.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
-from pipeline.messages import IN_PLAY, utc_now
+from pipeline.messages import IN_PLAY, SessionProposal, utc_now
 from pipeline.settings import Settings
 from pipeline.web.approval.auth import (
     CREDENTIAL_KEY,
@@ -141,7 +141,14 @@ templates = Jinja2Templates(env=_environment())
 
 def render_plain(title: str, message: str) -> str:
     """A page with no request behind it (the CSRF refusal and others sent by a middleware)."""
-    context = {"title": title, "message": message, "facilitator": None, "csrftoken": "", "flashes": [], "errors": []}
+    context: dict[str, object] = {
+        "title": title,
+        "message": message,
+        "facilitator": None,
+        "csrftoken": "",
+        "flashes": [],
+        "errors": [],
+    }
     return templates.get_template("message.html").render(context)
 
 
@@ -242,7 +249,7 @@ def soonest_first(record: ProposalRecord) -> tuple[datetime, str]:
     return record.proposal.starts_at, record.proposal.id
 
 
-def day_of(proposal: Any) -> date:
+def day_of(proposal: SessionProposal) -> date:
     return proposal.starts_at.astimezone(UTC).date()
 
 
@@ -381,7 +388,8 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             response.headers["Retry-After"] = str(round(wait))
             return response
         logins = settings.current_logins()
-        if name and password and await asyncio.to_thread(verify_password, logins, name, password):
+        verified = await asyncio.to_thread(verify_password, logins, name, password) if name and password else False
+        if verified:
             await recorded(throttle.forget(name))
             epoch = await epochs.for_login(name)
             request.session.clear()  # a fresh session: nothing from before the login carries over
