@@ -7,12 +7,13 @@ as the pages, with history.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipeline.cli_support import checked_by, command_settings, run_async
 from pipeline.errors import ImpromptuError
 
 if TYPE_CHECKING:  # imported where used: `impromptu library --help` loads no bus, no search index
@@ -26,33 +27,8 @@ library_cli = typer.Typer(
 By = Annotated[str, typer.Option("--by", help="Your login's name (`impromptu facilitators list`), for the history.")]
 
 
-T = TypeVar("T")
-
-
 class NothingFound(ImpromptuError):
     """A list or search with no match: said, and exit 1."""
-
-
-def _settings() -> Settings:
-    from pipeline.logs import configure_logging
-    from pipeline.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(json=settings.log_json, level="WARNING")
-    return settings
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    import asyncio  # here, not at the top: asyncio alone is ~60 ms of a `--help`
-
-    return asyncio.run(coroutine)
-
-
-def _checked_by(settings: Settings, name: str) -> str:
-    """--by NAME: one of the logins (an entry's history holds no invented names); UnknownLogin listing them."""
-    from pipeline.domain.logins import known_login
-
-    return known_login(settings, name)
 
 
 @asynccontextmanager
@@ -104,7 +80,7 @@ def _print_page(query: SearchQuery, settings: Settings) -> None:
             print(_line(hit))
         print(f"-- page {page.page} of {page.pages}, {page.total} in all")
 
-    _run(run())
+    run_async(run())
 
 
 def _filters(tag: list[str] | None, topic: list[str] | None) -> dict[str, list[str]]:
@@ -121,7 +97,7 @@ def library_list(
     """Recordings in the library, newest first."""
     from pipeline.archive.search import SearchQuery
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
     kinds = ("recording", "article") if everything else ("recording",)
     query = SearchQuery(
         sort="newest",
@@ -146,7 +122,7 @@ def library_search(
     nothing matches."""
     from pipeline.archive.search import SearchQuery
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
     search = SearchQuery(
         q=query,
         filters=_filters(tag, topic),
@@ -174,7 +150,7 @@ def library_show(
     from pipeline.domain import catalog
     from pipeline.domain.describe import length_text
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
 
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         record = await catalog.get_record(kv, entry_id)
@@ -182,7 +158,7 @@ def library_show(
             raise catalog.EntryMissing(f"no library entry {entry_id!r}: see `impromptu library list`")
         return record
 
-    record = _run(_with_kv(settings, work))
+    record = run_async(_with_kv(settings, work))
     if as_json:
         print(record.model_dump_json(indent=2))
         return
@@ -221,8 +197,8 @@ def library_edit(
     from pipeline.domain import catalog
     from pipeline.domain.describe import readable_tags
 
-    settings = _settings()
-    by = _checked_by(settings, by)
+    settings = command_settings(quiet=True)
+    by = checked_by(by)
     if tagline is None and description is None and tags is None:
         raise ImpromptuError("nothing to change: give --tagline, --description and/or --tags")
     new_tags = readable_tags(tags.split(",")) if tags is not None else None
@@ -230,7 +206,7 @@ def library_edit(
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         return await catalog.edit(kv, entry_id, by=by, tagline=tagline, description=description, tags=new_tags)
 
-    record = _run(_with_kv(settings, work))
+    record = run_async(_with_kv(settings, work))
     last = record.history[-1]
     changed = ", ".join(last.changes) if last.by == by and last.what == "edited" else "nothing (already so)"
     print(f"{entry_id}: {changed} changed by {by}")
@@ -239,13 +215,13 @@ def library_edit(
 def _publish(entry_id: str, by: str, published: bool, reason: str) -> None:
     from pipeline.domain import catalog
 
-    settings = _settings()
-    by = _checked_by(settings, by)
+    settings = command_settings(quiet=True)
+    by = checked_by(by)
 
     async def work(broker, kv):  # type: ignore[no-untyped-def]
         return await catalog.set_published(kv, entry_id, published, by=by, reason=reason)
 
-    _run(_with_kv(settings, work))
+    run_async(_with_kv(settings, work))
     print(f"{entry_id}: {'published' if published else 'unpublished'} by {by}")
 
 
@@ -273,8 +249,8 @@ def library_delete(
     from pipeline.archive import takedown
     from pipeline.archive.media import media_store
 
-    settings = _settings()
-    by = _checked_by(settings, by)
+    settings = command_settings(quiet=True)
+    by = checked_by(by)
     if not yes:
         raise ImpromptuError(f"this deletes {entry_id} and its media for good: add --yes (or `unpublish` instead)")
 
@@ -285,5 +261,59 @@ def library_delete(
         finally:
             await store.close()
 
-    record = _run(_with_kv(settings, work))
+    record = run_async(_with_kv(settings, work))
     print(f"{entry_id}: deleted by {by} with {len(record.entry.files)} file(s)")
+
+
+def record(
+    session_id: str,
+    media: Annotated[str, typer.Option(help="The recording: a URL, or a file inside the import folder.")],
+    transcript: Annotated[str | None, typer.Option(help="Its WebVTT transcript: a URL or an imported file.")] = None,
+    chat: Annotated[str | None, typer.Option(help="Its chat, as text: a URL or an imported file.")] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="Your login's name, kept in the entry's history (default: your user name).")
+    ] = "",
+) -> None:
+    """Hand a held session's recording to the archive stage (a correction replaces the media, with history).
+
+    A local file is read only from the import folder (IMPROMPTU_RECORDINGS_IMPORT_DIR, default DATA_DIR/import),
+    given relative to it or by a path inside it; a URL is fetched by the archive stage's guarded fetcher."""
+    import getpass
+    import mimetypes
+
+    from pipeline import bus
+    from pipeline.archive.keep import check_held
+    from pipeline.archive.sources import recording_location
+    from pipeline.connect import connected
+    from pipeline.messages import Recording, RecordingFile, utc_now
+    from pipeline.stores import stored_session
+
+    settings = command_settings(quiet=True)
+    if by:  # a name given for the entry's history is a login's; without --by, the system user hands it in
+        by = checked_by(by)
+    # sound only (an .m4a, a .wav) is kept as audio: the library plays it and the podcast feed offers it
+    media_kind = "audio" if (mimetypes.guess_type(media)[0] or "").startswith("audio/") else "video"
+    files = [
+        RecordingFile(kind=kind, location=recording_location(value, settings))  # type: ignore[arg-type]
+        for kind, value in ((media_kind, media), ("transcript", transcript), ("chat", chat))
+        if value is not None
+    ]
+
+    async def publish() -> Recording:
+        async with connected(settings) as broker:
+            session = await stored_session(broker, session_id)
+            if session is None:
+                raise ImpromptuError(f"no scheduled session {session_id!r}: see `impromptu proposals list`")
+            await check_held(broker, session, utc_now())  # the archive stage would refuse it: say so now
+            recording = Recording.arrived(
+                session, source="cli", files=files, submitted_by=by or getpass.getuser() or "cli"
+            )
+            ack = await bus.publish(broker, bus.RECORDINGS, recording)
+        print(f"{recording.id} {'already handed in' if ack.duplicate else 'handed in'}")
+        return recording
+
+    run_async(publish())
+    from pipeline.domain.describe import entry_id_for
+
+    entry_id = entry_id_for(session_id)
+    print(f"the archive stage keeps it as {entry_id}: see `impromptu library show {entry_id}`")

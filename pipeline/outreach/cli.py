@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipeline.cli_support import command_settings, run_async
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: `impromptu channels --help` loads no bus and no templates
@@ -16,23 +16,6 @@ if TYPE_CHECKING:  # imported where used: `impromptu channels --help` loads no b
 channels_cli = typer.Typer(no_args_is_help=True, help="Outreach channels: which are ready, disabled or broken.")
 outreach_cli = typer.Typer(no_args_is_help=True, help="Announcements: what was posted, and posts a person must check.")
 linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn account (OAuth 2) for posting.")
-
-T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    from pipeline.logs import configure_logging
-    from pipeline.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(json=settings.log_json, level="WARNING")
-    return settings
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    import asyncio  # here, not at the top: asyncio alone is ~60 ms of a `--help`
-
-    return asyncio.run(coroutine)
 
 
 def render_command(
@@ -54,13 +37,13 @@ def render_command(
     from pipeline.outreach.render import environment, render, weighted_length
     from pipeline.outreach.sample import sample_session
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
     if sample == (proposal_id is not None):
         raise ConfigError("give either --proposal ID or --sample")
     if proposal_id is None:
         session = sample_session(settings.jitsi_base_url)
     else:
-        session = preview_session(_run(_proposal(settings, proposal_id)), settings.jitsi_base_url)
+        session = preview_session(run_async(_proposal(settings, proposal_id)), settings.jitsi_base_url)
     text = render(
         environment(settings.outreach_templates_dir),
         channel,
@@ -87,12 +70,12 @@ def channels_list() -> None:
     """Each channel: ready (posting, or to the outbox in a dry run), disabled (what to set) or broken (why)."""
     from pipeline.outreach.channels import build_channels
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
     built = build_channels(settings, warn=False)
     broken: dict[str, str] = {}
     if settings.nats_url or settings.embedded_url_file.exists():
         try:
-            broken = _run(_broken(settings))
+            broken = run_async(_broken(settings))
         except ConfigError as error:  # settings still say what each channel needs; only the broken marks are unknown
             print(f"(whether a channel is broken is unknown: {error})")
     for name in sorted({*built.ready, *built.disabled}):
@@ -122,10 +105,10 @@ def channels_reset(name: str) -> None:
     from pipeline.outreach.operations import reset_channel
 
     async def act() -> str:
-        async with connected(_settings()) as broker:
+        async with connected(command_settings(quiet=True)) as broker:
             return await reset_channel(broker, name)
 
-    print(_run(act()))
+    print(run_async(act()))
 
 
 @outreach_cli.command("list")
@@ -139,11 +122,11 @@ def outreach_list(
     from pipeline.outreach import records
 
     async def read() -> dict[str, records.PostRecord]:
-        async with connected(_settings()) as broker:
+        async with connected(command_settings(quiet=True)) as broker:
             kv = await stores.bucket(broker, stores.OUTREACH)
             return await (records.records_of(kv, session) if session else records.all_records(kv))
 
-    for key, record in sorted(_run(read()).items()):
+    for key, record in sorted(run_async(read()).items()):
         if unknown and record.state != "unknown":
             continue
         where = f" {record.location}" if record.location else ""
@@ -165,10 +148,10 @@ def outreach_resolve(
         raise ConfigError("say either --posted URL or --not-posted")
 
     async def act() -> str:
-        async with connected(_settings()) as broker:
+        async with connected(command_settings(quiet=True)) as broker:
             return await resolve_post(broker, key, posted_at=posted)
 
-    print(_run(act()))
+    print(run_async(act()))
 
 
 @linkedin_cli.command("login")
@@ -179,7 +162,7 @@ def linkedin_login() -> None:
     from pipeline.outreach.channels.linkedin import authorization_url
 
     state = secrets.token_urlsafe(16)
-    print(authorization_url(_settings(), state))
+    print(authorization_url(command_settings(quiet=True), state))
     print(f"\nAfter allowing, LinkedIn redirects with ?code=…&state=…: check that state is {state},")
     print("then run: impromptu linkedin token CODE")
 
@@ -189,9 +172,9 @@ def linkedin_token(code: str) -> None:
     """Exchange the code for a token and find the author; prints the two settings to keep (once)."""
     from pipeline.outreach.channels.linkedin import author_urn, exchange_code
 
-    settings = _settings()
+    settings = command_settings(quiet=True)
     token, expires_in = exchange_code(settings, code)
-    author = _run(author_urn(token, settings.linkedin_api_url))
+    author = run_async(author_urn(token, settings.linkedin_api_url))
     print(f"IMPROMPTU_LINKEDIN_ACCESS_TOKEN={token}")
     print(f"IMPROMPTU_LINKEDIN_AUTHOR={author}")
     print(f"# the token lasts {expires_in // 86400} days: run `impromptu linkedin login` again before then")
