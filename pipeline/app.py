@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
@@ -13,8 +12,9 @@ from faststream import FastStream
 from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker, NatsRouter
 
-from pipeline import bus, stores, tracing
+from pipeline import bus, tracing
 from pipeline.actions import actions_router
+from pipeline.actions.clock import index_proposals, run_clock
 from pipeline.actions.service import Approvals
 from pipeline.archive import archive_router
 from pipeline.archive.poll import poll_recordings
@@ -27,8 +27,6 @@ from pipeline.connect import (  # noqa: F401  re-exported: joining the bus lives
     discover_url,
     new_broker,
 )
-from pipeline.domain import proposal_index
-from pipeline.domain.approval import advance_by_clock, reindex
 from pipeline.domain.live_rules import LiveRules
 from pipeline.domain.notify import say_notice_status
 from pipeline.embedded import BusUsers, EmbeddedNats
@@ -36,7 +34,6 @@ from pipeline.enrich.pool import ExtractorPool
 from pipeline.enrich.stage import enrich_router, extractor_pool, warm_up
 from pipeline.errors import ConfigError
 from pipeline.lifetime import tune_malloc
-from pipeline.messages import utc_now
 from pipeline.ops.metrics import PipelineMetrics, metrics_of
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import STAGE_NAMES, Settings
@@ -79,36 +76,6 @@ async def start_stages(broker: NatsBroker, settings: Settings) -> None:
     await broker.start()
 
 
-async def run_clock(broker: NatsBroker, every: float) -> None:
-    """Let time move proposals: undecided ones lapse, scheduled sessions go live and end. Safe on every worker:
-    each move is a compare-and-set, so when several workers see the same due proposal, one moves it. The same
-    read of the index of proposals in play sets the gauge of proposals in play by state."""
-    metrics = metrics_of(broker)
-    while True:
-        try:
-            kv = await stores.bucket(broker, stores.PROPOSALS)
-            entries = await proposal_index.in_play(kv)
-            states = {proposal_id: entry.state for proposal_id, entry in entries.items()}
-            for record in await advance_by_clock(broker, in_play=entries):
-                log.info("proposal.clock", proposal_id=record.proposal.id, state=record.state)
-                states[record.proposal.id] = record.state
-            if metrics is not None:
-                metrics.set_proposal_states(Counter(states.values()))
-            await proposal_index.prune(kv, utc_now())
-        except Exception as error:  # NATS away for a moment: try again next tick
-            log.warning("proposal.clock_failed", error=f"{type(error).__name__}: {error}")
-        await asyncio.sleep(every)
-
-
-async def index_proposals(broker: NatsBroker) -> None:
-    """Index proposals stored before the index existed (once per bucket; every worker checks at start)."""
-    try:
-        if count := await reindex(broker, unless_done=True):
-            log.info("proposals.indexed", proposals=count)
-    except Exception as error:  # the clock and every write repair the index as they go; say it and carry on
-        log.warning("proposals.index_failed", error=f"{type(error).__name__}: {error}")
-
-
 def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
     """The stages of `settings.stages` and what goes with them: the sources with trigger, the clock with actions,
     the extraction processes with enrich (the HTTP server, also with actions, is `serve`'s)."""
@@ -138,7 +105,10 @@ def create_app(settings: Settings, live: LiveRules | None = None) -> FastStream:
         if "actions" in stages:
             say_notice_status(settings)  # notify.disabled: nobody hears of a proposal unless they open /proposals
             background.append(asyncio.create_task(index_proposals(broker), name="index-proposals"))
-            background.append(asyncio.create_task(run_clock(broker, settings.expiry_check_seconds), name="clock"))
+            metrics = metrics_of(broker)
+            count_states = metrics.set_proposal_states if metrics is not None else None
+            clock = run_clock(broker, settings.expiry_check_seconds, count_states)
+            background.append(asyncio.create_task(clock, name="clock"))
         if "archive" in stages:  # recordings that no webhook brought: asked of Zoom and YouTube
             background.append(asyncio.create_task(poll_recordings(broker, settings), name="recordings-poll"))
         if "trigger" in stages and settings.sources_enabled:

@@ -12,7 +12,8 @@ from faststream.nats import NatsBroker
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import bus
-from pipeline.app import create_broker, prepare_bus, run_clock, start_stages
+from pipeline.actions.clock import run_clock
+from pipeline.app import create_broker, prepare_bus, start_stages
 from pipeline.bus import jetstream
 from pipeline.demo import ASSETS, article_server, sample_recording, seed_share
 from pipeline.domain.approval import advance_by_clock, decide
@@ -154,7 +155,9 @@ async def test_the_proposals_gauge_follows_the_states_in_kv(
     settings: Settings, stages: NatsBroker, client: NatsBroker
 ) -> None:
     proposal = await seed_proposal(client)
-    clock = asyncio.create_task(run_clock(stages, every=0.05))
+    gauge = metrics_of(stages)
+    assert gauge is not None
+    clock = asyncio.create_task(run_clock(stages, every=0.05, count_states=gauge.set_proposal_states))
     try:
         async with http_client(settings, stages) as http:
 
