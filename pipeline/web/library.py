@@ -22,19 +22,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape as xml_escape
 
-import jinja2
 import structlog
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
-from starlette.templating import Jinja2Templates
 
 from pipeline.archive import feeds, takedown
 from pipeline.archive.media import MediaStore, media_store
@@ -45,18 +42,10 @@ from pipeline.domain.catalog import ArticleItem, Cue, EntryMissing, LibraryRecor
 from pipeline.messages import KeptFile, LibraryEntry
 from pipeline.settings import Settings
 from pipeline.web.approval.auth import RoleMissing, facilitator_for_token, has_role, login_url, session_facilitator
-from pipeline.web.approval.pages import SECURITY_HEADERS, flash
-from pipeline.web.approval.pages import TEMPLATES as APPROVAL_TEMPLATES
+from pipeline.web.templating import SECURITY_HEADERS, flash, register, see_other, templates
 
 log = structlog.get_logger("pipeline.archive")
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
-STATIC_FILES = {
-    "library.css": "text/css; charset=utf-8",
-    "player.js": "text/javascript; charset=utf-8",
-    "approval.css": "text/css; charset=utf-8",  # the approval pages' design, served here too
-}
 MEDIA_KINDS = ("video", "audio", "transcript", "chat")
 YOUTUBE_EMBED = "https://www.youtube-nocookie.com"
 THUMBNAIL_ORIGINS = ("https://i.ytimg.com/", "https://img.youtube.com/")
@@ -257,12 +246,6 @@ def tag_path(tag: str) -> str:
     return "/library?" + urlencode({"tag": tag}, quote_via=quote)
 
 
-def safe_link(url: object) -> str:
-    """Links people shared: http(s) only, never javascript: or data: (pipeline.web.approval.pages.safe_href)."""
-    text = str(url or "")
-    return text if text.lower().startswith(("https://", "http://")) else "#"
-
-
 def youtube_id(entry: LibraryEntry) -> str | None:
     return entry.youtube_video_id if entry.youtube_video_id and YOUTUBE_ID.fullmatch(entry.youtube_video_id) else None
 
@@ -348,32 +331,19 @@ def query_url(base: dict[str, Any], **change: Any) -> str:
     return "/library" + ("?" + urlencode(pairs, quote_via=quote) if pairs else "")
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(
-            [jinja2.FileSystemLoader(HERE / "templates" / "library"), jinja2.FileSystemLoader(APPROVAL_TEMPLATES)]
-        ),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(
-        href=safe_link,
-        clock=clock,
-        duration=length,
-        recorded=recorded,
-        day=day,
-        entry_path=entry_path,
-        article_path=article_path,
-        tag_path=tag_path,
-        thumbnail=thumbnail,
-    )
-    env.globals["FACET_LABELS"] = FACET_LABELS
-    return env
-
-
-templates = Jinja2Templates(env=_environment())
+register(
+    filters={
+        "clock": clock,
+        "duration": length,
+        "recorded": recorded,
+        "day": day,
+        "entry_path": entry_path,
+        "article_path": article_path,
+        "tag_path": tag_path,
+        "thumbnail": thumbnail,
+    },
+    globals={"FACET_LABELS": FACET_LABELS},
+)
 
 
 def secured(response: Response, csp: str = LIBRARY_CSP, *, private: bool = False) -> Response:
@@ -401,10 +371,6 @@ def render(
     response = templates.TemplateResponse(request, name, values, status_code=status)
     # pages carry the login's name, flashes and a CSRF token: never cached for the next person
     return secured(response, csp, private=True)
-
-
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 async def revision_of(kv: KeyValue, key: str) -> int:
@@ -449,7 +415,7 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
 
     def missing(request: Request, reader: Reader, what: str = "recording") -> Response:
         context = {"title": "Not in the library", "what": what}
-        return page(request, reader, "missing.html", context, 404)
+        return page(request, reader, "library/missing.html", context, 404)
 
     async def visible_record(entry_id: str, reader: Reader) -> LibraryRecord | None:
         record = await catalog.get_record(await library.kv(), entry_id)
@@ -494,15 +460,7 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
             "url": lambda **change: query_url(current, **change),
             "filtering": bool(query.q or query.filters),
         }
-        return page(request, reader, "library.html", context)
-
-    @router.get("/library/static/{name}")
-    async def static(name: str) -> Response:
-        if name not in STATIC_FILES:
-            raise HTTPException(404, "no such file")
-        folder = APPROVAL_TEMPLATES if name == "approval.css" else STATIC
-        body = (folder / name).read_bytes()
-        return Response(body, media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=300"})
+        return page(request, reader, "library/library.html", context)
 
     @router.get("/library/feed.xml")
     async def atom(request: Request) -> Response:
@@ -538,7 +496,7 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
             record = await catalog.get_record(kv, entry_id)
             if record is not None and may_see_entry(record, reader):
                 recordings.append(record)
-        return page(request, reader, "article.html", {"article": article, "recordings": recordings})
+        return page(request, reader, "library/article.html", {"article": article, "recordings": recordings})
 
     @router.get("/library/articles/{article_id}/poster.svg")
     async def article_poster(request: Request, article_id: str) -> Response:
@@ -575,7 +533,7 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
             "article": article if article is not None and may_see_article(article, reader) else None,
             "tags_text": ", ".join(entry.tags),
         }
-        return page(request, reader, "entry.html", context, csp=csp)
+        return page(request, reader, "library/entry.html", context, csp=csp)
 
     @router.get("/library/{entry_id}/poster.svg")
     async def entry_poster(request: Request, entry_id: str) -> Response:
@@ -691,7 +649,7 @@ def library_router(settings: Settings, library: LibraryServices) -> APIRouter:
         reader, record = await editable(request, entry_id)
         if record is None:
             return missing(request, reader)
-        return page(request, reader, "delete.html", {"record": record, "entry": record.entry})
+        return page(request, reader, "library/delete.html", {"record": record, "entry": record.entry})
 
     @router.post("/library/{entry_id}/delete")
     async def delete(request: Request, entry_id: str) -> Response:

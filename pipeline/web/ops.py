@@ -14,10 +14,8 @@ all read when the page is asked for; when NATS does not answer, the page says so
 import asyncio  # no `from __future__ import annotations`: FastAPI must resolve the routes' local Annotated types
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import jinja2
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -25,7 +23,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
-from starlette.templating import Jinja2Templates
 
 from pipeline import bus
 from pipeline.domain.notify import notice_status
@@ -50,11 +47,10 @@ from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 from pipeline.triggers.retry import RetryRefused, retry_page
 from pipeline.web.approval.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
-from pipeline.web.approval.pages import flash, relative, secured, utc
+from pipeline.web.templating import flash, page, register
 
 log = structlog.get_logger("pipeline.ops.web")
 
-TEMPLATES = Path(__file__).parent / "templates" / "ops"
 REFRESH_SECONDS = 5
 RECENT_LIMIT = 20  # dead letters under "last errors"
 UNREAD_LIMIT = 10  # pages that could not be read, newest first
@@ -290,20 +286,7 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
     )
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(utc=utc, relative=relative, age=format_age, summary=summary_of)
-    env.globals.update(REFRESH_SECONDS=REFRESH_SECONDS, REASON_MAX=REASON_MAX)
-    return env
-
-
-templates = Jinja2Templates(env=_environment())
+register(filters={"age": format_age, "summary": summary_of})
 
 
 def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
@@ -315,13 +298,12 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         values = {
             "who": who,
             "facilitates": has_role(settings, who, "facilitator"),
-            "csrftoken": request.scope["csrftoken"](),
-            "flashes": request.session.pop("flash", []),
-            "errors": [],
             "refresh": False,
+            "REFRESH_SECONDS": REFRESH_SECONDS,
+            "REASON_MAX": REASON_MAX,
             **context,
         }
-        return secured(templates.TemplateResponse(request, name, values, status_code=status))
+        return page(request, name, values, status)
 
     def unavailable(request: Request, who: str, error: Exception) -> Response:
         reason = bus.not_answering_reason(error)
@@ -332,12 +314,14 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
             "numbers that may be out of date; this page tries again by itself.",
             "refresh": True,
         }
-        response = render(request, who, "ops_message.html", context, 503)
+        response = render(request, who, "ops/ops_message.html", context, 503)
         response.headers["Retry-After"] = str(bus.RETRY_AFTER_SECONDS)
         return response
 
     def not_found(request: Request, who: str, error: DlqError) -> Response:
-        return render(request, who, "ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404)
+        return render(
+            request, who, "ops/ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404
+        )
 
     async def detail(
         request: Request, who: str, seq: int, status: int = 200, errors: list[str] | None = None, reason: str = ""
@@ -347,12 +331,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         except DlqError as error:
             return not_found(request, who, error)
         context = {"entry": entry, "dead": entry.dead_letter, "errors": errors or [], "reason": reason}
-        return render(request, who, "dead_letter.html", context, status)
-
-    @router.get("/ops.css", include_in_schema=False)
-    async def stylesheet() -> Response:
-        css = (TEMPLATES / "ops.css").read_text()
-        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+        return render(request, who, "ops/dead_letter.html", context, status)
 
     @router.get("/ops", include_in_schema=False)
     async def ops_page(request: Request, who: Operator) -> Response:
@@ -360,7 +339,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
             view = await gather_view(broker)
         except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
-        return render(request, who, "ops.html", {"view": view, "refresh": True, "notices": notice_status(settings)})
+        return render(request, who, "ops/ops.html", {"view": view, "refresh": True, "notices": notice_status(settings)})
 
     def json_operator(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -445,7 +424,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         try:
             done = await action
         except PermanentError as error:  # settled already (by someone), or nothing to post again: said as it is
-            return render(request, who, "ops_message.html", {"title": "Not done", "message": str(error)}, 409)
+            return render(request, who, "ops/ops_message.html", {"title": "Not done", "message": str(error)}, 409)
         log.info("ops.outreach_settled", by=who, done=done)
         flash(request, f"{done} (by {who}).")
         return RedirectResponse("/ops#outreach", status_code=303)
@@ -456,9 +435,9 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         try:
             done = await retry_page(broker, url, by=who)
         except RetryRefused as error:  # never fired, read since, or re-opened by a share: said as it is
-            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
+            return render(request, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
         except ValueError as error:  # not a URL at all
-            return render(request, who, "ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
+            return render(request, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
         except bus.NOT_ANSWERING as error:
             return unavailable(request, who, error)
         if done.again:
@@ -481,7 +460,7 @@ def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
         url = str(form.get("url", "")).strip()
         if form.get("outcome") == "posted" and not url.startswith(("https://", "http://")):
             message = "Say where it can be seen: the post's http(s) address, so the session's page links to it."
-            return render(request, who, "ops_message.html", {"title": "Not done", "message": message}, 422)
+            return render(request, who, "ops/ops_message.html", {"title": "Not done", "message": message}, 422)
         posted_at = url if form.get("outcome") == "posted" else None
         try:
             return await outreach_act(request, who, resolve_post(broker, key, posted_at=posted_at))

@@ -4,8 +4,10 @@
 pipeline/web/approval/; the ops page in pipeline/web/ops.py) keeps its routes beside its own code. The operator's
 machine-readable routes live here: /metrics (Prometheus), /healthz, /readyz, /docs, /openapi.json and
 /docs/asyncapi; the last four and /readyz's details only to logins unless IMPROMPTU_OPS_ENDPOINTS=public (the
-default on loopback). Every request passes BodyLimit (413 past a route's limit) and BearerFirst (the JSON API's
-token checked before its body is read), pipeline/web/approval/limits.py.
+default on loopback). The pages' stylesheets and script are served from pipeline/web/static/ at /static/, to anyone
+(design assets only), with an ETag and Last-Modified so a browser revalidates them with a 304. Every request passes
+BodyLimit (413 past a route's limit) and BearerFirst (the JSON API's token checked before its body is read),
+pipeline/web/approval/limits.py.
 `serve_http` runs the app inside the pipeline's event loop, next to the stages; it believes X-Forwarded-For only
 from IMPROMPTU_TRUSTED_PROXIES.
 """
@@ -15,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -27,6 +31,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from pipeline import bus
 from pipeline.actions.service import Approvals
@@ -39,18 +45,33 @@ from pipeline.web.approval import install_approval_web
 from pipeline.web.approval.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
 from pipeline.web.approval.limits import BearerFirst, BodyLimit
 from pipeline.web.approval.links import links_router
-from pipeline.web.approval.pages import SECURITY_HEADERS, render_plain
 from pipeline.web.approval.slack import slack_router
 from pipeline.web.library import LibraryServices, library_router
 from pipeline.web.library_api import library_api_router
 from pipeline.web.ops import ops_pages_router
 from pipeline.web.recordings import recordings_router
 from pipeline.web.shares import webhook_router
+from pipeline.web.templating import SECURITY_HEADERS, render_plain
 
 log = structlog.get_logger("pipeline.web")
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 READINESS_TIMEOUT_SECONDS = 2.0
+STATIC = Path(__file__).parent / "static"
+STATIC_MAX_AGE_SECONDS = 300  # then revalidated: an unchanged file costs a 304, a changed one arrives within 5 min
+
+
+class DesignAssets(StaticFiles):
+    """/static/: the pages' stylesheets and script, with starlette's ETag, Last-Modified and 304; kept in a
+    browser a few minutes, and never sniffed as another type."""
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = f"max-age={STATIC_MAX_AGE_SECONDS}"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def _one_click_link(scope: MutableMapping[str, Any]) -> bool:
@@ -83,6 +104,7 @@ def create_web_app(
     )
     for error_type in bus.NOT_ANSWERING:
         app.add_exception_handler(error_type, nats_not_answering)
+    app.mount("/static", DesignAssets(directory=STATIC), name="static")
     app.include_router(webhook_router(settings, broker))
     app.include_router(recordings_router(settings, broker))  # Zoom's events, Jibri/JaaS/any signed recording
     app.include_router(ops_router(settings, broker, app))

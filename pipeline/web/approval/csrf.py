@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.web.approval.limits import SAFE_METHODS
-from pipeline.web.approval.pages import SECURITY_HEADERS, render_plain
+from pipeline.web.templating import SECURITY_HEADERS, render_plain
 
 log = structlog.get_logger("pipeline.web.csrf")
 

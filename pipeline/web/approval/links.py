@@ -16,7 +16,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import jinja2
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -28,11 +27,11 @@ from pipeline import stores
 from pipeline.actions.service import Approvals
 from pipeline.domain.approval import DecisionRefused, who_decided
 from pipeline.domain.decision_links import PATH, DecisionToken, token_serializer
-from pipeline.domain.notify import TEMPLATES, timeout_said
+from pipeline.domain.notify import timeout_said
 from pipeline.messages import SessionProposal, utc_now
 from pipeline.settings import Settings
 from pipeline.web.approval.auth import has_role
-from pipeline.web.approval.pages import secured
+from pipeline.web.templating import render_page, secured
 
 log = structlog.get_logger("pipeline.actions.links")
 
@@ -92,14 +91,9 @@ def claim_key(token: str) -> str:
     return "notify.link." + hashlib.sha256(token.encode()).hexdigest()[:48]
 
 
-_PAGES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
-)
-
-
 def _page(status: int, **context: Any) -> Response:
     values = {"title": "", "message": "", "proposal": None, "form": None, **context}
-    html = _PAGES.get_template("decide.html.j2").render(values)
+    html = render_page("approval/decide.html", values)
     return secured(HTMLResponse(html, status_code=status))
 
 

@@ -13,20 +13,17 @@ import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-import jinja2
 import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
+from fastapi.responses import Response
 
 from pipeline import bus
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.domain.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
-from pipeline.messages import IN_PLAY, SessionProposal, utc_now
+from pipeline.messages import IN_PLAY, SessionProposal
 from pipeline.settings import Settings
 from pipeline.web.approval.auth import (
     CREDENTIAL_KEY,
@@ -42,25 +39,15 @@ from pipeline.web.approval.auth import (
 )
 from pipeline.web.approval.sessions import LoginEpochs
 from pipeline.web.approval.throttle import LoginThrottle
+from pipeline.web.templating import flash, page, register, see_other, utc
 
 log = structlog.get_logger("pipeline.web.pages")
 
-TEMPLATES = Path(__file__).parent / "templates"
 FORM_PATHS = frozenset({"/login", "/logout"})  # and everything under /proposals/
 FORM_ACTIONS = ("edit", "approve", "reject", "cancel")  # POST /proposals/ID/<action>; a GET goes to the page
 INPUT_TIME = "%Y-%m-%d %H:%M"  # the start as typed, 24 h, in the zone named beside it (as "20:27 UTC" elsewhere)
 REASON_MAX = 2000
 NAME_MAX = 200
-# No script runs on these pages; nothing may frame them (the approve button must not be clickjacked).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 STATE_HELP = {
     "proposed": "waiting for a facilitator",
     "approved": "approved; the session is being created",
@@ -89,95 +76,18 @@ def field_label(name: str) -> str:
     return FIELD_LABELS.get(name, name)
 
 
-def utc(moment: datetime | None, fmt: str = "%a %d %b %H:%M UTC") -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime(fmt)
-
-
-def relative(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    minutes = round((moment - utc_now()).total_seconds() / 60)
-    if minutes == 0:
-        return "now"
-    span = abs(minutes)
-    if span < 120:
-        text = f"{span} min"
-    elif span < 48 * 60:
-        text = f"{span // 60} h {span % 60:02d} min"
-    else:
-        text = f"{span // 1440} days"
-    return f"in {text}" if minutes > 0 else f"{text} ago"
-
-
-def safe_href(url: object) -> str:
-    """Links to shared pages and join URLs: http(s) only, never javascript: or data:."""
-    text = str(url or "")
-    return text if text.lower().startswith(("https://", "http://")) else "#"
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,  # every template, whatever its extension
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(utc=utc, relative=relative, href=safe_href, field_label=field_label)
-    env.globals.update(
-        STATE_HELP=STATE_HELP,
-        FIELD_LABELS=FIELD_LABELS,
-        INPUT_TIME=INPUT_TIME,
-        IN_PLAY=IN_PLAY,
-        TEXT_CHANGE=TEXT_CHANGE,
-        ACCOUNT_NAME=ACCOUNT_NAME,
-        MINUTE=timedelta(minutes=1),
-    )
-    return env
-
-
-templates = Jinja2Templates(env=_environment())
-
-
-def render_plain(title: str, message: str) -> str:
-    """A page with no request behind it (the CSRF refusal and others sent by a middleware)."""
-    context: dict[str, object] = {
-        "title": title,
-        "message": message,
-        "facilitator": None,
-        "csrftoken": "",
-        "flashes": [],
-        "errors": [],
-    }
-    return templates.get_template("message.html").render(context)
-
-
-def secured(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def flash(request: Request, text: str, kind: Literal["ok", "error"] = "ok") -> None:
-    request.session["flash"] = [*request.session.get("flash", []), {"kind": kind, "text": text}]
-
-
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    token = request.scope.get("csrftoken")
-    if token is None:
-        raise RuntimeError("the approval pages need the CSRF middleware: use install_approval_web(app, ...)")
-    values = {
-        "facilitator": None,
-        "csrftoken": token(),
-        "flashes": request.session.pop("flash", []),
-        "errors": [],
-        **context,
-    }
-    return secured(templates.TemplateResponse(request, name, values, status_code=status))
+register(
+    filters={"field_label": field_label},
+    globals={
+        "STATE_HELP": STATE_HELP,
+        "FIELD_LABELS": FIELD_LABELS,
+        "INPUT_TIME": INPUT_TIME,
+        "IN_PLAY": IN_PLAY,
+        "TEXT_CHANGE": TEXT_CHANGE,
+        "ACCOUNT_NAME": ACCOUNT_NAME,
+        "MINUTE": timedelta(minutes=1),
+    },
+)
 
 
 async def role_missing_page(request: Request, error: Exception) -> Response:
@@ -193,7 +103,7 @@ async def role_missing_page(request: Request, error: Exception) -> Response:
             "(with --role for every other role it keeps) gives it."
         ),
     }
-    return page(request, "message.html", context, 403)
+    return page(request, "approval/message.html", context, 403)
 
 
 def form_of(record: ProposalRecord, zone: ZoneInfo) -> dict[str, Any]:
@@ -319,7 +229,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "cancellable": record.state in ("approved", "scheduled"),
             "refresh": waiting,
         }
-        return page(request, "proposal.html", context, status)
+        return page(request, "approval/proposal.html", context, status)
 
     async def refused(request: Request, who: str, proposal_id: str, error: DecisionRefused, status: int) -> Response:
         log.info("web.action_refused", proposal_id=proposal_id, by=who, reason=str(error))
@@ -331,7 +241,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
 
     def not_found(request: Request, who: str, proposal_id: str) -> Response:
         context = {"facilitator": who, "title": "No such proposal", "message": f"There is no proposal {proposal_id}."}
-        return page(request, "message.html", context, 404)
+        return page(request, "approval/message.html", context, 404)
 
     @router.get("/")
     async def home(request: Request) -> Response:
@@ -340,16 +250,13 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             return see_other("/ops")
         return see_other("/proposals")
 
-    @router.get("/approval.css")
-    async def stylesheet() -> Response:
-        css = (TEMPLATES / "approval.css").read_text()
-        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
-
     @router.get("/login")
     async def login_form(request: Request, next: str = "/proposals") -> Response:
         if session_facilitator(request, settings) is not None:
             return see_other(safe_next(next))
-        return page(request, "login.html", {"next": safe_next(next), "name": "", "no_logins": not _can_log_in()})
+        return page(
+            request, "approval/login.html", {"next": safe_next(next), "name": "", "no_logins": not _can_log_in()}
+        )
 
     def _can_log_in() -> bool:
         return any(login.password_hash for login in settings.current_logins().values())
@@ -378,13 +285,13 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             log.error("web.login_unavailable", reason=f"NATS does not answer: {error!r}")
             context = {"next": target, "name": name, "no_logins": not _can_log_in()}
             context["errors"] = ["Logging in is unavailable: the bus does not answer. Try again shortly."]
-            return page(request, "login.html", context, 503)
+            return page(request, "approval/login.html", context, 503)
         if wait is not None:
             log.warning("web.login_throttled", name=name, address=address)
             minutes = max(1, round(wait / 60))
             context = {"next": target, "name": name, "no_logins": not _can_log_in()}
             context["errors"] = [f"Too many failed logins: try again in {minutes} min."]
-            response = page(request, "login.html", context, 429)
+            response = page(request, "approval/login.html", context, 429)
             response.headers["Retry-After"] = str(round(wait))
             return response
         logins = settings.current_logins()
@@ -409,7 +316,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "no_logins": not _can_log_in(),
             "errors": ["Wrong name or password."],
         }
-        return page(request, "login.html", context, 400)
+        return page(request, "approval/login.html", context, 400)
 
     @router.get("/logout")
     async def logout_link(request: Request) -> Response:
@@ -454,7 +361,7 @@ def pages_router(settings: Settings, approvals: Approvals) -> APIRouter:
             "upcoming_count": len(upcoming),
             "recent": RECENT,
         }
-        return page(request, "queue.html", context)
+        return page(request, "approval/queue.html", context)
 
     async def form_url(who: Facilitator, proposal_id: str) -> Response:
         """A form's URL opened with GET (a reload after a refused edit, a bookmark): the proposal's page."""

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipeline import bus, stores
 from pipeline.web.approval.auth import EPOCH_KEY, SESSION_KEY
 from pipeline.web.approval.limits import path_of, send_json
+from pipeline.web.templating import SECURITY_HEADERS, render_plain
 
 log = structlog.get_logger("pipeline.web.sessions")
 
@@ -89,8 +90,6 @@ class SessionCheck:
 
 
 async def _unavailable(scope: Scope, send: Send, reason: str) -> None:
-    from pipeline.web.approval.pages import SECURITY_HEADERS, render_plain  # pages log people in with LoginEpochs
-
     headers = {"Retry-After": str(bus.RETRY_AFTER_SECONDS)}
     path = path_of(scope)
     if path.startswith("/api/") or path.endswith(".json"):
