@@ -1,5 +1,5 @@
 """Facilitators' logins as the CLI handles them: a password's hash, a new API token, a --by name checked against the
-logins. Reads the settings' logins; writes nothing. Apart from pipeline/web/approval/auth.py (which re-exports these),
+logins. Reads the settings' logins; writes nothing. Apart from pipeline/web/auth.py (which re-exports these),
 so that `impromptu facilitators add` and a command's --by check load no web framework and no stage.
 """
 

@@ -41,7 +41,7 @@ from pipeline.domain import catalog
 from pipeline.domain.catalog import ArticleItem, Cue, EntryMissing, LibraryRecord
 from pipeline.messages import KeptFile, LibraryEntry
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import RoleMissing, facilitator_for_token, has_role, login_url, session_facilitator
+from pipeline.web.auth import RoleMissing, facilitator_for_token, has_role, login_url, session_facilitator
 from pipeline.web.templating import SECURITY_HEADERS, flash, register, see_other, templates
 
 log = structlog.get_logger("pipeline.archive")

@@ -46,7 +46,7 @@ from pipeline.outreach.operations import needing_a_person, reset_channel, resolv
 from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 from pipeline.triggers.retry import RetryRefused, retry_page
-from pipeline.web.approval.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
+from pipeline.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user
 from pipeline.web.templating import flash, page, register
 
 log = structlog.get_logger("pipeline.ops.web")

@@ -7,7 +7,7 @@ machine-readable routes live here: /metrics (Prometheus), /healthz, /readyz, /do
 default on loopback). The pages' stylesheets and script are served from pipeline/web/static/ at /static/, to anyone
 (design assets only), with an ETag and Last-Modified so a browser revalidates them with a 304. Every request passes
 BodyLimit (413 past a route's limit) and BearerFirst (the JSON API's token checked before its body is read),
-pipeline/web/approval/limits.py.
+pipeline/web/limits.py.
 `serve_http` runs the app inside the pipeline's event loop, next to the stages; it believes X-Forwarded-For only
 from IMPROMPTU_TRUSTED_PROXIES.
 """
@@ -42,12 +42,12 @@ from pipeline.ops.metrics import METRICS_CONTENT_TYPE, PipelineMetrics, metrics_
 from pipeline.schema_export import asyncapi_document
 from pipeline.settings import LoginRole, Settings
 from pipeline.web.approval import install_approval_web
-from pipeline.web.approval.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
-from pipeline.web.approval.limits import BearerFirst, BodyLimit
 from pipeline.web.approval.links import links_router
 from pipeline.web.approval.slack import slack_router
+from pipeline.web.auth import bearer, has_role, login_url, role_refused, session_facilitator, token_user
 from pipeline.web.library import LibraryServices, library_router
 from pipeline.web.library_api import library_api_router
+from pipeline.web.limits import BearerFirst, BodyLimit
 from pipeline.web.ops import ops_pages_router
 from pipeline.web.recordings import recordings_router
 from pipeline.web.shares import webhook_router

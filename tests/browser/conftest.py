@@ -17,7 +17,7 @@ from pipeline.actions.service import Approvals
 from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import free_port
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import hash_password
+from pipeline.web.auth import hash_password
 from pipeline.web.server import create_web_app, serve_http
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 
 from pipeline.ops.dlq import get_dead_letter, list_dead_letters
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import hash_password
+from pipeline.web.auth import hash_password
 from tests.browser.conftest import Site, serving
 from tests.integration.bus_helpers import wait_until
 from tests.integration.test_ops_web import PROBE, Probe, poison, probe_stage

@@ -44,7 +44,7 @@ from pipeline.messages import DeadLetter, OutreachResult, Recording, RecordingFi
 from pipeline.ops.dlq import discard, list_dead_letters
 from pipeline.ops.status import STAGE_CONSUMERS, gather_status, health_problems
 from pipeline.outreach import records
-from pipeline.web.approval.auth import token_sha256
+from pipeline.web.auth import token_sha256
 from tests.channel_fakes import FakeFacebook, FakeMastodon, Received, serve
 
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")

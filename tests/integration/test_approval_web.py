@@ -27,7 +27,7 @@ from pipeline.domain.approval import get_record
 from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.signing import sign
-from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.auth import hash_password, new_api_token
 from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import seed_proposal, wait_for_count
 

@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.demo import ASSETS, article_server
 from pipeline.embedded import free_port
-from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.auth import hash_password, new_api_token
 
 pytestmark = pytest.mark.nats
 

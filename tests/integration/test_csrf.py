@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from faststream.nats import NatsBroker
 
 from pipeline.domain.approval import get_record
-from pipeline.web.approval.csrf import CSRF_COOKIE
+from pipeline.web.csrf import CSRF_COOKIE
 from tests.integration.bus_helpers import seed_proposal
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in, web_app, web_settings
 

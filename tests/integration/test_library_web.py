@@ -22,7 +22,7 @@ from pipeline.domain.catalog import ArticleItem, Cue, SearchText
 from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import KeptFile, LibraryEntry, Provenance, Resource, Visibility
 from pipeline.settings import FacilitatorLogin, LoginRole, Settings
-from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.auth import hash_password, new_api_token
 from pipeline.web.library import LibraryServices
 from pipeline.web.server import create_web_app
 

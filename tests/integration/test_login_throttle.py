@@ -19,8 +19,8 @@ from pipeline.app import connected
 from pipeline.domain.live_rules import LiveRules
 from pipeline.embedded import EmbeddedNats
 from pipeline.settings import Settings
-from pipeline.web.approval.throttle import PER_ADDRESS, PER_NAME, WINDOW_SECONDS, LoginThrottle, failure_key
 from pipeline.web.server import create_web_app, serve_http
+from pipeline.web.throttle import PER_ADDRESS, PER_NAME, WINDOW_SECONDS, LoginThrottle, failure_key
 from tests.integration import test_approval_web
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in
 

@@ -26,7 +26,7 @@ from pipeline.domain.slots import Slot
 from pipeline.errors import ConfigError
 from pipeline.messages import FacilitatorDecision, SessionProposal, utc_now
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import hash_password
+from pipeline.web.auth import hash_password
 from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on, seed_proposal
 from tests.unit.conftest import make_content

@@ -12,7 +12,7 @@ from pipeline import bus
 from pipeline.actions.service import Approvals
 from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.auth import hash_password, new_api_token
 from pipeline.web.server import create_web_app, ops_endpoints_public
 from tests.integration.test_approval_web import PASSWORDS, TOKENS, bearer, browser, log_in
 

@@ -33,7 +33,7 @@ from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.stage import StageRouter
 from pipeline.triggers.stage import trigger_router
 from pipeline.web import ops as ops_web
-from pipeline.web.approval.auth import hash_password, new_api_token
+from pipeline.web.auth import hash_password, new_api_token
 from pipeline.web.ops import FLOW, INTERNAL, stage_inputs, stage_outputs
 from pipeline.web.server import create_web_app
 from tests.integration.bus_helpers import models_on, subject_counts, wait_for_count, wait_until

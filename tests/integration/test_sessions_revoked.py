@@ -17,7 +17,7 @@ from pipeline.actions.service import Approvals
 from pipeline.app import connected
 from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import SESSION_COOKIE
+from pipeline.web.auth import SESSION_COOKIE
 from pipeline.web.server import create_web_app
 from tests.integration.test_approval_web import PASSWORDS, browser, csrf_of, log_in, web_settings
 

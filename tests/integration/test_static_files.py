@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 from pipeline.actions.service import Approvals
 from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import hash_password
+from pipeline.web.auth import hash_password
 from pipeline.web.server import create_web_app
 
 pytestmark = pytest.mark.nats

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from pipeline.actions.service import Approvals
 from pipeline.domain.live_rules import LiveRules
 from pipeline.settings import Settings
-from pipeline.web.approval.limits import DEFAULT_MAX_BODY_BYTES, ROUTE_MAX_BODY_BYTES
+from pipeline.web.limits import DEFAULT_MAX_BODY_BYTES, ROUTE_MAX_BODY_BYTES
 from pipeline.web.server import create_web_app, serve_http
 from tests.integration.test_approval_web import bearer, browser, web_app, web_settings
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import facilitator_for_token, verify_password
+from pipeline.web.auth import facilitator_for_token, verify_password
 
 IMPROMPTU = str(Path(sys.executable).parent / "impromptu")
 PASSWORD = "correct horse battery staple"

@@ -12,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 from pipeline.errors import ConfigError
 from pipeline.keys import SECRET_FILE, web_secret
 from pipeline.settings import FacilitatorLogin, Settings
-from pipeline.web.approval.auth import (
+from pipeline.web.auth import (
     facilitator_for_token,
     has_role,
     hash_password,

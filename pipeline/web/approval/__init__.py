@@ -22,11 +22,11 @@ from pipeline.actions.service import Approvals
 from pipeline.keys import derived_key, web_secret
 from pipeline.settings import Settings
 from pipeline.web.approval.api import api_router
-from pipeline.web.approval.auth import SESSION_COOKIE, RoleMissing
-from pipeline.web.approval.csrf import CSRF_COOKIE, CSRF_FIELD, CsrfProtection
-from pipeline.web.approval.limits import path_of
 from pipeline.web.approval.pages import FORM_PATHS, pages_router, role_missing_page
-from pipeline.web.approval.sessions import LoginEpochs, SessionCheck
+from pipeline.web.auth import SESSION_COOKIE, RoleMissing
+from pipeline.web.csrf import CSRF_COOKIE, CSRF_FIELD, CsrfProtection
+from pipeline.web.limits import path_of
+from pipeline.web.sessions import LoginEpochs, SessionCheck
 
 __all__ = ["CSRF_COOKIE", "CSRF_FIELD", "approval_router", "install_approval_web", "is_form_path"]
 

@@ -19,7 +19,7 @@ from pipeline.actions.service import RECENT, Announcement, Approvals, ChannelPre
 from pipeline.domain.approval import DecisionRefused, ProposalRecord
 from pipeline.messages import ProposalState
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import api_facilitator
+from pipeline.web.auth import api_facilitator
 
 log = structlog.get_logger("pipeline.web.api")
 

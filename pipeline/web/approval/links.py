@@ -30,7 +30,7 @@ from pipeline.domain.decision_links import PATH, DecisionToken, token_serializer
 from pipeline.domain.notify import timeout_said
 from pipeline.messages import SessionProposal, utc_now
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import has_role
+from pipeline.web.auth import has_role
 from pipeline.web.templating import render_page, secured
 
 log = structlog.get_logger("pipeline.actions.links")

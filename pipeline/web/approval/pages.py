@@ -25,7 +25,7 @@ from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdi
 from pipeline.domain.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
 from pipeline.messages import IN_PLAY, SessionProposal
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import (
+from pipeline.web.auth import (
     CREDENTIAL_KEY,
     EPOCH_KEY,
     SESSION_KEY,
@@ -37,9 +37,9 @@ from pipeline.web.approval.auth import (
     session_facilitator,
     verify_password,
 )
-from pipeline.web.approval.sessions import LoginEpochs
-from pipeline.web.approval.throttle import LoginThrottle
+from pipeline.web.sessions import LoginEpochs
 from pipeline.web.templating import flash, page, register, see_other, utc
+from pipeline.web.throttle import LoginThrottle
 
 log = structlog.get_logger("pipeline.web.pages")
 

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.settings import Settings
-from pipeline.web.approval.auth import facilitator_for_token
+from pipeline.web.auth import facilitator_for_token
 
 log = structlog.get_logger("pipeline.web.limits")
 

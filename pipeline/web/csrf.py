@@ -23,7 +23,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.web.approval.limits import SAFE_METHODS
+from pipeline.web.limits import SAFE_METHODS
 from pipeline.web.templating import SECURITY_HEADERS, render_plain
 
 log = structlog.get_logger("pipeline.web.csrf")

@@ -20,8 +20,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline import bus, stores
-from pipeline.web.approval.auth import EPOCH_KEY, SESSION_KEY
-from pipeline.web.approval.limits import path_of, send_json
+from pipeline.web.auth import EPOCH_KEY, SESSION_KEY
+from pipeline.web.limits import path_of, send_json
 from pipeline.web.templating import SECURITY_HEADERS, render_plain
 
 log = structlog.get_logger("pipeline.web.sessions")
