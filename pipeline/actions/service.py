@@ -21,13 +21,13 @@ from pipeline.actions.approval import BOOKED, TEXT_CHANGE, DecisionRefused, Prop
 from pipeline.actions.providers import SessionRequest
 from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
-from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
+from pipeline.messages import IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.bounded import TemplateWorkers
+from pipeline.outreach.channels import registered, text_limit
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
 from pipeline.outreach.render import (
     JOIN_URL_MARK,
-    LIMITS,
     WRITTEN_MAX,
     TemplateRefused,
     available_channels,
@@ -137,7 +137,7 @@ def preview_session(proposal: SessionProposal, jitsi_base_url: str, join_url: st
 
 
 def channel_limit(channel: str, settings: Settings) -> int | None:
-    return settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
+    return text_limit(channel, settings)
 
 
 async def channel_previews(
@@ -354,7 +354,7 @@ class Approvals:
 
     def channels_available(self) -> list[str]:
         # a custom template for a channel without an adapter could never be posted: not offered
-        return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if c in CHANNEL_NAMES]
+        return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if registered(c)]
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
         busy = await booked_now(self.broker, except_id=proposal_id)

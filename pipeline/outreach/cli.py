@@ -35,7 +35,9 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def render_command(
-    channel: Annotated[str, typer.Option("--channel", help="x, linkedin, facebook, mastodon, slack, teams, email.")],
+    channel: Annotated[
+        str, typer.Option("--channel", help="A channel: x, mastodon, slack... (`impromptu channels list`).")
+    ],
     proposal_id: Annotated[str | None, typer.Option("--proposal", help="A proposal on the bus.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="The seed story's session; needs no bus.")] = False,
     kind: Annotated[str, typer.Option(help="Which announcement: scheduled, starting, recording or cancelled.")] = (

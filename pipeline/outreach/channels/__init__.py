@@ -1,31 +1,87 @@
 """The channels an organisation announces on, built from settings: each a small adapter speaking its real API.
 
+Each channel is one module of this package: its adapter class (a `base.ChannelAdapter`) says the channel's name, its
+settings section, its length rule and limit, its structural checks, and how it posts, finds and deletes; its
+templates are `templates/<name>/<kind>.j2`. `ADAPTERS` lists the shipped ones; `register` adds another at run time
+(a test, a plugin) without editing any other file.
+
 With IMPROMPTU_OUTREACH_DRY_RUN (the default) every channel writes to the outbox instead; otherwise a channel whose
 credentials are not set is disabled, with one warning at start naming what to set, and the pipeline runs on.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 
 import structlog
 
-from pipeline.messages import CHANNEL_NAMES
-from pipeline.outreach.channels.base import Channel
+from pipeline.outreach.channels.base import Channel, ChannelAdapter
+from pipeline.outreach.channels.email import EmailChannel
+from pipeline.outreach.channels.facebook import FacebookChannel
+from pipeline.outreach.channels.linkedin import LinkedInChannel
+from pipeline.outreach.channels.mastodon import MastodonChannel
 from pipeline.outreach.channels.outbox import OutboxChannel
+from pipeline.outreach.channels.slack import SlackChannel
+from pipeline.outreach.channels.teams import TeamsChannel
+from pipeline.outreach.channels.x import XChannel
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.outreach.channels")
 
-# each channel is a module of this package, named as the channel, with `from_settings(settings) -> Channel`
-ADAPTERS: dict[str, str] = {name: name for name in CHANNEL_NAMES}
+# The shipped channels, in the order they are built and listed.
+ADAPTERS: tuple[type[ChannelAdapter], ...] = (
+    XChannel,
+    LinkedInChannel,
+    FacebookChannel,
+    MastodonChannel,
+    SlackChannel,
+    TeamsChannel,
+    EmailChannel,
+)
+_REGISTERED: dict[str, type[ChannelAdapter]] = {adapter.name: adapter for adapter in ADAPTERS}
+
+
+def register(adapter: type[ChannelAdapter]) -> type[ChannelAdapter]:
+    """Add a channel (usable as a class decorator); its templates go in `templates/<name>/` or the custom folder."""
+    if not adapter.name or adapter.name in _REGISTERED and _REGISTERED[adapter.name] is not adapter:
+        raise ValueError(f"a channel named {adapter.name!r} is registered already")
+    _REGISTERED[adapter.name] = adapter
+    return adapter
+
+
+def unregister(name: str) -> None:
+    """Remove a channel `register` added (the shipped ones stay)."""
+    if any(adapter.name == name for adapter in ADAPTERS):
+        raise ValueError(f"{name} is a shipped channel")
+    _REGISTERED.pop(name, None)
+
+
+def adapters() -> dict[str, type[ChannelAdapter]]:
+    """Every channel by name: the shipped ones, then those registered."""
+    return dict(_REGISTERED)
+
+
+def channel_names() -> tuple[str, ...]:
+    return tuple(_REGISTERED)
+
+
+def registered(name: str) -> type[ChannelAdapter] | None:
+    return _REGISTERED.get(name)
+
+
+def rules_for(name: str) -> type[ChannelAdapter]:
+    """The channel's rules; a name with no adapter (a custom template folder) is plain text without a limit."""
+    return _REGISTERED.get(name) or type("PlainText", (ChannelAdapter,), {"name": name})
+
+
+def text_limit(name: str, settings: Settings) -> int | None:
+    """The channel's length limit with these settings: what the outreach stage and the previews both check."""
+    adapter = _REGISTERED.get(name)
+    return adapter.text_limit(settings) if adapter is not None else None
 
 
 def adapter(name: str, settings: Settings) -> Channel:
-    module = importlib.import_module(f"{__name__}.{ADAPTERS[name]}")
-    channel: Channel = module.from_settings(settings)
-    return channel
+    return _REGISTERED[name].from_settings(settings)
 
 
 @dataclass
@@ -38,12 +94,12 @@ class Channels:
         """Why `name` cannot post, for a channel that is not ready."""
         if name in self.disabled:
             return f"channel {name} is disabled: set {', '.join(self.disabled[name])}"
-        return f"no channel named {name!r} (known: {', '.join(sorted(ADAPTERS))})"
+        return f"no channel named {name!r} (known: {', '.join(sorted(_REGISTERED))})"
 
 
 def build_channels(settings: Settings, *, warn: bool = True) -> Channels:
     channels = Channels(dry_run=settings.outreach_dry_run)
-    for name in ADAPTERS:
+    for name in _REGISTERED:
         real = adapter(name, settings)
         if settings.outreach_dry_run:
             channels.ready[name] = OutboxChannel(settings.outbox_dir, name, can_delete=real.can_delete)
