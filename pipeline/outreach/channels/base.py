@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import ssl
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, get_args
@@ -129,7 +130,7 @@ class ChannelSettings(BaseSettings):
         return [f"IMPROMPTU_{name.upper()}" for name in cls.model_fields]
 
 
-class ChannelAdapter:
+class ChannelAdapter(ABC):
     """Everything about one channel, in its adapter's file: the adapter classes derive from this and are listed in
     `pipeline.outreach.channels.ADAPTERS` (a test or a plugin adds one with `register`). The templates live in
     `templates/<name>/<kind>.j2`.
@@ -137,7 +138,7 @@ class ChannelAdapter:
     The class attributes and class methods are the channel's rules, used without an adapter instance (rendering,
     previews, the rules file); an instance posts, finds and deletes (the `Channel` protocol)."""
 
-    name: ClassVar[str]
+    name: str
     Section: ClassVar[type[ChannelSettings]] = ChannelSettings  # its section of the settings
     limit: ClassVar[int | None] = None  # the longest post, as `length` counts it; None: no length limit
     unit: ClassVar[str] = "characters"  # what `length` counts, for the refusal's reason
@@ -165,9 +166,25 @@ class ChannelAdapter:
         return text
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Channel:
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
         """The adapter, configured from its section of `settings` (`Section.of(settings)`)."""
-        raise NotImplementedError(f"{cls.__name__} says how it is built from its settings")
+
+    # --- what an instance does: the `Channel` protocol ---
+
+    @abstractmethod
+    def missing(self) -> list[str]:
+        """The environment variables this channel needs that are not set (empty: ready)."""
+
+    @abstractmethod
+    async def post(self, post: Post) -> Posted: ...
+
+    @abstractmethod
+    async def find(self, post: Post) -> Posted | None:
+        """The post, if an earlier (interrupted) attempt made it; None when it surely did not (`can_find`)."""
+
+    @abstractmethod
+    async def delete(self, posted: Posted) -> None: ...
 
 
 def json_object(text: str) -> tuple[dict[str, Any] | None, Problem | None]:
