@@ -41,6 +41,7 @@ from pipeline.actions.web.auth import (
 from pipeline.actions.web.sessions import LoginEpochs
 from pipeline.actions.web.throttle import LoginThrottle
 from pipeline.messages import IN_PLAY, utc_now
+from pipeline.outreach.channels import channel_title
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.pages")
@@ -132,6 +133,7 @@ def _environment() -> jinja2.Environment:
         TEXT_CHANGE=TEXT_CHANGE,
         ACCOUNT_NAME=ACCOUNT_NAME,
         MINUTE=timedelta(minutes=1),
+        channel_title=channel_title,  # each adapter's title, asked when the page is rendered
     )
     return env
 

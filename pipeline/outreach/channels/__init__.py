@@ -69,6 +69,12 @@ def registered(name: str) -> type[ChannelAdapter] | None:
     return _REGISTERED.get(name)
 
 
+def channel_title(name: str) -> str:
+    """How people call the channel ("LinkedIn", "E-mail"); a name without an adapter as it is."""
+    adapter = _REGISTERED.get(name)
+    return adapter.title or name if adapter is not None else name
+
+
 def rules_for(name: str) -> type[ChannelAdapter]:
     """The channel's rules; a name with no adapter (a custom template folder) is plain text without a limit."""
     return _REGISTERED.get(name) or type("PlainText", (ChannelAdapter,), {"name": name})

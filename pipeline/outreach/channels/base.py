@@ -139,6 +139,7 @@ class ChannelAdapter(ABC):
     previews, the rules file); an instance posts, finds and deletes (the `Channel` protocol)."""
 
     name: str
+    title: ClassVar[str] = ""  # how people call it, on the approval page (default: its name)
     Section: ClassVar[type[ChannelSettings]] = ChannelSettings  # its section of the settings
     limit: ClassVar[int | None] = None  # the longest post, as `length` counts it; None: no length limit
     unit: ClassVar[str] = "characters"  # what `length` counts, for the refusal's reason

@@ -75,6 +75,7 @@ class EmailChannel(ChannelAdapter):
     """The rendered text is "Subject: ...", a blank line, then the body (`email_parts`); no length limit."""
 
     name = "email"
+    title = "E-mail"
     Section = EmailSettings
     can_find = False  # SMTP cannot tell whether an interrupted send went out
     can_delete = False  # a sent e-mail stays sent; a cancellation is a new e-mail (with a calendar CANCEL)

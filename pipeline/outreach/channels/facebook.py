@@ -45,6 +45,7 @@ class FacebookSettings(base.ChannelSettings):
 
 class FacebookChannel(base.ChannelAdapter):
     name = "facebook"
+    title = "Facebook"
     Section = FacebookSettings
     limit = 63206
     can_find = True

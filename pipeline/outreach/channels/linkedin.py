@@ -91,6 +91,7 @@ class LinkedInSettings(base.ChannelSettings):
 
 class LinkedInChannel(base.ChannelAdapter):
     name = "linkedin"
+    title = "LinkedIn"
     Section = LinkedInSettings
     limit = 3000
     can_find = False

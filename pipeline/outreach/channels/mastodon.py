@@ -35,6 +35,7 @@ class MastodonSettings(base.ChannelSettings):
 
 class MastodonChannel(base.ChannelAdapter):
     name = "mastodon"
+    title = "Mastodon"
     Section = MastodonSettings
     limit = 500  # Mastodon's default; an instance may set its own (IMPROMPTU_MASTODON_MAX_CHARACTERS)
     can_find = True

@@ -56,6 +56,7 @@ class SlackChannel(base.ChannelAdapter):
     """The rendered post is the webhook's JSON body: Block Kit, checked by `shaped`; no length limit of its own."""
 
     name = "slack"
+    title = "Slack"
     Section = SlackSettings
     can_find = False
     can_delete = False

@@ -51,6 +51,7 @@ class TeamsChannel(base.ChannelAdapter):
     """The rendered post is an Adaptive Card (JSON), checked by `shaped`, its size counted in UTF-8 bytes."""
 
     name = "teams"
+    title = "Teams"
     Section = TeamsSettings
     limit = MAX_BYTES  # Teams refuses past ~28 KB (413)
     unit = "bytes"

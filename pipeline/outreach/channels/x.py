@@ -58,6 +58,7 @@ class XSettings(base.ChannelSettings):
 
 class XChannel(base.ChannelAdapter):
     name = "x"
+    title = "X"
     Section = XSettings
     limit = 280
     can_find = False  # no search of one's own recent posts on the tiers this targets
