@@ -136,7 +136,7 @@ class ChannelAdapter(ABC):
     `templates/<name>/<kind>.j2`.
 
     The class attributes and class methods are the channel's rules, used without an adapter instance (rendering,
-    previews, the rules file); an instance posts, finds and deletes (the `Channel` protocol)."""
+    previews, a facilitator's own text); an instance posts, finds and deletes (the `Channel` protocol)."""
 
     name: str
     title: ClassVar[str] = ""  # how people call it, on the approval page (default: its name)
