@@ -23,7 +23,7 @@ from pipeline.actions.sessions import jitsi_room_url
 from pipeline.actions.slots import Busy, slot_problem
 from pipeline.messages import IN_PLAY, ProposalState, ScheduledSession, SessionProposal, utc_now
 from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels import registered, text_limit
+from pipeline.outreach.channels.registry import registered, text_limit
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
 from pipeline.outreach.render import (

@@ -30,7 +30,6 @@ from jinja2.sandbox import SandboxedEnvironment
 from pipeline.errors import RetryableError
 from pipeline.lifetime import die_with_parent
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels import registered
 from pipeline.outreach.channels.base import ChannelAdapter
 from pipeline.outreach.render import RENDER_MAX_OUTPUT, RENDER_SECONDS, TemplateRefused, environment, render
 from pipeline.settings import Settings
@@ -136,6 +135,9 @@ class TemplateWorkers:
             "seconds": self.seconds,
             "max_output": self.max_output,
         }
+        # here, not at the top: the registry imports every adapter, and a worker needs only the one it is given
+        from pipeline.outreach.channels.registry import registered
+
         args = (self.folder, registered(channel) or channel, kind, session, options)
         bound = self.seconds + GRACE_SECONDS
         pool = self._pool or await asyncio.get_running_loop().run_in_executor(None, self._start)

@@ -86,7 +86,7 @@ async def _proposal(settings: Settings, proposal_id: str):  # type: ignore[no-un
 @channels_cli.command("list")
 def channels_list() -> None:
     """Each channel: ready (posting, or to the outbox in a dry run), disabled (what to set) or broken (why)."""
-    from pipeline.outreach.channels import build_channels
+    from pipeline.outreach.channels.registry import build_channels
 
     settings = _settings()
     built = build_channels(settings, warn=False)

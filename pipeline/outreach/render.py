@@ -31,17 +31,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
 from pipeline.outreach import xtext
-from pipeline.outreach.channels import ADAPTERS, rules_for
 from pipeline.outreach.channels.base import ChannelAdapter, Problem
-from pipeline.outreach.channels.email import email_parts as email_parts  # where it was: callers import it here
 from pipeline.session_time import when, when_local, zone_named
 from pipeline.text import shorten as text_shorten
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHANNELS = tuple(adapter.name for adapter in ADAPTERS)  # the shipped channels
 X_URL_WEIGHT = xtext.URL_WEIGHT
-# each channel's limit as its `length` counts it (Teams: UTF-8 bytes); Slack and e-mail have structural rules
-LIMITS = {adapter.name: adapter.limit for adapter in ADAPTERS if adapter.limit is not None}
 SHORT_TITLE = 90  # `short_article_title`, for channels where the title shares little room
 _PRIVATE = re.compile(r"attribute '_")
 MAX_OUTPUT = 200_000  # a sandboxed `*` may not build strings or lists longer than this
@@ -278,7 +273,7 @@ def render(
     channel's length limit (a Mastodon instance's own). Raises TemplateRefused with a reason code first. The whole
     render (every shortening step) runs within `seconds` and each step writes at most `max_output` characters.
     `channel`: its name, or its adapter class (a render in a worker process, for a channel registered at run time)."""
-    rules = rules_for(channel) if isinstance(channel, str) else channel
+    rules = rules_for(channel)
     name = f"{rules.name}/{kind}.j2"
     template = _load(env, name)
     if kind == "recording" and not library_url:
@@ -403,9 +398,20 @@ def weighted_length(channel: str, text: str) -> int:
     return rules_for(channel).length(text)
 
 
+def rules_for(channel: str | type[ChannelAdapter]) -> type[ChannelAdapter]:
+    """The channel's adapter class, its rules; a name is looked up in the registry."""
+    if not isinstance(channel, str):
+        return channel
+    # here, not at the top: the registry imports every adapter, and a template worker, given the adapter class it
+    # renders for, needs none of the others
+    from pipeline.outreach.channels import registry
+
+    return registry.rules_for(channel)
+
+
 def check(channel: str | type[ChannelAdapter], text: str, limit: int | None = None) -> tuple[str, Problem | None]:
     """The text as it will be posted (JSON compacted), and what is wrong with it, if anything."""
-    rules = rules_for(channel) if isinstance(channel, str) else channel
+    rules = rules_for(channel)
     text, problem = rules.shaped(text)
     if problem is not None:
         return text, problem

@@ -24,8 +24,8 @@ from pipeline.messages import (
 )
 from pipeline.outreach import health, records
 from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels import build_channels, text_limit
 from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
+from pipeline.outreach.channels.registry import build_channels, text_limit
 from pipeline.outreach.records import PostRecord
 from pipeline.outreach.render import TemplateRefused, written_text
 from pipeline.settings import Settings

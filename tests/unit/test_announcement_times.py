@@ -15,7 +15,8 @@ from pipeline.actions.providers import CreatedSession
 from pipeline.actions.sessions import propose
 from pipeline.actions.slots import suggest_slot
 from pipeline.messages import FacilitatorDecision, ScheduledSession, stable_id
-from pipeline.outreach.render import CHANNELS, available_channels, check, environment, render
+from pipeline.outreach.channels.registry import CHANNELS
+from pipeline.outreach.render import available_channels, check, environment, render
 from pipeline.session_time import when, when_local
 from pipeline.triggers.rules import Facilitator
 from tests.unit.conftest import make_content

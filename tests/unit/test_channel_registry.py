@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 
 from pipeline.messages import CHANNEL_NAMES
-from pipeline.outreach.channels import ADAPTERS, channel_names, register, rules_for, text_limit, unregister
 from pipeline.outreach.channels.base import KINDS, ChannelAdapter
 from pipeline.outreach.channels.mastodon import MastodonChannel
-from pipeline.outreach.render import LIMITS, TEMPLATES, check
+from pipeline.outreach.channels.registry import (
+    ADAPTERS,
+    LIMITS,
+    channel_names,
+    register,
+    rules_for,
+    text_limit,
+    unregister,
+)
+from pipeline.outreach.render import TEMPLATES, check
 from pipeline.settings import Settings
 
 

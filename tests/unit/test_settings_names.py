@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import AliasChoices, BaseModel
 
-from pipeline.outreach.channels import ADAPTERS, text_limit
 from pipeline.outreach.channels.base import ChannelAdapter, ChannelSettings
+from pipeline.outreach.channels.registry import ADAPTERS, text_limit
 from pipeline.settings import Settings, load_settings
 
 NAMES_BEFORE = """

@@ -41,7 +41,7 @@ from pipeline.actions.web.auth import (
 from pipeline.actions.web.sessions import LoginEpochs
 from pipeline.actions.web.throttle import LoginThrottle
 from pipeline.messages import IN_PLAY, utc_now
-from pipeline.outreach.channels import channel_title
+from pipeline.outreach.channels.registry import channel_title
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.web.pages")
