@@ -314,6 +314,10 @@ class Settings(BaseSettings):
         "limit, a post a person must resolve) after the session's end; then it is skipped with the reason. "
         '"Starting now" waits only until the session ends.',
     )
+    # Each channel's own settings are declared in its adapter's section (pipeline/outreach/channels/<name>.py, read by
+    # `Section.of(settings)`); the shipped channels' fields stay here too, so every IMPROMPTU_ name and keyword keeps
+    # working (tests/unit/test_settings_names.py holds both to the same names, types and defaults). A channel added
+    # later declares its fields in its section alone.
     x_api_key: str | None = Field(default=None, description="X app's API key (OAuth 1.0a consumer key) for posting.")
     x_api_secret: SecretStr | None = None
     x_access_token: SecretStr | None = Field(default=None, description="The posting account's OAuth 1.0a token.")

@@ -22,13 +22,13 @@ from pipeline.domain.live_rules import LiveRules
 from pipeline.domain.rules import Facilitator
 from pipeline.domain.sessions import preview_session
 from pipeline.domain.slots import Busy, slot_problem
-from pipeline.messages import CHANNEL_NAMES, IN_PLAY, ProposalState, SessionProposal, utc_now
+from pipeline.messages import IN_PLAY, ProposalState, SessionProposal, utc_now
 from pipeline.outreach.bounded import TemplateWorkers
+from pipeline.outreach.channels.registry import registered, text_limit
 from pipeline.outreach.readable import readable
 from pipeline.outreach.records import records_of
 from pipeline.outreach.render import (
     JOIN_URL_MARK,
-    LIMITS,
     WRITTEN_MAX,
     TemplateRefused,
     available_channels,
@@ -112,7 +112,7 @@ class EditRefused(DecisionRefused):
 
 
 def channel_limit(channel: str, settings: Settings) -> int | None:
-    return settings.mastodon_max_characters if channel == "mastodon" else LIMITS.get(channel)
+    return text_limit(channel, settings)
 
 
 async def channel_previews(
@@ -329,7 +329,7 @@ class Approvals:
 
     def channels_available(self) -> list[str]:
         # a custom template for a channel without an adapter could never be posted: not offered
-        return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if c in CHANNEL_NAMES]
+        return [c for c in available_channels(folder=self.settings.outreach_templates_dir) if registered(c)]
 
     async def edit(self, proposal_id: str, edit: ProposalEdit, *, by: str) -> ProposalRecord:
         busy = await booked_now(self.broker, except_id=proposal_id)

@@ -31,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pipeline.errors import RetryableError
 from pipeline.lifetime import die_with_parent
 from pipeline.messages import ScheduledSession
+from pipeline.outreach.channels.base import ChannelAdapter
 from pipeline.outreach.render import RENDER_MAX_OUTPUT, RENDER_SECONDS, TemplateRefused, environment, render
 from pipeline.settings import Settings
 
@@ -67,9 +68,15 @@ class RenderOptions(TypedDict):
 
 
 def render_in_worker(
-    folder: Path | None, channel: str, kind: str, session: ScheduledSession, options: RenderOptions
+    folder: Path | None,
+    channel: str | type[ChannelAdapter],
+    kind: str,
+    session: ScheduledSession,
+    options: RenderOptions,
 ) -> tuple[str, str]:
-    """("ok", text) or ("refused", the reason): a refusal is data, so it crosses the process boundary as it is."""
+    """("ok", text) or ("refused", the reason): a refusal is data, so it crosses the process boundary as it is.
+    `channel` is the adapter class when there is one (pickled by reference, so a channel registered in the calling
+    process at run time has its rules here too), else the name of a channel with templates only."""
     env = _environments.get(folder)
     if env is None:
         env = _environments[folder] = environment(folder)
@@ -78,7 +85,8 @@ def render_in_worker(
     except TemplateRefused as error:
         return ("refused", str(error))
     except MemoryError:  # outside the template's own frames (e.g. joining its output): still the template's doing
-        return ("refused", f"template_error: {channel}/{kind}.j2: MemoryError: the render needed too much memory")
+        name = channel if isinstance(channel, str) else channel.name
+        return ("refused", f"template_error: {name}/{kind}.j2: MemoryError: the render needed too much memory")
 
 
 # --- in the pipeline -----------------------------------------------------------------------------------------------
@@ -139,7 +147,10 @@ class TemplateWorkers:
             "seconds": self.seconds,
             "max_output": self.max_output,
         }
-        args = (self.folder, channel, kind, session, options)
+        # here, not at the top: the registry imports every adapter, and a worker needs only the one it is given
+        from pipeline.outreach.channels.registry import registered
+
+        args = (self.folder, registered(channel) or channel, kind, session, options)
         bound = self.seconds + GRACE_SECONDS
         pool = self._pool
         if pool is None:

@@ -19,7 +19,9 @@ linkedin_cli = typer.Typer(no_args_is_help=True, help="Connect a LinkedIn accoun
 
 
 def render_command(
-    channel: Annotated[str, typer.Option("--channel", help="x, linkedin, facebook, mastodon, slack, teams, email.")],
+    channel: Annotated[
+        str, typer.Option("--channel", help="A channel: x, mastodon, slack... (`impromptu channels list`).")
+    ],
     proposal_id: Annotated[str | None, typer.Option("--proposal", help="A proposal on the bus.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="The seed story's session; needs no bus.")] = False,
     kind: Annotated[str, typer.Option(help="Which announcement: scheduled, starting, recording or cancelled.")] = (
@@ -68,7 +70,7 @@ async def _proposal(settings: Settings, proposal_id: str) -> SessionProposal:
 @channels_cli.command("list")
 def channels_list() -> None:
     """Each channel: ready (posting, or to the outbox in a dry run), disabled (what to set) or broken (why)."""
-    from pipeline.outreach.channels import build_channels
+    from pipeline.outreach.channels.registry import build_channels
 
     settings = command_settings(quiet=True)
     built = build_channels(settings, warn=False)

@@ -14,11 +14,10 @@ hard time and memory limit on top (bounded.py); `impromptu render` renders here,
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,23 +29,14 @@ from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import PermanentError
-from pipeline.messages import CHANNEL_NAMES, ScheduledSession
+from pipeline.messages import ScheduledSession
 from pipeline.outreach import xtext
-from pipeline.outreach.channels.teams import MAX_BYTES as TEAMS_MAX_BYTES  # Teams refuses past ~28 KB (413)
+from pipeline.outreach.channels.base import ChannelAdapter, Problem
 from pipeline.session_time import when, when_local, zone_named
 from pipeline.text import shorten as text_shorten
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHANNELS = CHANNEL_NAMES
 X_URL_WEIGHT = xtext.URL_WEIGHT
-# the channel's limit as `weighted_length` counts it (Teams: UTF-8 bytes); Slack and e-mail have structural rules
-LIMITS = {"x": 280, "linkedin": 3000, "facebook": 63206, "mastodon": 500, "teams": TEAMS_MAX_BYTES}
-SLACK_MAX_BLOCKS = 50
-SLACK_HEADER_MAX = 150
-SLACK_SECTION_MAX = 3000
-SLACK_FIELD_MAX = 2000
-SLACK_BUTTON_MAX = 75
-SUBJECT_MAX = 200
 SHORT_TITLE = 90  # `short_article_title`, for channels where the title shares little room
 _PRIVATE = re.compile(r"attribute '_")
 MAX_OUTPUT = 200_000  # a sandboxed `*` may not build strings or lists longer than this
@@ -266,15 +256,9 @@ def _cut(text: str, limit: int | None) -> str:
 # --- rendering ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Problem:
-    code: str  # too_long (shortening may help) or bad_structure (it cannot)
-    detail: str
-
-
 def render(
     env: SandboxedEnvironment,
-    channel: str,
+    channel: str | type[ChannelAdapter],
     kind: str,
     session: ScheduledSession,
     *,
@@ -287,14 +271,16 @@ def render(
 ) -> str:
     """The announcement for `channel` and `kind`, checked against the channel's rules. `limit` overrides the
     channel's length limit (a Mastodon instance's own). Raises TemplateRefused with a reason code first. The whole
-    render (every shortening step) runs within `seconds` and each step writes at most `max_output` characters."""
-    name = f"{channel}/{kind}.j2"
+    render (every shortening step) runs within `seconds` and each step writes at most `max_output` characters.
+    `channel`: its name, or its adapter class (a render in a worker process, for a channel registered at run time)."""
+    rules = rules_for(channel)
+    name = f"{rules.name}/{kind}.j2"
     template = _load(env, name)
     if kind == "recording" and not library_url:
         raise TemplateRefused(f"template_variable: {name}: a recording announcement needs library_url")
     token = _BUDGET.set(_Budget(seconds, time.monotonic() + seconds))
     try:
-        return _render_within_rules(template, name, channel, session, library_url, tagline, reason, limit, max_output)
+        return _render_within_rules(template, name, rules, session, library_url, tagline, reason, limit, max_output)
     finally:
         _BUDGET.reset(token)
 
@@ -302,7 +288,7 @@ def render(
 def _render_within_rules(
     template: jinja2.Template,
     name: str,
-    channel: str,
+    rules: type[ChannelAdapter],
     session: ScheduledSession,
     library_url: str | None,
     tagline: str | None,
@@ -321,7 +307,7 @@ def _render_within_rules(
             summary_limit=summary_limit,
         )
         text = _render(template, name, variables, max_output)
-        text, problem = check(channel, text, limit)
+        text, problem = check(rules, text, limit)
         if problem is None:
             return text
         if problem.code != "too_long":
@@ -404,216 +390,35 @@ def written_text(channel: str, text: str, session: ScheduledSession, limit: int 
     return filled
 
 
-# --- each channel's rules -----------------------------------------------------------------------------------------
+# --- each channel's rules (its adapter says them: pipeline/outreach/channels/) -----------------------------------
 
 
 def weighted_length(channel: str, text: str) -> int:
     """The length the channel counts: X weighs (links 23, CJK and emoji 2), Mastodon counts graphemes (links 23),
     Teams counts bytes, the others characters."""
-    if channel == "x":
-        return xtext.weighted_length(text)
-    if channel == "mastodon":
-        return xtext.mastodon_length(text)
-    if channel == "teams":
-        return len(text.encode("utf-8"))
-    return len(text)
+    return rules_for(channel).length(text)
 
 
-def check(channel: str, text: str, limit: int | None = None) -> tuple[str, Problem | None]:
+def rules_for(channel: str | type[ChannelAdapter]) -> type[ChannelAdapter]:
+    """The channel's adapter class, its rules; a name is looked up in the registry."""
+    if not isinstance(channel, str):
+        return channel
+    # here, not at the top: the registry imports every adapter, and a template worker, given the adapter class it
+    # renders for, needs none of the others
+    from pipeline.outreach.channels import registry
+
+    return registry.rules_for(channel)
+
+
+def check(channel: str | type[ChannelAdapter], text: str, limit: int | None = None) -> tuple[str, Problem | None]:
     """The text as it will be posted (JSON compacted), and what is wrong with it, if anything."""
-    if channel in ("slack", "teams"):
-        payload, problem = _json_object(text)
-        if payload is None:
-            return text, problem
-        text = json.dumps(payload, ensure_ascii=False)  # compact: template whitespace does not count
-        problem = (_slack_problem if channel == "slack" else _teams_problem)(payload)
-        if problem is not None:
-            return text, problem
-    elif channel == "email":
-        try:
-            subject, body = email_parts(text)
-        except ValueError as error:
-            return text, Problem("bad_structure", f"is not an e-mail: {error}")
-        if len(subject) > SUBJECT_MAX:
-            return text, Problem("too_long", f"has a {len(subject)}-character subject, e-mail allows {SUBJECT_MAX}")
+    rules = rules_for(channel)
+    text, problem = rules.shaped(text)
+    if problem is not None:
+        return text, problem
     if not text:
         return text, Problem("bad_structure", "renders nothing")
-    limit = limit if limit is not None else LIMITS.get(channel)
-    if limit is not None and (length := weighted_length(channel, text)) > limit:
-        unit = "bytes" if channel == "teams" else "characters"
-        return text, Problem("too_long", f"renders {length} {unit}, {channel} allows {limit}")
+    limit = limit if limit is not None else rules.limit
+    if limit is not None and (length := rules.length(text)) > limit:
+        return text, Problem("too_long", f"renders {length} {rules.unit}, {rules.name} allows {limit}")
     return text, None
-
-
-def email_parts(text: str) -> tuple[str, str]:
-    """("subject", "body") from "Subject: ...", a blank line, then the body; ValueError says what is wrong."""
-    first, _, rest = text.partition("\n")
-    if not first.startswith("Subject:"):
-        raise ValueError('the first line must be "Subject: ..."')
-    subject = first.removeprefix("Subject:").strip()
-    if not subject:
-        raise ValueError("the subject is empty")
-    if not rest.strip():
-        raise ValueError("the body is empty")
-    blank, _, body = rest.partition("\n")
-    if blank.strip():
-        raise ValueError("a blank line must follow the subject")
-    return subject, body.strip("\n")
-
-
-def _json_object(text: str) -> tuple[dict[str, Any] | None, Problem | None]:
-    try:
-        payload = json.loads(text)
-    except ValueError as error:
-        return None, Problem("bad_structure", f"is not valid JSON: {error}")
-    if not isinstance(payload, dict):
-        return None, Problem("bad_structure", "must render a JSON object")
-    return payload, None
-
-
-def _bad(detail: str) -> Problem:
-    return Problem("bad_structure", detail)
-
-
-def _text_object_problem(value: object, where: str, limit: int, *, plain_only: bool = False) -> Problem | None:
-    """A Block Kit text object: {"type": "plain_text" | "mrkdwn", "text": "..."} within `limit` characters."""
-    kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
-    if not isinstance(value, dict) or value.get("type") not in kinds:
-        return _bad(f"{where} must be a text object of type {' or '.join(kinds)}")
-    text = value.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return _bad(f"{where} has no text")
-    if len(text) > limit:
-        return Problem("too_long", f"{where} has {len(text)} characters, Slack allows {limit}")
-    return None
-
-
-def _elements(block: dict[str, Any], where: str, most: int) -> tuple[list[Any], Problem | None]:
-    elements = block.get("elements")
-    if not isinstance(elements, list) or not 1 <= len(elements) <= most:
-        return [], _bad(f"{where} needs 1 to {most} elements")
-    return elements, None
-
-
-def _slack_header(block: dict[str, Any], where: str) -> Problem | None:
-    return _text_object_problem(block.get("text"), f"{where} text", SLACK_HEADER_MAX, plain_only=True)
-
-
-def _slack_section(block: dict[str, Any], where: str) -> Problem | None:
-    if "text" not in block and "fields" not in block:
-        return _bad(f"{where} needs text or fields")
-    if "text" in block and (problem := _text_object_problem(block["text"], f"{where} text", SLACK_SECTION_MAX)):
-        return problem
-    fields = block.get("fields", [])
-    if not isinstance(fields, list) or len(fields) > 10:
-        return _bad(f"{where} fields must be a list of at most 10")
-    for index, field in enumerate(fields):
-        if problem := _text_object_problem(field, f"{where} field {index}", SLACK_FIELD_MAX):
-            return problem
-    return None
-
-
-def _slack_actions(block: dict[str, Any], where: str) -> Problem | None:
-    elements, problem = _elements(block, where, 25)
-    if problem:
-        return problem
-    for index, element in enumerate(elements):
-        if not isinstance(element, dict) or not isinstance(element.get("type"), str):
-            return _bad(f"{where} element {index} has no type")
-        if element["type"] == "button":
-            label = f"{where} button {index}"
-            if problem := _text_object_problem(element.get("text"), label, SLACK_BUTTON_MAX, plain_only=True):
-                return problem
-            if "url" in element and not (isinstance(element["url"], str) and element["url"].startswith("http")):
-                return _bad(f"{label} url must be an http(s) URL")
-    return None
-
-
-def _slack_context(block: dict[str, Any], where: str) -> Problem | None:
-    elements, problem = _elements(block, where, 10)
-    if problem:
-        return problem
-    for index, element in enumerate(elements):
-        if isinstance(element, dict) and element.get("type") == "image":
-            continue
-        if problem := _text_object_problem(element, f"{where} element {index}", SLACK_SECTION_MAX):
-            return problem
-    return None
-
-
-def _slack_image(block: dict[str, Any], where: str) -> Problem | None:
-    if not isinstance(block.get("image_url"), str) or not isinstance(block.get("alt_text"), str):
-        return _bad(f"{where} needs image_url and alt_text")
-    return None
-
-
-_SLACK_BLOCKS: dict[str, Callable[[dict[str, Any], str], Problem | None]] = {
-    "header": _slack_header,
-    "section": _slack_section,
-    "actions": _slack_actions,
-    "context": _slack_context,
-    "image": _slack_image,
-    "divider": lambda block, where: None,
-    # accepted as they are: rarely used in announcements, and Slack checks them itself
-    "rich_text": lambda block, where: None,
-    "markdown": lambda block, where: None,
-}
-
-
-def _slack_problem(payload: dict[str, Any]) -> Problem | None:
-    """An incoming-webhook message: a fallback `text` and at most 50 known blocks within their limits."""
-    if not isinstance(payload.get("text"), str) or not payload["text"].strip():
-        return _bad('needs a non-empty "text" (the notification fallback)')
-    blocks = payload.get("blocks")
-    if not isinstance(blocks, list):
-        return _bad('needs "blocks", a list')
-    if len(blocks) > SLACK_MAX_BLOCKS:
-        return _bad(f"has {len(blocks)} blocks, Slack allows {SLACK_MAX_BLOCKS}")
-    for index, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        validate = _SLACK_BLOCKS.get(kind) if isinstance(kind, str) else None
-        if validate is None:
-            return _bad(f"block {index} has an unknown type {kind!r} (known: {', '.join(_SLACK_BLOCKS)})")
-        assert isinstance(block, dict)
-        if len(str(block.get("block_id", ""))) > 255:
-            return _bad(f"block {index} ({kind}) has a block_id over 255 characters")
-        if problem := validate(block, f"block {index} ({kind})"):
-            return problem
-    return None
-
-
-def _teams_problem(card: dict[str, Any]) -> Problem | None:
-    """An Adaptive Card: type, version, a non-empty body, a type on every element, links on OpenUrl actions."""
-    if card.get("type") != "AdaptiveCard":
-        return _bad('must be an Adaptive Card ("type": "AdaptiveCard")')
-    if not isinstance(card.get("version"), str) or not card["version"]:
-        return _bad('needs a "version" (1.4 works in every Teams client)')
-    body = card.get("body")
-    if not isinstance(body, list) or not body:
-        return _bad('needs a non-empty "body"')
-    return _elements_problem(body, "body") or _elements_problem(card.get("actions", []), "actions")
-
-
-def _elements_problem(elements: object, where: str) -> Problem | None:
-    if not isinstance(elements, list):
-        return _bad(f"{where} must be a list")
-    for index, element in enumerate(elements):
-        here = f"{where}[{index}]"
-        if not isinstance(element, dict) or not isinstance(element.get("type"), str) or not element["type"]:
-            return _bad(f"{here} has no type")
-        if element["type"] == "Action.OpenUrl" and not str(element.get("url", "")).startswith("http"):
-            return _bad(f"{here} (Action.OpenUrl) needs an http(s) url")
-        if element["type"] == "TextBlock" and not isinstance(element.get("text"), str):
-            return _bad(f"{here} (TextBlock) needs a text")
-        for key in ("items", "actions"):
-            if key in element and (problem := _elements_problem(element[key], f"{here}.{key}")):
-                return problem
-        for column_index, column in enumerate(_list(element.get("columns"))):
-            items = column.get("items", []) if isinstance(column, dict) else None
-            if problem := _elements_problem(items, f"{here}.columns[{column_index}].items"):
-                return problem
-    return None
-
-
-def _list(value: object) -> Iterable[Any]:
-    return value if isinstance(value, list) else ()

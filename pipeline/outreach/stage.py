@@ -24,8 +24,8 @@ from pipeline.messages import (
 )
 from pipeline.outreach import health, records
 from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels import build_channels
 from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
+from pipeline.outreach.channels.registry import build_channels, text_limit
 from pipeline.outreach.records import PostRecord
 from pipeline.outreach.render import TemplateRefused, written_text
 from pipeline.settings import Settings
@@ -159,7 +159,7 @@ def outreach_router(settings: Settings) -> StageRouter:
             # an interrupted attempt may have posted it: reconcile below, so the cancellation can take it down
         if due.kind == "cancelled" and channel.can_delete:
             return await take_down(kv, channel, due)
-        limit = settings.mastodon_max_characters if due.channel == "mastodon" else None
+        limit = text_limit(due.channel, settings)
         written = due.session.proposal.texts.get(due.channel) if due.kind == "scheduled" else None
         try:
             if written is not None:  # a facilitator rewrote this channel's announcement on the approval page

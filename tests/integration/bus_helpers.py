@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.js.api import ConsumerInfo
@@ -46,8 +46,15 @@ async def subject_counts(broker: NatsBroker) -> dict[str, int]:
     return dict(info.state.subjects or {})
 
 
-async def messages_on(broker: NatsBroker, subject: str) -> list[bytes]:
+def _subject_of(subject: str | bus.Topic[Any]) -> str:
+    if not isinstance(subject, str | bus.Topic):  # a Topic's repr would quietly match nothing
+        raise TypeError(f"a subject or a bus.Topic, not {subject!r}")
+    return subject.subject if isinstance(subject, bus.Topic) else subject
+
+
+async def messages_on(broker: NatsBroker, subject: str | bus.Topic[Any]) -> list[bytes]:
     """Every message stored on `subject`, oldest first, read by an ephemeral consumer (no stage is disturbed)."""
+    subject = _subject_of(subject)
     count = (await subject_counts(broker)).get(subject, 0)
     if count == 0:
         return []
@@ -58,7 +65,7 @@ async def messages_on(broker: NatsBroker, subject: str) -> list[bytes]:
         await sub.unsubscribe()
 
 
-async def models_on(broker: NatsBroker, subject: str, model: type[M]) -> list[M]:
+async def models_on(broker: NatsBroker, subject: str | bus.Topic[Any], model: type[M]) -> list[M]:
     return [model.model_validate_json(data) for data in await messages_on(broker, subject)]
 
 
@@ -75,7 +82,9 @@ async def wait_until(check: Callable[[], object], timeout: float = 15.0, what: s
         await asyncio.sleep(0.05)
 
 
-async def wait_for_count(broker: NatsBroker, subject: str, count: int, timeout: float = 15.0) -> None:
+async def wait_for_count(broker: NatsBroker, subject: str | bus.Topic[Any], count: int, timeout: float = 15.0) -> None:
+    subject = _subject_of(subject)
+
     async def enough() -> bool:
         return (await subject_counts(broker)).get(subject, 0) >= count
 

@@ -15,7 +15,8 @@ from pipeline.domain.rules import Facilitator
 from pipeline.domain.sessions import propose
 from pipeline.domain.slots import suggest_slot
 from pipeline.messages import FacilitatorDecision, ScheduledSession, stable_id
-from pipeline.outreach.render import CHANNELS, available_channels, check, environment, render
+from pipeline.outreach.channels.registry import CHANNELS
+from pipeline.outreach.render import available_channels, check, environment, render
 from pipeline.providers import CreatedSession
 from pipeline.session_time import when, when_local
 from tests.unit.conftest import make_content

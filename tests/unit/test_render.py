@@ -12,13 +12,12 @@ import pytest
 
 from pipeline.messages import ScheduledSession
 from pipeline.outreach.channels.base import KINDS
+from pipeline.outreach.channels.email import email_parts
+from pipeline.outreach.channels.registry import CHANNELS, LIMITS
 from pipeline.outreach.render import (
-    CHANNELS,
-    LIMITS,
     TemplateRefused,
     available_channels,
     check,
-    email_parts,
     environment,
     render,
     shorten,

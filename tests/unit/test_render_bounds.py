@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.messages import ScheduledSession
 from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.render import CHANNELS, TemplateRefused, environment, render
+from pipeline.outreach.channels.registry import CHANNELS
+from pipeline.outreach.render import TemplateRefused, environment, render
 from tests.loop_pauses import loop_pauses
 
 BuildSession = Callable[..., ScheduledSession]

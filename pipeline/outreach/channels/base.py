@@ -14,20 +14,26 @@ The error classes carry the decision, so adapters only translate their provider'
 from __future__ import annotations
 
 import functools
+import json
 import ssl
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, get_args
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
 from pydantic import BaseModel, ConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementKind, ScheduledSession
 from pipeline.redaction import printable as printable  # re-exported: the adapters call base.printable
 from pipeline.redaction import redact as redact  # and base.redact
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 Kind = AnnouncementKind
 KINDS: tuple[Kind, ...] = get_args(AnnouncementKind)
@@ -91,6 +97,107 @@ class Channel(Protocol):
         ...
 
     async def delete(self, posted: Posted) -> None: ...
+
+
+# --- what a channel says about itself -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a rendered announcement for its channel."""
+
+    code: str  # too_long (shortening may help) or bad_structure (it cannot)
+    detail: str
+
+
+class ChannelSettings(BaseSettings):
+    """A channel's section of the settings, declared in its adapter's file; each field is read from IMPROMPTU_<FIELD>.
+
+    `of(settings)` takes the values the flat Settings holds (the shipped channels' fields stay there, so every
+    existing IMPROMPTU_ name and `Settings(mastodon_url=...)` keep working); a field the flat Settings does not know
+    (a channel added since) is read from the environment by the section itself."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", extra="ignore")
+
+    outreach_timeout_seconds: float = 15.0  # every channel's: how long one post may take
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        given = {name: getattr(settings, name) for name in cls.model_fields if hasattr(settings, name)}
+        return cls(**given)
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [f"IMPROMPTU_{name.upper()}" for name in cls.model_fields]
+
+
+class ChannelAdapter(ABC):
+    """Everything about one channel, in its adapter's file: the adapter classes derive from this and are listed in
+    `pipeline.outreach.channels.registry.ADAPTERS` (a test or a plugin adds one with `register`). Templates live in
+    `templates/<name>/<kind>.j2`.
+
+    The class attributes and class methods are the channel's rules, used without an adapter instance (rendering,
+    previews, a facilitator's own text); an instance posts, finds and deletes (the `Channel` protocol)."""
+
+    name: str
+    title: ClassVar[str] = ""  # how people call it, on the approval page (default: its name)
+    Section: ClassVar[type[ChannelSettings]] = ChannelSettings  # its section of the settings
+    limit: ClassVar[int | None] = None  # the longest post, as `length` counts it; None: no length limit
+    unit: ClassVar[str] = "characters"  # what `length` counts, for the refusal's reason
+    can_find: bool = False
+    can_delete: bool = False
+
+    @classmethod
+    def text_limit(cls, settings: Settings) -> int | None:
+        """The limit with these settings (Mastodon: the instance's own)."""
+        return cls.limit
+
+    @staticmethod
+    def length(text: str) -> int:
+        """The length the channel counts."""
+        return len(text)
+
+    @classmethod
+    def shaped(cls, text: str) -> tuple[str, Problem | None]:
+        """The text as it will be posted (Slack/Teams: JSON compacted), and what is wrong with its structure."""
+        return text, None
+
+    @staticmethod
+    def readable(text: str) -> str:
+        """What a reader sees of a post (for previews): the text itself, unless the post is structure."""
+        return text
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The adapter, configured from its section of `settings` (`Section.of(settings)`)."""
+
+    # --- what an instance does: the `Channel` protocol ---
+
+    @abstractmethod
+    def missing(self) -> list[str]:
+        """The environment variables this channel needs that are not set (empty: ready)."""
+
+    @abstractmethod
+    async def post(self, post: Post) -> Posted: ...
+
+    @abstractmethod
+    async def find(self, post: Post) -> Posted | None:
+        """The post, if an earlier (interrupted) attempt made it; None when it surely did not (`can_find`)."""
+
+    @abstractmethod
+    async def delete(self, posted: Posted) -> None: ...
+
+
+def json_object(text: str) -> tuple[dict[str, Any] | None, Problem | None]:
+    """A rendered JSON post (Slack blocks, a Teams card) as a JSON object, or why it is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError as error:
+        return None, Problem("bad_structure", f"is not valid JSON: {error}")
+    if not isinstance(payload, dict):
+        return None, Problem("bad_structure", "must render a JSON object")
+    return payload, None
 
 
 # --- helpers for adapters ---------------------------------------------------------------------------------------
@@ -211,3 +318,30 @@ class Webhook:
             # without the charset, Teams has counted the message's size twice over
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
+
+
+def readable_lines(node: Any) -> str:
+    """The texts of a Slack Block Kit message or a Teams Adaptive Card in reading order, buttons as "[label] url"."""
+    lines: list[str] = []
+    _collect(node, lines)
+    return "\n".join(line for line in lines if line.strip())
+
+
+def _collect(node: Any, lines: list[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _collect(item, lines)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind in ("button", "Action.OpenUrl"):
+        label = node.get("title") or (node.get("text") or {}).get("text", "")
+        lines.append(f"[{label}] {node.get('url', '')}")
+    elif kind == "FactSet":
+        lines.extend(f"{fact.get('title')}: {fact.get('value')}" for fact in node.get("facts", []))
+    elif isinstance(node.get("text"), str):
+        lines.append(node["text"])
+    else:
+        for key in ("text", "fields", "elements", "items", "columns"):
+            _collect(node.get(key), lines)

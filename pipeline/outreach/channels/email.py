@@ -23,12 +23,25 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import icalendar
+from pydantic import Field, SecretStr
 
 from pipeline.domain.notify import send_email
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, redact, unset
-from pipeline.outreach.render import email_parts
+from pipeline.outreach.channels.base import (
+    ChannelAdapter,
+    ChannelBroken,
+    ChannelSettings,
+    NotSent,
+    Post,
+    Posted,
+    PostRefused,
+    Problem,
+    redact,
+    unset,
+)
 from pipeline.settings import Settings
+
+SUBJECT_MAX = 200
 
 # send_email's reasons that a person must fix in the settings, not in the post
 _SETTINGS_PROBLEMS = (
@@ -44,10 +57,42 @@ _SETTINGS_PROBLEMS = (
 _NOT_SENT = re.compile(r"could not be reached: .*(refused|Error connecting|unreachable|not known)|: 4\d\d ", re.I)
 
 
-class EmailChannel:
+class EmailSettings(ChannelSettings):
+    """The SMTP server is the facilitators' notices' too (pipeline.domain.notify)."""
+
+    outreach_email_to: list[str] = Field(
+        default_factory=list, description="Who receives announcements by e-mail (with the .ics invite)."
+    )
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "impromptu@localhost"
+
+
+class EmailChannel(ChannelAdapter):
+    """The rendered text is "Subject: ...", a blank line, then the body (`email_parts`); no length limit."""
+
     name = "email"
+    title = "E-mail"
+    Section = EmailSettings
     can_find = False  # SMTP cannot tell whether an interrupted send went out
     can_delete = False  # a sent e-mail stays sent; a cancellation is a new e-mail (with a calendar CANCEL)
+
+    @classmethod
+    def shaped(cls, text: str) -> tuple[str, Problem | None]:
+        try:
+            subject, _ = email_parts(text)
+        except ValueError as error:
+            return text, Problem("bad_structure", f"is not an e-mail: {error}")
+        if len(subject) > SUBJECT_MAX:
+            return text, Problem("too_long", f"has a {len(subject)}-character subject, e-mail allows {SUBJECT_MAX}")
+        return text, None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmailChannel:
+        return cls(settings)  # sending shares the notices' SMTP code, which reads the whole settings
 
     def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
         self.settings = settings
@@ -101,7 +146,23 @@ def _permanent(reason: str) -> PermanentError:
 
 
 def from_settings(settings: Settings) -> EmailChannel:
-    return EmailChannel(settings)
+    return EmailChannel.from_settings(settings)
+
+
+def email_parts(text: str) -> tuple[str, str]:
+    """("subject", "body") from "Subject: ...", a blank line, then the body; ValueError says what is wrong."""
+    first, _, rest = text.partition("\n")
+    if not first.startswith("Subject:"):
+        raise ValueError('the first line must be "Subject: ..."')
+    subject = first.removeprefix("Subject:").strip()
+    if not subject:
+        raise ValueError("the subject is empty")
+    if not rest.strip():
+        raise ValueError("the body is empty")
+    blank, _, body = rest.partition("\n")
+    if blank.strip():
+        raise ValueError("a blank line must follow the subject")
+    return subject, body.strip("\n")
 
 
 # --- the message --------------------------------------------------------------------------------------------------

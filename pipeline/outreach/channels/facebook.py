@@ -12,6 +12,7 @@ import json
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field, SecretStr
 
 from pipeline.errors import RetryableError
 from pipeline.outreach.channels import base
@@ -35,10 +36,33 @@ _TOKEN_PROBLEMS = {
 }
 
 
-class FacebookChannel:
+class FacebookSettings(base.ChannelSettings):
+    facebook_page_id: str | None = None
+    facebook_page_token: SecretStr | None = Field(default=None, description="A Page access token (pages_manage_posts).")
+    facebook_graph_url: str = "https://graph.facebook.com"
+    facebook_api_version: str = Field(default="v23.0", description="Graph API version; Meta retires each in ~2 years.")
+
+
+class FacebookChannel(base.ChannelAdapter):
     name = "facebook"
+    title = "Facebook"
+    Section = FacebookSettings
+    limit = 63206
     can_find = True
     can_delete = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FacebookChannel:
+        section = FacebookSettings.of(settings)
+        token = section.facebook_page_token.get_secret_value() if section.facebook_page_token else None
+        return cls(
+            section.facebook_page_id,
+            token,
+            graph_url=section.facebook_graph_url,
+            api_version=section.facebook_api_version,
+            timeout=section.outreach_timeout_seconds,
+            transport=transport,
+        )
 
     def __init__(
         self,
@@ -205,15 +229,7 @@ def _regain_seconds(response: httpx.Response) -> float | None:
 
 
 def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FacebookChannel:
-    token = settings.facebook_page_token.get_secret_value() if settings.facebook_page_token else None
-    return FacebookChannel(
-        settings.facebook_page_id,
-        token,
-        graph_url=settings.facebook_graph_url,
-        api_version=settings.facebook_api_version,
-        timeout=settings.outreach_timeout_seconds,
-        transport=transport,
-    )
+    return FacebookChannel.from_settings(settings, transport=transport)
 
 
 def _next_cursor(body: dict[str, object]) -> str | None:

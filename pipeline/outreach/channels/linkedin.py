@@ -16,7 +16,7 @@ import httpx
 import requests
 from linkedin_v2.exceptions import LinkedInError, LinkedInUnauthorizedError
 from linkedin_v2.linkedin import LinkedInAuthentication
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from pipeline import http_retry
 from pipeline.errors import ConfigError, RetryableError
@@ -70,10 +70,43 @@ def _trim_url(url: str) -> str:
     return url
 
 
-class LinkedInChannel:
+class LinkedInSettings(base.ChannelSettings):
+    linkedin_access_token: SecretStr | None = Field(
+        default=None, description="OAuth 2 token with w_member_social (`impromptu linkedin login`)."
+    )
+    linkedin_author: str | None = Field(
+        default=None, description="Who posts: urn:li:person:ID or urn:li:organization:ID (`impromptu linkedin login`)."
+    )
+    linkedin_version: str = Field(
+        default="202509", description="LinkedIn-Version header (YYYYMM); LinkedIn retires each about a year on."
+    )
+    linkedin_api_url: str = "https://api.linkedin.com"
+    linkedin_client_id: str | None = Field(default=None, description="LinkedIn app, for `impromptu linkedin login`.")
+    linkedin_client_secret: SecretStr | None = None
+    linkedin_redirect_uri: str = "http://127.0.0.1:8000/linkedin/callback"
+    linkedin_oauth_url: str = Field(
+        default="https://www.linkedin.com/oauth/v2", description="LinkedIn's OAuth 2 endpoints (authorization, token)."
+    )
+
+
+class LinkedInChannel(base.ChannelAdapter):
     name = "linkedin"
+    title = "LinkedIn"
+    Section = LinkedInSettings
+    limit = 3000
     can_find = False
     can_delete = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LinkedInChannel:
+        section = LinkedInSettings.of(settings)
+        return cls(
+            access_token=_reveal(section.linkedin_access_token),
+            author=(section.linkedin_author or "").strip() or None,
+            version=section.linkedin_version,
+            api_url=section.linkedin_api_url,
+            timeout=section.outreach_timeout_seconds,
+        )
 
     def __init__(
         self,
@@ -217,13 +250,7 @@ def _reveal(value: SecretStr | str | None) -> str | None:
 
 
 def from_settings(settings: Settings) -> LinkedInChannel:
-    return LinkedInChannel(
-        access_token=_reveal(settings.linkedin_access_token),
-        author=(settings.linkedin_author or "").strip() or None,
-        version=settings.linkedin_version,
-        api_url=settings.linkedin_api_url,
-        timeout=settings.outreach_timeout_seconds,
-    )
+    return LinkedInChannel.from_settings(settings)
 
 
 # --- `impromptu linkedin login` ---------------------------------------------------------------------------------

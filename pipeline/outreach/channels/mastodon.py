@@ -8,12 +8,15 @@ refused), 422 refuses this post (too long, blank), 429 waits until X-RateLimit-R
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import Field, SecretStr
 
 from pipeline import http_retry
 from pipeline.errors import RetryableError
+from pipeline.outreach import xtext
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.settings import Settings
@@ -23,11 +26,41 @@ TOKEN_ENV = "IMPROMPTU_MASTODON_ACCESS_TOKEN"
 _NEW_TOKEN = f"set {TOKEN_ENV} to a token of the posting account with the write:statuses scope"
 
 
-class MastodonChannel:
+class MastodonSettings(base.ChannelSettings):
+    mastodon_url: str | None = Field(default=None, description="Your Mastodon instance, e.g. https://mastodon.social.")
+    mastodon_access_token: SecretStr | None = Field(default=None, description="Token with write:statuses.")
+    mastodon_visibility: Literal["public", "unlisted", "private"] = "public"
+    mastodon_max_characters: int = Field(default=500, description="Your instance's post limit.")
+
+
+class MastodonChannel(base.ChannelAdapter):
     name = "mastodon"
+    title = "Mastodon"
+    Section = MastodonSettings
+    limit = 500  # Mastodon's default; an instance may set its own (IMPROMPTU_MASTODON_MAX_CHARACTERS)
     can_find = True
     can_delete = True
     find_within = 55 * 60.0  # seconds: Mastodon forgets an Idempotency-Key after an hour (margin for clocks)
+
+    @classmethod
+    def text_limit(cls, settings: Settings) -> int | None:
+        return MastodonSettings.of(settings).mastodon_max_characters
+
+    @staticmethod
+    def length(text: str) -> int:
+        return xtext.mastodon_length(text)  # graphemes, each link 23
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MastodonChannel:
+        section = MastodonSettings.of(settings)
+        token = section.mastodon_access_token.get_secret_value() if section.mastodon_access_token else None
+        return cls(
+            section.mastodon_url,
+            token,
+            visibility=section.mastodon_visibility,
+            timeout=section.outreach_timeout_seconds,
+            transport=transport,
+        )
 
     def __init__(
         self,
@@ -128,11 +161,4 @@ class MastodonChannel:
 
 
 def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MastodonChannel:
-    token = settings.mastodon_access_token.get_secret_value() if settings.mastodon_access_token else None
-    return MastodonChannel(
-        settings.mastodon_url,
-        token,
-        visibility=settings.mastodon_visibility,
-        timeout=settings.outreach_timeout_seconds,
-        transport=transport,
-    )
+    return MastodonChannel.from_settings(settings, transport=transport)

@@ -10,17 +10,28 @@ The whole webhook URL is a secret: reasons only ever name its host.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from typing import Any
 
 import httpx
+from pydantic import Field, SecretStr
 
 from pipeline import http_retry
 from pipeline.domain import notify
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.settings import Settings
 
 SLACK_ENV = "IMPROMPTU_SLACK_WEBHOOK"
+# Block Kit's limits, checked before posting (an incoming webhook refuses the whole message)
+SLACK_MAX_BLOCKS = 50
+SLACK_HEADER_MAX = 150
+SLACK_SECTION_MAX = 3000
+SLACK_FIELD_MAX = 2000
+SLACK_BUTTON_MAX = 75
+SLACK_LINK = re.compile(r"<(https?://[^|>]+)\|([^>]+)>")  # mrkdwn's <url|label>
 _TEMPLATES = "check the Slack announcement templates (IMPROMPTU_OUTREACH_TEMPLATES_DIR)"
 # Errors about the message itself: this post is refused, the webhook and channel are fine.
 _PAYLOAD_ERRORS: dict[str, str] = {
@@ -37,10 +48,43 @@ _HINTS: dict[str, str] = {
 } | _PAYLOAD_ERRORS
 
 
-class SlackChannel:
+class SlackSettings(base.ChannelSettings):
+    slack_webhook: SecretStr | None = Field(default=None, description="Slack incoming webhook for announcements.")
+
+
+class SlackChannel(base.ChannelAdapter):
+    """The rendered post is the webhook's JSON body: Block Kit, checked by `shaped`; no length limit of its own."""
+
     name = "slack"
+    title = "Slack"
+    Section = SlackSettings
     can_find = False
     can_delete = False
+
+    @classmethod
+    def shaped(cls, text: str) -> tuple[str, Problem | None]:
+        payload, problem = base.json_object(text)
+        if payload is None:
+            return text, problem
+        text = json.dumps(payload, ensure_ascii=False)  # compact: template whitespace does not count
+        return text, _slack_problem(payload)
+
+    @staticmethod
+    def readable(text: str) -> str:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            return text
+        shown = base.readable_lines(payload.get("blocks", []))
+        # Slack's mrkdwn: <url|label> links and &amp; &lt; &gt; escapes
+        shown = SLACK_LINK.sub(r"\2 (\1)", shown)
+        return shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> SlackChannel:
+        section = SlackSettings.of(settings)
+        webhook = section.slack_webhook.get_secret_value() if section.slack_webhook else None
+        return cls(webhook, timeout=section.outreach_timeout_seconds, transport=transport)
 
     def __init__(
         self, webhook: str | None, *, timeout: float = 15.0, transport: httpx.AsyncBaseTransport | None = None
@@ -93,5 +137,118 @@ def _payload(text: str) -> bytes:
 
 
 def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> SlackChannel:
-    webhook = settings.slack_webhook.get_secret_value() if settings.slack_webhook else None
-    return SlackChannel(webhook, timeout=settings.outreach_timeout_seconds, transport=transport)
+    return SlackChannel.from_settings(settings, transport=transport)
+
+
+# --- the Block Kit check --------------------------------------------------------------------------------------------
+
+
+def _bad(detail: str) -> Problem:
+    return Problem("bad_structure", detail)
+
+
+def _text_object_problem(value: object, where: str, limit: int, *, plain_only: bool = False) -> Problem | None:
+    """A Block Kit text object: {"type": "plain_text" | "mrkdwn", "text": "..."} within `limit` characters."""
+    kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if not isinstance(value, dict) or value.get("type") not in kinds:
+        return _bad(f"{where} must be a text object of type {' or '.join(kinds)}")
+    text = value.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return _bad(f"{where} has no text")
+    if len(text) > limit:
+        return Problem("too_long", f"{where} has {len(text)} characters, Slack allows {limit}")
+    return None
+
+
+def _elements(block: dict[str, Any], where: str, most: int) -> tuple[list[Any], Problem | None]:
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= most:
+        return [], _bad(f"{where} needs 1 to {most} elements")
+    return elements, None
+
+
+def _slack_header(block: dict[str, Any], where: str) -> Problem | None:
+    return _text_object_problem(block.get("text"), f"{where} text", SLACK_HEADER_MAX, plain_only=True)
+
+
+def _slack_section(block: dict[str, Any], where: str) -> Problem | None:
+    if "text" not in block and "fields" not in block:
+        return _bad(f"{where} needs text or fields")
+    if "text" in block and (problem := _text_object_problem(block["text"], f"{where} text", SLACK_SECTION_MAX)):
+        return problem
+    fields = block.get("fields", [])
+    if not isinstance(fields, list) or len(fields) > 10:
+        return _bad(f"{where} fields must be a list of at most 10")
+    for index, field in enumerate(fields):
+        if problem := _text_object_problem(field, f"{where} field {index}", SLACK_FIELD_MAX):
+            return problem
+    return None
+
+
+def _slack_actions(block: dict[str, Any], where: str) -> Problem | None:
+    elements, problem = _elements(block, where, 25)
+    if problem:
+        return problem
+    for index, element in enumerate(elements):
+        if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+            return _bad(f"{where} element {index} has no type")
+        if element["type"] == "button":
+            label = f"{where} button {index}"
+            if problem := _text_object_problem(element.get("text"), label, SLACK_BUTTON_MAX, plain_only=True):
+                return problem
+            if "url" in element and not (isinstance(element["url"], str) and element["url"].startswith("http")):
+                return _bad(f"{label} url must be an http(s) URL")
+    return None
+
+
+def _slack_context(block: dict[str, Any], where: str) -> Problem | None:
+    elements, problem = _elements(block, where, 10)
+    if problem:
+        return problem
+    for index, element in enumerate(elements):
+        if isinstance(element, dict) and element.get("type") == "image":
+            continue
+        if problem := _text_object_problem(element, f"{where} element {index}", SLACK_SECTION_MAX):
+            return problem
+    return None
+
+
+def _slack_image(block: dict[str, Any], where: str) -> Problem | None:
+    if not isinstance(block.get("image_url"), str) or not isinstance(block.get("alt_text"), str):
+        return _bad(f"{where} needs image_url and alt_text")
+    return None
+
+
+_SLACK_BLOCKS: dict[str, Callable[[dict[str, Any], str], Problem | None]] = {
+    "header": _slack_header,
+    "section": _slack_section,
+    "actions": _slack_actions,
+    "context": _slack_context,
+    "image": _slack_image,
+    "divider": lambda block, where: None,
+    # accepted as they are: rarely used in announcements, and Slack checks them itself
+    "rich_text": lambda block, where: None,
+    "markdown": lambda block, where: None,
+}
+
+
+def _slack_problem(payload: dict[str, Any]) -> Problem | None:
+    """An incoming-webhook message: a fallback `text` and at most 50 known blocks within their limits."""
+    if not isinstance(payload.get("text"), str) or not payload["text"].strip():
+        return _bad('needs a non-empty "text" (the notification fallback)')
+    blocks = payload.get("blocks")
+    if not isinstance(blocks, list):
+        return _bad('needs "blocks", a list')
+    if len(blocks) > SLACK_MAX_BLOCKS:
+        return _bad(f"has {len(blocks)} blocks, Slack allows {SLACK_MAX_BLOCKS}")
+    for index, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        validate = _SLACK_BLOCKS.get(kind) if isinstance(kind, str) else None
+        if validate is None:
+            return _bad(f"block {index} has an unknown type {kind!r} (known: {', '.join(_SLACK_BLOCKS)})")
+        assert isinstance(block, dict)
+        if len(str(block.get("block_id", ""))) > 255:
+            return _bad(f"block {index} ({kind}) has a block_id over 255 characters")
+        if problem := validate(block, f"block {index} ({kind})"):
+            return problem
+    return None

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import httpx
+from pydantic import Field, SecretStr
 
 from pipeline import http_retry
 from pipeline.errors import PermanentError
 from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.settings import Settings
 
 TEAMS_ENV = "IMPROMPTU_TEAMS_WEBHOOK"
@@ -40,10 +41,48 @@ _LINK_AFTER_BRACKET = re.compile(r"\](?=\s*[(\[:])")
 WORD_JOINER = "\u2060"  # invisible, not whitespace: `]` + it + `(` is no link in any markdown
 
 
-class TeamsChannel:
+class TeamsSettings(base.ChannelSettings):
+    teams_webhook: SecretStr | None = Field(
+        default=None, description='Teams Workflows webhook ("When a Teams webhook request is received").'
+    )
+
+
+class TeamsChannel(base.ChannelAdapter):
+    """The rendered post is an Adaptive Card (JSON), checked by `shaped`, its size counted in UTF-8 bytes."""
+
     name = "teams"
+    title = "Teams"
+    Section = TeamsSettings
+    limit = MAX_BYTES  # Teams refuses past ~28 KB (413)
+    unit = "bytes"
     can_find = False
     can_delete = False
+
+    @staticmethod
+    def length(text: str) -> int:
+        return len(text.encode("utf-8"))
+
+    @classmethod
+    def shaped(cls, text: str) -> tuple[str, Problem | None]:
+        payload, problem = base.json_object(text)
+        if payload is None:
+            return text, problem
+        text = json.dumps(payload, ensure_ascii=False)  # compact: template whitespace does not count
+        return text, _teams_problem(payload)
+
+    @staticmethod
+    def readable(text: str) -> str:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            return text
+        return base.readable_lines([payload.get("body", []), payload.get("actions", [])])
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> TeamsChannel:
+        section = TeamsSettings.of(settings)
+        webhook = section.teams_webhook.get_secret_value() if section.teams_webhook else None
+        return cls(webhook, timeout=section.outreach_timeout_seconds, transport=transport)
 
     def __init__(
         self, webhook: str | None, *, timeout: float = 15.0, transport: httpx.AsyncBaseTransport | None = None
@@ -152,5 +191,48 @@ def envelope(card_json: str, allowed_links: Collection[str] = ()) -> bytes:
 
 
 def from_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> TeamsChannel:
-    webhook = settings.teams_webhook.get_secret_value() if settings.teams_webhook else None
-    return TeamsChannel(webhook, timeout=settings.outreach_timeout_seconds, transport=transport)
+    return TeamsChannel.from_settings(settings, transport=transport)
+
+
+# --- the Adaptive Card check ----------------------------------------------------------------------------------------
+
+
+def _bad(detail: str) -> Problem:
+    return Problem("bad_structure", detail)
+
+
+def _teams_problem(card: dict[str, Any]) -> Problem | None:
+    """An Adaptive Card: type, version, a non-empty body, a type on every element, links on OpenUrl actions."""
+    if card.get("type") != "AdaptiveCard":
+        return _bad('must be an Adaptive Card ("type": "AdaptiveCard")')
+    if not isinstance(card.get("version"), str) or not card["version"]:
+        return _bad('needs a "version" (1.4 works in every Teams client)')
+    body = card.get("body")
+    if not isinstance(body, list) or not body:
+        return _bad('needs a non-empty "body"')
+    return _elements_problem(body, "body") or _elements_problem(card.get("actions", []), "actions")
+
+
+def _elements_problem(elements: object, where: str) -> Problem | None:
+    if not isinstance(elements, list):
+        return _bad(f"{where} must be a list")
+    for index, element in enumerate(elements):
+        here = f"{where}[{index}]"
+        if not isinstance(element, dict) or not isinstance(element.get("type"), str) or not element["type"]:
+            return _bad(f"{here} has no type")
+        if element["type"] == "Action.OpenUrl" and not str(element.get("url", "")).startswith("http"):
+            return _bad(f"{here} (Action.OpenUrl) needs an http(s) url")
+        if element["type"] == "TextBlock" and not isinstance(element.get("text"), str):
+            return _bad(f"{here} (TextBlock) needs a text")
+        for key in ("items", "actions"):
+            if key in element and (problem := _elements_problem(element[key], f"{here}.{key}")):
+                return problem
+        for column_index, column in enumerate(_list(element.get("columns"))):
+            items = column.get("items", []) if isinstance(column, dict) else None
+            if problem := _elements_problem(items, f"{here}.columns[{column_index}].items"):
+                return problem
+    return None
+
+
+def _list(value: object) -> Iterable[Any]:
+    return value if isinstance(value, list) else ()

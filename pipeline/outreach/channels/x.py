@@ -14,11 +14,12 @@ from typing import Any
 
 import requests
 import tweepy
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from urllib3.exceptions import MaxRetryError
 
 from pipeline import http_retry
 from pipeline.errors import RetryableError
+from pipeline.outreach import xtext
 from pipeline.outreach.channels import base
 from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.redaction import TimeoutSession
@@ -48,10 +49,35 @@ _WRITE_PERMISSION = (
 )
 
 
-class XChannel:
+class XSettings(base.ChannelSettings):
+    x_api_key: str | None = Field(default=None, description="X app's API key (OAuth 1.0a consumer key) for posting.")
+    x_api_secret: SecretStr | None = None
+    x_access_token: SecretStr | None = Field(default=None, description="The posting account's OAuth 1.0a token.")
+    x_access_token_secret: SecretStr | None = None
+
+
+class XChannel(base.ChannelAdapter):
     name = "x"
+    title = "X"
+    Section = XSettings
+    limit = 280
     can_find = False  # no search of one's own recent posts on the tiers this targets
     can_delete = True
+
+    @staticmethod
+    def length(text: str) -> int:
+        return xtext.weighted_length(text)  # links 23, CJK and emoji 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> XChannel:
+        section = XSettings.of(settings)
+        return cls(
+            api_key=(section.x_api_key or "").strip() or None,
+            api_secret=_reveal(section.x_api_secret),
+            access_token=_reveal(section.x_access_token),
+            access_token_secret=_reveal(section.x_access_token_secret),
+            timeout=section.outreach_timeout_seconds,
+        )
 
     def __init__(
         self,
@@ -206,10 +232,4 @@ def _reveal(value: SecretStr | None) -> str | None:
 
 
 def from_settings(settings: Settings) -> XChannel:
-    return XChannel(
-        api_key=(settings.x_api_key or "").strip() or None,
-        api_secret=_reveal(settings.x_api_secret),
-        access_token=_reveal(settings.x_access_token),
-        access_token_secret=_reveal(settings.x_access_token_secret),
-        timeout=settings.outreach_timeout_seconds,
-    )
+    return XChannel.from_settings(settings)

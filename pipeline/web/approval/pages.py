@@ -24,6 +24,7 @@ from pipeline import bus
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
 from pipeline.domain.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
 from pipeline.messages import IN_PLAY, SessionProposal
+from pipeline.outreach.channels.registry import channel_title
 from pipeline.settings import Settings
 from pipeline.web.auth import (
     CREDENTIAL_KEY,
@@ -86,6 +87,7 @@ register(
         "TEXT_CHANGE": TEXT_CHANGE,
         "ACCOUNT_NAME": ACCOUNT_NAME,
         "MINUTE": timedelta(minutes=1),
+        "channel_title": channel_title,  # each adapter's title, asked when the page is rendered
     },
 )
 
