@@ -94,7 +94,7 @@ class Share(Message):
 
 
 ChannelName = Literal["x", "linkedin", "facebook", "mastodon", "slack", "teams", "email"]
-CHANNEL_NAMES: tuple[str, ...] = get_args(ChannelName)  # each has an adapter in pipeline/outreach/channels/
+CHANNEL_NAMES: tuple[str, ...] = get_args(ChannelName)  # each has an adapter in pipeline/channels/
 DEFAULT_CHANNELS: tuple[ChannelName, ...] = ("x", "linkedin", "facebook")
 
 

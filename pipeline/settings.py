@@ -314,7 +314,7 @@ class Settings(BaseSettings):
         "limit, a post a person must resolve) after the session's end; then it is skipped with the reason. "
         '"Starting now" waits only until the session ends.',
     )
-    # Each channel's own settings are declared in its adapter's section (pipeline/outreach/channels/<name>.py, read by
+    # Each channel's own settings are declared in its adapter's section (pipeline/channels/<name>.py, read by
     # `Section.of(settings)`); the shipped channels' fields stay here too, so every IMPROMPTU_ name and keyword keeps
     # working (tests/unit/test_settings_names.py holds both to the same names, types and defaults). A channel added
     # later declares its fields in its section alone.

@@ -38,9 +38,9 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from pipeline.channels.base import Kind, NotSent, Post
 from pipeline.errors import RetryableError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import Kind, NotSent, Post
 from tests.peers import serve
 
 __all__ = [

@@ -16,18 +16,11 @@ from faststream.nats import NatsBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import stores
-from pipeline.domain import approval, proposal_index
-from pipeline.domain.approval import BOOKED, TEXT_CHANGE, DecisionRefused, ProposalRecord
-from pipeline.domain.live_rules import LiveRules
-from pipeline.domain.rules import Facilitator
-from pipeline.domain.sessions import preview_session
-from pipeline.domain.slots import Busy, slot_problem
-from pipeline.messages import IN_PLAY, ProposalState, SessionProposal, utc_now
-from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels.registry import registered, text_limit
-from pipeline.outreach.readable import readable
-from pipeline.outreach.records import records_of
-from pipeline.outreach.render import (
+from pipeline.channels.bounded import TemplateWorkers
+from pipeline.channels.readable import readable
+from pipeline.channels.records import records_of
+from pipeline.channels.registry import registered, text_limit
+from pipeline.channels.render import (
     JOIN_URL_MARK,
     WRITTEN_MAX,
     TemplateRefused,
@@ -35,6 +28,13 @@ from pipeline.outreach.render import (
     weighted_length,
     written_text,
 )
+from pipeline.domain import approval, proposal_index
+from pipeline.domain.approval import BOOKED, TEXT_CHANGE, DecisionRefused, ProposalRecord
+from pipeline.domain.live_rules import LiveRules
+from pipeline.domain.rules import Facilitator
+from pipeline.domain.sessions import preview_session
+from pipeline.domain.slots import Busy, slot_problem
+from pipeline.messages import IN_PLAY, ProposalState, SessionProposal, utc_now
 from pipeline.providers import SessionRequest
 from pipeline.settings import Settings
 

@@ -21,9 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import bus, stores
+from pipeline.channels import records
 from pipeline.messages import utc_now
 from pipeline.ops.dlq import list_dead_letters
-from pipeline.outreach import health, records
+from pipeline.outreach import health
 
 DEFAULT_MAX_AGE_SECONDS = 300.0
 

@@ -35,8 +35,8 @@ def render_command(
 
     if kind not in get_args(AnnouncementKind):  # checked here: the message models are not loaded for --help
         raise ConfigError(f"--kind {kind!r}: choose {', '.join(get_args(AnnouncementKind))}")
+    from pipeline.channels.render import environment, render, weighted_length
     from pipeline.domain.sessions import preview_session
-    from pipeline.outreach.render import environment, render, weighted_length
     from pipeline.outreach.sample import sample_session
 
     settings = command_settings(quiet=True)
@@ -70,7 +70,7 @@ async def _proposal(settings: Settings, proposal_id: str) -> SessionProposal:
 @channels_cli.command("list")
 def channels_list() -> None:
     """Each channel: ready (posting, or to the outbox in a dry run), disabled (what to set) or broken (why)."""
-    from pipeline.outreach.channels.registry import build_channels
+    from pipeline.channels.registry import build_channels
 
     settings = command_settings(quiet=True)
     built = build_channels(settings, warn=False)
@@ -120,8 +120,8 @@ def outreach_list(
 ) -> None:
     """Every post record: KEY (session.channel.kind), state, where, why."""
     from pipeline import stores
+    from pipeline.channels import records
     from pipeline.connect import connected
-    from pipeline.outreach import records
 
     async def read() -> dict[str, records.PostRecord]:
         async with connected(command_settings(quiet=True)) as broker:
@@ -161,7 +161,7 @@ def linkedin_login() -> None:
     """Print the address where the LinkedIn account owner allows Impromptu to post."""
     import secrets
 
-    from pipeline.outreach.channels.linkedin import authorization_url
+    from pipeline.channels.linkedin import authorization_url
 
     state = secrets.token_urlsafe(16)
     print(authorization_url(command_settings(quiet=True), state))
@@ -172,7 +172,7 @@ def linkedin_login() -> None:
 @linkedin_cli.command("token")
 def linkedin_token(code: str) -> None:
     """Exchange the code for a token and find the author; prints the two settings to keep (once)."""
-    from pipeline.outreach.channels.linkedin import author_urn, exchange_code
+    from pipeline.channels.linkedin import author_urn, exchange_code
 
     settings = command_settings(quiet=True)
     token, expires_in = exchange_code(settings, code)

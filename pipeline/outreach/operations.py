@@ -6,10 +6,11 @@ from __future__ import annotations
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.channels import records
+from pipeline.channels.records import PostRecord
 from pipeline.errors import PermanentError
-from pipeline.outreach import health, records
+from pipeline.outreach import health
 from pipeline.outreach.health import ChannelHealth
-from pipeline.outreach.records import PostRecord
 
 
 async def resolve_post(broker: NatsBroker, key: str, *, posted_at: str | None) -> str:

@@ -10,6 +10,12 @@ from faststream.nats.annotations import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
 from pipeline import bus, stores
+from pipeline.channels import records
+from pipeline.channels.base import Channel, ChannelBroken, Post, Posted
+from pipeline.channels.bounded import TemplateWorkers
+from pipeline.channels.records import PostRecord
+from pipeline.channels.registry import build_channels, text_limit
+from pipeline.channels.render import TemplateRefused, written_text
 from pipeline.domain import approval
 from pipeline.domain.sessions import session_id_for
 from pipeline.errors import NotYet, PermanentError
@@ -22,12 +28,7 @@ from pipeline.messages import (
     ScheduledSession,
     utc_now,
 )
-from pipeline.outreach import health, records
-from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels.base import Channel, ChannelBroken, Post, Posted
-from pipeline.outreach.channels.registry import build_channels, text_limit
-from pipeline.outreach.records import PostRecord
-from pipeline.outreach.render import TemplateRefused, written_text
+from pipeline.outreach import health
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 

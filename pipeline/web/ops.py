@@ -25,6 +25,7 @@ from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 
 from pipeline import bus
+from pipeline.channels.records import PostRecord
 from pipeline.domain.notify import notice_status
 from pipeline.errors import PermanentError
 from pipeline.messages import DeadLetter, EnrichmentFailed, utc_now
@@ -43,7 +44,6 @@ from pipeline.ops.tail import summarize
 from pipeline.ops.trace import read_stream
 from pipeline.outreach.health import ChannelHealth
 from pipeline.outreach.operations import needing_a_person, reset_channel, resolve_post
-from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 from pipeline.triggers.retry import RetryRefused, retry_page
 from pipeline.web.auth import bearer, has_role, page_user, role_refused, session_facilitator, token_user

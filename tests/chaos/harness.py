@@ -37,13 +37,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from pipeline import bus, stores
+from pipeline.channels import records
 from pipeline.demo import hold
 from pipeline.embedded import free_port, nats_server_binary
 from pipeline.errors import RetryableError
 from pipeline.messages import DeadLetter, OutreachResult, Recording, RecordingFile, ScheduledSession, Share
 from pipeline.ops.dlq import discard, list_dead_letters
 from pipeline.ops.status import STAGE_CONSUMERS, gather_status, health_problems
-from pipeline.outreach import records
 from pipeline.web.auth import token_sha256
 from tests.channel_fakes import FakeFacebook, FakeMastodon, Received, serve
 

@@ -15,10 +15,10 @@ from pydantic import Field
 from pipeline import bus
 from pipeline.actions.service import channel_previews
 from pipeline.app import create_broker, start_stages
+from pipeline.channels.base import ChannelAdapter, ChannelSettings, Post, Posted, Problem, unset
+from pipeline.channels.registry import register, unregister
+from pipeline.channels.render import check
 from pipeline.messages import OutreachResult, ScheduledSession
-from pipeline.outreach.channels.base import ChannelAdapter, ChannelSettings, Post, Posted, Problem, unset
-from pipeline.outreach.channels.registry import register, unregister
-from pipeline.outreach.render import check
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import models_on, wait_until
 from tests.unit.conftest import make_session

@@ -10,10 +10,11 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.channels import records
 from pipeline.domain import approval
 from pipeline.messages import Share
 from pipeline.ops.trace import read_stream
-from pipeline.outreach import health, records
+from pipeline.outreach import health
 
 pytestmark = pytest.mark.nats
 

@@ -20,6 +20,7 @@ from pipeline.actions import actions_router
 from pipeline.actions.service import Approvals
 from pipeline.app import create_broker, new_broker, start_stages
 from pipeline.archive import archive_router
+from pipeline.channels.records import PostRecord
 from pipeline.demo import ASSETS, article_server, run_story
 from pipeline.domain.live_rules import LiveRules
 from pipeline.enrich.stage import enrich_router
@@ -27,7 +28,6 @@ from pipeline.errors import PermanentError
 from pipeline.messages import AnnouncementDue, EnrichmentFailed, Share, utc_now
 from pipeline.ops.dlq import get_dead_letter
 from pipeline.outreach import health
-from pipeline.outreach.records import PostRecord
 from pipeline.outreach.stage import outreach_router
 from pipeline.settings import FacilitatorLogin, Settings
 from pipeline.stage import StageRouter

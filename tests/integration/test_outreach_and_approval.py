@@ -11,9 +11,9 @@ from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
 from pipeline.bus import jetstream
+from pipeline.channels.records import PostRecord
 from pipeline.domain.approval import DecisionRefused, advance_by_clock, decide, get_record
 from pipeline.messages import OutreachResult, ScheduledSession, stable_id
-from pipeline.outreach.records import PostRecord
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import (
     consumer,

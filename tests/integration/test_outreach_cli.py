@@ -13,10 +13,10 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.channels.records import PostRecord
+from pipeline.channels.xtext import weighted_length
 from pipeline.messages import AnnouncementDue, OutreachResult
 from pipeline.outreach import health
-from pipeline.outreach.records import PostRecord
-from pipeline.outreach.xtext import weighted_length
 from pipeline.settings import Settings
 from tests.integration.bus_helpers import models_on, seed_proposal, wait_until
 from tests.linkedin_fake import FakeLinkedIn

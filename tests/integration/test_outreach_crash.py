@@ -19,10 +19,10 @@ import pytest
 from faststream.nats import NatsBroker
 
 from pipeline import bus, stores
+from pipeline.channels import records
 from pipeline.embedded import EmbeddedNats
 from pipeline.messages import OutreachResult
 from pipeline.ops.status import gather_status, health_problems
-from pipeline.outreach import records
 from tests.channel_fakes import FakeMastodon, FakeSlack, Received, serve
 from tests.integration.bus_helpers import models_on
 from tests.unit.conftest import make_session

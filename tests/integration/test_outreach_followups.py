@@ -18,11 +18,11 @@ from pydantic import SecretStr
 from pipeline import bus, stores
 from pipeline.actions.service import Approvals, ProposalEdit
 from pipeline.app import create_broker, start_stages
+from pipeline.channels import records
 from pipeline.domain.approval import advance_by_clock
 from pipeline.domain.live_rules import LiveRules
 from pipeline.messages import AnnouncementDue, LibraryEntry, OutreachResult, ScheduledSession
 from pipeline.ops.trace import find_journey, where_it_stopped
-from pipeline.outreach import records
 from pipeline.settings import Settings
 from tests.channel_fakes import FakeFacebook, FakeMastodon, FakeSlack, serve
 from tests.integration.bus_helpers import jetstream, keep_at_start, messages_on, models_on, seed_proposal, wait_until

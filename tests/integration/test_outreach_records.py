@@ -11,11 +11,11 @@ from faststream.nats import NatsBroker
 from nats.js.kv import KeyValue
 
 from pipeline import stores
+from pipeline.channels import records
+from pipeline.channels.base import NotSent, Post, Posted, PostRefused
+from pipeline.channels.records import PostRecord, post_once
 from pipeline.errors import RetryableError
 from pipeline.messages import AnnouncementDue
-from pipeline.outreach import records
-from pipeline.outreach.channels.base import NotSent, Post, Posted, PostRefused
-from pipeline.outreach.records import PostRecord, post_once
 from tests.unit.conftest import make_session
 
 pytestmark = pytest.mark.nats

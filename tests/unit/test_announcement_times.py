@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.actions import schedule
+from pipeline.channels.registry import CHANNELS
+from pipeline.channels.render import available_channels, check, environment, render
 from pipeline.domain.notify import slack_payload
 from pipeline.domain.rules import Facilitator
 from pipeline.domain.sessions import propose
 from pipeline.domain.slots import suggest_slot
 from pipeline.messages import FacilitatorDecision, ScheduledSession, stable_id
-from pipeline.outreach.channels.registry import CHANNELS
-from pipeline.outreach.render import available_channels, check, environment, render
 from pipeline.providers import CreatedSession
 from pipeline.session_time import when, when_local
 from tests.unit.conftest import make_content

@@ -11,11 +11,11 @@ import icalendar
 import pytest
 from pydantic import SecretStr
 
+from pipeline.channels.base import ChannelBroken, Kind, NotSent, Post, PostRefused
+from pipeline.channels.email import EmailChannel, from_settings, invite
+from pipeline.channels.render import environment, render
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, PostRefused
-from pipeline.outreach.channels.email import EmailChannel, from_settings, invite
-from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
 from tests.channel_fakes import HOSTILE_TITLE, hostile_session, make_post
 from tests.smtp_server import Mailbox, free_port, smtp_server

@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.embedded import free_port
-from pipeline.errors import RetryableError
-from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.facebook import (
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.facebook import (
     BLOCKED_WAIT,
     THROTTLE_WAIT,
     FacebookChannel,
     from_settings,
 )
+from pipeline.embedded import free_port
+from pipeline.errors import RetryableError
+from pipeline.messages import ScheduledSession
 from pipeline.settings import Settings
 from tests.channel_fakes import FakeFacebook, assert_hidden, hanging, make_post, outcome_unknown, running, unreachable
 

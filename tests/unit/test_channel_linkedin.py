@@ -16,11 +16,8 @@ import pytest
 import requests
 import responses
 
-from pipeline.embedded import free_port
-from pipeline.errors import ConfigError, RetryableError
-from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.linkedin import (
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.linkedin import (
     LinkedInChannel,
     LinkedInLoginFailed,
     author_urn,
@@ -29,6 +26,9 @@ from pipeline.outreach.channels.linkedin import (
     exchange_code,
     from_settings,
 )
+from pipeline.embedded import free_port
+from pipeline.errors import ConfigError, RetryableError
+from pipeline.messages import ScheduledSession
 from pipeline.settings import Settings
 from tests.channel_fakes import make_post
 from tests.linkedin_fake import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TOKEN, VERSION, FakeLinkedIn

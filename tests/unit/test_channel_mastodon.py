@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.mastodon import MastodonChannel, from_settings
 from pipeline.embedded import free_port
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.mastodon import MastodonChannel, from_settings
 from pipeline.settings import Settings
 from tests.channel_fakes import FakeMastodon, assert_hidden, hanging, make_post, outcome_unknown, running, unreachable
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.messages import CHANNEL_NAMES
-from pipeline.outreach.channels.base import KINDS, ChannelAdapter
-from pipeline.outreach.channels.mastodon import MastodonChannel
-from pipeline.outreach.channels.registry import (
+from pipeline.channels.base import KINDS, ChannelAdapter
+from pipeline.channels.mastodon import MastodonChannel
+from pipeline.channels.registry import (
     ADAPTERS,
     LIMITS,
     channel_names,
@@ -16,7 +15,8 @@ from pipeline.outreach.channels.registry import (
     text_limit,
     unregister,
 )
-from pipeline.outreach.render import TEMPLATES, check
+from pipeline.channels.render import TEMPLATES, check
+from pipeline.messages import CHANNEL_NAMES
 from pipeline.settings import Settings
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from pipeline.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.render import environment, render
+from pipeline.channels.slack import SlackChannel, from_settings
 from pipeline.embedded import free_port
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.slack import SlackChannel, from_settings
-from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
 from tests.channel_fakes import (
     HOSTILE_NAME,

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from pipeline.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.render import environment, render
+from pipeline.channels.teams import MAX_BYTES, WORD_JOINER, TeamsChannel, envelope, from_settings, unlinked
 from pipeline.embedded import free_port
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, Kind, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.teams import MAX_BYTES, WORD_JOINER, TeamsChannel, envelope, from_settings, unlinked
-from pipeline.outreach.render import environment, render
 from pipeline.settings import Settings
 from tests.channel_fakes import (
     EVIL,

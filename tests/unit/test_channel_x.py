@@ -17,10 +17,10 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
+from pipeline.channels.x import DEFAULT_WAIT, XChannel, from_settings, rate_limit_wait
 from pipeline.errors import RetryableError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
-from pipeline.outreach.channels.x import DEFAULT_WAIT, XChannel, from_settings, rate_limit_wait
 from pipeline.settings import Settings
 from tests.channel_fakes import make_post
 

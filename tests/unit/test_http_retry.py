@@ -13,11 +13,11 @@ import requests
 import tweepy
 
 from pipeline import http_retry
+from pipeline.channels import x as x_channel
+from pipeline.channels.base import Post, RateLimited
+from pipeline.channels.slack import SlackChannel
 from pipeline.domain.notify import SlackRateLimited, send_slack
 from pipeline.messages import ScheduledSession, as_utc
-from pipeline.outreach.channels import x as x_channel
-from pipeline.outreach.channels.base import Post, RateLimited
-from pipeline.outreach.channels.slack import SlackChannel
 from pipeline.providers.http import retry_after
 from pipeline.triggers.sources import http as source_http
 from pipeline.triggers.sources import x as x_source

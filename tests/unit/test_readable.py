@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipeline.channels.readable import readable
+from pipeline.channels.render import environment, render
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.readable import readable
-from pipeline.outreach.render import environment, render
 
 TITLE = 'Fish & <Chips> "quoted"'
 

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import KINDS
-from pipeline.outreach.channels.email import email_parts
-from pipeline.outreach.channels.registry import CHANNELS, LIMITS
-from pipeline.outreach.render import (
+from pipeline.channels.base import KINDS
+from pipeline.channels.email import email_parts
+from pipeline.channels.registry import CHANNELS, LIMITS
+from pipeline.channels.render import (
     TemplateRefused,
     available_channels,
     check,
@@ -23,6 +22,7 @@ from pipeline.outreach.render import (
     shorten,
     weighted_length,
 )
+from pipeline.messages import ScheduledSession
 
 BuildSession = Callable[..., ScheduledSession]
 LIBRARY = "https://impromptu.example/library/session-1"

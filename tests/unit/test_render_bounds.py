@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.channels.bounded import TemplateWorkers
+from pipeline.channels.registry import CHANNELS
+from pipeline.channels.render import TemplateRefused, environment, render
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.bounded import TemplateWorkers
-from pipeline.outreach.channels.registry import CHANNELS
-from pipeline.outreach.render import TemplateRefused, environment, render
 from tests.loop_pauses import loop_pauses
 
 BuildSession = Callable[..., ScheduledSession]

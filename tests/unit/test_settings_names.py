@@ -1,5 +1,5 @@
 """Every IMPROMPTU_ variable keeps its name while the channels declare their own settings sections: the flat Settings
-and each channel's section (pipeline/outreach/channels/) together read exactly the names below, taken from the
+and each channel's section (pipeline/channels/) together read exactly the names below, taken from the
 Settings of before the sections, and each section reads a value as the flat Settings does."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import AliasChoices, BaseModel
 
-from pipeline.outreach.channels.base import ChannelAdapter, ChannelSettings
-from pipeline.outreach.channels.registry import ADAPTERS, text_limit
+from pipeline.channels.base import ChannelAdapter, ChannelSettings
+from pipeline.channels.registry import ADAPTERS, text_limit
 from pipeline.settings import Settings, load_settings
 
 NAMES_BEFORE = """

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from pipeline.outreach.xtext import graphemes, mastodon_length, url_spans, weighted_length
+from pipeline.channels.xtext import graphemes, mastodon_length, url_spans, weighted_length
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,9 @@ from fastapi.responses import Response
 
 from pipeline import bus
 from pipeline.actions.service import RECENT, Approvals, EditRefused, ProposalEdit
+from pipeline.channels.registry import channel_title
 from pipeline.domain.approval import BOOKED, OPEN, TEXT_CHANGE, DecisionRefused, ProposalRecord, version_of
 from pipeline.messages import IN_PLAY, SessionProposal
-from pipeline.outreach.channels.registry import channel_title
 from pipeline.settings import Settings
 from pipeline.web.auth import (
     CREDENTIAL_KEY,

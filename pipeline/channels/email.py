@@ -25,9 +25,7 @@ from email.message import EmailMessage
 import icalendar
 from pydantic import Field, SecretStr
 
-from pipeline.domain.notify import send_email
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.outreach.channels.base import (
+from pipeline.channels.base import (
     ChannelAdapter,
     ChannelBroken,
     ChannelSettings,
@@ -39,6 +37,8 @@ from pipeline.outreach.channels.base import (
     redact,
     unset,
 )
+from pipeline.domain.notify import send_email
+from pipeline.errors import PermanentError, RetryableError
 from pipeline.settings import Settings
 
 SUBJECT_MAX = 200

@@ -19,9 +19,9 @@ from linkedin_v2.linkedin import LinkedInAuthentication
 from pydantic import Field, SecretStr
 
 from pipeline import http_retry
+from pipeline.channels import base
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.errors import ConfigError, RetryableError
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.settings import Settings
 
 API_URL = "https://api.linkedin.com"

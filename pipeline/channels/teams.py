@@ -23,9 +23,9 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pipeline import http_retry
+from pipeline.channels import base
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.errors import PermanentError
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.settings import Settings
 
 TEAMS_ENV = "IMPROMPTU_TEAMS_WEBHOOK"

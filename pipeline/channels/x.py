@@ -18,10 +18,9 @@ from pydantic import Field, SecretStr
 from urllib3.exceptions import MaxRetryError
 
 from pipeline import http_retry
+from pipeline.channels import base, xtext
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.errors import RetryableError
-from pipeline.outreach import xtext
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.redaction import TimeoutSession
 from pipeline.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from pipeline.outreach.channels.base import Post, Posted
+from pipeline.channels.base import Post, Posted
 
 log = structlog.get_logger("pipeline.outreach.outbox")
 

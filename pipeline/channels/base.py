@@ -133,7 +133,7 @@ class ChannelSettings(BaseSettings):
 
 class ChannelAdapter(ABC):
     """Everything about one channel, in its adapter's file: the adapter classes derive from this and are listed in
-    `pipeline.outreach.channels.registry.ADAPTERS` (a test or a plugin adds one with `register`). Templates live in
+    `pipeline.channels.registry.ADAPTERS` (a test or a plugin adds one with `register`). Templates live in
     `templates/<name>/<kind>.j2`.
 
     The class attributes and class methods are the channel's rules, used without an adapter instance (rendering,

@@ -28,11 +28,11 @@ import pebble
 import structlog
 from jinja2.sandbox import SandboxedEnvironment
 
+from pipeline.channels.base import ChannelAdapter
+from pipeline.channels.render import RENDER_MAX_OUTPUT, RENDER_SECONDS, TemplateRefused, environment, render
 from pipeline.errors import RetryableError
 from pipeline.lifetime import die_with_parent
 from pipeline.messages import ScheduledSession
-from pipeline.outreach.channels.base import ChannelAdapter
-from pipeline.outreach.render import RENDER_MAX_OUTPUT, RENDER_SECONDS, TemplateRefused, environment, render
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.outreach")
@@ -148,7 +148,7 @@ class TemplateWorkers:
             "max_output": self.max_output,
         }
         # here, not at the top: the registry imports every adapter, and a worker needs only the one it is given
-        from pipeline.outreach.channels.registry import registered
+        from pipeline.channels.registry import registered
 
         args = (self.folder, registered(channel) or channel, kind, session, options)
         bound = self.seconds + GRACE_SECONDS

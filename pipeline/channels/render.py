@@ -28,10 +28,10 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from pipeline.channels import xtext
+from pipeline.channels.base import ChannelAdapter, Problem
 from pipeline.errors import PermanentError
 from pipeline.messages import ScheduledSession
-from pipeline.outreach import xtext
-from pipeline.outreach.channels.base import ChannelAdapter, Problem
 from pipeline.session_time import when, when_local, zone_named
 from pipeline.text import shorten as text_shorten
 
@@ -390,7 +390,7 @@ def written_text(channel: str, text: str, session: ScheduledSession, limit: int 
     return filled
 
 
-# --- each channel's rules (its adapter says them: pipeline/outreach/channels/) -----------------------------------
+# --- each channel's rules (its adapter says them: pipeline/channels/) -----------------------------------
 
 
 def weighted_length(channel: str, text: str) -> int:
@@ -405,7 +405,7 @@ def rules_for(channel: str | type[ChannelAdapter]) -> type[ChannelAdapter]:
         return channel
     # here, not at the top: the registry imports every adapter, and a template worker, given the adapter class it
     # renders for, needs none of the others
-    from pipeline.outreach.channels import registry
+    from pipeline.channels import registry
 
     return registry.rules_for(channel)
 

@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from pipeline.outreach.channels.base import Channel, ChannelAdapter
-from pipeline.outreach.channels.email import EmailChannel
-from pipeline.outreach.channels.facebook import FacebookChannel
-from pipeline.outreach.channels.linkedin import LinkedInChannel
-from pipeline.outreach.channels.mastodon import MastodonChannel
-from pipeline.outreach.channels.outbox import OutboxChannel
-from pipeline.outreach.channels.slack import SlackChannel
-from pipeline.outreach.channels.teams import TeamsChannel
-from pipeline.outreach.channels.x import XChannel
+from pipeline.channels.base import Channel, ChannelAdapter
+from pipeline.channels.email import EmailChannel
+from pipeline.channels.facebook import FacebookChannel
+from pipeline.channels.linkedin import LinkedInChannel
+from pipeline.channels.mastodon import MastodonChannel
+from pipeline.channels.outbox import OutboxChannel
+from pipeline.channels.slack import SlackChannel
+from pipeline.channels.teams import TeamsChannel
+from pipeline.channels.x import XChannel
 from pipeline.settings import Settings
 
-log = structlog.get_logger("pipeline.outreach.channels")
+log = structlog.get_logger("pipeline.channels")
 
 # The shipped channels, in the order they are built and listed.
 ADAPTERS: tuple[type[ChannelAdapter], ...] = (

@@ -14,9 +14,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field, SecretStr
 
+from pipeline.channels import base
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.errors import RetryableError
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.settings import Settings
 
 PAGE_ENV = "IMPROMPTU_FACEBOOK_PAGE_ID"

@@ -20,9 +20,9 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from pipeline import stores
+from pipeline.channels.base import Channel, NotSent, Post
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementDue, utc_now
-from pipeline.outreach.channels.base import Channel, NotSent, Post
 
 UNKNOWN = "unknown."  # + a post's key: an index of the posts a person must check
 

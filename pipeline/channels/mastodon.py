@@ -15,10 +15,9 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pipeline import http_retry
+from pipeline.channels import base, xtext
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.errors import RetryableError
-from pipeline.outreach import xtext
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, RateLimited
 from pipeline.settings import Settings
 
 URL_ENV = "IMPROMPTU_MASTODON_URL"

@@ -18,10 +18,10 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pipeline import http_retry
+from pipeline.channels import base
+from pipeline.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.domain import notify
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.outreach.channels import base
-from pipeline.outreach.channels.base import ChannelBroken, NotSent, Post, Posted, PostRefused, Problem, RateLimited
 from pipeline.settings import Settings
 
 SLACK_ENV = "IMPROMPTU_SLACK_WEBHOOK"

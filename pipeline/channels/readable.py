@@ -4,7 +4,7 @@ other channels' posts are text already."""
 
 from __future__ import annotations
 
-from pipeline.outreach.channels.registry import rules_for
+from pipeline.channels.registry import rules_for
 
 
 def readable(channel: str, text: str) -> str:
