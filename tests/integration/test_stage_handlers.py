@@ -1,9 +1,10 @@
-"""Each stage's handlers are module-level functions: imported and called alone, with the stage's resources, on a
-real nats-server where no stage consumes. The seed share walks trigger -> enrich -> actions by hand, and the session
-it leads to is handed to outreach and archive the same way."""
+"""Each stage's handlers, and the ops pages' routes, are module-level functions: imported and called alone, with
+their resources, on a real nats-server where no stage consumes. The seed share walks trigger -> enrich -> actions
+by hand, and the session it leads to is handed to outreach and archive the same way."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,7 @@ from pipeline.settings import Settings
 from pipeline.stage import Route
 from pipeline.triggers.stage import ROUTES as TRIGGER_ROUTES
 from pipeline.triggers.stage import handle_share
+from pipeline.web.ops import FLOW, OpsPages, ops_status
 from tests.integration.bus_helpers import models_on
 
 
@@ -89,3 +91,14 @@ def test_each_route_handler_is_the_module_level_function_of_its_stage(routes: tu
     for route in routes:
         module = __import__(route.handler.__module__, fromlist=[route.handler.__name__])
         assert getattr(module, route.handler.__name__) is route.handler, route
+
+
+async def test_an_ops_route_called_alone_reads_the_bus_it_is_given(
+    idle_stages: tuple[NatsBroker, dict[str, Any]], settings: Settings
+) -> None:
+    broker, _ = idle_stages
+    await bus.publish(broker, bus.SHARES, seed_share("https://example.com/alone"))
+    response = await ops_status(who="olga", ops=OpsPages(settings, broker))
+    status = json.loads(response.body)
+    assert [stage["name"] for stage in status["stages"]] == list(FLOW)
+    assert status["stages"][0]["inputs"] == {bus.SHARES.subject: 1}
