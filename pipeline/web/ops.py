@@ -405,8 +405,8 @@ def json_operator(
     else:
         found = session_facilitator(request, ops.settings)
         if found is None:
-            detail = "log in at /login, or send Authorization: Bearer <token> of a login with the ops role"
-            raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+            hint = "log in at /login, or send Authorization: Bearer <token> of a login with the ops role"
+            raise HTTPException(status_code=401, detail=hint, headers={"WWW-Authenticate": "Bearer"})
         name = found
     if not has_role(ops.settings, name, "ops"):
         raise role_refused(name, "ops", request.url.path)
