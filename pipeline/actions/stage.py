@@ -58,7 +58,7 @@ from pipeline.messages import (
 )
 from pipeline.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
 from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit
+from pipeline.stage import STAGE, Emits, Outputs, Route, StageRouter, stage_router
 
 log = structlog.get_logger("pipeline.actions")
 
@@ -240,137 +240,159 @@ def facilitators_for(live: LiveRules, content: EnrichedContent) -> list[Facilita
     return [f for f in everyone if f.name in named] if named else list(everyone)
 
 
-def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
-    router = StageRouter("actions", settings)
-    proposals = router.output(bus.PROPOSALS_CREATED, "A session awaiting approval.")
-    scheduled = router.output(bus.SESSIONS_SCHEDULED, "An approved session with its join link.")
-    provider = provider_from_settings(settings)
-    margin = timedelta(minutes=settings.decision_margin_minutes)
+class ActionsStage:
+    """What the actions handlers share, given to them as `stage` (pipeline/stage.py): the settings, the live rules,
+    the configured session provider and the stage's publishers."""
 
-    async def propose_from(content: EnrichedContent, broker: NatsBroker) -> None:
-        if (veto := vetoed(content)) is not None:
-            log.warning("proposal.vetoed", rule=content.trigger.rule, url=content.article.final_url, reason=veto)
-            return
-        now, plan = utc_now(), content.trigger.plan
-        busy = await booked_now(broker)
-        try:
-            slot = suggest_slot(
-                now,
-                lead_minutes=plan.lead_minutes,
-                duration_minutes=plan.duration_minutes,
-                facilitators=facilitators_for(live, content),
-                busy=busy,
-                default_timezone=live.rules.timezone,
-            )
-        except NoSlot as error:  # still proposed: a facilitator may pick a time by hand
-            slot = Slot(facilitator=None, starts_at=first_slot(now, plan.lead_minutes), reason=f"{error}; pick a time")
-        draft = propose(content, now, slot=slot, margin=margin, timezone=live.rules.timezone)
-        preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
-        proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))
-        await emit(proposals, proposal)
-        log.info(
-            "proposal.created",
-            proposal_id=proposal.id,
-            title=proposal.title,
-            starts_at=proposal.starts_at.isoformat(),
-            decide_by=proposal.expires_at.isoformat(),
-            on_timeout=proposal.content.trigger.plan.on_timeout,
-            url=proposal_link(settings, proposal.id),
-            notices=notifiers(settings) or "none (see notify.disabled)",
-        )
+    def __init__(self, settings: Settings, live: LiveRules, outputs: Outputs) -> None:
+        self.settings = settings
+        self.live = live
+        self.outputs = outputs
+        self.provider = provider_from_settings(settings)
+        self.margin = timedelta(minutes=settings.decision_margin_minutes)
 
-    @router.consume(bus.CONTENT_ENRICHED, durable="actions-propose")
-    async def propose_session(content: EnrichedContent, broker: NatsBroker) -> None:
-        await propose_from(content, broker)
-
-    @router.consume(bus.CONTENT_FAILED, durable="actions-unread")
-    async def propose_without_article(failure: EnrichmentFailed, broker: NatsBroker) -> None:
-        if not failure.trigger.plan.without_article:
-            log.warning(
-                "proposal.skipped",
-                rule=failure.trigger.rule,
-                url=failure.url,
-                reason=f"the page could not be read ({failure.reason}) and the rule needs the article",
-            )
-            return
-        await propose_from(content_from_post(failure), broker)
-
-    @router.consume(bus.TRIGGERS_JOINED, durable="actions-joined")
-    async def note_sharer(joined: SharerJoined, broker: NatsBroker) -> None:
-        record = await add_sharer(broker, joined)
-        names = [s.name for s in record.also_shared_by]
-        log.info("proposal.also_shared_by", proposal_id=record.proposal.id, sharers=names)
-
-    @router.consume(bus.DECISIONS, durable="actions-schedule")
-    async def schedule_session(decision: FacilitatorDecision, broker: NatsBroker) -> None:
-        if decision.decision != "approved":
-            log.info("proposal.rejected", proposal_id=decision.proposal.id, by=decision.decided_by)
-            return
-        record = await approval.get_record(broker, decision.proposal.id)
-        if record.state not in ("approved", "scheduled", "live", "ended", "archived"):
-            log.info("session.not_created", proposal_id=record.proposal.id, state=record.state)
-            return  # cancelled before the provider was asked: nothing to create
-        kv = await stores.bucket(broker, stores.SESSIONS)
-        session_id = session_id_for(record.proposal.id)
-        request = session_request(record.proposal, session_id, settings.session_timezone)
-        try:
-            created = await create_once(kv, provider_for(record.proposal.provider), request)
-        except ImpromptuError as error:
-            await approval.note_problem(broker, record.proposal.id, str(error))
-            raise
-        session = await stores.save_once(kv, session_id, schedule(decision, created))
-        # the recording intake matches a provider's event (a Zoom meeting id, a Jitsi room) to this session
-        await kv.put(provider_key(created.provider, created.provider_id), session.id.encode())
-        if record.state == "approved":
-            link = SessionLink(
-                session_id=session.id,
-                provider=created.provider,
-                provider_id=created.provider_id,
-                join_url=created.join_url,
-            )
-            reason = f"{created.provider} {created.provider_id}"
-            await approval.transition(
-                broker,
-                record.proposal.id,
-                "scheduled",
-                by="actions",
-                reason=reason,
-                record_fields={"session": link, "problem": None},
-            )
-        await emit(scheduled, session)
-        log.info("session.scheduled", session_id=session.id, join_url=session.join_url, provider=created.provider)
-
-    @router.consume(bus.PROPOSALS_TRANSITIONS, durable="actions-cancel")
-    async def cancel_at_provider(change: ProposalTransition, broker: NatsBroker) -> None:
-        if change.to_state != "cancelled":
-            return
-        kv = await stores.bucket(broker, stores.SESSIONS)
-        try:
-            entry = await kv.get(f"provider.{session_id_for(change.proposal_id)}")
-        except KeyNotFoundError:
-            return  # never created at the provider
-        claim = ProviderClaim.model_validate_json(entry.value or b"")
-        if claim.created is None:
-            return
-        await provider_for(claim.created.provider).cancel(claim.created)
-        log.info("session.cancelled_at_provider", proposal_id=change.proposal_id, provider=claim.created.provider)
-
-    @router.consume(bus.PROPOSALS_CREATED, durable="actions-notify")
-    async def tell_facilitators(proposal: SessionProposal, broker: NatsBroker) -> None:
-        kv = await stores.bucket(broker, stores.OUTREACH)
-        retry = []
-        for channel in notifiers(settings):
-            try:
-                await notice_once(kv, settings, channel, proposal)
-            except RetryableError as error:
-                retry.append(f"{channel}: {error}")
-        if retry:
-            raise RetryableError("; ".join(retry))  # channels already told are skipped on redelivery
-
-    def provider_for(name: str) -> SessionProvider:
+    def provider_for(self, name: str) -> SessionProvider:
         """The proposal's own provider: settings may have changed since it was proposed."""
-        if name == provider.name:
-            return provider
-        return provider_from_settings(settings.model_copy(update={"session_provider": name}))
+        if name == self.provider.name:
+            return self.provider
+        return provider_from_settings(self.settings.model_copy(update={"session_provider": name}))
 
-    return router
+
+async def propose_from(stage: ActionsStage, content: EnrichedContent, broker: NatsBroker) -> None:
+    if (veto := vetoed(content)) is not None:
+        log.warning("proposal.vetoed", rule=content.trigger.rule, url=content.article.final_url, reason=veto)
+        return
+    settings, live, provider = stage.settings, stage.live, stage.provider
+    now, plan = utc_now(), content.trigger.plan
+    busy = await booked_now(broker)
+    try:
+        slot = suggest_slot(
+            now,
+            lead_minutes=plan.lead_minutes,
+            duration_minutes=plan.duration_minutes,
+            facilitators=facilitators_for(live, content),
+            busy=busy,
+            default_timezone=live.rules.timezone,
+        )
+    except NoSlot as error:  # still proposed: a facilitator may pick a time by hand
+        slot = Slot(facilitator=None, starts_at=first_slot(now, plan.lead_minutes), reason=f"{error}; pick a time")
+    draft = propose(content, now, slot=slot, margin=stage.margin, timezone=live.rules.timezone)
+    preview = provider.preview(session_request(draft, session_id_for(draft.id), settings.session_timezone))
+    proposal = await save_new(broker, draft.model_copy(update={"provider": provider.name, "preview": preview}))
+    await stage.outputs.emit(bus.PROPOSALS_CREATED, proposal)
+    log.info(
+        "proposal.created",
+        proposal_id=proposal.id,
+        title=proposal.title,
+        starts_at=proposal.starts_at.isoformat(),
+        decide_by=proposal.expires_at.isoformat(),
+        on_timeout=proposal.content.trigger.plan.on_timeout,
+        url=proposal_link(settings, proposal.id),
+        notices=notifiers(settings) or "none (see notify.disabled)",
+    )
+
+
+async def propose_session(content: EnrichedContent, broker: NatsBroker, stage: ActionsStage = STAGE) -> None:
+    await propose_from(stage, content, broker)
+
+
+async def propose_without_article(failure: EnrichmentFailed, broker: NatsBroker, stage: ActionsStage = STAGE) -> None:
+    if not failure.trigger.plan.without_article:
+        log.warning(
+            "proposal.skipped",
+            rule=failure.trigger.rule,
+            url=failure.url,
+            reason=f"the page could not be read ({failure.reason}) and the rule needs the article",
+        )
+        return
+    await propose_from(stage, content_from_post(failure), broker)
+
+
+async def note_sharer(joined: SharerJoined, broker: NatsBroker) -> None:
+    record = await add_sharer(broker, joined)
+    names = [s.name for s in record.also_shared_by]
+    log.info("proposal.also_shared_by", proposal_id=record.proposal.id, sharers=names)
+
+
+async def schedule_session(decision: FacilitatorDecision, broker: NatsBroker, stage: ActionsStage = STAGE) -> None:
+    if decision.decision != "approved":
+        log.info("proposal.rejected", proposal_id=decision.proposal.id, by=decision.decided_by)
+        return
+    record = await approval.get_record(broker, decision.proposal.id)
+    if record.state not in ("approved", "scheduled", "live", "ended", "archived"):
+        log.info("session.not_created", proposal_id=record.proposal.id, state=record.state)
+        return  # cancelled before the provider was asked: nothing to create
+    kv = await stores.bucket(broker, stores.SESSIONS)
+    session_id = session_id_for(record.proposal.id)
+    request = session_request(record.proposal, session_id, stage.settings.session_timezone)
+    try:
+        created = await create_once(kv, stage.provider_for(record.proposal.provider), request)
+    except ImpromptuError as error:
+        await approval.note_problem(broker, record.proposal.id, str(error))
+        raise
+    session = await stores.save_once(kv, session_id, schedule(decision, created))
+    # the recording intake matches a provider's event (a Zoom meeting id, a Jitsi room) to this session
+    await kv.put(provider_key(created.provider, created.provider_id), session.id.encode())
+    if record.state == "approved":
+        link = SessionLink(
+            session_id=session.id,
+            provider=created.provider,
+            provider_id=created.provider_id,
+            join_url=created.join_url,
+        )
+        reason = f"{created.provider} {created.provider_id}"
+        await approval.transition(
+            broker,
+            record.proposal.id,
+            "scheduled",
+            by="actions",
+            reason=reason,
+            record_fields={"session": link, "problem": None},
+        )
+    await stage.outputs.emit(bus.SESSIONS_SCHEDULED, session)
+    log.info("session.scheduled", session_id=session.id, join_url=session.join_url, provider=created.provider)
+
+
+async def cancel_at_provider(change: ProposalTransition, broker: NatsBroker, stage: ActionsStage = STAGE) -> None:
+    if change.to_state != "cancelled":
+        return
+    kv = await stores.bucket(broker, stores.SESSIONS)
+    try:
+        entry = await kv.get(f"provider.{session_id_for(change.proposal_id)}")
+    except KeyNotFoundError:
+        return  # never created at the provider
+    claim = ProviderClaim.model_validate_json(entry.value or b"")
+    if claim.created is None:
+        return
+    await stage.provider_for(claim.created.provider).cancel(claim.created)
+    log.info("session.cancelled_at_provider", proposal_id=change.proposal_id, provider=claim.created.provider)
+
+
+async def tell_facilitators(proposal: SessionProposal, broker: NatsBroker, stage: ActionsStage = STAGE) -> None:
+    kv = await stores.bucket(broker, stores.OUTREACH)
+    retry = []
+    for channel in notifiers(stage.settings):
+        try:
+            await notice_once(kv, stage.settings, channel, proposal)
+        except RetryableError as error:
+            retry.append(f"{channel}: {error}")
+    if retry:
+        raise RetryableError("; ".join(retry))  # channels already told are skipped on redelivery
+
+
+PROPOSALS = Emits(bus.PROPOSALS_CREATED, "A session awaiting approval.")
+SCHEDULED = Emits(bus.SESSIONS_SCHEDULED, "An approved session with its join link.")
+
+# What the actions stage reads, through which durable consumer, and what it emits.
+ROUTES = (
+    Route(propose_session, bus.CONTENT_ENRICHED, "actions-propose", emits=(PROPOSALS,)),
+    Route(propose_without_article, bus.CONTENT_FAILED, "actions-unread", emits=(PROPOSALS,)),
+    Route(note_sharer, bus.TRIGGERS_JOINED, "actions-joined"),
+    Route(schedule_session, bus.DECISIONS, "actions-schedule", emits=(SCHEDULED,)),
+    Route(cancel_at_provider, bus.PROPOSALS_TRANSITIONS, "actions-cancel"),
+    Route(tell_facilitators, bus.PROPOSALS_CREATED, "actions-notify"),
+)
+
+
+def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
+    return stage_router("actions", settings, ROUTES, lambda outputs: ActionsStage(settings, live, outputs))

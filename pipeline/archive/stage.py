@@ -25,7 +25,7 @@ from pipeline.domain import catalog
 from pipeline.domain.sessions import session_id_for
 from pipeline.messages import ProposalTransition, Recording, ScheduledSession
 from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit, still_working
+from pipeline.stage import STAGE, Emits, Outputs, Route, StageRouter, stage_router, still_working
 from pipeline.stores import stored_session
 
 log = structlog.get_logger("pipeline.archive")
@@ -51,29 +51,45 @@ class StoreOnce:
             self._store = None
 
 
+class ArchiveStage:
+    """What the archive handlers share, given to them as `stage` (pipeline/stage.py)."""
+
+    def __init__(self, settings: Settings, outputs: Outputs, store: StoreOnce) -> None:
+        self.settings = settings
+        self.outputs = outputs
+        self.store = store
+
+
+async def keep(recording: Recording, broker: NatsBroker, message: NatsMessage, stage: ArchiveStage = STAGE) -> None:
+    # a 2 GB download takes minutes: no other worker may start it again meanwhile
+    async with still_working(message, every=stage.settings.ack_wait_seconds / 3):
+        entry = await keep_recording(broker, stage.settings, await stage.store.get(broker), recording)
+    await stage.outputs.emit(bus.LIBRARY_ENTRIES, entry)  # a repeat has the same id: JetStream drops it
+
+
+async def note_ended(change: ProposalTransition, broker: NatsBroker) -> None:
+    if change.to_state != "ended" or change.by == "archive":
+        return  # the archive walks a session through "ended" when its recording arrives: nothing to wait for
+    session = await stored_session(broker, session_id_for(change.proposal_id))
+    if session is not None and await await_recording(broker, session, change.created_at):
+        log.info("recording.awaited", session_id=session.id, provider=session.provider)
+
+
+async def list_reading(session: ScheduledSession, broker: NatsBroker) -> None:
+    item = await list_article(broker, await catalog.library_bucket(broker), session)
+    log.info("library.article_listed", article_id=item.article_id, title=item.title)
+
+
+ENTRIES = Emits(bus.LIBRARY_ENTRIES, "A recording kept (or corrected) in the library.")
+
+# What the archive stage reads, through which durable consumer, and what it emits.
+ROUTES = (
+    Route(keep, bus.RECORDINGS, emits=(ENTRIES,)),
+    Route(note_ended, bus.PROPOSALS_TRANSITIONS, "archive-ended"),
+    Route(list_reading, bus.SESSIONS_SCHEDULED, "archive-reading-list"),
+)
+
+
 def archive_router(settings: Settings, store: StoreOnce | None = None) -> StageRouter:
-    router = StageRouter("archive", settings)
-    entries = router.output(bus.LIBRARY_ENTRIES, "A recording kept (or corrected) in the library.")
-    stores = store or StoreOnce(settings)
-
-    @router.consume(bus.RECORDINGS)
-    async def keep(recording: Recording, broker: NatsBroker, message: NatsMessage) -> None:
-        # a 2 GB download takes minutes: no other worker may start it again meanwhile
-        async with still_working(message, every=settings.ack_wait_seconds / 3):
-            entry = await keep_recording(broker, settings, await stores.get(broker), recording)
-        await emit(entries, entry)  # a repeat has the same id: JetStream drops it
-
-    @router.consume(bus.PROPOSALS_TRANSITIONS, durable="archive-ended")
-    async def note_ended(change: ProposalTransition, broker: NatsBroker) -> None:
-        if change.to_state != "ended" or change.by == "archive":
-            return  # the archive walks a session through "ended" when its recording arrives: nothing to wait for
-        session = await stored_session(broker, session_id_for(change.proposal_id))
-        if session is not None and await await_recording(broker, session, change.created_at):
-            log.info("recording.awaited", session_id=session.id, provider=session.provider)
-
-    @router.consume(bus.SESSIONS_SCHEDULED, durable="archive-reading-list")
-    async def list_reading(session: ScheduledSession, broker: NatsBroker) -> None:
-        item = await list_article(broker, await catalog.library_bucket(broker), session)
-        log.info("library.article_listed", article_id=item.article_id, title=item.title)
-
-    return router
+    media = store or StoreOnce(settings)
+    return stage_router("archive", settings, ROUTES, lambda outputs: ArchiveStage(settings, outputs, media))

@@ -28,7 +28,7 @@ from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import Article, EnrichedContent, EnrichmentFailed, TriggerFired, utc_now
 from pipeline.net.fetch import FetchPolicy, fetch_page
 from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit
+from pipeline.stage import STAGE, Emits, Outputs, Route, StageRouter, stage_router
 
 log = structlog.get_logger("pipeline.enrich")
 
@@ -128,61 +128,79 @@ def reason_of(error: Exception) -> str:
     return getattr(error, "reason", None) or str(error).split(":", 1)[0] or type(error).__name__
 
 
+class EnrichStage:
+    """What the enrich handler shares, given to it as `stage` (pipeline/stage.py): the settings, the live rules,
+    the page reader (with the extraction pool, when there is one) and the stage's publishers."""
+
+    def __init__(self, settings: Settings, live: LiveRules, outputs: Outputs, pool: ExtractorPool | None) -> None:
+        self.settings = settings
+        self.live = live
+        self.outputs = outputs
+        self.reader = Reader(fetch_policy(settings), pool)
+
+
+async def give_up(stage: EnrichStage, broker: NatsBroker, trigger: TriggerFired, failure: EnrichmentFailed) -> None:
+    """Publish the failure, then mark the link's episode unread (a redelivery does both again, harmlessly)."""
+    await stage.outputs.emit(bus.CONTENT_FAILED, failure)
+    unread = UnreadPage(
+        trigger_id=trigger.id,
+        reason=failure.reason,
+        detail=failure.detail,
+        retryable=failure.retryable,
+        at=utc_now(),
+    )
+    state = TriggerState(await stores.bucket(broker, stores.TRIGGERS))
+    await state.mark_unread(link_key(trigger.canonical_url), unread)
+
+
+async def handle_trigger(
+    trigger: TriggerFired, broker: NatsBroker, message: NatsMessage, stage: EnrichStage = STAGE
+) -> None:
+    kv = await stores.bucket(broker, stores.PAGES)
+    key = link_key(trigger.canonical_url)
+    episode, _ = await TriggerState(await stores.bucket(broker, stores.TRIGGERS)).episode(key)
+    if superseded(episode, key, trigger.id):
+        assert episode is not None
+        newer = episode.trigger.id if episode.trigger else f"episode {episode.episode}"
+        log.info("content.superseded", trigger_id=trigger.id, by=newer, reason="the link was re-opened since")
+        return
+    record = await cached(kv, key)
+    if record is None:
+        try:
+            record = await stage.reader.read(trigger.share.url, trigger.canonical_url)
+        except PermanentError as error:  # refused or unreadable: retrying cannot help
+            record = PageRecord.refusal(trigger.canonical_url, reason_of(error), str(error))
+        except RetryableError as error:
+            if delivery_count(message) < stage.settings.delivery.max_deliveries:
+                raise  # nak with backoff: the stage retries
+            await give_up(stage, broker, trigger, failed(trigger, reason_of(error), str(error), retryable=True))
+            log.warning("content.failed", url=trigger.share.url, reason=reason_of(error), retries="exhausted")
+            return
+        await remember(kv, key, record)
+    if record.refused is not None:
+        await give_up(stage, broker, trigger, failed(trigger, record.refused, record.detail, retryable=False))
+        log.warning("content.failed", url=trigger.share.url, reason=record.refused, detail=record.detail)
+        return
+    content = enriched(trigger, record, stage.live.known)
+    await stage.outputs.emit(bus.CONTENT_ENRICHED, content)
+    article = content.article
+    log.info("content.enriched", title=article.title, author=article.author, words=article.word_count)
+
+
+ENRICHED = Emits(bus.CONTENT_ENRICHED, "The shared page, fetched and understood.")
+FAILED = Emits(bus.CONTENT_FAILED, "The shared page could not be fetched or read.")
+
+# What the enrich stage reads and emits; with an extraction pool, several pages at once (their effects are
+# idempotent in any order: a cache write per link, outputs with their own Nats-Msg-Id).
+ROUTES = (Route(handle_trigger, bus.TRIGGERS_FIRED, emits=(ENRICHED, FAILED), concurrent=True),)
+
+
 def enrich_router(settings: Settings, live: LiveRules, pool: ExtractorPool | None = None) -> StageRouter:
-    """The stage; with `pool` (started and stopped by its owner), pages are read in its processes, several at once
-    (their effects are idempotent in any order: a cache write per link, outputs with their own Nats-Msg-Id)."""
-    router = StageRouter("enrich", settings)
-    output = router.output(bus.CONTENT_ENRICHED, "The shared page, fetched and understood.")
-    failures = router.output(bus.CONTENT_FAILED, "The shared page could not be fetched or read.")
-    reader = Reader(fetch_policy(settings), pool)
+    """The stage; with `pool` (started and stopped by its owner), pages are read in its processes."""
     concurrency = PAGES_IN_FLIGHT_PER_PROCESS * pool.processes if pool is not None else 1
-
-    async def give_up(broker: NatsBroker, trigger: TriggerFired, failure: EnrichmentFailed) -> None:
-        """Publish the failure, then mark the link's episode unread (a redelivery does both again, harmlessly)."""
-        await emit(failures, failure)
-        unread = UnreadPage(
-            trigger_id=trigger.id,
-            reason=failure.reason,
-            detail=failure.detail,
-            retryable=failure.retryable,
-            at=utc_now(),
-        )
-        state = TriggerState(await stores.bucket(broker, stores.TRIGGERS))
-        await state.mark_unread(link_key(trigger.canonical_url), unread)
-
-    @router.consume(bus.TRIGGERS_FIRED, concurrency=concurrency)
-    async def handle_trigger(trigger: TriggerFired, broker: NatsBroker, message: NatsMessage) -> None:
-        kv = await stores.bucket(broker, stores.PAGES)
-        key = link_key(trigger.canonical_url)
-        episode, _ = await TriggerState(await stores.bucket(broker, stores.TRIGGERS)).episode(key)
-        if superseded(episode, key, trigger.id):
-            assert episode is not None
-            newer = episode.trigger.id if episode.trigger else f"episode {episode.episode}"
-            log.info("content.superseded", trigger_id=trigger.id, by=newer, reason="the link was re-opened since")
-            return
-        record = await cached(kv, key)
-        if record is None:
-            try:
-                record = await reader.read(trigger.share.url, trigger.canonical_url)
-            except PermanentError as error:  # refused or unreadable: retrying cannot help
-                record = PageRecord.refusal(trigger.canonical_url, reason_of(error), str(error))
-            except RetryableError as error:
-                if delivery_count(message) < settings.delivery.max_deliveries:
-                    raise  # nak with backoff: the stage retries
-                await give_up(broker, trigger, failed(trigger, reason_of(error), str(error), retryable=True))
-                log.warning("content.failed", url=trigger.share.url, reason=reason_of(error), retries="exhausted")
-                return
-            await remember(kv, key, record)
-        if record.refused is not None:
-            await give_up(broker, trigger, failed(trigger, record.refused, record.detail, retryable=False))
-            log.warning("content.failed", url=trigger.share.url, reason=record.refused, detail=record.detail)
-            return
-        content = enriched(trigger, record, live.known)
-        await emit(output, content)
-        article = content.article
-        log.info("content.enriched", title=article.title, author=article.author, words=article.word_count)
-
-    return router
+    return stage_router(
+        "enrich", settings, ROUTES, lambda outputs: EnrichStage(settings, live, outputs, pool), concurrency
+    )
 
 
 def delivery_count(message: NatsMessage) -> int:

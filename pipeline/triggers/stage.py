@@ -31,7 +31,7 @@ from pipeline.domain.trigger_state import (
 from pipeline.errors import RetryableError
 from pipeline.messages import Message, Share, Sharer, SharerJoined, TriggerFired, utc_now
 from pipeline.settings import Settings
-from pipeline.stage import StageRouter, emit
+from pipeline.stage import STAGE, Emits, Outputs, Route, StageRouter, stage_router
 from pipeline.triggers.explain import kept_verdict, verdict_key
 
 log = structlog.get_logger("pipeline.triggers")
@@ -172,38 +172,53 @@ class TriggerJudge:
         return Outcome("fired", verdict.summary, trigger, reopens=reopens)
 
 
-def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
-    router = StageRouter("trigger", settings)
-    fired = router.output(bus.TRIGGERS_FIRED, "A share passed a trigger rule.")
-    also = router.output(bus.TRIGGERS_JOINED, "Another trusted sharer of a link that already fired.")
-    judges: dict[int, TriggerJudge] = {}
-    verdict_buckets: dict[int, KeyValue] = {}
+class TriggerStage:
+    """What the trigger handler shares across shares, given to it as `stage` (pipeline/stage.py): the live rules,
+    the stage's publishers, and the judge and verdict bucket, opened on the first share (the broker is connected by
+    then). A router belongs to one broker, so these are that broker's buckets."""
 
-    async def judge_for(broker: NatsBroker) -> TriggerJudge:
-        if id(broker) not in judges:
-            judges[id(broker)] = TriggerJudge(live, TriggerState(await stores.bucket(broker, stores.TRIGGERS)))
-        return judges[id(broker)]
+    def __init__(self, live: LiveRules, outputs: Outputs) -> None:
+        self.live = live
+        self.outputs = outputs
+        self._judge: TriggerJudge | None = None
+        self._verdicts: KeyValue | None = None
 
-    async def keep_verdict(broker: NatsBroker, share: Share, outcome: Outcome) -> None:
+    async def judge(self, broker: NatsBroker) -> TriggerJudge:
+        if self._judge is None:
+            self._judge = TriggerJudge(self.live, TriggerState(await stores.bucket(broker, stores.TRIGGERS)))
+        return self._judge
+
+    async def keep_verdict(self, broker: NatsBroker, share: Share, outcome: Outcome) -> None:
         """Before the ack: a redelivery judges again and puts the same record (a put, not a create)."""
-        if id(broker) not in verdict_buckets:
-            verdict_buckets[id(broker)] = await stores.bucket(broker, stores.VERDICTS)
+        if self._verdicts is None:
+            self._verdicts = await stores.bucket(broker, stores.VERDICTS)
         kept = kept_verdict(share, outcome.reason, outcome.verdict)
-        await verdict_buckets[id(broker)].put(verdict_key(share.id), kept.model_dump_json().encode())
+        await self._verdicts.put(verdict_key(share.id), kept.model_dump_json().encode())
 
-    @router.consume(bus.SHARES, concurrency=settings.trigger_concurrency)
-    async def handle_share(share: Share, broker: NatsBroker) -> None:
-        outcome = await (await judge_for(broker)).decide(share)
-        if isinstance(outcome.message, TriggerFired):
-            await emit(fired, outcome.message)
-            log.info("trigger.fired", sharer=share.sharer, url=share.url, summary=outcome.reason)
-            if outcome.reopens is not None:
-                log.info("trigger.reopened", trigger_id=outcome.message.id, failed_trigger_id=outcome.reopens)
-        elif isinstance(outcome.message, SharerJoined):
-            await emit(also, outcome.message)
-            log.info("trigger.joined", sharer=share.sharer, trigger_id=outcome.message.trigger_id)
-        else:
-            await keep_verdict(broker, share, outcome)
-            log.info("share.ignored", sharer=share.sharer, url=share.url, reason=outcome.reason)
 
-    return router
+async def handle_share(share: Share, broker: NatsBroker, stage: TriggerStage = STAGE) -> None:
+    outcome = await (await stage.judge(broker)).decide(share)
+    if isinstance(outcome.message, TriggerFired):
+        await stage.outputs.emit(bus.TRIGGERS_FIRED, outcome.message)
+        log.info("trigger.fired", sharer=share.sharer, url=share.url, summary=outcome.reason)
+        if outcome.reopens is not None:
+            log.info("trigger.reopened", trigger_id=outcome.message.id, failed_trigger_id=outcome.reopens)
+    elif isinstance(outcome.message, SharerJoined):
+        await stage.outputs.emit(bus.TRIGGERS_JOINED, outcome.message)
+        log.info("trigger.joined", sharer=share.sharer, trigger_id=outcome.message.trigger_id)
+    else:
+        await stage.keep_verdict(broker, share, outcome)
+        log.info("share.ignored", sharer=share.sharer, url=share.url, reason=outcome.reason)
+
+
+FIRED = Emits(bus.TRIGGERS_FIRED, "A share passed a trigger rule.")
+JOINED = Emits(bus.TRIGGERS_JOINED, "Another trusted sharer of a link that already fired.")
+
+# What the trigger stage reads and emits; shares are judged `trigger_concurrency` at once (compare-and-set state).
+ROUTES = (Route(handle_share, bus.SHARES, emits=(FIRED, JOINED), concurrent=True),)
+
+
+def trigger_router(settings: Settings, live: LiveRules) -> StageRouter:
+    return stage_router(
+        "trigger", settings, ROUTES, lambda outputs: TriggerStage(live, outputs), settings.trigger_concurrency
+    )

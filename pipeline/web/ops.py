@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -289,182 +290,236 @@ async def gather_view(broker: NatsBroker, max_age: float = DEFAULT_MAX_AGE_SECON
 register(filters={"age": format_age, "summary": summary_of})
 
 
-def ops_pages_router(settings: Settings, broker: NatsBroker) -> APIRouter:
-    """The ops page's routes; they need the session and CSRF middlewares `install_approval_web` adds."""
-    router = APIRouter()
-    Operator = Annotated[str, Depends(page_user(settings, "ops"))]
+@dataclass(frozen=True)
+class OpsPages:
+    """What the ops routes read, kept on app.state.ops_pages by `install_ops_pages`: the settings (logins, roles,
+    notices) and the broker."""
 
-    def render(request: Request, who: str, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        values = {
-            "who": who,
-            "facilitates": has_role(settings, who, "facilitator"),
-            "refresh": False,
-            "REFRESH_SECONDS": REFRESH_SECONDS,
-            "REASON_MAX": REASON_MAX,
-            **context,
-        }
-        return page(request, name, values, status)
+    settings: Settings
+    broker: NatsBroker
 
-    def unavailable(request: Request, who: str, error: Exception) -> Response:
+
+def ops_pages(request: Request) -> OpsPages:
+    pages: OpsPages = request.app.state.ops_pages
+    return pages
+
+
+Ops = Annotated[OpsPages, Depends(ops_pages)]
+
+
+def operator(request: Request, ops: Ops) -> str:
+    """A logged-in person with the ops role (the page's login cookie), else a 303 to the login page."""
+    return page_user(ops.settings, "ops")(request)
+
+
+Operator = Annotated[str, Depends(operator)]
+
+
+def render(
+    request: Request, ops: OpsPages, who: str, name: str, context: dict[str, Any], status: int = 200
+) -> Response:
+    values = {
+        "who": who,
+        "facilitates": has_role(ops.settings, who, "facilitator"),
+        "refresh": False,
+        "REFRESH_SECONDS": REFRESH_SECONDS,
+        "REASON_MAX": REASON_MAX,
+        **context,
+    }
+    return page(request, name, values, status)
+
+
+def unavailable(request: Request, ops: OpsPages, who: str, error: Exception) -> Response:
+    reason = bus.not_answering_reason(error)
+    log.warning("ops.nats_unavailable", path=request.url.path, reason=reason)
+    context = {
+        "title": "NATS does not answer",
+        "message": f"The bus could not be read: {reason}. Nothing is shown rather than "
+        "numbers that may be out of date; this page tries again by itself.",
+        "refresh": True,
+    }
+    response = render(request, ops, who, "ops/ops_message.html", context, 503)
+    response.headers["Retry-After"] = str(bus.RETRY_AFTER_SECONDS)
+    return response
+
+
+def not_found(request: Request, ops: OpsPages, who: str, error: DlqError) -> Response:
+    context = {"title": "No such dead letter", "message": str(error)}
+    return render(request, ops, who, "ops/ops_message.html", context, 404)
+
+
+async def detail(
+    request: Request,
+    ops: OpsPages,
+    who: str,
+    seq: int,
+    status: int = 200,
+    errors: list[str] | None = None,
+    reason: str = "",
+) -> Response:
+    try:
+        entry = await get_dead_letter(ops.broker, seq)
+    except DlqError as error:
+        return not_found(request, ops, who, error)
+    context = {"entry": entry, "dead": entry.dead_letter, "errors": errors or [], "reason": reason}
+    return render(request, ops, who, "ops/dead_letter.html", context, status)
+
+
+async def ops_page(request: Request, who: Operator, ops: Ops) -> Response:
+    try:
+        view = await gather_view(ops.broker)
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+    context = {"view": view, "refresh": True, "notices": notice_status(ops.settings)}
+    return render(request, ops, who, "ops/ops.html", context)
+
+
+def json_operator(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)], ops: Ops
+) -> str:
+    """An ops login by Bearer token, else by the page's login cookie; 401 with neither, 403 without the role."""
+    if credentials is not None:
+        name = token_user(ops.settings, credentials, request.url.path)
+    else:
+        found = session_facilitator(request, ops.settings)
+        if found is None:
+            hint = "log in at /login, or send Authorization: Bearer <token> of a login with the ops role"
+            raise HTTPException(status_code=401, detail=hint, headers={"WWW-Authenticate": "Bearer"})
+        name = found
+    if not has_role(ops.settings, name, "ops"):
+        raise role_refused(name, "ops", request.url.path)
+    return name
+
+
+async def ops_status(who: Annotated[str, Depends(json_operator)], ops: Ops) -> JSONResponse:
+    try:
+        view = await gather_view(ops.broker)
+    except bus.NOT_ANSWERING as error:
         reason = bus.not_answering_reason(error)
-        log.warning("ops.nats_unavailable", path=request.url.path, reason=reason)
-        context = {
-            "title": "NATS does not answer",
-            "message": f"The bus could not be read: {reason}. Nothing is shown rather than "
-            "numbers that may be out of date; this page tries again by itself.",
-            "refresh": True,
-        }
-        response = render(request, who, "ops/ops_message.html", context, 503)
-        response.headers["Retry-After"] = str(bus.RETRY_AFTER_SECONDS)
-        return response
+        log.warning("ops.nats_unavailable", path="/ops/status.json", reason=reason)
+        body: dict[str, object] = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
+        headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
+        return JSONResponse(body, status_code=503, headers=headers)
+    notices = notice_status(ops.settings)
+    body = {**view.as_json(), "notices": {**notices.model_dump(), "summary": notices.summary()}}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
-    def not_found(request: Request, who: str, error: DlqError) -> Response:
-        return render(
-            request, who, "ops/ops_message.html", {"title": "No such dead letter", "message": str(error)}, 404
-        )
 
-    async def detail(
-        request: Request, who: str, seq: int, status: int = 200, errors: list[str] | None = None, reason: str = ""
-    ) -> Response:
-        try:
-            entry = await get_dead_letter(broker, seq)
-        except DlqError as error:
-            return not_found(request, who, error)
-        context = {"entry": entry, "dead": entry.dead_letter, "errors": errors or [], "reason": reason}
-        return render(request, who, "ops/dead_letter.html", context, status)
+async def dead_letter_page(request: Request, who: Operator, ops: Ops, seq: int) -> Response:
+    try:
+        return await detail(request, ops, who, seq)
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
 
-    @router.get("/ops", include_in_schema=False)
-    async def ops_page(request: Request, who: Operator) -> Response:
-        try:
-            view = await gather_view(broker)
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-        return render(request, who, "ops/ops.html", {"view": view, "refresh": True, "notices": notice_status(settings)})
 
-    def json_operator(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-    ) -> str:
-        """An ops login by Bearer token, else by the page's login cookie; 401 with neither, 403 without the role."""
-        if credentials is not None:
-            name = token_user(settings, credentials, request.url.path)
+async def act(request: Request, ops: OpsPages, who: str, seq: int, action: Literal["replay", "discard"]) -> Response:
+    form = await request.form()
+    back = f"/ops/dead-letters/{seq}" if form.get("back") == "detail" else "/ops"
+    reason = " ".join(str(form.get("reason", "")).split())[:REASON_MAX]
+    try:
+        entry = await get_dead_letter(ops.broker, seq)
+    except DlqError as error:
+        return not_found(request, ops, who, error)
+    if action == "discard" and not reason:
+        return await detail(request, ops, who, seq, 422, ["Say why you discard it: it is kept with the record."])
+    try:
+        if action == "replay":
+            record = await replay(ops.broker, seq, who)
+            done = f"back on {entry.dead_letter.subject} as message {record.replay_seq}"
         else:
-            found = session_facilitator(request, settings)
-            if found is None:
-                detail = "log in at /login, or send Authorization: Bearer <token> of a login with the ops role"
-                raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
-            name = found
-        if not has_role(settings, name, "ops"):
-            raise role_refused(name, "ops", request.url.path)
-        return name
+            await discard(ops.broker, seq, who, reason)
+            done = f"kept in the stream; the reason is recorded: {reason}"
+    except DlqError as error:  # already replayed or discarded, by someone, at some time: said as it is
+        log.info("ops.dlq_refused", seq=seq, action=action, by=who, reason=str(error))
+        return await detail(request, ops, who, seq, 409, [str(error)], reason)
+    log.info(f"ops.dlq_{action}ed", seq=seq, by=who)
+    flash(request, f"Dead letter {seq} {action}ed by {who}: {done}.")
+    return RedirectResponse(back, status_code=303)
 
-    @router.get(
+
+async def replay_dead_letter(request: Request, who: Operator, ops: Ops, seq: int) -> Response:
+    try:
+        return await act(request, ops, who, seq, "replay")
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+
+
+async def discard_dead_letter(request: Request, who: Operator, ops: Ops, seq: int) -> Response:
+    try:
+        return await act(request, ops, who, seq, "discard")
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+
+
+async def outreach_act(request: Request, ops: OpsPages, who: str, action: Any) -> Response:
+    try:
+        done = await action
+    except PermanentError as error:  # settled already (by someone), or nothing to post again: said as it is
+        return render(request, ops, who, "ops/ops_message.html", {"title": "Not done", "message": str(error)}, 409)
+    log.info("ops.outreach_settled", by=who, done=done)
+    flash(request, f"{done} (by {who}).")
+    return RedirectResponse("/ops#outreach", status_code=303)
+
+
+async def retry_unread_page(request: Request, who: Operator, ops: Ops) -> Response:
+    url = str((await request.form()).get("url", "")).strip()
+    try:
+        done = await retry_page(ops.broker, url, by=who)
+    except RetryRefused as error:  # never fired, read since, or re-opened by a share: said as it is
+        return render(request, ops, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
+    except ValueError as error:  # not a URL at all
+        return render(request, ops, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+    if done.again:
+        flash(request, f"Already retried by {done.by}: {done.trigger.id} was published again (kept once).")
+    else:
+        log.info("ops.page_retried", url=url, by=who, trigger_id=done.trigger.id)
+        flash(request, f"{done.trigger.id} fired again by {who}: the page of {url} is read once more.")
+    return RedirectResponse("/ops#unread", status_code=303)
+
+
+async def reset_broken_channel(request: Request, who: Operator, ops: Ops, name: str) -> Response:
+    try:
+        return await outreach_act(request, ops, who, reset_channel(ops.broker, name))
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+
+
+async def resolve_unknown_post(request: Request, who: Operator, ops: Ops, key: str) -> Response:
+    form = await request.form()
+    url = str(form.get("url", "")).strip()
+    if form.get("outcome") == "posted" and not url.startswith(("https://", "http://")):
+        message = "Say where it can be seen: the post's http(s) address, so the session's page links to it."
+        return render(request, ops, who, "ops/ops_message.html", {"title": "Not done", "message": message}, 422)
+    posted_at = url if form.get("outcome") == "posted" else None
+    try:
+        return await outreach_act(request, ops, who, resolve_post(ops.broker, key, posted_at=posted_at))
+    except bus.NOT_ANSWERING as error:
+        return unavailable(request, ops, who, error)
+
+
+# The ops pages' routes, in one place. Only status.json is in the OpenAPI document (a script's endpoint).
+ROUTES: tuple[APIRoute, ...] = (
+    APIRoute("/ops", ops_page, methods=["GET"], include_in_schema=False),
+    APIRoute(
         "/ops/status.json",
+        ops_status,
+        methods=["GET"],
         tags=["ops"],
         summary="What the ops page shows: each stage's counts, backlog, worker, dead letters; problems; dead letters.",
-    )
-    async def ops_status(who: Annotated[str, Depends(json_operator)]) -> JSONResponse:
-        try:
-            view = await gather_view(broker)
-        except bus.NOT_ANSWERING as error:
-            reason = bus.not_answering_reason(error)
-            log.warning("ops.nats_unavailable", path="/ops/status.json", reason=reason)
-            body: dict[str, object] = {"error": "unavailable", "detail": f"{reason}; try again shortly"}
-            headers = {"Cache-Control": "no-store", "Retry-After": str(bus.RETRY_AFTER_SECONDS)}
-            return JSONResponse(body, status_code=503, headers=headers)
-        notices = notice_status(settings)
-        body = {**view.as_json(), "notices": {**notices.model_dump(), "summary": notices.summary()}}
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    ),
+    APIRoute("/ops/dead-letters/{seq}", dead_letter_page, methods=["GET"], include_in_schema=False),
+    APIRoute("/ops/dead-letters/{seq}/replay", replay_dead_letter, methods=["POST"], include_in_schema=False),
+    APIRoute("/ops/dead-letters/{seq}/discard", discard_dead_letter, methods=["POST"], include_in_schema=False),
+    APIRoute("/ops/pages/retry", retry_unread_page, methods=["POST"], include_in_schema=False),
+    APIRoute("/ops/channels/{name}/reset", reset_broken_channel, methods=["POST"], include_in_schema=False),
+    APIRoute("/ops/posts/{key}/resolve", resolve_unknown_post, methods=["POST"], include_in_schema=False),
+)
 
-    @router.get("/ops/dead-letters/{seq}", include_in_schema=False)
-    async def dead_letter_page(request: Request, who: Operator, seq: int) -> Response:
-        try:
-            return await detail(request, who, seq)
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
 
-    async def act(request: Request, who: str, seq: int, action: Literal["replay", "discard"]) -> Response:
-        form = await request.form()
-        back = f"/ops/dead-letters/{seq}" if form.get("back") == "detail" else "/ops"
-        reason = " ".join(str(form.get("reason", "")).split())[:REASON_MAX]
-        try:
-            entry = await get_dead_letter(broker, seq)
-        except DlqError as error:
-            return not_found(request, who, error)
-        if action == "discard" and not reason:
-            return await detail(request, who, seq, 422, ["Say why you discard it: it is kept with the record."])
-        try:
-            if action == "replay":
-                record = await replay(broker, seq, who)
-                done = f"back on {entry.dead_letter.subject} as message {record.replay_seq}"
-            else:
-                await discard(broker, seq, who, reason)
-                done = f"kept in the stream; the reason is recorded: {reason}"
-        except DlqError as error:  # already replayed or discarded, by someone, at some time: said as it is
-            log.info("ops.dlq_refused", seq=seq, action=action, by=who, reason=str(error))
-            return await detail(request, who, seq, 409, [str(error)], reason)
-        log.info(f"ops.dlq_{action}ed", seq=seq, by=who)
-        flash(request, f"Dead letter {seq} {action}ed by {who}: {done}.")
-        return RedirectResponse(back, status_code=303)
-
-    @router.post("/ops/dead-letters/{seq}/replay", include_in_schema=False)
-    async def replay_dead_letter(request: Request, who: Operator, seq: int) -> Response:
-        try:
-            return await act(request, who, seq, "replay")
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-
-    @router.post("/ops/dead-letters/{seq}/discard", include_in_schema=False)
-    async def discard_dead_letter(request: Request, who: Operator, seq: int) -> Response:
-        try:
-            return await act(request, who, seq, "discard")
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-
-    async def outreach_act(request: Request, who: str, action: Any) -> Response:
-        try:
-            done = await action
-        except PermanentError as error:  # settled already (by someone), or nothing to post again: said as it is
-            return render(request, who, "ops/ops_message.html", {"title": "Not done", "message": str(error)}, 409)
-        log.info("ops.outreach_settled", by=who, done=done)
-        flash(request, f"{done} (by {who}).")
-        return RedirectResponse("/ops#outreach", status_code=303)
-
-    @router.post("/ops/pages/retry", include_in_schema=False)
-    async def retry_unread_page(request: Request, who: Operator) -> Response:
-        url = str((await request.form()).get("url", "")).strip()
-        try:
-            done = await retry_page(broker, url, by=who)
-        except RetryRefused as error:  # never fired, read since, or re-opened by a share: said as it is
-            return render(request, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 409)
-        except ValueError as error:  # not a URL at all
-            return render(request, who, "ops/ops_message.html", {"title": "Not retried", "message": str(error)}, 422)
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-        if done.again:
-            flash(request, f"Already retried by {done.by}: {done.trigger.id} was published again (kept once).")
-        else:
-            log.info("ops.page_retried", url=url, by=who, trigger_id=done.trigger.id)
-            flash(request, f"{done.trigger.id} fired again by {who}: the page of {url} is read once more.")
-        return RedirectResponse("/ops#unread", status_code=303)
-
-    @router.post("/ops/channels/{name}/reset", include_in_schema=False)
-    async def reset_broken_channel(request: Request, who: Operator, name: str) -> Response:
-        try:
-            return await outreach_act(request, who, reset_channel(broker, name))
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-
-    @router.post("/ops/posts/{key}/resolve", include_in_schema=False)
-    async def resolve_unknown_post(request: Request, who: Operator, key: str) -> Response:
-        form = await request.form()
-        url = str(form.get("url", "")).strip()
-        if form.get("outcome") == "posted" and not url.startswith(("https://", "http://")):
-            message = "Say where it can be seen: the post's http(s) address, so the session's page links to it."
-            return render(request, who, "ops/ops_message.html", {"title": "Not done", "message": message}, 422)
-        posted_at = url if form.get("outcome") == "posted" else None
-        try:
-            return await outreach_act(request, who, resolve_post(broker, key, posted_at=posted_at))
-        except bus.NOT_ANSWERING as error:
-            return unavailable(request, who, error)
-
-    return router
+def install_ops_pages(app: FastAPI, settings: Settings, broker: NatsBroker) -> None:
+    """The ops page's routes, with what they read on app.state; they need the session and CSRF middlewares
+    `install_approval_web` adds."""
+    app.state.ops_pages = OpsPages(settings, broker)
+    app.include_router(APIRouter(routes=list(ROUTES)))

@@ -48,7 +48,7 @@ from pipeline.web.auth import bearer, has_role, login_url, role_refused, session
 from pipeline.web.library import LibraryServices, library_router
 from pipeline.web.library_api import library_api_router
 from pipeline.web.limits import BearerFirst, BodyLimit
-from pipeline.web.ops import ops_pages_router
+from pipeline.web.ops import install_ops_pages
 from pipeline.web.recordings import recordings_router
 from pipeline.web.shares import webhook_router
 from pipeline.web.templating import SECURITY_HEADERS, render_plain
@@ -114,7 +114,7 @@ def create_web_app(
     app.include_router(library_router(settings, library))
     app.include_router(library_api_router(settings, library))
     if approvals is not None:
-        app.include_router(ops_pages_router(settings, broker))
+        install_ops_pages(app, settings, broker)
         app.include_router(slack_router(settings, approvals))  # Approve / Reject clicked in a Slack notice
         app.include_router(links_router(settings, approvals))  # one-click links of an e-mail notice
         install_approval_web(app, settings, approvals)
