@@ -56,7 +56,8 @@ from pipeline.messages import (
     SharerJoined,
     utc_now,
 )
-from pipeline.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
+from pipeline.providers import CreatedSession, SessionProvider, SessionRequest
+from pipeline.providers.registry import provider_from_settings, provider_named
 from pipeline.settings import Settings
 from pipeline.stage import StageRouter, emit
 
@@ -371,6 +372,6 @@ def actions_router(settings: Settings, live: LiveRules) -> StageRouter:
         """The proposal's own provider: settings may have changed since it was proposed."""
         if name == provider.name:
             return provider
-        return provider_from_settings(settings.model_copy(update={"session_provider": name}))
+        return provider_named(name, settings)
 
     return router
