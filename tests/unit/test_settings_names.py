@@ -1,7 +1,7 @@
 """Every IMPROMPTU_ variable keeps its name while the adapters declare their own settings sections: the flat Settings
-and each channel's (pipeline/channels/) and session provider's (pipeline/providers/) section together read exactly
-the names below, taken from the Settings of before the sections, and each section reads a value as the flat Settings
-does."""
+and each channel's (pipeline/channels/), session provider's (pipeline/providers/) and share source's
+(pipeline/triggers/sources/) section together read exactly the names below, taken from the Settings of before the
+sections, and each section reads a value as the flat Settings does."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pipeline.channels.base import ChannelSettings
 from pipeline.channels.registry import ADAPTERS, text_limit
 from pipeline.providers.registry import ADAPTERS as PROVIDER_ADAPTERS
 from pipeline.settings import Settings, SettingsSection, load_settings
+from pipeline.triggers.sources.registry import ADAPTERS as SOURCE_ADAPTERS
 
 NAMES_BEFORE = """
 IMPROMPTU_ACK_WAIT_SECONDS IMPROMPTU_DATA_DIR IMPROMPTU_DECISION_MARGIN_MINUTES IMPROMPTU_DELIVERY
@@ -68,6 +69,7 @@ def flat_names() -> set[str]:
 SECTIONS: dict[str, type[SettingsSection]] = {
     **{f"channel {adapter.name}": adapter.Section for adapter in ADAPTERS},
     **{f"provider {adapter.name}": adapter.Section for adapter in PROVIDER_ADAPTERS},
+    **{f"source {adapter.name}": adapter.Section for adapter in SOURCE_ADAPTERS},
 }
 
 
