@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from pipeline.errors import ConfigError
+from pipeline.messages import Provider
 
 
 class DeliveryPolicy(BaseModel):
@@ -236,7 +237,7 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024
 
-    session_provider: Literal["jitsi", "zoom", "youtube"] = Field(
+    session_provider: Provider = Field(  # the shipped providers' names: pipeline/providers/registry.py
         default="jitsi", description="Where sessions are held; Jitsi needs no account."
     )
     session_timezone: str = Field(default="UTC", description="Time zone given to the provider and shown in pages.")
@@ -482,3 +483,23 @@ def _may_show(field: str, value: object) -> bool:
     info = Settings.model_fields.get(field)
     secret = info is None or "SecretStr" in repr(info.annotation) or field == "facilitator_logins"
     return not secret and isinstance(value, str | int | float)
+
+
+class SettingsSection(BaseSettings):
+    """An adapter's section of the settings (a channel's, a session provider's, a share source's), declared in its
+    adapter's file; each field is read from IMPROMPTU_<FIELD>.
+
+    `of(settings)` takes the values the flat Settings holds (the shipped adapters' fields stay there, so every
+    existing IMPROMPTU_ name and `Settings(zoom_user=...)` keep working); a field the flat Settings does not know
+    (an adapter added since) is read from the environment by the section itself."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", extra="ignore")
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        given = {name: getattr(settings, name) for name in cls.model_fields if hasattr(settings, name)}
+        return cls(**given)
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [f"IMPROMPTU_{name.upper()}" for name in cls.model_fields]

@@ -122,7 +122,7 @@ async def channel_previews(
     same bounded worker processes: a runaway custom template costs a preview its bound, never the event loop; a
     text written by hand checked by the same `written_text`). `join_url`: the session's, once it is made."""
     templates = TemplateWorkers.of(settings)
-    session = preview_session(proposal, settings.jitsi_base_url, join_url)
+    session = preview_session(proposal, settings, join_url)
 
     async def preview(channel: str) -> ChannelPreview:
         limit = channel_limit(channel, settings)

@@ -56,7 +56,8 @@ from pipeline.messages import (
     SharerJoined,
     utc_now,
 )
-from pipeline.providers import CreatedSession, SessionProvider, SessionRequest, provider_from_settings
+from pipeline.providers import CreatedSession, SessionProvider, SessionRequest
+from pipeline.providers.registry import provider_from_settings, provider_named
 from pipeline.settings import Settings
 from pipeline.stage import STAGE, Emits, Outputs, Route, StageRouter, stage_router
 
@@ -255,7 +256,7 @@ class ActionsStage:
         """The proposal's own provider: settings may have changed since it was proposed."""
         if name == self.provider.name:
             return self.provider
-        return provider_from_settings(self.settings.model_copy(update={"session_provider": name}))
+        return provider_named(name, self.settings)
 
 
 async def propose_from(stage: ActionsStage, content: EnrichedContent, broker: NatsBroker) -> None:

@@ -47,7 +47,7 @@ class Providers:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Providers:
-        return cls(zoom=ZoomProvider(settings), youtube=YouTubeProvider(settings))
+        return cls(zoom=ZoomProvider.from_settings(settings), youtube=YouTubeProvider.from_settings(settings))
 
 
 @dataclass

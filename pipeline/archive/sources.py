@@ -116,7 +116,7 @@ async def credential_headers(
         if token is None:
             from pipeline.providers.zoom import ZoomProvider
 
-            provider = ZoomProvider(settings)
+            provider = ZoomProvider.from_settings(settings)
             if not provider.configured:
                 raise SourceRefused(
                     "zoom: the event's download_token has expired (24 h) and no account credentials are set "
@@ -127,7 +127,7 @@ async def credential_headers(
     if file.credential == "youtube":
         from pipeline.providers.youtube import YouTubeProvider
 
-        youtube = YouTubeProvider(settings)
+        youtube = YouTubeProvider.from_settings(settings)
         if not youtube.configured:
             raise SourceRefused("youtube: a caption track needs the channel owner's token; none is configured")
         return {"Authorization": f"Bearer {await youtube.tokens.get()}"}

@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 from pydantic import BaseModel, ConfigDict
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.messages import AnnouncementKind, ScheduledSession
 from pipeline.redaction import printable as printable  # re-exported: the adapters call base.printable
 from pipeline.redaction import redact as redact  # and base.redact
+from pipeline.settings import SettingsSection
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -110,25 +110,10 @@ class Problem:
     detail: str
 
 
-class ChannelSettings(BaseSettings):
-    """A channel's section of the settings, declared in its adapter's file; each field is read from IMPROMPTU_<FIELD>.
-
-    `of(settings)` takes the values the flat Settings holds (the shipped channels' fields stay there, so every
-    existing IMPROMPTU_ name and `Settings(mastodon_url=...)` keep working); a field the flat Settings does not know
-    (a channel added since) is read from the environment by the section itself."""
-
-    model_config = SettingsConfigDict(env_prefix="IMPROMPTU_", extra="ignore")
+class ChannelSettings(SettingsSection):
+    """A channel's section of the settings, declared in its adapter's file (see `SettingsSection`)."""
 
     outreach_timeout_seconds: float = 15.0  # every channel's: how long one post may take
-
-    @classmethod
-    def of(cls, settings: Settings) -> Self:
-        given = {name: getattr(settings, name) for name in cls.model_fields if hasattr(settings, name)}
-        return cls(**given)
-
-    @classmethod
-    def env_names(cls) -> list[str]:
-        return [f"IMPROMPTU_{name.upper()}" for name in cls.model_fields]
 
 
 class ChannelAdapter(ABC):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,9 +19,11 @@ from pipeline.messages import (
     stable_id,
     utc_now,
 )
+from pipeline.providers.registry import provider_class
 
 if TYPE_CHECKING:
     from pipeline.domain.slots import Slot
+    from pipeline.settings import Settings
 
 SLOT_MINUTES = 1
 DECISION_MARGIN = timedelta(minutes=5)
@@ -110,14 +111,6 @@ def propose(
     )
 
 
-def jitsi_room_url(base_url: str, title: str, token: str | None = None) -> str:
-    """Jitsi has no API: the room exists once someone joins, so the name itself must be unguessable. `token` is
-    for previews only (a stand-in of the real length); by default 22 random URL-safe characters."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", title)[:40].strip("-") or "Session"
-    token = token or secrets.token_urlsafe(16).replace("_", "x").replace("-", "y")
-    return f"{base_url.rstrip('/')}/Impromptu-{slug}-{token}"
-
-
 def calendar_invite(
     *, uid: str, title: str, description: str, starts_at: datetime, ends_at: datetime, join_url: str
 ) -> str:
@@ -155,17 +148,10 @@ def provider_key(provider: str, provider_id: str) -> str:
     return f"{provider}.{provider_id}"
 
 
-def preview_session(proposal: SessionProposal, jitsi_base_url: str, join_url: str | None = None) -> ScheduledSession:
-    """The session as it will look once approved: with its real join link once made, before that a stand-in of
-    realistic length."""
-    join_url = (
-        join_url
-        or {
-            "jitsi": jitsi_room_url(jitsi_base_url, proposal.title, token="x" * 22),
-            "zoom": "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32,
-            "youtube": "https://www.youtube.com/watch?v=" + "x" * 11,
-        }[proposal.provider]
-    )
+def preview_session(proposal: SessionProposal, settings: Settings, join_url: str | None = None) -> ScheduledSession:
+    """The session as it will look once approved: with its real join link once made, before that its provider's
+    stand-in of realistic length."""
+    join_url = join_url or provider_class(proposal.provider).stand_in_join_url(settings, proposal.title)
     ends_at = proposal.starts_at + timedelta(minutes=proposal.duration_minutes)
     return ScheduledSession.caused_by(
         proposal,

@@ -43,9 +43,9 @@ def render_command(
     if sample == (proposal_id is not None):
         raise ConfigError("give either --proposal ID or --sample")
     if proposal_id is None:
-        session = sample_session(settings.jitsi_base_url)
+        session = sample_session(settings)
     else:
-        session = preview_session(run_async(_proposal(settings, proposal_id)), settings.jitsi_base_url)
+        session = preview_session(run_async(_proposal(settings, proposal_id)), settings)
     text = render(
         environment(settings.outreach_templates_dir),
         channel,

@@ -14,13 +14,12 @@ from pipeline.messages import (
     stable_id,
     utc_now,
 )
+from pipeline.settings import Settings
 
 ARTICLE_URL = "https://www.linkedin.com/pulse/why-elearning-isnt-working-leadership-soft-skills-josh-bersin"
 
 
-def sample_session(
-    jitsi_base_url: str = "https://meet.jit.si", channels: list[ChannelName] | None = None
-) -> ScheduledSession:
+def sample_session(settings: Settings, channels: list[ChannelName] | None = None) -> ScheduledSession:
     share = Share.from_source(
         source="x", native_id="sample", sharer="@britz", text="Josh Bersin on why eLearning fails", url=ARTICLE_URL
     )
@@ -48,4 +47,4 @@ def sample_session(
     content = EnrichedContent.caused_by(
         trigger, id=stable_id("content", share.id), trigger=trigger, article=article, topics=["leadership"]
     )
-    return preview_session(propose(content, utc_now()), jitsi_base_url)
+    return preview_session(propose(content, utc_now()), settings)

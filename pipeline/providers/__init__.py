@@ -1,7 +1,8 @@
-"""Where a live session is held: a small interface and one adapter per provider (Jitsi, Zoom, YouTube Live).
+"""Where a live session is held: what every session provider adapter shares, and one adapter file per provider
+(Jitsi, Zoom, YouTube Live), listed in `pipeline.providers.registry`.
 
-An adapter is created from Settings; nothing is created at the provider before a facilitator approves. The
-proposal carries `preview()` (what would be created); the actions stage calls `create()` once per session,
+An adapter is created from its section of the Settings; nothing is created at the provider before a facilitator
+approves. The proposal carries `preview()` (what would be created); the actions stage calls `create()` once per session,
 and after a crash mid-create calls `find()` first, so a redelivered approval never makes a second meeting.
 Provider errors surface as PermanentError (bad or expired token, quota exceeded: a person must act) or
 RetryableError (5xx, timeouts, rate limits that reset soon), each with a reason an operator can act on.
@@ -9,18 +10,28 @@ RetryableError (5xx, timeouts, rate limits that reset soon), each with a reason 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import PermanentError
+from pipeline.messages import ProviderPreview
+from pipeline.settings import SettingsSection
 
 if TYPE_CHECKING:  # the type only: settings are passed in at run time
     from pipeline.settings import Settings
-from pipeline.messages import Provider, ProviderPreview
 
-__all__ = ["CreatedSession", "ProviderPreview", "ProviderRefused", "SessionProvider", "SessionRequest"]
+__all__ = [
+    "CreatedSession",
+    "ProviderAdapter",
+    "ProviderPreview",
+    "ProviderRefused",
+    "ProviderSettings",
+    "SessionProvider",
+    "SessionRequest",
+]
 
 
 class SessionRequest(BaseModel):
@@ -59,7 +70,8 @@ class ProviderRefused(PermanentError):
 
 
 class SessionProvider(Protocol):
-    name: Provider
+    @property
+    def name(self) -> str: ...
 
     def preview(self, request: SessionRequest) -> ProviderPreview: ...
 
@@ -72,16 +84,53 @@ class SessionProvider(Protocol):
     async def cancel(self, created: CreatedSession) -> None: ...
 
 
-def provider_from_settings(settings: Settings) -> SessionProvider:
-    """The adapter `settings.session_provider` names (imported here: the adapters import this module)."""
-    if settings.session_provider == "zoom":
-        from pipeline.providers.zoom import ZoomProvider
+class ProviderSettings(SettingsSection):
+    """A provider's section of the settings, declared in its adapter's file (see `SettingsSection`)."""
 
-        return ZoomProvider(settings)
-    if settings.session_provider == "youtube":
-        from pipeline.providers.youtube import YouTubeProvider
+    provider_timeout_seconds: float = 15.0  # every provider's: how long one API call may take
 
-        return YouTubeProvider(settings)
-    from pipeline.providers.jitsi import JitsiProvider
 
-    return JitsiProvider(settings.jitsi_base_url)
+class ProviderAdapter(ABC):
+    """Everything about one session provider, in its adapter's file: the adapter classes derive from this and are
+    listed in `pipeline.providers.registry.ADAPTERS` (a test or a plugin adds one with `register`).
+
+    The class attributes and class methods are the provider's rules, used without an instance (the approval page's
+    stand-in link); an instance, made by `from_settings` from its section only, previews, creates, finds and
+    cancels sessions (the `SessionProvider` protocol)."""
+
+    name: ClassVar[str]  # IMPROMPTU_SESSION_PROVIDER's value, the proposal's and the session's `provider`
+    Section: ClassVar[type[ProviderSettings]] = ProviderSettings  # its section of the settings
+
+    @classmethod
+    @abstractmethod
+    def stand_in_join_url(cls, settings: Settings, title: str) -> str:
+        """A join link of realistic length for previews of a session not yet made (the announcements' length)."""
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The adapter, configured from its section of `settings` (`Section.of(settings)`)."""
+
+    # --- what an instance does: the `SessionProvider` protocol ---
+
+    @abstractmethod
+    def preview(self, request: SessionRequest) -> ProviderPreview:
+        """What approving will create, shown on the proposal (nothing is created before approval)."""
+
+    @abstractmethod
+    async def create(self, request: SessionRequest) -> CreatedSession: ...
+
+    @abstractmethod
+    async def find(self, request: SessionRequest) -> CreatedSession | None:
+        """The session created earlier for `request.session_id` (a crash between create and record), else None."""
+
+    @abstractmethod
+    async def cancel(self, created: CreatedSession) -> None: ...
+
+
+def provider_from_settings(settings: Settings) -> ProviderAdapter:
+    """The adapter `settings.session_provider` names (the registry is imported here: it imports the adapters, which
+    import this module)."""
+    from pipeline.providers.registry import provider_from_settings as from_registry
+
+    return from_registry(settings)

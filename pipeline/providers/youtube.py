@@ -7,11 +7,13 @@ broadcast first and only add and bind a stream when it has none.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.messages import Provider
-from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
+from pipeline.providers import CreatedSession, ProviderAdapter, ProviderPreview, ProviderSettings, SessionRequest
 from pipeline.providers.http import (
     ApiAccess,
     HttpApi,
@@ -39,6 +41,16 @@ NO_CREDENTIALS = (
 )
 RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
 GONE = {"liveBroadcastNotFound", "liveStreamNotFound", "notFound"}
+
+
+class YouTubeSettings(ProviderSettings):
+    youtube_api_url: str = "https://www.googleapis.com/youtube/v3"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    youtube_access_token: SecretStr | None = Field(default=None, description="A ready OAuth access token.")
+    youtube_client_id: str | None = Field(default=None, description="OAuth client, to refresh tokens.")
+    youtube_client_secret: SecretStr | None = None
+    youtube_refresh_token: SecretStr | None = None
+    youtube_privacy: Literal["public", "unlisted", "private"] = "unlisted"
 
 
 class _Lenient(BaseModel):
@@ -99,18 +111,27 @@ def _plain(text: str) -> str:
     return text.replace("<", "‹").replace(">", "›")
 
 
-class YouTubeProvider(ApiAccess):
-    name: Provider = "youtube"
+class YouTubeProvider(ApiAccess, ProviderAdapter):
+    name: ClassVar[Provider] = "youtube"
+    Section = YouTubeSettings
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
-        self.api_url = settings.youtube_api_url.rstrip("/")
-        self.token_url = settings.google_token_url
-        self.privacy = settings.youtube_privacy
-        self.http = HttpApi(self.name, settings.provider_timeout_seconds, client)
-        token = reveal(settings.youtube_access_token)
-        self._client_id = settings.youtube_client_id
-        self._client_secret = reveal(settings.youtube_client_secret)
-        self._refresh_token = reveal(settings.youtube_refresh_token)
+    @classmethod
+    def stand_in_join_url(cls, settings: Settings, title: str) -> str:
+        return WATCH_URL + "x" * 11
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.AsyncClient | None = None) -> YouTubeProvider:
+        return cls(YouTubeSettings.of(settings), client)
+
+    def __init__(self, section: YouTubeSettings, client: httpx.AsyncClient | None = None) -> None:
+        self.api_url = section.youtube_api_url.rstrip("/")
+        self.token_url = section.google_token_url
+        self.privacy = section.youtube_privacy
+        self.http = HttpApi(self.name, section.provider_timeout_seconds, client)
+        token = reveal(section.youtube_access_token)
+        self._client_id = section.youtube_client_id
+        self._client_secret = reveal(section.youtube_client_secret)
+        self._refresh_token = reveal(section.youtube_refresh_token)
         self.http.keep_secret(token, self._client_secret, self._refresh_token)
         refreshable = bool(self._client_id and self._client_secret and self._refresh_token)
         self._configured = bool(token or refreshable)

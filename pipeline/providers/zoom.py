@@ -6,13 +6,14 @@ The meeting's agenda carries the request's marker on its first line, so `find()`
 
 from __future__ import annotations
 
+from typing import ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.messages import Provider
-from pipeline.providers import CreatedSession, ProviderPreview, SessionRequest
+from pipeline.providers import CreatedSession, ProviderAdapter, ProviderPreview, ProviderSettings, SessionRequest
 from pipeline.providers.http import (
     ApiAccess,
     HttpApi,
@@ -40,6 +41,16 @@ NO_CREDENTIALS = (
 )
 
 
+class ZoomSettings(ProviderSettings):
+    zoom_api_url: str = "https://api.zoom.us/v2"
+    zoom_oauth_url: str = "https://zoom.us/oauth/token"
+    zoom_user: str = Field(default="me", description="Zoom user (id or email) who hosts the meetings.")
+    zoom_access_token: SecretStr | None = Field(default=None, description="A ready OAuth access token for Zoom.")
+    zoom_account_id: str | None = Field(default=None, description="Server-to-Server OAuth app: account id.")
+    zoom_client_id: str | None = None
+    zoom_client_secret: SecretStr | None = None
+
+
 class _Meeting(BaseModel):
     """The fields read from a meeting; start_url and password are never parsed, so they cannot leak from here."""
 
@@ -64,18 +75,27 @@ class _Token(BaseModel):
     expires_in: float = 3599
 
 
-class ZoomProvider(ApiAccess):
-    name: Provider = "zoom"
+class ZoomProvider(ApiAccess, ProviderAdapter):
+    name: ClassVar[Provider] = "zoom"
+    Section = ZoomSettings
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
-        self.api_url = settings.zoom_api_url.rstrip("/")
-        self.oauth_url = settings.zoom_oauth_url
-        self.user = settings.zoom_user
-        self.http = HttpApi(self.name, settings.provider_timeout_seconds, client)
-        token = reveal(settings.zoom_access_token)
-        self._account_id = settings.zoom_account_id
-        self._client_id = settings.zoom_client_id
-        self._client_secret = reveal(settings.zoom_client_secret)
+    @classmethod
+    def stand_in_join_url(cls, settings: Settings, title: str) -> str:
+        return "https://us06web.zoom.us/j/81234567890?pwd=" + "x" * 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.AsyncClient | None = None) -> ZoomProvider:
+        return cls(ZoomSettings.of(settings), client)
+
+    def __init__(self, section: ZoomSettings, client: httpx.AsyncClient | None = None) -> None:
+        self.api_url = section.zoom_api_url.rstrip("/")
+        self.oauth_url = section.zoom_oauth_url
+        self.user = section.zoom_user
+        self.http = HttpApi(self.name, section.provider_timeout_seconds, client)
+        token = reveal(section.zoom_access_token)
+        self._account_id = section.zoom_account_id
+        self._client_id = section.zoom_client_id
+        self._client_secret = reveal(section.zoom_client_secret)
         self.http.keep_secret(token, self._client_secret)
         s2s = bool(self._account_id and self._client_id and self._client_secret)
         self._configured = bool(token or s2s)

@@ -309,7 +309,7 @@ def make_settings(fake: FakeYouTube, *, token: str | None = None, refresh: bool 
 
 def static(fake: FakeYouTube, **extra: Any) -> YouTubeProvider:
     fake.valid_tokens.add(STATIC_TOKEN)
-    return YouTubeProvider(make_settings(fake, token=STATIC_TOKEN, **extra))
+    return YouTubeProvider.from_settings(make_settings(fake, token=STATIC_TOKEN, **extra))
 
 
 def request(session_id: str = "s-1", **changes: Any) -> SessionRequest:
@@ -403,7 +403,7 @@ async def test_title_and_description_fit_youtube_limits_and_characters(youtube: 
 
 
 async def test_refresh_token_buys_an_access_token_that_is_reused(youtube: FakeYouTube) -> None:
-    provider = YouTubeProvider(make_settings(youtube, refresh=True))
+    provider = YouTubeProvider.from_settings(make_settings(youtube, refresh=True))
 
     await provider.create(request("s-1"))
     await provider.create(request("s-2"))
@@ -421,7 +421,9 @@ async def test_refresh_token_buys_an_access_token_that_is_reused(youtube: FakeYo
 
 
 async def test_refused_access_token_is_refreshed_once_and_the_call_retried(youtube: FakeYouTube) -> None:
-    provider = YouTubeProvider(make_settings(youtube, token=STATIC_TOKEN, refresh=True))  # expired: not valid
+    provider = YouTubeProvider.from_settings(
+        make_settings(youtube, token=STATIC_TOKEN, refresh=True)
+    )  # expired: not valid
 
     created = await provider.create(request())
 
@@ -433,7 +435,7 @@ async def test_refused_access_token_is_refreshed_once_and_the_call_retried(youtu
 
 
 async def test_expired_access_token_without_refresh_is_refused_clearly(youtube: FakeYouTube) -> None:
-    provider = YouTubeProvider(make_settings(youtube, token=STATIC_TOKEN))  # not valid at the server
+    provider = YouTubeProvider.from_settings(make_settings(youtube, token=STATIC_TOKEN))  # not valid at the server
 
     with pytest.raises(ProviderRefused) as caught:
         await provider.create(request())
@@ -449,7 +451,7 @@ async def test_revoked_refresh_token_asks_for_re_authorisation(youtube: FakeYouT
     youtube.revoked_refresh = True
 
     with pytest.raises(ProviderRefused) as caught:
-        await YouTubeProvider(make_settings(youtube, refresh=True)).create(request())
+        await YouTubeProvider.from_settings(make_settings(youtube, refresh=True)).create(request())
 
     reason = str(caught.value)
     assert reason.startswith("youtube: refresh token expired or revoked: re-authorise")
@@ -459,7 +461,9 @@ async def test_revoked_refresh_token_asks_for_re_authorisation(youtube: FakeYouT
 
 
 async def test_wrong_client_secret_is_refused_without_echoing_it(youtube: FakeYouTube) -> None:
-    provider = YouTubeProvider(make_settings(youtube, refresh=True, youtube_client_secret="GOCSPX-wrong-one"))
+    provider = YouTubeProvider.from_settings(
+        make_settings(youtube, refresh=True, youtube_client_secret="GOCSPX-wrong-one")
+    )
 
     with pytest.raises(ProviderRefused, match="token refresh refused \\(invalid_client: Unauthorized\\)") as caught:
         await provider.create(request())
@@ -469,7 +473,7 @@ async def test_wrong_client_secret_is_refused_without_echoing_it(youtube: FakeYo
 
 async def test_no_credentials_is_refused_before_any_request(youtube: FakeYouTube) -> None:
     with pytest.raises(ProviderRefused) as caught:
-        await YouTubeProvider(make_settings(youtube)).create(request())
+        await YouTubeProvider.from_settings(make_settings(youtube)).create(request())
 
     reason = str(caught.value)
     assert reason.startswith("youtube: no credentials: set IMPROMPTU_YOUTUBE_ACCESS_TOKEN or ")
@@ -531,7 +535,7 @@ async def test_token_endpoint_down_is_retryable(youtube: FakeYouTube) -> None:
     youtube.fail("POST", "/token", Response("<html>503</html>", 503))
 
     with pytest.raises(RetryableError, match="youtube: token refresh: Google answered HTTP 503"):
-        await YouTubeProvider(make_settings(youtube, refresh=True)).create(request())
+        await YouTubeProvider.from_settings(make_settings(youtube, refresh=True)).create(request())
 
 
 async def test_timeout_is_retryable(youtube: FakeYouTube) -> None:
@@ -545,7 +549,7 @@ async def test_unreachable_api_is_retryable() -> None:
     fake = FakeYouTube(base=f"http://127.0.0.1:{free_port()}")
 
     with pytest.raises(RetryableError, match="could not reach 127.0.0.1"):
-        await YouTubeProvider(make_settings(fake, token=STATIC_TOKEN)).create(request())
+        await YouTubeProvider.from_settings(make_settings(fake, token=STATIC_TOKEN)).create(request())
 
 
 async def test_non_json_success_is_refused_as_unexpected(youtube: FakeYouTube) -> None:

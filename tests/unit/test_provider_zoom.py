@@ -203,7 +203,7 @@ def make_settings(fake: FakeZoom, *, token: str | None = None, s2s: bool = False
 
 def static(fake: FakeZoom, **extra: Any) -> ZoomProvider:
     fake.valid_tokens.add(STATIC_TOKEN)
-    return ZoomProvider(make_settings(fake, token=STATIC_TOKEN, **extra))
+    return ZoomProvider.from_settings(make_settings(fake, token=STATIC_TOKEN, **extra))
 
 
 def request(session_id: str = "s-1", **changes: Any) -> SessionRequest:
@@ -277,7 +277,7 @@ async def test_naive_start_is_taken_as_utc(zoom: FakeZoom) -> None:
 
 
 async def test_server_to_server_token_is_fetched_once_and_reused(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, s2s=True))
+    provider = ZoomProvider.from_settings(make_settings(zoom, s2s=True))
 
     await provider.create(request("s-1"))
     await provider.create(request("s-2"))
@@ -292,7 +292,7 @@ async def test_server_to_server_token_is_fetched_once_and_reused(zoom: FakeZoom)
 
 async def test_token_close_to_expiry_is_renewed_before_use(zoom: FakeZoom) -> None:
     zoom.expires_in = 30  # within the renewal margin: never worth reusing
-    provider = ZoomProvider(make_settings(zoom, s2s=True))
+    provider = ZoomProvider.from_settings(make_settings(zoom, s2s=True))
 
     await provider.create(request("s-1"))
     await provider.create(request("s-2"))
@@ -305,7 +305,7 @@ async def test_token_close_to_expiry_is_renewed_before_use(zoom: FakeZoom) -> No
 
 
 async def test_expired_token_code_124_is_renewed_once_and_the_call_retried(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, s2s=True))
+    provider = ZoomProvider.from_settings(make_settings(zoom, s2s=True))
     await provider.create(request("s-1"))
     zoom.valid_tokens.clear()  # Zoom revoked it early (the app was re-activated, a new token was issued elsewhere)
 
@@ -322,7 +322,9 @@ async def test_expired_token_code_124_is_renewed_once_and_the_call_retried(zoom:
 
 
 async def test_a_static_token_is_replaced_by_server_to_server_when_refused(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, token=STATIC_TOKEN, s2s=True))  # not in valid_tokens: expired
+    provider = ZoomProvider.from_settings(
+        make_settings(zoom, token=STATIC_TOKEN, s2s=True)
+    )  # not in valid_tokens: expired
 
     await provider.create(request())
 
@@ -330,7 +332,7 @@ async def test_a_static_token_is_replaced_by_server_to_server_when_refused(zoom:
 
 
 async def test_expired_static_token_without_credentials_is_refused_clearly(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, token=STATIC_TOKEN))  # Zoom no longer accepts it
+    provider = ZoomProvider.from_settings(make_settings(zoom, token=STATIC_TOKEN))  # Zoom no longer accepts it
 
     with pytest.raises(ProviderRefused) as caught:
         await provider.create(request())
@@ -343,7 +345,7 @@ async def test_expired_static_token_without_credentials_is_refused_clearly(zoom:
 
 
 async def test_a_freshly_fetched_token_refused_again_is_not_retried_forever(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, s2s=True))
+    provider = ZoomProvider.from_settings(make_settings(zoom, s2s=True))
     expired = json.dumps({"code": 124, "message": "Access token is expired."})
     for _ in range(2):
         zoom.fail("POST", "/v2/users/me/meetings", Response(expired, 401, media_type="application/json"))
@@ -356,7 +358,7 @@ async def test_a_freshly_fetched_token_refused_again_is_not_retried_forever(zoom
 
 
 async def test_no_credentials_at_all_is_refused_before_any_request(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom))
+    provider = ZoomProvider.from_settings(make_settings(zoom))
 
     with pytest.raises(ProviderRefused) as caught:
         await provider.create(request())
@@ -368,7 +370,7 @@ async def test_no_credentials_at_all_is_refused_before_any_request(zoom: FakeZoo
 
 
 async def test_wrong_client_secret_is_refused_without_echoing_it(zoom: FakeZoom) -> None:
-    provider = ZoomProvider(make_settings(zoom, s2s=True, zoom_client_secret="wrong-secret-value"))
+    provider = ZoomProvider.from_settings(make_settings(zoom, s2s=True, zoom_client_secret="wrong-secret-value"))
 
     with pytest.raises(ProviderRefused) as caught:
         await provider.create(request())
@@ -471,7 +473,7 @@ async def test_unreachable_server_is_retryable() -> None:
     fake = FakeZoom(base=f"http://127.0.0.1:{free_port()}")
 
     with pytest.raises(RetryableError, match="could not reach 127.0.0.1") as caught:
-        await ZoomProvider(make_settings(fake, token=STATIC_TOKEN)).create(request())
+        await ZoomProvider.from_settings(make_settings(fake, token=STATIC_TOKEN)).create(request())
 
     assert_no_secrets(str(caught.value))
 

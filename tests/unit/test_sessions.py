@@ -11,9 +11,10 @@ import icalendar
 import pytest
 
 from pipeline.actions import schedule
-from pipeline.domain.sessions import DECISION_MARGIN, calendar_invite, first_slot, jitsi_room_url, propose
+from pipeline.domain.sessions import DECISION_MARGIN, calendar_invite, first_slot, propose
 from pipeline.messages import EnrichedContent, FacilitatorDecision, ScheduledSession
 from pipeline.providers import CreatedSession
+from pipeline.providers.jitsi import jitsi_room_url
 
 BuildContent = Callable[..., EnrichedContent]
 

@@ -1,15 +1,18 @@
-"""Every IMPROMPTU_ variable keeps its name while the channels declare their own settings sections: the flat Settings
-and each channel's section (pipeline/channels/) together read exactly the names below, taken from the
-Settings of before the sections, and each section reads a value as the flat Settings does."""
+"""Every IMPROMPTU_ variable keeps its name while the adapters declare their own settings sections: the flat Settings
+and each channel's (pipeline/channels/), session provider's (pipeline/providers/) and share source's
+(pipeline/triggers/sources/) section together read exactly the names below, taken from the Settings of before the
+sections, and each section reads a value as the flat Settings does."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import AliasChoices, BaseModel
 
-from pipeline.channels.base import ChannelAdapter, ChannelSettings
+from pipeline.channels.base import ChannelSettings
 from pipeline.channels.registry import ADAPTERS, text_limit
-from pipeline.settings import Settings, load_settings
+from pipeline.providers.registry import ADAPTERS as PROVIDER_ADAPTERS
+from pipeline.settings import Settings, SettingsSection, load_settings
+from pipeline.triggers.sources.registry import ADAPTERS as SOURCE_ADAPTERS
 
 NAMES_BEFORE = """
 IMPROMPTU_ACK_WAIT_SECONDS IMPROMPTU_DATA_DIR IMPROMPTU_DECISION_MARGIN_MINUTES IMPROMPTU_DELIVERY
@@ -63,14 +66,21 @@ def flat_names() -> set[str]:
     return names
 
 
+SECTIONS: dict[str, type[SettingsSection]] = {
+    **{f"channel {adapter.name}": adapter.Section for adapter in ADAPTERS},
+    **{f"provider {adapter.name}": adapter.Section for adapter in PROVIDER_ADAPTERS},
+    **{f"source {adapter.name}": adapter.Section for adapter in SOURCE_ADAPTERS},
+}
+
+
 def test_every_name_of_before_is_read_and_no_other() -> None:
-    section_names = {name for adapter in ADAPTERS for name in adapter.Section.env_names()}
+    section_names = {name for section in SECTIONS.values() for name in section.env_names()}
     assert flat_names() | section_names == set(NAMES_BEFORE)
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda adapter: adapter.name)
-def test_each_channel_section_reads_its_fields_as_the_flat_settings_do(adapter: type[ChannelAdapter]) -> None:
-    for name, field in adapter.Section.model_fields.items():
+@pytest.mark.parametrize("section", SECTIONS.values(), ids=SECTIONS.keys())
+def test_each_adapter_section_reads_its_fields_as_the_flat_settings_do(section: type[SettingsSection]) -> None:
+    for name, field in section.model_fields.items():
         flat = Settings.model_fields[name]
         assert (field.annotation, field.get_default(call_default_factory=True)) == (
             flat.annotation,

@@ -1,4 +1,5 @@
-"""Share sources polled by `impromptu run`: X, RSS/Atom feeds, Mastodon. Each runs in its own task, so a source
+"""Share sources polled by `impromptu run`: X, RSS/Atom feeds, Mastodon, and any registered since (see registry.py).
+Each runs in its own task, so a source
 that is rate-limited or down delays only itself; the webhook, `impromptu share` and `impromptu replay` publish
 shares directly."""
 
@@ -16,10 +17,8 @@ from pipeline.domain.live_rules import LiveRules
 from pipeline.domain.rules import Person
 from pipeline.messages import Share
 from pipeline.settings import Settings
-from pipeline.triggers.sources.base import KvCheckpoints, Source, run_source
-from pipeline.triggers.sources.feeds import feed_source
-from pipeline.triggers.sources.mastodon import https_instance, mastodon_source
-from pipeline.triggers.sources.x import x_source
+from pipeline.triggers.sources.base import KvCheckpoints, Source, SourceContext, run_source
+from pipeline.triggers.sources.registry import configured_sources
 
 log = structlog.get_logger("pipeline.sources")
 
@@ -43,20 +42,10 @@ class SourceRunner:
         await bus.publish(self.broker, bus.SHARES, share)
 
     async def start(self) -> list[Source]:
-        settings = self.settings
         checkpoints = KvCheckpoints(await stores.bucket(self.broker, stores.SOURCES))
         self.http = httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
-        overrides = settings.mastodon_base_urls
-
-        def instance_url(instance: str) -> str:
-            return overrides.get(instance, https_instance(instance))
-
-        candidates: list[Source | None] = [
-            x_source(settings, self.people, checkpoints, self.emit),
-            feed_source(settings, self.people, checkpoints, self.emit, self.http),
-            mastodon_source(settings, self.people, checkpoints, self.emit, self.http, instance_url=instance_url),
-        ]
-        sources = [s for s in candidates if s is not None]
+        context = SourceContext(self.people, checkpoints, self.emit, self.http)
+        sources: list[Source] = list(configured_sources(self.settings, context))
         for source in sources:
             # a failing source waits at least its own interval, so its healthy feeds are not polled faster
             task = run_source(source, failure_backoff=max(30.0, source.poll_seconds))

@@ -1,23 +1,30 @@
 """What every share source has in common: checkpoints, emitting shares, and polling without blocking the others.
 
-A source is an object with a `name` and an async `poll()` that emits the new shares it finds and returns how
-long to wait before the next poll. Checkpoints (X `since_id`, feed ETags, seen entry ids) live in NATS KV so a
-restart neither misses nor repeats: a source emits first (each share awaited until JetStream acknowledges it)
-and saves its checkpoint after, so a crash in between re-emits shares whose Nats-Msg-Id JetStream drops.
+A source is one adapter class (a `SourceAdapter`: its name, its settings section, how it is built from the settings
+and how it polls), listed in `pipeline.triggers.sources.registry`; its async `poll()` emits the new shares it finds
+and returns how long to wait before the next poll. Checkpoints (X `since_id`, feed ETags, seen entry ids) live in
+NATS KV so a restart neither misses nor repeats: a source emits first (each share awaited until JetStream
+acknowledges it) and saves its checkpoint after, so a crash in between re-emits shares whose
+Nats-Msg-Id JetStream drops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
+import httpx
 import structlog
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from pipeline.domain.rules import Person
 from pipeline.messages import Share
+from pipeline.settings import Settings, SettingsSection
 
 log = structlog.get_logger("pipeline.sources")
 
@@ -74,12 +81,49 @@ class MemoryCheckpoints:
 
 
 class Source(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
+
     poll_seconds: float
 
     async def poll(self) -> float:
         """Emit every new share once; return seconds until the next poll. May raise RateLimited/SourceUnavailable."""
         ...
+
+
+class SourceSettings(SettingsSection):
+    """A source's section of the settings, declared in its adapter's file (see `SettingsSection`)."""
+
+    source_timeout_seconds: float = 15.0  # every source's: how long one request may take
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What every source is given beside its settings section, by `impromptu run`'s source runner."""
+
+    people: Callable[[], Sequence[Person]]  # the rules' people, read on every poll: the rules file hot-reloads
+    checkpoints: Checkpoints
+    emit: Emit
+    http: httpx.AsyncClient  # shared by the sources that speak HTTP themselves; closed when they stop
+
+
+class SourceAdapter(ABC):
+    """Everything about one share source, in its adapter's file: the source classes derive from this and are listed
+    in `pipeline.triggers.sources.registry.ADAPTERS` (a test or a plugin adds one with `register`)."""
+
+    name: ClassVar[str]  # in logs, the task's name, `source` of its shares' log lines
+    Section: ClassVar[type[SourceSettings]] = SourceSettings  # its section of the settings
+    poll_seconds: float  # the usual wait between polls (also the least wait after a failure, with 30 s)
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings, context: SourceContext) -> SourceAdapter | None:
+        """The source, configured from its section of `settings`; None (after one log line saying what to set) when
+        it is not configured."""
+
+    @abstractmethod
+    async def poll(self) -> float:
+        """Emit every new share once; return seconds until the next poll. May raise RateLimited/SourceUnavailable."""
 
 
 async def run_source(source: Source, *, failure_backoff: float = 30.0, max_backoff: float = 900.0) -> None:

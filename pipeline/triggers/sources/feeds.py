@@ -27,19 +27,27 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 import feedparser
 import httpx
 import structlog
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from pipeline.domain.rules import Person
 from pipeline.messages import Share, stable_id, utc_now
 from pipeline.settings import Settings
 from pipeline.text import shorten
-from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
+from pipeline.triggers.sources.base import (
+    Checkpoints,
+    Emit,
+    RateLimited,
+    SourceAdapter,
+    SourceContext,
+    SourceSettings,
+    SourceUnavailable,
+)
 from pipeline.triggers.sources.http import (
     Clock,
     Fetched,
@@ -225,10 +233,20 @@ def parse_feed(feed_url: str, fetched: Fetched, now: datetime) -> list[FeedEntry
     return [entry for entry in entries if entry is not None]
 
 
-class FeedSource:
+class FeedSettings(SourceSettings):
+    rss_poll_seconds: float = 300.0
+    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
+
+
+class FeedSource(SourceAdapter):
     """Polls every feed of every person in the rules; see the module docstring."""
 
-    name = "rss"
+    name: ClassVar[str] = "rss"
+    Section = FeedSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: SourceContext) -> FeedSource:
+        return feed_source(settings, context.people, context.checkpoints, context.emit, context.http)
 
     def __init__(
         self,
@@ -327,12 +345,13 @@ def feed_source(
     emit: Emit,
     http: httpx.AsyncClient,
 ) -> FeedSource:
+    section = FeedSettings.of(settings)
     return FeedSource(
         people,
         checkpoints,
         emit,
         http,
-        poll_seconds=settings.rss_poll_seconds,
-        timeout_seconds=settings.source_timeout_seconds,
-        max_bytes=settings.source_max_bytes,
+        poll_seconds=section.rss_poll_seconds,
+        timeout_seconds=section.source_timeout_seconds,
+        max_bytes=section.source_max_bytes,
     )

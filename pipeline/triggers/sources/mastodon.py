@@ -21,19 +21,27 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 import lxml.html
 import structlog
 from lxml import etree
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from pipeline.domain.rules import Person
 from pipeline.messages import Share, stable_id, utc_now
 from pipeline.settings import Settings
-from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
+from pipeline.triggers.sources.base import (
+    Checkpoints,
+    Emit,
+    RateLimited,
+    SourceAdapter,
+    SourceContext,
+    SourceSettings,
+    SourceUnavailable,
+)
 from pipeline.triggers.sources.feeds import FIRST_POLL_WINDOW
 from pipeline.triggers.sources.http import (
     Clock,
@@ -155,10 +163,31 @@ def status_to_share(account: Account, status: Mapping[str, Any]) -> Share | None
 # --- Polling ---------------------------------------------------------------------------------------------------
 
 
-class MastodonSource:
+class MastodonSourceSettings(SourceSettings):
+    mastodon_poll_seconds: float = 120.0
+    mastodon_base_urls: dict[str, str] = Field(
+        default_factory=dict, description="Instance -> base URL, for a proxy or a local test server."
+    )
+    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
+
+
+class MastodonSource(SourceAdapter):
     """Polls every Mastodon account of every person in the rules; see the module docstring."""
 
-    name = "mastodon"
+    name: ClassVar[str] = "mastodon"
+    Section = MastodonSourceSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: SourceContext) -> MastodonSource:
+        overrides = MastodonSourceSettings.of(settings).mastodon_base_urls
+
+        def instance_url(instance: str) -> str:
+            return overrides.get(instance, https_instance(instance))
+
+        http = context.http
+        return mastodon_source(
+            settings, context.people, context.checkpoints, context.emit, http, instance_url=instance_url
+        )
 
     def __init__(
         self,
@@ -311,13 +340,14 @@ def mastodon_source(
     *,
     instance_url: InstanceUrl = https_instance,
 ) -> MastodonSource:
+    section = MastodonSourceSettings.of(settings)
     return MastodonSource(
         people,
         checkpoints,
         emit,
         http,
-        poll_seconds=settings.mastodon_poll_seconds,
-        timeout_seconds=settings.source_timeout_seconds,
-        max_bytes=settings.source_max_bytes,
+        poll_seconds=section.mastodon_poll_seconds,
+        timeout_seconds=section.source_timeout_seconds,
+        max_bytes=section.source_max_bytes,
         instance_url=instance_url,
     )

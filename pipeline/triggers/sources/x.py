@@ -32,20 +32,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
 import structlog
 import tweepy
-from pydantic import ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from pipeline import http_retry
 from pipeline.domain.rules import Person, normalise_handle
 from pipeline.messages import Share
 from pipeline.redaction import TimeoutSession, redact_bearer
 from pipeline.settings import Settings
-from pipeline.triggers.sources.base import Checkpoints, Emit, RateLimited, SourceUnavailable
+from pipeline.triggers.sources.base import (
+    Checkpoints,
+    Emit,
+    RateLimited,
+    SourceAdapter,
+    SourceContext,
+    SourceSettings,
+    SourceUnavailable,
+)
 
 log = structlog.get_logger("pipeline.sources.x")
 
@@ -84,14 +92,25 @@ class Page:
     errors: list[str] = field(default_factory=list)  # partial errors X reports with HTTP 200
 
 
-class XSource:
+class XSettings(SourceSettings):
+    x_bearer_token: SecretStr | None = Field(default=None, description="X API v2 app token; unset: X is off.")
+    x_list_id: str | None = Field(default=None, description="Read this X list instead of each person's timeline.")
+    x_poll_seconds: float = 60.0
+
+
+class XSource(SourceAdapter):
     """Polls the timelines of the trusted people's X handles (or one X list) and emits their article shares.
 
     In list mode `people` is not consulted: every list member's share is emitted and the trigger stage, which
     knows who is trusted on what, ignores the rest.
     """
 
-    name = "x"
+    name: ClassVar[str] = "x"
+    Section = XSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: SourceContext) -> XSource | None:
+        return x_source(settings, context.people, context.checkpoints, context.emit)
 
     def __init__(
         self,
@@ -507,15 +526,16 @@ def x_source(
     settings: Settings, people: Callable[[], Sequence[Person]], checkpoints: Checkpoints, emit: Emit
 ) -> XSource | None:
     """The X source the settings describe, or None (and one warning) when no bearer token is set."""
-    token = settings.x_bearer_token.get_secret_value() if settings.x_bearer_token else ""
+    section = XSettings.of(settings)
+    token = section.x_bearer_token.get_secret_value() if section.x_bearer_token else ""
     if not token.strip():
         log.warning("source.disabled", source="x", reason=f"no X API bearer token: set {TOKEN_ENV} to read X")
         return None
     return XSource(
-        make_x_client(token.strip(), timeout=settings.source_timeout_seconds),
+        make_x_client(token.strip(), timeout=section.source_timeout_seconds),
         people,
         checkpoints,
         emit,
-        poll_seconds=settings.x_poll_seconds,
-        list_id=settings.x_list_id or None,
+        poll_seconds=section.x_poll_seconds,
+        list_id=section.x_list_id or None,
     )
