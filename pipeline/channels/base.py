@@ -81,7 +81,9 @@ class Posted(BaseModel):
 
 
 class Channel(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read only: an adapter's class attribute
+
     can_find: bool  # True when `find` can tell whether an interrupted post went out (a channel whose answer
     # expires, like Mastodon's Idempotency-Key, also has `find_within`: seconds after the attempt it still works)
     can_delete: bool  # True when a cancelled session's announcement can be deleted
@@ -124,7 +126,7 @@ class ChannelAdapter(ABC):
     The class attributes and class methods are the channel's rules, used without an adapter instance (rendering,
     previews, a facilitator's own text); an instance posts, finds and deletes (the `Channel` protocol)."""
 
-    name: str
+    name: ClassVar[str]
     title: ClassVar[str] = ""  # how people call it, on the approval page (default: its name)
     Section: ClassVar[type[ChannelSettings]] = ChannelSettings  # its section of the settings
     limit: ClassVar[int | None] = None  # the longest post, as `length` counts it; None: no length limit

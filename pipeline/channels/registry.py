@@ -19,6 +19,7 @@ from pipeline.channels.outbox import OutboxChannel
 from pipeline.channels.slack import SlackChannel
 from pipeline.channels.teams import TeamsChannel
 from pipeline.channels.x import XChannel
+from pipeline.registry import Registry
 from pipeline.settings import Settings
 
 log = structlog.get_logger("pipeline.channels")
@@ -36,27 +37,11 @@ ADAPTERS: tuple[type[ChannelAdapter], ...] = (
 CHANNELS = tuple(adapter.name for adapter in ADAPTERS)
 # each shipped channel's limit as its `length` counts it (Teams: UTF-8 bytes); Slack and e-mail have structural rules
 LIMITS = {adapter.name: adapter.limit for adapter in ADAPTERS if adapter.limit is not None}
-_REGISTERED: dict[str, type[ChannelAdapter]] = {adapter.name: adapter for adapter in ADAPTERS}
-
-
-def register(adapter: type[ChannelAdapter]) -> type[ChannelAdapter]:
-    """Add a channel (usable as a class decorator); its templates go in `templates/<name>/` or the custom folder."""
-    if not adapter.name or adapter.name in _REGISTERED and _REGISTERED[adapter.name] is not adapter:
-        raise ValueError(f"a channel named {adapter.name!r} is registered already")
-    _REGISTERED[adapter.name] = adapter
-    return adapter
-
-
-def unregister(name: str) -> None:
-    """Remove a channel `register` added (the shipped ones stay)."""
-    if any(adapter.name == name for adapter in ADAPTERS):
-        raise ValueError(f"{name} is a shipped channel")
-    _REGISTERED.pop(name, None)
-
-
-def adapters() -> dict[str, type[ChannelAdapter]]:
-    """Every channel by name: the shipped ones, then those registered."""
-    return dict(_REGISTERED)
+_ADAPTERS = Registry("channel", ADAPTERS)
+_REGISTERED = _ADAPTERS.by_name  # the shipped ones, then those registered
+register = _ADAPTERS.register
+unregister = _ADAPTERS.unregister
+adapters = _ADAPTERS.adapters
 
 
 def channel_names() -> tuple[str, ...]:

@@ -10,33 +10,18 @@ from pipeline.providers import ProviderAdapter
 from pipeline.providers.jitsi import JitsiProvider
 from pipeline.providers.youtube import YouTubeProvider
 from pipeline.providers.zoom import ZoomProvider
+from pipeline.registry import Registry
 from pipeline.settings import Settings
 
 # The shipped providers; each name is also one word of `messages.Provider`, the bus contract (a test keeps both
 # lists the same).
 ADAPTERS: tuple[type[ProviderAdapter], ...] = (JitsiProvider, ZoomProvider, YouTubeProvider)
 PROVIDERS = tuple(adapter.name for adapter in ADAPTERS)
-_REGISTERED: dict[str, type[ProviderAdapter]] = {adapter.name: adapter for adapter in ADAPTERS}
-
-
-def register(adapter: type[ProviderAdapter]) -> type[ProviderAdapter]:
-    """Add a provider (usable as a class decorator)."""
-    if not adapter.name or adapter.name in _REGISTERED and _REGISTERED[adapter.name] is not adapter:
-        raise ValueError(f"a session provider named {adapter.name!r} is registered already")
-    _REGISTERED[adapter.name] = adapter
-    return adapter
-
-
-def unregister(name: str) -> None:
-    """Remove a provider `register` added (the shipped ones stay)."""
-    if name in PROVIDERS:
-        raise ValueError(f"{name} is a shipped session provider")
-    _REGISTERED.pop(name, None)
-
-
-def adapters() -> dict[str, type[ProviderAdapter]]:
-    """Every provider by name: the shipped ones, then those registered."""
-    return dict(_REGISTERED)
+_ADAPTERS = Registry("session provider", ADAPTERS)
+_REGISTERED = _ADAPTERS.by_name  # the shipped ones, then those registered
+register = _ADAPTERS.register
+unregister = _ADAPTERS.unregister
+adapters = _ADAPTERS.adapters
 
 
 def provider_class(name: str) -> type[ProviderAdapter]:
