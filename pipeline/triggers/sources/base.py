@@ -21,6 +21,7 @@ import httpx
 import structlog
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import Field
 
 from pipeline.domain.rules import Person
 from pipeline.messages import Share
@@ -95,6 +96,7 @@ class SourceSettings(SettingsSection):
     """A source's section of the settings, declared in its adapter's file (see `SettingsSection`)."""
 
     source_timeout_seconds: float = 15.0  # every source's: how long one request may take
+    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
 
 
 @dataclass(frozen=True)

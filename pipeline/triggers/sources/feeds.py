@@ -33,7 +33,7 @@ from urllib.parse import urljoin
 import feedparser
 import httpx
 import structlog
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from pipeline.domain.rules import Person
 from pipeline.messages import Share, stable_id, utc_now
@@ -235,7 +235,6 @@ def parse_feed(feed_url: str, fetched: Fetched, now: datetime) -> list[FeedEntry
 
 class FeedSettings(SourceSettings):
     rss_poll_seconds: float = 300.0
-    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
 
 
 class FeedSource(SourceAdapter):

@@ -168,7 +168,6 @@ class MastodonSourceSettings(SourceSettings):
     mastodon_base_urls: dict[str, str] = Field(
         default_factory=dict, description="Instance -> base URL, for a proxy or a local test server."
     )
-    source_max_bytes: int = Field(default=5 * 1024 * 1024, description="Largest feed or API response read.")
 
 
 class MastodonSource(SourceAdapter):
